@@ -1,0 +1,141 @@
+"""Shared pieces of the API models: base classes, metadata, conditions, status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Kubernetes object names: RFC 1123 subdomain (lowercase alphanumerics, '-', '.').
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# Names that become path segments in the store and DNS labels in a cluster.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class ApiModel(BaseModel):
+    """Strict camelCase model: unknown fields are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_assignment=True,
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The Kubernetes wire form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    # Local mode only: a served model whose process was stopped.
+    STOPPED = "Stopped"
+
+
+class ArtifactPolicy(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", description="CamelCase reason for the last transition.")
+    message: str = ""
+    last_transition_time: str = Field(default_factory=now_rfc3339)
+    observed_generation: int | None = None
+
+
+class ObjectMeta(BaseModel):
+    """The part of metav1.ObjectMeta users write; server-set fields pass through."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
+    namespace: str = Field(default="default", pattern=DNS_LABEL_PATTERN)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+
+
+class StatusBase(ApiModel):
+    """Fields every status carries."""
+
+    # Statuses are written by us, read by tools that may be newer: keep what we don't know.
+    model_config = ConfigDict(
+        extra="allow", alias_generator=to_camel, populate_by_name=True, validate_assignment=True
+    )
+
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    start_time: str | None = None
+    completion_time: str | None = None
+
+    def set_condition(
+        self, type_: str, status: bool | None, reason: str, message: str = "", generation: int | None = None
+    ) -> None:
+        """Upsert a condition, keeping lastTransitionTime when the status did not change."""
+        value: Literal["True", "False", "Unknown"] = (
+            "Unknown" if status is None else ("True" if status else "False")
+        )
+        for i, cond in enumerate(self.conditions):
+            if cond.type == type_:
+                ltt = cond.last_transition_time if cond.status == value else now_rfc3339()
+                self.conditions[i] = Condition(
+                    type=type_, status=value, reason=reason, message=message,
+                    last_transition_time=ltt, observed_generation=generation,
+                )
+                return
+        self.conditions.append(
+            Condition(type=type_, status=value, reason=reason, message=message, observed_generation=generation)
+        )
+
+
+class PrinterColumn(BaseModel):
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    json_path: str
+    description: str = ""
+    priority: int = 0
+
+
+class ResourceBase(ApiModel):
+    """A custom resource: apiVersion, kind, metadata, spec, status."""
+
+    # Set by each kind; used by the CRD generator and `kubeforge get`.
+    plural: ClassVar[str]
+    short_names: ClassVar[list[str]]
+    printer_columns: ClassVar[list[PrinterColumn]]
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    def key(self) -> str:
+        """`Kind/namespace/name`, how errors and logs name a resource."""
+        return f"{self.kind}/{self.metadata.namespace}/{self.metadata.name}"

@@ -1,0 +1,101 @@
+"""DatasetVersion: an immutable, content-addressed snapshot of an image dataset."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from kubeforge import GROUP_VERSION
+from kubeforge.api.common import (
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    ArtifactPolicy,
+    PrinterColumn,
+    ResourceBase,
+    StatusBase,
+)
+
+SourceFormat = Literal["coco", "imagefolder", "voc", "yolo", "supervisely"]
+
+
+class DatasetSource(ApiModel):
+    """Where raw data is read from."""
+
+    uri: str = Field(
+        min_length=1,
+        description="A local path (absolute, or relative to the manifest file) or an S3 prefix "
+        "(s3://bucket/prefix/).",
+    )
+    format: SourceFormat = Field(description="Layout of the source.")
+    annotations: str | None = Field(
+        default=None,
+        description="COCO: the instances JSON, relative to uri (default: the only *.json at the top).",
+    )
+    images: str | None = Field(
+        default=None, description="COCO: the image folder, relative to uri (default: 'images' or uri itself)."
+    )
+
+
+class DatasetVersionSpec(ApiModel):
+    dataset: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The dataset this is a version of.")
+    source: DatasetSource
+    parent: str | None = Field(default=None, description="The previous DatasetVersion of the same dataset.")
+    on_invalid_image: Literal["Fail", "Skip"] = Field(
+        default="Fail",
+        description="Fail: a corrupt or unreadable image fails the version. Skip: it is left out and "
+        "recorded in status.skipped.",
+    )
+    artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
+
+
+class ImageSizeStats(ApiModel):
+    min_width: int
+    max_width: int
+    min_height: int
+    max_height: int
+    mean_width: float
+    mean_height: float
+
+
+class DatasetStats(ApiModel):
+    images: int
+    annotations: int
+    classes: int
+    objects_per_class: dict[str, int] = Field(default_factory=dict)
+    images_per_class: dict[str, int] = Field(default_factory=dict)
+    image_sizes: ImageSizeStats | None = None
+    total_bytes: int = 0
+
+
+class SkippedFile(ApiModel):
+    file: str
+    reason: str
+
+
+class DatasetVersionStatus(StatusBase):
+    digest: str | None = Field(default=None, description="sha256 of the version manifest.")
+    manifest_uri: str | None = None
+    task: str | None = None
+    classes: list[str] = Field(default_factory=list)
+    stats: DatasetStats | None = None
+    skipped: list[SkippedFile] = Field(default_factory=list)
+
+
+class DatasetVersion(ResourceBase):
+    plural: ClassVar[str] = "datasetversions"
+    short_names: ClassVar[list[str]] = ["dsv"]
+    printer_columns: ClassVar[list[PrinterColumn]] = [
+        PrinterColumn(name="Dataset", type="string", json_path=".spec.dataset"),
+        PrinterColumn(name="Format", type="string", json_path=".spec.source.format"),
+        PrinterColumn(name="Images", type="integer", json_path=".status.stats.images"),
+        PrinterColumn(name="Classes", type="integer", json_path=".status.stats.classes"),
+        PrinterColumn(name="Digest", type="string", json_path=".status.digest", priority=1),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    ]
+
+    api_version: Literal["kubeforge.io/v1alpha1"] = GROUP_VERSION
+    kind: Literal["DatasetVersion"] = "DatasetVersion"
+    spec: DatasetVersionSpec
+    status: DatasetVersionStatus | None = None

@@ -1,0 +1,56 @@
+"""InferenceService: serves a trained model's export on NVIDIA Triton."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from kubeforge import GROUP_VERSION
+from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+
+
+class ServedModelRef(ApiModel):
+    training_job: str = Field(min_length=1)
+    format: Literal["onnx"] = "onnx"
+
+
+class RuntimeSpec(ApiModel):
+    max_batch_size: int = Field(default=8, ge=0, le=1024, description="0 disables batching.")
+    dynamic_batching: bool = True
+    max_queue_delay_microseconds: int = Field(default=100, ge=0)
+    instances: int = Field(default=1, ge=1, le=64, description="Model instances per server.")
+
+
+class InferenceServiceSpec(ApiModel):
+    model: ServedModelRef
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    replicas: int = Field(default=1, ge=0, le=100)
+    artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
+
+
+class InferenceServiceStatus(StatusBase):
+    url: str | None = Field(default=None, description="HTTP endpoint (Open Inference Protocol v2).")
+    grpc_url: str | None = None
+    ready: bool = False
+    model_name: str | None = None
+    repository_uri: str | None = None
+    pid: int | None = Field(default=None, description="Local mode: the tritonserver process.")
+
+
+class InferenceService(ResourceBase):
+    plural: ClassVar[str] = "inferenceservices"
+    # KServe owns `isvc`; ours must not clash.
+    short_names: ClassVar[list[str]] = ["kfsvc"]
+    printer_columns: ClassVar[list[PrinterColumn]] = [
+        PrinterColumn(name="Model", type="string", json_path=".spec.model.trainingJob"),
+        PrinterColumn(name="URL", type="string", json_path=".status.url"),
+        PrinterColumn(name="Ready", type="boolean", json_path=".status.ready"),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    ]
+
+    api_version: Literal["kubeforge.io/v1alpha1"] = GROUP_VERSION
+    kind: Literal["InferenceService"] = "InferenceService"
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus | None = None

@@ -1,0 +1,126 @@
+"""TrainingJob: trains one model on one DatasetVersion and exports it."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from kubeforge import GROUP_VERSION
+from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+
+Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
+
+
+class ModelSpec(ApiModel):
+    framework: Literal["torchvision"] = "torchvision"
+    name: str = Field(min_length=1, description="Architecture, e.g. resnet18 or ssdlite320_mobilenet_v3_large.")
+    pretrained: bool = Field(
+        default=False, description="Start from the framework's published weights (downloaded at run time)."
+    )
+    image_size: int | None = Field(
+        default=None, ge=32, le=4096, description="Square input size in pixels (default: the model's own)."
+    )
+    checkpoint: str | None = Field(default=None, description="Start from this checkpoint URI instead.")
+    from_training_job: str | None = Field(default=None, description="Start from this TrainingJob's best checkpoint.")
+
+
+class SplitSpec(ApiModel):
+    method: Literal["random"] = "random"
+    train_percent: float = Field(default=80.0, gt=0, lt=100)
+    seed: int = 0
+
+
+class OptimizerSpec(ApiModel):
+    type: Literal["SGD", "AdamW"] = "AdamW"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD only.")
+
+
+class SchedulerSpec(ApiModel):
+    type: Literal["none", "step", "cosine"] = "cosine"
+    step_size: int = Field(default=10, ge=1, description="step: epochs between decays.")
+    gamma: float = Field(default=0.1, gt=0, le=1, description="step: decay factor.")
+    warmup_iterations: int = Field(default=0, ge=0, description="Linear warm-up, in iterations.")
+
+
+class Hyperparameters(ApiModel):
+    epochs: int = Field(default=10, ge=1, le=100000)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    num_workers: int = Field(default=0, ge=0, le=64)
+    checkpoint_every: int | None = Field(default=None, ge=1, description="Also keep a checkpoint every N epochs.")
+
+
+class ResourcesSpec(ApiModel):
+    gpu: int = Field(default=0, ge=0)
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class BenchmarkToggle(ApiModel):
+    enabled: bool = False
+
+
+class TrainingJobSpec(ApiModel):
+    dataset_version: str = Field(min_length=1)
+    task: Task
+    model: ModelSpec
+    classes: list[str] | None = Field(default=None, min_length=1, description="Train on these classes only.")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    export: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"])
+    benchmark: BenchmarkToggle = Field(default_factory=BenchmarkToggle)
+    artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
+
+    @model_validator(mode="after")
+    def _supported_task(self) -> TrainingJobSpec:
+        if self.task not in ("classification", "object-detection"):
+            raise ValueError(f"task {self.task!r} is not supported yet; expected classification or object-detection")
+        return self
+
+
+class Progress(ApiModel):
+    epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class BestMetric(ApiModel):
+    name: str
+    value: float
+    epoch: int
+
+
+class TrainingJobStatus(StatusBase):
+    dataset_digest: str | None = None
+    experiment_uri: str | None = None
+    progress: Progress | None = None
+    best_metric: BestMetric | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    onnx_uri: str | None = None
+    onnx_parity_max_abs_diff: float | None = None
+    benchmark: str | None = Field(default=None, description="The Benchmark created for the best checkpoint.")
+
+
+class TrainingJob(ResourceBase):
+    plural: ClassVar[str] = "trainingjobs"
+    short_names: ClassVar[list[str]] = ["tj"]
+    printer_columns: ClassVar[list[PrinterColumn]] = [
+        PrinterColumn(name="Dataset", type="string", json_path=".spec.datasetVersion"),
+        PrinterColumn(name="Model", type="string", json_path=".spec.model.name"),
+        PrinterColumn(name="Epochs", type="integer", json_path=".spec.hyperparameters.epochs"),
+        PrinterColumn(name="Epoch", type="integer", json_path=".status.progress.epoch"),
+        PrinterColumn(name="Metric", type="string", json_path=".status.bestMetric.name"),
+        PrinterColumn(name="Best", type="number", json_path=".status.bestMetric.value"),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    ]
+
+    api_version: Literal["kubeforge.io/v1alpha1"] = GROUP_VERSION
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    spec: TrainingJobSpec
+    status: TrainingJobStatus | None = None

@@ -1,0 +1,105 @@
+"""The version manifest: images by content hash, annotations, classes.
+
+A version's digest is the sha256 of its canonical manifest bytes, which are exactly the
+bytes stored at `datasets/<dataset>/<digest>/manifest.json`. Canonical means: images
+sorted by file name, annotations sorted by image then content, categories by id, keys
+sorted, no whitespace. So the same content gives the same digest whatever the order
+in which files were found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+
+Segmentation = list[list[float]] | dict[str, Any]  # polygons, or COCO RLE {"size": [h, w], "counts": ...}
+
+
+class Category(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    name: str
+    supercategory: str | None = None
+
+
+class ManifestImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_name: str = Field(description="Path relative to the source root, '/'-separated.")
+    blob: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the image bytes.")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    bytes: int = Field(ge=0)
+    category_id: int | None = Field(default=None, description="Classification label.")
+    tags: list[str] = Field(default_factory=list)
+
+
+class ManifestAnnotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: int = Field(ge=0, description="Index into Manifest.images.")
+    category_id: int
+    bbox: list[float] = Field(min_length=4, max_length=4, description="COCO xywh in pixels.")
+    area: float = Field(ge=0)
+    iscrowd: int = 0
+    segmentation: Segmentation | None = None
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    dataset: str
+    task: Literal["classification", "object-detection"]
+    categories: list[Category]
+    images: list[ManifestImage]
+    annotations: list[ManifestAnnotation] = Field(default_factory=list)
+
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def category_name(self, category_id: int) -> str:
+        for cat in self.categories:
+            if cat.id == category_id:
+                return cat.name
+        raise KeyError(category_id)
+
+    def annotations_by_image(self) -> list[list[ManifestAnnotation]]:
+        out: list[list[ManifestAnnotation]] = [[] for _ in self.images]
+        for ann in self.annotations:
+            out[ann.image].append(ann)
+        return out
+
+    def canonical(self) -> Manifest:
+        """The same content in canonical order (image indices in annotations remapped)."""
+        order = sorted(range(len(self.images)), key=lambda i: self.images[i].file_name)
+        new_index = {old: new for new, old in enumerate(order)}
+        images = [self.images[i].model_copy(update={"tags": sorted(set(self.images[i].tags))}) for i in order]
+        anns = [a.model_copy(update={"image": new_index[a.image]}) for a in self.annotations]
+        anns.sort(key=lambda a: (a.image, _canonical_json(a.model_dump(mode="json"))))
+        cats = sorted(self.categories, key=lambda c: c.id)
+        return Manifest(
+            format_version=self.format_version, dataset=self.dataset, task=self.task,
+            categories=cats, images=images, annotations=anns,
+        )
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes; sha256 of these is the digest."""
+        return _canonical_json(self.canonical().model_dump(mode="json")).encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        return cls.model_validate_json(data)
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

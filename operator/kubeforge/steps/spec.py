@@ -1,0 +1,75 @@
+"""Run specs: what a step entrypoint is given (`kubeforge step KIND --spec run.json`).
+
+The local runner and the operator both build these from a resource plus what its
+references resolved to; a step needs nothing else (no Kubernetes API, no runner state).
+Store credentials never appear here: they come from the environment.
+Each step writes its result, a partial status of its resource (camelCase), to
+`--result FILE` and returns it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubeforge.api.benchmark import BenchmarkSpec
+from kubeforge.api.dataset_version import DatasetVersionSpec
+from kubeforge.api.inference_service import InferenceServiceSpec
+from kubeforge.api.training_job import TrainingJobSpec
+
+
+class _Run(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(description="Store URI: file:///dir or s3://bucket/prefix.")
+    namespace: str
+    name: str
+
+
+class DatasetRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    digest: str
+
+
+class DatasetVersionRun(_Run):
+    step: Literal["dataset-version"] = "dataset-version"
+    spec: DatasetVersionSpec = Field(description="source.uri is absolute (resolved by the runner).")
+    parent: DatasetRef | None = None
+
+
+class TrainRun(_Run):
+    step: Literal["train"] = "train"
+    spec: TrainingJobSpec
+    dataset: DatasetRef
+    experiment_prefix: str
+    init_checkpoint: str | None = Field(default=None, description="Store key of a checkpoint to start from.")
+
+
+class BenchmarkModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    training_job: str
+    experiment_prefix: str
+    checkpoint: Literal["best", "last"] = "best"
+
+
+class BenchmarkRun(_Run):
+    step: Literal["benchmark"] = "benchmark"
+    spec: BenchmarkSpec
+    dataset: DatasetRef
+    models: list[BenchmarkModel] = Field(min_length=1)
+    output_prefix: str
+
+
+class ServeRun(_Run):
+    step: Literal["serve"] = "serve"
+    spec: InferenceServiceSpec
+    experiment_prefix: str = Field(description="The served TrainingJob's experiment.")
+    output_prefix: str = Field(description="Where the Triton model repository goes.")
+    model_name: str = Field(description="The Triton model name.")
+
+
+StepRun = DatasetVersionRun | TrainRun | BenchmarkRun | ServeRun

@@ -1,0 +1,50 @@
+"""The fixed store layout (DESIGN.md): the one place that knows where things go."""
+
+from __future__ import annotations
+
+import re
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def blob_key(sha256_hex: str) -> str:
+    if not _HEX64.match(sha256_hex):
+        raise ValueError(f"not a sha256 hex digest: {sha256_hex!r}")
+    return f"blobs/sha256/{sha256_hex[:2]}/{sha256_hex}"
+
+
+def dataset_version_prefix(dataset: str, digest: str) -> str:
+    return f"datasets/{dataset}/{digest}"
+
+
+def dataset_manifest_key(dataset: str, digest: str) -> str:
+    return f"{dataset_version_prefix(dataset, digest)}/manifest.json"
+
+
+def dataset_stats_key(dataset: str, digest: str) -> str:
+    return f"{dataset_version_prefix(dataset, digest)}/stats.json"
+
+
+def experiment_prefix(namespace: str, dataset: str, training_job: str, framework: str) -> str:
+    return f"experiments/{namespace}_{dataset}/{training_job}_{framework}"
+
+
+def benchmark_prefix(namespace: str, benchmark: str) -> str:
+    return f"benchmarks/{namespace}_{benchmark}"
+
+
+def serving_prefix(namespace: str, inference_service: str) -> str:
+    return f"serving/{namespace}_{inference_service}"
+
+
+# Files inside an experiment prefix; experiment_info.json is written last.
+EXPERIMENT_INFO = "experiment_info.json"
+MODEL_META = "model_meta.json"
+HYPERPARAMETERS = "hyperparameters.yaml"
+TRAIN_VAL_SPLIT = "train_val_split.json"
+RUN_SPEC = "run_spec.json"
+PROGRESS = "progress.json"
+METRICS_LOG = "metrics.jsonl"
+CHECKPOINT_BEST = "checkpoints/best.pt"
+CHECKPOINT_LAST = "checkpoints/last.pt"
+ONNX_EXPORT = "export/model.onnx"
