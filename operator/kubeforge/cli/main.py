@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Kubeforge: from a labeled image dataset to a served model.")
+from kubeforge.cli import crds, datasets, predict, runner, step
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Kubeforge: from a labeled image dataset to a benchmarked, served model.",
+    pretty_exceptions_show_locals=False,  # locals can hold secrets
+)
+app.add_typer(crds.app, name="crds", help="Generate or check the CRDs from the API models.")
+app.add_typer(datasets.app, name="datasets", help="Dataset tools: synthetic data, import, inspect.")
+app.add_typer(step.app, name="step", help="Run one step (what a Kubernetes Job runs).")
+runner.register(app)
+predict.register(app)
 
 
 def main() -> None:

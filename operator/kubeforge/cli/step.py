@@ -1,0 +1,85 @@
+"""`kubeforge step KIND --spec run.json --result result.json`: the entrypoint a Job (or the
+local runner) calls. It reads the run spec, runs the step, writes the result atomically."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from kubeforge.steps.spec import BenchmarkRun, DatasetVersionRun, ServeRun, TrainRun
+
+app = typer.Typer(no_args_is_help=True, help="Run one step (what a Kubernetes Job runs).")
+
+# step name -> (run spec model, module whose `run(spec) -> dict` does the work)
+STEPS: dict[str, tuple[type, str]] = {
+    "dataset-version": (DatasetVersionRun, "kubeforge.steps.dataset_version"),
+    "train": (TrainRun, "kubeforge.steps.train"),
+    "benchmark": (BenchmarkRun, "kubeforge.steps.benchmark"),
+    "serve": (ServeRun, "kubeforge.steps.serve"),
+}
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def run_step(step: str, spec_path: Path) -> dict[str, Any]:
+    model, module_name = STEPS[step]
+    try:
+        spec = model.model_validate_json(spec_path.read_text())
+    except (OSError, ValidationError) as exc:
+        raise StepFailedError(f"{spec_path}: invalid {step} run spec: {exc}") from exc
+    module = importlib.import_module(module_name)
+    return module.run(spec)
+
+
+class StepFailedError(RuntimeError):
+    """A step failed with a message meant for the user (it reaches status and the termination log)."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _report_failure(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    # Kubernetes copies this file into the pod status; the operator puts it in the condition.
+    if TERMINATION_LOG.parent.is_dir() and os.access(TERMINATION_LOG.parent, os.W_OK):
+        try:
+            TERMINATION_LOG.write_text(message[-4000:])
+        except OSError:
+            pass
+
+
+def _make_command(step: str) -> None:
+    @app.command(step)
+    def command(
+        spec: Annotated[Path, typer.Option("--spec", help="The run spec (JSON).")],
+        result: Annotated[Path | None, typer.Option("--result", help="Write the status result here.")] = None,
+    ) -> None:
+        try:
+            out = run_step(step, spec)
+        except (StepFailedError, ValueError, KeyError, OSError) as exc:
+            _report_failure(str(exc) if not isinstance(exc, KeyError) else f"missing: {exc}")
+            raise typer.Exit(1) from None
+        text = json.dumps(out, indent=2, sort_keys=True)
+        if result is not None:
+            _write_atomic(result, text)
+        else:
+            print(text)
+
+    command.__doc__ = f"Run the {step} step."
+
+
+for _step in STEPS:
+    _make_command(_step)
