@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kubeforge.cli import crds, datasets, predict, runner, step
+from kubeforge.cli import crds, datasets, predict, runner, step, store
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -13,6 +13,7 @@ app = typer.Typer(
 )
 app.add_typer(crds.app, name="crds", help="Generate or check the CRDs from the API models.")
 app.add_typer(datasets.app, name="datasets", help="Dataset tools: synthetic data, import, inspect.")
+app.add_typer(store.app, name="store", help="Look into the artifact store.")
 app.add_typer(step.app, name="step", help="Run one step (what a Kubernetes Job runs).")
 runner.register(app)
 predict.register(app)

@@ -57,6 +57,11 @@ class Store(ABC):
     def url(self, key: str) -> str:
         """Where a key lives, for status and for tools (`s3://…` or an absolute path)."""
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Keys under `prefix` with their sizes in bytes. Implementations override the slow default."""
+        for key in self.list(prefix):
+            yield key, len(self.get_bytes(key))
+
     def check(self) -> None:
         """Raise StoreUnreachableError unless the store answers. Cheap; call before long work."""
         return None

@@ -78,6 +78,10 @@ class LocalStore(Store):
         )
         return iter(k for k in keys if k.startswith(prefix))
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for key in self.list(prefix):
+            yield key, (self.root / key).stat().st_size
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 

@@ -1,0 +1,43 @@
+# The two set-up commands: `make demo` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kubeforge-installed
+DEMO_DIR ?= .kubeforge/demo
+
+.PHONY: demo test lint install system-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch/torchvision are pinned to the releases that pip finds on this machine's disk.
+	$(BIN)/python -m pip install --progress-bar off -e ".[train,serve,operator,test]"
+	touch $(STAMP)
+
+# tritonserver's Python-backend stub links the shared libpython3.11 (Debian package).
+system-deps:
+	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then \
+	  echo "installing libpython3.11 (needed by tritonserver's Python backend)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libpython3.11; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libpython3.11; fi; \
+	fi
+
+demo: $(STAMP)
+	DEMO_DIR=$(DEMO_DIR) KUBEFORGE=$(BIN)/kubeforge bash examples/quickstart/demo.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator trainers tests benchmarks
+	$(BIN)/kubeforge crds generate --check
+
+test: $(STAMP)
+	$(BIN)/ruff check operator trainers tests benchmarks
+	$(BIN)/kubeforge crds generate --check
+	# pytest exits 5 when it collected nothing: that fails here like any other error.
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .kubeforge .pytest_cache

@@ -1,0 +1,78 @@
+"""`kubeforge store tree`: where every artifact went."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.tree import Tree
+
+from kubeforge.store import StoreError, open_store
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def build_tree(root_label: str, sizes: list[tuple[str, int]], max_files: int = 12) -> Tree:
+    """A rich tree of keys; content-addressed blobs collapse to one line (there are thousands)."""
+    tree = Tree(f"[bold]{root_label}[/]")
+    blob_count = sum(1 for k, _ in sizes if k.startswith("blobs/"))
+    blob_bytes = sum(s for k, s in sizes if k.startswith("blobs/"))
+    if blob_count:
+        tree.add(f"blobs/sha256/  [dim]{blob_count} content-addressed objects, {human_bytes(blob_bytes)}[/]")
+    children: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, size in sizes:
+        if not key.startswith("blobs/"):
+            head, _, rest = key.partition("/")
+            children[head].append((rest, size))
+    for head in sorted(children):
+        _add(tree, head, children[head], max_files)
+    return tree
+
+
+def _add(parent: Tree, name: str, entries: list[tuple[str, int]], max_files: int) -> None:
+    files = [(k, s) for k, s in entries if "/" not in k]
+    dirs: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, size in entries:
+        if "/" in key:
+            head, _, rest = key.partition("/")
+            dirs[head].append((rest, size))
+    if not dirs and not files:  # a plain file at the top level
+        parent.add(name)
+        return
+    total = sum(s for _, s in entries)
+    node = parent.add(f"[bold blue]{name}/[/]  [dim]{human_bytes(total)}[/]")
+    for head in sorted(dirs):
+        _add(node, head, dirs[head], max_files)
+    for key, size in sorted(files)[:max_files]:
+        node.add(f"{key}  [dim]{human_bytes(size)}[/]")
+    if len(files) > max_files:
+        node.add(f"[dim]… {len(files) - max_files} more files[/]")
+
+
+@app.command("tree")
+def tree_command(
+    store: Annotated[str | None, typer.Option("--store", help="Store URI (default: the local runner's).")] = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="Only keys under this prefix.")] = "",
+) -> None:
+    """Print the store's contents as a tree (blobs collapsed)."""
+    from kubeforge.local.state import default_store_uri
+
+    console = Console()
+    try:
+        st = open_store(store or default_store_uri())
+        st.check()
+        sizes = list(st.list_sizes(prefix))
+    except StoreError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(build_tree(st.uri, sizes))
