@@ -1,3 +1,116 @@
 """pytest fixtures shared by the suite. Servers start once per test session."""
 
 from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------
+# Serving (Triton): tiny ONNX exports that follow models/meta.py, and the backend dir.
+# Imports stay inside the functions so loading this plugin stays cheap.
+# ---------------------------------------------------------------------------------------
+
+TINY_COLORS = ["red", "green", "blue"]
+TINY_SIZE = 32
+
+# Repeated here so this section does not depend on what the top of the file imports.
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def make_tiny_classifier(out_dir: Any) -> tuple[Any, Any]:
+    """A 3-class 'dominant colour' classifier exported to ONNX: (model.onnx path, ModelMeta).
+
+    logits = 10 * mean RGB + a small random conv branch, so the class is predictable
+    (a red image is 'red') while the arithmetic is not trivial for parity checks.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            colour = images.mean(dim=(2, 3)) * 10.0
+            texture = torch.relu(self.conv(images)).mean(dim=(2, 3)) * 0.1
+            return colour + texture
+
+    torch.manual_seed(0)
+    path = Path(out_dir) / "classifier.onnx"
+    torch.onnx.export(
+        Tiny().eval(), (torch.rand(2, 3, TINY_SIZE, TINY_SIZE),), str(path), input_names=["images"],
+        output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+    meta = ModelMeta(
+        task="classification", framework="torch", architecture="tiny-colour", classes=TINY_COLORS,
+        input=InputSpec(name="images", dtype="float32", shape=[-1, 3, TINY_SIZE, TINY_SIZE],
+                        height=TINY_SIZE, width=TINY_SIZE, dynamic_batch=True),
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(TINY_COLORS)])], onnx_opset=17,
+    )
+    return path, meta
+
+
+def make_tiny_detector(out_dir: Any) -> tuple[Any, Any]:
+    """A detector over a 4x4 grid of cells exported to ONNX: (model.onnx path, ModelMeta).
+
+    A cell is detected when its brightest channel's mean exceeds 0.5 (score = that mean,
+    label = that channel), so the number of detections varies with the image.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
+
+    cell = TINY_SIZE // 4
+
+    class TinyDetector(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            pooled = torch.nn.functional.avg_pool2d(images, cell)[0]  # [3, 4, 4]
+            best, label = pooled.max(dim=0)  # [4, 4]
+            ys = torch.arange(4, dtype=torch.float32).view(4, 1).expand(4, 4) * cell
+            xs = torch.arange(4, dtype=torch.float32).view(1, 4).expand(4, 4) * cell
+            grid = torch.stack([xs, ys, xs + cell, ys + cell], dim=-1).reshape(16, 4)
+            scores, labels = best.reshape(16), label.reshape(16)
+            keep = scores > 0.5
+            return grid[keep], scores[keep], labels[keep].to(torch.int64)
+
+    path = Path(out_dir) / "detector.onnx"
+    torch.onnx.export(
+        TinyDetector().eval(), (torch.rand(1, 3, TINY_SIZE, TINY_SIZE),), str(path), input_names=["images"],
+        output_names=["boxes", "scores", "labels"],
+        dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"}, "labels": {0: "n"}}, opset_version=17, dynamo=False,
+    )
+    meta = ModelMeta(
+        task="object-detection", framework="torch", architecture="tiny-grid", classes=TINY_COLORS,
+        input=InputSpec(name="images", dtype="float32", shape=[1, 3, TINY_SIZE, TINY_SIZE],
+                        height=TINY_SIZE, width=TINY_SIZE, dynamic_batch=False),
+        outputs=[TensorSpec(name="boxes", dtype="float32", shape=[-1, 4]),
+                 TensorSpec(name="scores", dtype="float32", shape=[-1]),
+                 TensorSpec(name="labels", dtype="int64", shape=[-1])], onnx_opset=17,
+    )
+    return path, meta
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """(model.onnx path, ModelMeta) of the tiny colour classifier (dynamic batch)."""
+    return make_tiny_classifier(tmp_path_factory.mktemp("tiny-classifier"))
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """(model.onnx path, ModelMeta) of the tiny grid detector (one image per call, variable N)."""
+    return make_tiny_detector(tmp_path_factory.mktemp("tiny-detector"))
+
+
+@pytest.fixture(scope="session")
+def triton_backend_dir() -> Any:
+    """The writable Triton backend directory (cached across sessions under ~/.cache/kubeforge)."""
+    from kubeforge.serving.triton_server import prepare_backend_dir
+
+    return prepare_backend_dir()

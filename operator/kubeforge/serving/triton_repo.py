@@ -1,0 +1,193 @@
+"""Build Triton model repositories from an ONNX export and its `ModelMeta` (pure functions).
+
+Layout under a serving prefix (`serving/<namespace>_<service>/` in the store):
+
+    model_meta.json                      the export's meta, for clients (outside both repositories)
+    python/<model>/config.pbtxt          local variant: `backend: "python"`, KIND_CPU
+    python/<model>/1/model.onnx
+    python/<model>/1/model.py            ONNX Runtime inside Triton's Python backend
+    onnxruntime/<model>/config.pbtxt     cluster variant: NGC Triton's `backend: "onnxruntime"`
+    onnxruntime/<model>/1/model.onnx
+
+Each of `python/` and `onnxruntime/` is a complete `--model-repository` root. Two roots
+because the PyPI tritonserver ships only the Python backend, and an NGC image should run
+ONNX Runtime natively (GPU, no Python in the request path).
+
+Batching:
+- classification with a dynamic batch dimension and `runtime.maxBatchSize > 0`: Triton
+  batching on; dims leave out the batch dimension, `dynamic_batching` when enabled, and
+  the Python model concatenates a dynamic batch into one ONNX Runtime call.
+- object-detection (one image per ORT call, N detections varying per image) and any
+  fixed-batch export: `max_batch_size: 0`, dims are the export's full shapes
+  (`images` [1,3,H,W] -> `boxes` [-1,4], `scores` [-1], `labels` [-1]), so Triton returns
+  exactly what ONNX Runtime returns. Throughput comes from `instance_group.count` instead.
+  Why not batch=1 per request with batching on: every output would gain a leading 1 and
+  differ from the export's contract, and a batch of variable-N outputs cannot be stacked.
+
+The full meta is also embedded in config.pbtxt as the parameter `kubeforge.model_meta`,
+so a client given only a URL and a model name can decode results (`client.fetch_meta`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from kubeforge.api.inference_service import RuntimeSpec
+from kubeforge.models.meta import ModelMeta, TensorSpec
+from kubeforge.serving import pbtxt
+
+Variant = Literal["python", "onnxruntime"]
+VARIANTS: tuple[Variant, ...] = ("python", "onnxruntime")
+LOCAL_VARIANT: Variant = "python"
+CLUSTER_VARIANT: Variant = "onnxruntime"
+
+MODEL_VERSION = "1"
+MODEL_FILE = "model.onnx"
+PYTHON_MODEL_FILE = "model.py"
+CONFIG_FILE = "config.pbtxt"
+META_FILE = "model_meta.json"
+META_PARAMETER = "kubeforge.model_meta"
+
+_TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8"}
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    name: str
+    data_type: str  # Triton's enum name, e.g. TYPE_FP32
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The part of Triton's ModelConfig we generate."""
+
+    name: str
+    backend: Variant
+    max_batch_size: int
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    instance_count: int = 1
+    # KIND_CPU locally; KIND_AUTO in a cluster lets the Deployment's GPU request decide.
+    instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    dynamic_batching: bool = False
+    max_queue_delay_microseconds: int = 0
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+def _tensor(spec: TensorSpec, batched: bool, where: str) -> TensorConfig:
+    try:
+        data_type = _TRITON_DTYPES[spec.dtype]
+    except KeyError:
+        raise ValueError(f"{where}: tensor {spec.name!r} has dtype {spec.dtype!r}; "
+                         f"expected one of {sorted(_TRITON_DTYPES)}") from None
+    dims = tuple(spec.shape)
+    if batched:
+        if not dims or dims[0] != -1:
+            raise ValueError(f"{where}: tensor {spec.name!r} shape {list(dims)} has no variable batch "
+                             "dimension (-1 first), but batching is on")
+        dims = dims[1:]
+    return TensorConfig(spec.name, data_type, dims)
+
+
+def supports_batching(meta: ModelMeta) -> bool:
+    """Whether Triton may batch requests for this export (see the module docstring)."""
+    return meta.task == "classification" and meta.input.dynamic_batch and meta.input.shape[:1] == [-1]
+
+
+def build_config(meta: ModelMeta, model_name: str, runtime: RuntimeSpec, variant: Variant) -> ModelConfig:
+    """Decide the Triton config for one variant (pure; see the module docstring for the rules)."""
+    batched = runtime.max_batch_size > 0 and supports_batching(meta)
+    where = f"model_meta.json of model {model_name!r}"
+    return ModelConfig(
+        name=model_name,
+        backend=variant,
+        max_batch_size=runtime.max_batch_size if batched else 0,
+        inputs=(_tensor(meta.input, batched, where),),
+        outputs=tuple(_tensor(out, batched, where) for out in meta.outputs),
+        instance_count=runtime.instances,
+        instance_kind="KIND_CPU" if variant == "python" else "KIND_AUTO",
+        dynamic_batching=batched and runtime.dynamic_batching,
+        max_queue_delay_microseconds=runtime.max_queue_delay_microseconds,
+        parameters={META_PARAMETER: meta.model_dump_json()},
+    )
+
+
+def config_message(config: ModelConfig) -> dict[str, Any]:
+    """ModelConfig -> the message dict `pbtxt.render` writes (field names as in model_config.proto)."""
+
+    def tensor(t: TensorConfig) -> dict[str, Any]:
+        return {"name": t.name, "data_type": pbtxt.Enum(t.data_type), "dims": list(t.dims)}
+
+    message: dict[str, Any] = {
+        "name": config.name,
+        "backend": config.backend,
+        "max_batch_size": config.max_batch_size,
+        "input": [tensor(t) for t in config.inputs],
+        "output": [tensor(t) for t in config.outputs],
+        "instance_group": [{"count": config.instance_count, "kind": pbtxt.Enum(config.instance_kind)}],
+    }
+    if config.dynamic_batching:
+        message["dynamic_batching"] = {"max_queue_delay_microseconds": config.max_queue_delay_microseconds}
+    if config.parameters:
+        # model_config.proto's `map<string, ModelParameter> parameters` in text form.
+        message["parameters"] = [
+            {"key": key, "value": {"string_value": value}} for key, value in sorted(config.parameters.items())
+        ]
+    return message
+
+
+def render_config(config: ModelConfig) -> str:
+    """The config.pbtxt text for one model."""
+    return pbtxt.render(config_message(config))
+
+
+def python_model_source() -> bytes:
+    """The shipped Python-backend `model.py` (ONNX Runtime inside Triton)."""
+    return resources.files("kubeforge.serving").joinpath("templates", "onnx_model.py").read_bytes()
+
+
+def repository_files(
+    onnx: bytes, meta: ModelMeta, model_name: str, runtime: RuntimeSpec
+) -> dict[str, bytes]:
+    """Every file of both variants, keyed by path relative to the serving prefix.
+
+    Ordered for writing: within a model, config.pbtxt comes after the files it loads, so a
+    Triton polling the repository never sees a config without its model.
+    """
+    files: dict[str, bytes] = {META_FILE: meta.model_dump_json(indent=2).encode()}
+    for variant in VARIANTS:
+        model_dir = f"{variant}/{model_name}"
+        files[f"{model_dir}/{MODEL_VERSION}/{MODEL_FILE}"] = onnx
+        if variant == "python":
+            files[f"{model_dir}/{MODEL_VERSION}/{PYTHON_MODEL_FILE}"] = python_model_source()
+        files[f"{model_dir}/{CONFIG_FILE}"] = render_config(build_config(meta, model_name, runtime, variant)).encode()
+    return files
+
+
+def repository_prefix(serving_prefix: str, variant: Variant) -> str:
+    """The `--model-repository` root of one variant under a serving prefix."""
+    return f"{serving_prefix.rstrip('/')}/{variant}"
+
+
+def write_repository(root: Path, files: dict[str, bytes]) -> Path:
+    """Write `repository_files(...)` under a local directory; returns `root`."""
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def meta_from_parameters(parameters: dict[str, Any]) -> ModelMeta:
+    """Read the embedded meta back from a model config's `parameters` (as Triton's JSON API returns them)."""
+    try:
+        raw = parameters[META_PARAMETER]["string_value"]
+    except KeyError:
+        raise KeyError(f"model config has no parameter {META_PARAMETER!r}; was the repository built by kubeforge?"
+                       ) from None
+    return ModelMeta.model_validate(json.loads(raw))
