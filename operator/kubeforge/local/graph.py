@@ -1,0 +1,197 @@
+"""Resolve references between resources and order them (pure: no I/O, no state writes).
+
+A reference is satisfied by a resource in the applied set, or by one that already
+Succeeded in the state directory (passed in as `existing`). Everything missing or cyclic
+is reported, naming the file, the resource and the field, before anything runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeforge import GROUP_VERSION
+from kubeforge.api import KINDS, Benchmark, DatasetVersion, InferenceService, ObjectMeta, Resource, TrainingJob
+from kubeforge.api.benchmark import BenchmarkModelRef, BenchmarkSpec
+from kubeforge.local.manifests import LoadedResource, ManifestError, ResourceKey, resource_label
+
+OWNER_LABEL = "kubeforge.io/owned-by"
+_KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
+
+
+@dataclass(frozen=True)
+class Dependency:
+    key: ResourceKey
+    field: str  # where the reference is written, e.g. "spec.models[0].trainingJob"
+    role: str  # what the runner uses it for: dataset, parent, model, trainingJob, fromTrainingJob
+    in_plan: bool  # False: satisfied by a resource that already Succeeded in the state directory
+
+
+@dataclass
+class Node:
+    resource: Resource
+    where: str  # origin for messages: the file (and document), or the owner for implicit ones
+    path: Path | None
+    owner: ResourceKey | None = None
+    deps: list[Dependency] = field(default_factory=list)
+
+    @property
+    def key(self) -> ResourceKey:
+        return (self.resource.kind, self.resource.namespace, self.resource.name)
+
+    @property
+    def label(self) -> str:
+        return resource_label(*self.key)
+
+    def dep(self, role: str) -> Dependency | None:
+        return next((d for d in self.deps if d.role == role), None)
+
+    def deps_with(self, role: str) -> list[Dependency]:
+        return [d for d in self.deps if d.role == role]
+
+
+@dataclass
+class Plan:
+    nodes: list[Node]  # in run order
+    existing: Mapping[ResourceKey, Resource]  # state resources the plan refers to
+
+    def get(self, key: ResourceKey) -> Node | None:
+        return next((n for n in self.nodes if n.key == key), None)
+
+
+def implicit_benchmark(job: TrainingJob) -> Benchmark:
+    """The Benchmark a TrainingJob with `benchmark.enabled` owns: its best checkpoint on its val split."""
+    meta = ObjectMeta(
+        name=f"{job.name}-benchmark",
+        namespace=job.namespace,
+        labels={OWNER_LABEL: f"TrainingJob.{job.name}"},
+        ownerReferences=[{"apiVersion": GROUP_VERSION, "kind": "TrainingJob", "name": job.name, "controller": True}],
+    )
+    spec = BenchmarkSpec(
+        dataset_version=job.spec.dataset_version, split="val", models=[BenchmarkModelRef(training_job=job.name)]
+    )
+    return Benchmark(metadata=meta, spec=spec)
+
+
+def _with_implicit(loaded: list[LoadedResource], problems: list[str]) -> list[Node]:
+    nodes = [Node(item.resource, item.where, item.path) for item in loaded]
+    taken = {n.key: n for n in nodes}
+    for node in list(nodes):
+        job = node.resource
+        if not (isinstance(job, TrainingJob) and job.spec.benchmark.enabled):
+            continue
+        where = f"{node.where}: {node.label}: spec.benchmark.enabled"
+        try:
+            bench = implicit_benchmark(job)
+        except ValueError as exc:  # the derived name can be too long for a DNS label
+            problems.append(f"{where}: cannot name the implicit Benchmark: {exc}")
+            continue
+        clash = taken.get((bench.kind, bench.namespace, bench.name))
+        if clash is not None:
+            problems.append(f"{where}: the implicit Benchmark {bench.name!r} clashes with the one defined in "
+                            f"{clash.where}; rename one or set enabled: false")
+            continue
+        implicit = Node(bench, f"{node.where} (implicit, from {node.label} spec.benchmark.enabled)", node.path,
+                        owner=node.key)
+        nodes.append(implicit)
+        taken[implicit.key] = implicit
+    return nodes
+
+
+def _resolve(node: Node, applied: Mapping[ResourceKey, Node], existing: Mapping[ResourceKey, Resource],
+             problems: list[str]) -> None:
+    res = node.resource
+    ns = res.namespace
+
+    def ref(kind: str, name: str, field_path: str, role: str) -> Resource | None:
+        key = (kind, ns, name)
+        if key in applied:
+            node.deps.append(Dependency(key, field_path, role, in_plan=True))
+            return applied[key].resource
+        if key in existing:
+            node.deps.append(Dependency(key, field_path, role, in_plan=False))
+            return existing[key]
+        problems.append(f"{node.where}: {node.label}: {field_path}: {kind} {name!r} not found in namespace "
+                        f"{ns!r}; it is neither in the applied manifests nor Succeeded in the state directory")
+        return None
+
+    if isinstance(res, DatasetVersion):
+        if res.spec.parent is not None:
+            ref("DatasetVersion", res.spec.parent, "spec.parent", "parent")
+    elif isinstance(res, TrainingJob):
+        ref("DatasetVersion", res.spec.dataset_version, "spec.datasetVersion", "dataset")
+        if res.spec.model.from_training_job is not None:
+            ref("TrainingJob", res.spec.model.from_training_job, "spec.model.fromTrainingJob", "fromTrainingJob")
+    elif isinstance(res, Benchmark):
+        jobs = [ref("TrainingJob", m.training_job, f"spec.models[{i}].trainingJob", "model")
+                for i, m in enumerate(res.spec.models)]
+        if res.spec.dataset_version is not None:
+            ref("DatasetVersion", res.spec.dataset_version, "spec.datasetVersion", "dataset")
+        elif isinstance(jobs[0], TrainingJob):
+            # Default: the data the first model was trained on.
+            ref("DatasetVersion", jobs[0].spec.dataset_version,
+                f"spec.models[0].trainingJob ({jobs[0].name}).spec.datasetVersion", "dataset")
+    elif isinstance(res, InferenceService):
+        ref("TrainingJob", res.spec.model.training_job, "spec.model.trainingJob", "trainingJob")
+
+
+def _order(nodes: list[Node]) -> tuple[list[Node], list[Node]]:
+    """Kahn's algorithm, ties broken by kind order then namespace then name. Returns (ordered, left)."""
+    by_key = {n.key: n for n in nodes}
+    waiting = {n.key: {d.key for d in n.deps if d.in_plan} for n in nodes}
+    dependents: dict[ResourceKey, list[ResourceKey]] = {k: [] for k in by_key}
+    for key, deps in waiting.items():
+        for dep in deps:
+            dependents[dep].append(key)
+
+    def rank(key: ResourceKey) -> tuple[int, str, str]:
+        return (_KIND_ORDER[key[0]], key[1], key[2])
+
+    ready = [(*rank(k), k) for k, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    ordered: list[Node] = []
+    while ready:
+        *_, key = heapq.heappop(ready)
+        ordered.append(by_key[key])
+        for child in dependents[key]:
+            waiting[child].discard(key)
+            if not waiting[child]:
+                heapq.heappush(ready, (*rank(child), child))
+    done = {n.key for n in ordered}
+    return ordered, [n for n in nodes if n.key not in done]
+
+
+def _cycle_message(left: list[Node]) -> str:
+    """Follow in-plan references among the unordered nodes until one repeats."""
+    by_key = {n.key: n for n in left}
+    node = left[0]
+    path: list[tuple[Node, str]] = []
+    seen: dict[ResourceKey, int] = {}
+    while node.key not in seen:
+        seen[node.key] = len(path)
+        dep = next(d for d in node.deps if d.in_plan and d.key in by_key)
+        path.append((node, dep.field))
+        node = by_key[dep.key]
+    cycle = path[seen[node.key]:]
+    chain = " -> ".join(f"{n.label} ({f})" for n, f in cycle) + f" -> {node.label}"
+    first = cycle[0][0]
+    return f"{first.where}: {first.label}: {cycle[0][1]}: reference cycle: {chain}"
+
+
+def build_plan(loaded: list[LoadedResource], existing: Mapping[ResourceKey, Resource] | None = None) -> Plan:
+    """Resolve every reference and order the resources; raises ManifestError listing every problem."""
+    existing = existing or {}
+    problems: list[str] = []
+    nodes = _with_implicit(loaded, problems)
+    applied = {n.key: n for n in nodes}
+    for node in nodes:
+        _resolve(node, applied, existing, problems)
+    if problems:
+        raise ManifestError(problems)
+    ordered, left = _order(nodes)
+    if left:
+        raise ManifestError([_cycle_message(left)])
+    used = {d.key for n in ordered for d in n.deps if not d.in_plan}
+    return Plan(ordered, {k: existing[k] for k in used})

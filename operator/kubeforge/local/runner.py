@@ -1,0 +1,319 @@
+"""Run a plan: each resource's step as a subprocess, in order, with status in the state dir.
+
+The subprocess is the same entrypoint a Kubernetes Job runs (`kubeforge step NAME --spec
+run.json --result result.json`), so local mode exercises exactly the cluster's code path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
+from kubeforge.api.common import StatusBase, now_rfc3339
+from kubeforge.local import serving
+from kubeforge.local.graph import Node, Plan, build_plan
+from kubeforge.local.manifests import LoadedResource, ResourceKey, display_path
+from kubeforge.local.runspec import STEP_NAMES, RunSpecError, build_run, upstream_fingerprint
+from kubeforge.local.state import Record, StateDir, atomic_write_text, creation_timestamp, spec_hash
+
+DEFAULT_STEP_COMMAND = (sys.executable, "-m", "kubeforge.cli.main", "step")
+# Environment variables whose values must never reach a log, a status or the terminal.
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN")
+SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN")
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    values = {v for k, v in env.items() if (k in SECRET_ENV or any(m in k.upper() for m in SECRET_MARKERS))
+              and len(v) >= 4}
+    return sorted(values, key=len, reverse=True)  # longest first: a secret may contain another
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for value in secrets:
+        text = text.replace(value, "***")
+    return text
+
+
+def status_class(resource: Resource) -> type[StatusBase]:
+    return type(resource).model_fields["status"].annotation.__args__[0]  # type: ignore[union-attr]
+
+
+def key_output(resource: Resource) -> str:
+    """The one thing a user wants to see per resource in the summary."""
+    st = resource.status
+    if st is None:
+        return ""
+    if st.phase == Phase.FAILED:
+        return st.message.splitlines()[0][:100] if st.message else ""
+    data = st.dump()
+    if resource.kind == "DatasetVersion" and data.get("digest"):
+        images = (data.get("stats") or {}).get("images")
+        return f"digest {data['digest'][:12]}" + (f", {images} images" if images is not None else "")
+    if resource.kind == "TrainingJob" and data.get("bestMetric"):
+        best = data["bestMetric"]
+        return f"{best['name']}={best['value']:.4g} (epoch {best['epoch']})"
+    if resource.kind == "Benchmark":
+        return data.get("headline") or ""
+    if resource.kind == "InferenceService":
+        return data.get("url") or ""
+    return ""
+
+
+@dataclass
+class Outcome:
+    key: ResourceKey
+    action: str  # unchanged | succeeded | failed | dependency-failed
+    seconds: float
+    record: Record
+
+
+class Runner:
+    """Runs plans against one state directory and one store."""
+
+    def __init__(self, state: StateDir, store_uri: str, console: Console | None = None,
+                 step_command: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.state = state
+        self.store_uri = store_uri
+        self.console = console or Console()
+        # Tests substitute a stand-in for the real steps; the default is the Job entrypoint.
+        self.step_command = list(step_command or DEFAULT_STEP_COMMAND)
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.secrets = secret_values(self.env)
+
+    def plan(self, loaded: list[LoadedResource]) -> Plan:
+        return build_plan(loaded, self.state.succeeded())
+
+    def _existing_records(self, plan: Plan) -> dict[ResourceKey, Record]:
+        return {key: self.state.get(*key) for key in plan.existing}
+
+    def _unchanged(self, prev: Record | None, digest: str) -> bool:
+        if prev is None or prev.spec_hash != digest or prev.store != self.store_uri:
+            return False
+        status = prev.resource.status
+        if isinstance(prev.resource, InferenceService):
+            # A served model is Running while its process lives.
+            return status is not None and status.phase == Phase.RUNNING and serving.is_alive(status)
+        return prev.phase == Phase.SUCCEEDED
+
+    def preview(self, plan: Plan) -> list[tuple[Node, str]]:
+        """What `run` would do with each resource, without running anything (for --dry-run)."""
+        records = self._existing_records(plan)
+        will_run: set[ResourceKey] = set()
+        out = []
+        for node in plan.nodes:
+            prev = self.state.load(*node.key)
+            if any(d.key in will_run for d in node.deps):
+                action = "run (an upstream resource runs first)"
+            else:
+                digest = spec_hash(node.resource, upstream_fingerprint(node, records), self.store_uri)
+                if self._unchanged(prev, digest):
+                    action = "unchanged"
+                    records[node.key] = prev  # type: ignore[assignment]
+                elif prev is None:
+                    action = "run (new)"
+                elif prev.phase not in (Phase.SUCCEEDED, Phase.RUNNING):
+                    action = f"run (last run {prev.phase})"
+                else:
+                    action = "run (spec or upstream changed)"
+            if action != "unchanged":
+                will_run.add(node.key)
+            out.append((node, action))
+        return out
+
+    def run(self, plan: Plan) -> list[Outcome]:
+        """Run every resource that changed; stops dependents of a failure, not independent ones."""
+        with self.state.lock():
+            records = self._existing_records(plan)
+            outcomes: list[Outcome] = []
+            failed: set[ResourceKey] = set()
+            for node in plan.nodes:
+                outcome = self._run_node(node, records, failed)
+                records[node.key] = outcome.record
+                if outcome.action in ("failed", "dependency-failed"):
+                    failed.add(node.key)
+                outcomes.append(outcome)
+            return outcomes
+
+    def _new_record(self, node: Node, prev: Record | None, digest: str | None, prefixes: dict[str, str]) -> Record:
+        res = node.resource.model_copy(deep=True)
+        extra = res.metadata.model_extra if res.metadata.model_extra is not None else {}
+        extra["creationTimestamp"] = (creation_timestamp(prev.resource) if prev else None) or now_rfc3339()
+        generation = (prev.resource.metadata.generation or 1) if prev else 1
+        if prev is not None and prev.spec_hash != digest:
+            generation += 1
+        res.metadata.generation = generation
+        manifest = display_path(node.path) if node.path else None
+        return Record(res, digest, manifest, self.store_uri, prefixes)
+
+    def _set_status(self, record: Record, status: StatusBase) -> None:
+        status.observed_generation = record.resource.metadata.generation
+        record.resource.status = status  # type: ignore[assignment]
+        self.state.save(record)
+
+    def _fail(self, record: Record, reason: str, message: str, started: str | None) -> None:
+        status = status_class(record.resource)(phase=Phase.FAILED, message=message, start_time=started,
+                                               completion_time=now_rfc3339())
+        status.set_condition("Ready", False, reason, message, record.resource.metadata.generation)
+        self._set_status(record, status)
+
+    def _run_node(self, node: Node, records: dict[ResourceKey, Record], failed: set[ResourceKey]) -> Outcome:
+        t0 = time.monotonic()
+        prev = self.state.load(*node.key)
+        broken = [d for d in node.deps if d.key in failed]
+        if broken:
+            record = self._new_record(node, prev, None, {})
+            names = ", ".join(f"{d.key[0]}/{d.key[2]} ({d.field})" for d in broken)
+            self._fail(record, "DependencyFailed", f"not run: {names} failed", None)
+            self.console.print(f"[red]✗[/] {node.label}: not run, depends on failed {names}")
+            return Outcome(node.key, "dependency-failed", 0.0, record)
+
+        digest = spec_hash(node.resource, upstream_fingerprint(node, records), self.store_uri)
+        if self._unchanged(prev, digest):
+            assert prev is not None
+            self.console.print(f"[dim]•[/] {node.label}: unchanged")
+            return Outcome(node.key, "unchanged", 0.0, prev)
+
+        record = self._new_record(node, prev, digest, {})
+        started = now_rfc3339()
+        try:
+            run_spec, record.prefixes = build_run(node, records, self.store_uri)
+        except RunSpecError as exc:
+            self._fail(record, "InvalidReference", str(exc), started)
+            self.console.print(f"[red]✗[/] {node.label}: {exc}")
+            return Outcome(node.key, "failed", time.monotonic() - t0, record)
+
+        running = status_class(node.resource)(phase=Phase.RUNNING, start_time=started)
+        running.set_condition("Ready", False, "Running", f"{STEP_NAMES[node.resource.kind]} step running")
+        self._set_status(record, running)
+        run_dir = self.state.run_dir(*node.key)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "result.json").unlink(missing_ok=True)
+        atomic_write_text(run_dir / "run.json", run_spec.model_dump_json(indent=2) + "\n")
+
+        if isinstance(prev.resource if prev else None, InferenceService) and prev is not None:
+            # The old server would keep serving the repository the step is about to replace.
+            serving.stop(prev.resource.status)  # type: ignore[arg-type]
+
+        error = self._execute(node, run_dir)
+        result: dict[str, Any] = {}
+        if error is None:
+            result, error = self._read_result(run_dir)
+        if error is None:
+            error = self._succeed(node, record, running, result, run_dir)
+        seconds = time.monotonic() - t0
+        if error is not None:
+            self._fail(record, "StepFailed", error, started)
+            self.console.print(f"[red]✗[/] {node.label} failed after {seconds:.1f}s: {error}")
+            return Outcome(node.key, "failed", seconds, record)
+        self.console.print(f"[green]✓[/] {node.label} {record.phase.lower() if record.phase else ''} "
+                           f"in {seconds:.1f}s  {key_output(record.resource)}")
+        return Outcome(node.key, "succeeded", seconds, record)
+
+    def _execute(self, node: Node, run_dir: Path) -> str | None:
+        """Run the step, streaming its output; returns None on success or the error message."""
+        step = STEP_NAMES[node.resource.kind]
+        cmd = [*self.step_command, step, "--spec", str(run_dir / "run.json"),
+               "--result", str(run_dir / "result.json")]
+        last_error = ""
+        last_line = ""
+        with open(run_dir / "step.log", "w") as log, \
+                self.console.status(f"[bold]{node.label}[/]: {step} step running"):
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=self.env, bufsize=1, errors="replace")
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    line = redact(raw.rstrip("\n"), self.secrets)
+                    log.write(line + "\n")
+                    log.flush()
+                    self.console.print(Text(f"  │ {line}", style="dim"))
+                    if line.strip():
+                        last_line = line.strip()
+                        if line.lstrip().lower().startswith("error:"):
+                            last_error = line.strip()[len("error:"):].strip()
+                code = proc.wait()
+            except BaseException:  # Ctrl-C: leave no orphaned step behind
+                proc.terminate()
+                proc.wait(timeout=30)
+                raise
+        if code == 0:
+            return None
+        return last_error or last_line or f"{step} step exited with code {code}"
+
+    def _read_result(self, run_dir: Path) -> tuple[dict[str, Any], str | None]:
+        path = run_dir / "result.json"
+        try:
+            text = redact(path.read_text(), self.secrets)
+        except FileNotFoundError:
+            return {}, f"the step exited 0 but wrote no result to {path}"
+        atomic_write_text(path, text)  # keep only the redacted form on disk
+        try:
+            result = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return {}, f"{path}: not JSON ({exc})"
+        if not isinstance(result, dict):
+            return {}, f"{path}: expected a JSON object (a partial status), got {type(result).__name__}"
+        return result, None
+
+    def _succeed(self, node: Node, record: Record, running: StatusBase, result: dict[str, Any],
+                 run_dir: Path) -> str | None:
+        res = node.resource
+        cls = status_class(res)
+        merged = {**running.dump(), **result}
+        if isinstance(res, TrainingJob) and res.spec.benchmark.enabled:
+            merged["benchmark"] = f"{res.name}-benchmark"
+        try:
+            status = cls.model_validate(merged)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            return f"the step's result {run_dir / 'result.json'}: status.{field}: {first['msg']}"
+        status.completion_time = now_rfc3339()
+        if isinstance(res, InferenceService):
+            try:
+                fields = serving.start(self.store_uri, record.prefixes["output"], res.name, run_dir)
+            except Exception as exc:  # the launcher's failures vary (timeout, exit, bad repository)
+                return f"tritonserver did not become ready: {redact(str(exc), self.secrets)}"
+            status = InferenceServiceStatus.model_validate({**status.dump(), **fields})
+            status.completion_time = None  # a served model keeps running
+            status.phase = Phase.RUNNING
+            status.set_condition("Ready", True, "Serving", f"{fields['url']} model {fields['modelName']}")
+        else:
+            status.phase = Phase.SUCCEEDED
+            status.set_condition("Ready", True, "Succeeded", "")
+        self._set_status(record, status)
+        return None
+
+
+def summary_table(outcomes: list[Outcome]) -> Table:
+    table = Table(title="kubeforge run", show_lines=False)
+    for col in ("RESOURCE", "PHASE", "ACTION", "DURATION", "OUTPUT"):
+        table.add_column(col)
+    colors = {"succeeded": "green", "unchanged": "dim", "failed": "red", "dependency-failed": "red"}
+    for out in outcomes:
+        res = out.record.resource
+        phase = str(out.record.phase or "")
+        table.add_row(f"{res.kind}/{res.name}", phase, f"[{colors[out.action]}]{out.action}[/]",
+                      f"{out.seconds:.1f}s" if out.action != "unchanged" else "-", key_output(res))
+    return table
+
+
+def run_manifests(loaded: list[LoadedResource], runner: Runner) -> list[Outcome]:
+    """Plan and run; the caller prints the summary. Raises ManifestError before anything runs."""
+    return runner.run(runner.plan(loaded))
+
+
+__all__ = ["Outcome", "Runner", "key_output", "redact", "run_manifests", "secret_values", "summary_table"]

@@ -1,0 +1,109 @@
+"""Build a step's run spec from a resource and what its references produced (pure).
+
+The operator builds the same specs from the same inputs; only where the upstream records
+come from differs (the state directory here, the API server there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubeforge.api import Benchmark, DatasetVersion, InferenceService, TrainingJob
+from kubeforge.local.graph import Node
+from kubeforge.local.manifests import ResourceKey, resource_label
+from kubeforge.local.state import Record
+from kubeforge.steps.spec import (
+    BenchmarkModel,
+    BenchmarkRun,
+    DatasetRef,
+    DatasetVersionRun,
+    ServeRun,
+    StepRun,
+    TrainRun,
+)
+from kubeforge.store import layout
+
+# kind -> the step entrypoint (`kubeforge step NAME`) that does its work
+STEP_NAMES: dict[str, str] = {
+    "DatasetVersion": "dataset-version",
+    "TrainingJob": "train",
+    "Benchmark": "benchmark",
+    "InferenceService": "serve",
+}
+
+
+class RunSpecError(RuntimeError):
+    """An upstream resource succeeded but did not record what this one needs."""
+
+
+def _dataset_ref(node: Node, role: str, records: Mapping[ResourceKey, Record]) -> DatasetRef:
+    dep = node.dep(role)
+    assert dep is not None, f"{node.label}: the plan resolved no {role}"
+    dsv = records[dep.key].resource
+    digest = dsv.status.digest if isinstance(dsv, DatasetVersion) and dsv.status else None
+    if not isinstance(dsv, DatasetVersion) or not digest:
+        raise RunSpecError(f"{node.label}: {dep.field}: {resource_label(*dep.key)} recorded no status.digest")
+    return DatasetRef(dataset=dsv.spec.dataset, digest=digest)
+
+
+def _experiment(node: Node, key: ResourceKey, field: str, records: Mapping[ResourceKey, Record]) -> str:
+    prefix = records[key].prefixes.get("experiment")
+    if not prefix:
+        raise RunSpecError(f"{node.label}: {field}: {resource_label(*key)} recorded no experiment prefix")
+    return prefix
+
+
+def upstream_fingerprint(node: Node, records: Mapping[ResourceKey, Record]) -> dict[str, Any]:
+    """What each reference produced, for the spec hash: a change here reruns this resource."""
+    out: dict[str, Any] = {}
+    for dep in node.deps:
+        rec = records[dep.key]
+        status = rec.resource.status
+        if isinstance(rec.resource, DatasetVersion):
+            # The content digest: rebuilding the same data changes nothing downstream.
+            out[f"{dep.role}:{dep.key[0]}/{dep.key[2]}"] = {"digest": status.digest if status else None}
+        else:
+            # A retrained model is a new model even with the same spec.
+            out[f"{dep.role}:{dep.key[0]}/{dep.key[2]}"] = {
+                "specHash": rec.spec_hash, "completionTime": status.completion_time if status else None,
+            }
+    return out
+
+
+def build_run(node: Node, records: Mapping[ResourceKey, Record], store_uri: str) -> tuple[StepRun, dict[str, str]]:
+    """The run spec for `node`, and the store prefixes it will write (recorded in state)."""
+    res = node.resource
+    common = {"store": store_uri, "namespace": res.namespace, "name": res.name}
+    if isinstance(res, DatasetVersion):
+        parent = _dataset_ref(node, "parent", records) if node.dep("parent") else None
+        # source.uri was made absolute when the manifest was loaded.
+        return DatasetVersionRun(**common, spec=res.spec, parent=parent), {}
+    if isinstance(res, TrainingJob):
+        dataset = _dataset_ref(node, "dataset", records)
+        prefix = layout.experiment_prefix(res.namespace, dataset.dataset, res.name, res.spec.model.framework)
+        init = None
+        base = node.dep("fromTrainingJob")
+        if base is not None:
+            init = f"{_experiment(node, base.key, base.field, records)}/{layout.CHECKPOINT_BEST}"
+        run = TrainRun(**common, spec=res.spec, dataset=dataset, experiment_prefix=prefix, init_checkpoint=init)
+        return run, {"experiment": prefix}
+    if isinstance(res, Benchmark):
+        models = [
+            BenchmarkModel(training_job=ref.training_job, checkpoint=ref.checkpoint,
+                           experiment_prefix=_experiment(node, dep.key, dep.field, records))
+            for ref, dep in zip(res.spec.models, node.deps_with("model"), strict=True)
+        ]
+        output = layout.benchmark_prefix(res.namespace, res.name)
+        run = BenchmarkRun(**common, spec=res.spec, dataset=_dataset_ref(node, "dataset", records),
+                           models=models, output_prefix=output)
+        return run, {"output": output}
+    if isinstance(res, InferenceService):
+        dep = node.dep("trainingJob")
+        assert dep is not None
+        experiment = _experiment(node, dep.key, dep.field, records)
+        output = layout.serving_prefix(res.namespace, res.name)
+        run = ServeRun(**common, spec=res.spec, experiment_prefix=experiment, output_prefix=output,
+                       model_name=res.name)
+        return run, {"experiment": experiment, "output": output}
+    raise TypeError(f"no step for {type(res).__name__}")
