@@ -45,7 +45,7 @@ class LocalStore(Store):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # a "directory" is not an object (S3 semantics)
             raise KeyError(key) from None
 
     def put_file(self, key: str, path: Path) -> None:
@@ -67,8 +67,9 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
-        # A prefix may end mid-name (S3 semantics): walk its parent and filter.
-        walk_root = base if base.is_dir() else base.parent
+        # A prefix may end mid-name (S3 semantics: "a" matches "a/x" and "ab/y"): unless it ends
+        # with "/", walk its parent and filter.
+        walk_root = base if (not prefix or prefix.endswith("/")) else base.parent
         if not walk_root.is_dir():
             return iter(())
         keys = sorted(

@@ -2,6 +2,46 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+# ---------------------------------------------------------------------------------------
+# Object store: one SeaweedFS S3 server per session; each test gets its own prefix.
+# ---------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from kubeforge.store.s3 import S3Store
+    from kubeforge.testing.seaweedfs import SeaweedFS
+
+# One bucket per session: every bucket takes its own volumes in SeaweedFS, so a bucket per
+# test would fill the volume slots; a random prefix per test isolates just as well.
+S3_TEST_BUCKET = "kubeforge-test"
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A running SeaweedFS S3 server (endpoint, access_key, secret_key, env())."""
+    from kubeforge.testing.seaweedfs import SeaweedFS
+
+    # Test data is throwaway: a short grace before SIGKILL instead of its ~25 s clean shutdown.
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), stop_grace=3.0)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def s3_store(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """An S3Store on a fresh prefix; the env is set so `open_store("s3://...")` in code under test works."""
+    from kubeforge.store.s3 import S3Store
+
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return S3Store.from_uri(f"s3://{S3_TEST_BUCKET}/t-{uuid.uuid4().hex[:12]}")
+
+
 # ---------------------------------------------------------------------------------------
 # Serving (Triton): tiny ONNX exports that follow models/meta.py, and the backend dir.
 # Imports stay inside the functions so loading this plugin stays cheap.
