@@ -1,0 +1,204 @@
+"""Import a source into the store as a dataset version.
+
+1. parse the annotations (COCO JSON, or the ImageFolder tree): every entry is validated;
+2. read every image, decode it with PIL (verify, then a full load) to learn its size and to
+   catch corrupt files, and store it once by content (`Store.put_blob` deduplicates);
+3. build the manifest from the images that passed; with `onInvalidImage: Skip` the others
+   are recorded (file and reason) and their annotations dropped;
+4. write the manifest, then stats.json (`versions.write_version`): only after every blob.
+
+A re-import of the same content reads the source again (the digest is a function of the
+image bytes) but uploads nothing and leaves the existing version as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from PIL import Image
+
+from kubeforge.api.dataset_version import DatasetStats, DatasetVersionSpec, SkippedFile
+from kubeforge.datasets.coco import parse_coco
+from kubeforge.datasets.draft import DatasetImportError, Draft, DraftImage
+from kubeforge.datasets.imagefolder import parse_imagefolder
+from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.sources import Source, open_source
+from kubeforge.datasets.stats import compute_stats
+from kubeforge.datasets.versions import write_version
+from kubeforge.store import layout
+from kubeforge.store.base import Store
+
+SUPPORTED_FORMATS = ("coco", "imagefolder")
+
+
+@dataclass
+class ImportResult:
+    manifest: Manifest
+    digest: str
+    manifest_key: str
+    stats: DatasetStats
+    skipped: list[SkippedFile]
+    created: bool  # False: this version was already in the store
+
+
+@dataclass
+class _Read:
+    image: DraftImage
+    blob: str = ""
+    size: int = 0
+    width: int = 0
+    height: int = 0
+    error: str = ""  # why the image is invalid; empty when it is fine
+
+
+def decode_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an encoded image; raises ValueError saying why it is unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF and palette warnings are not failures
+            # verify() checks the container and checksums without decoding pixels; load()
+            # then decodes them, which is what catches truncated data.
+            with Image.open(io.BytesIO(data)) as img:
+                img.verify()
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return img.size
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, struct.error, ...)
+        reason = str(exc) or type(exc).__name__
+        raise ValueError(f"not a readable image: {reason}") from None
+
+
+def parse_source(source: Source, spec: DatasetVersionSpec) -> Draft:
+    fmt = spec.source.format
+    if fmt not in SUPPORTED_FORMATS:
+        raise DatasetImportError(
+            f"spec.source.format {fmt!r}: not supported yet; expected one of {', '.join(SUPPORTED_FORMATS)}"
+        )
+    files = source.list()
+    if not files:
+        raise DatasetImportError(f"source {source.uri}: no files found")
+    if fmt == "coco":
+        return parse_coco(source, spec.source, files)
+    return parse_imagefolder(source, files)
+
+
+def _read_one(source: Source, store: Store, image: DraftImage) -> _Read:
+    out = _Read(image=image)
+    try:
+        data = source.read(image.path)
+    except FileNotFoundError:
+        out.error = "file not found"
+        return out
+    try:
+        out.width, out.height = decode_size(data)
+    except ValueError as exc:
+        out.error = str(exc)
+        return out
+    if (image.width is not None and image.width != out.width) or (
+        image.height is not None and image.height != out.height
+    ):
+        out.error = (
+            f"the annotations say {image.width}x{image.height}, the image is {out.width}x{out.height} (width x height)"
+        )
+        return out
+    out.blob = store.put_blob(data)
+    out.size = len(data)
+    return out
+
+
+@contextmanager
+def _progress(total: int, enabled: bool | None) -> Iterator[Callable[[], None]]:
+    """Yields an `advance()`; rich progress on stderr only when stderr is a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    show = console.is_terminal if enabled is None else enabled
+    with Progress(
+        TextColumn("importing images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=not show, transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=total)
+        yield lambda: bar.advance(task)
+
+
+def read_images(
+    source: Source, store: Store, draft: Draft, *, workers: int = 8, progress: bool | None = None
+) -> list[_Read]:
+    """Read, check and store every image, in draft order. Threads: reading is I/O bound (S3)."""
+    results: list[_Read] = []
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        with _progress(len(draft.images), progress) as advance:
+            for res in pool.map(lambda im: _read_one(source, store, im), draft.images):
+                results.append(res)
+                advance()
+    except BaseException:
+        # A store failure (or Ctrl-C) stops the import now, not after every queued image.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def build_manifest(
+    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+) -> tuple[Manifest, list[SkippedFile]]:
+    skipped: list[SkippedFile] = []
+    images: list[ManifestImage] = []
+    index: dict[object, int] = {}
+    for r in reads:
+        if r.error:
+            where = source.where(r.image.path)
+            if on_invalid == "Fail":
+                raise DatasetImportError(
+                    f"{where}: {r.error} (spec.onInvalidImage is Fail; set it to Skip to leave such images out)"
+                )
+            skipped.append(SkippedFile(file=where, reason=r.error))
+            continue
+        index[r.image.ref] = len(images)
+        images.append(ManifestImage(
+            file_name=r.image.path, blob=r.blob, width=r.width, height=r.height, bytes=r.size,
+            category_id=r.image.category_id,
+        ))
+    if not images:
+        raise DatasetImportError(f"source {source.uri}: no valid images ({len(skipped)} skipped)")
+    annotations: list[ManifestAnnotation] = []
+    for a in draft.annotations:
+        i = index.get(a.image_ref)
+        if i is None:
+            continue  # its image was skipped
+        if isinstance(a.segmentation, dict) and a.segmentation["size"] != [images[i].height, images[i].width]:
+            raise DatasetImportError(
+                f"{draft.origin}: annotation id {a.ref!r}: segmentation RLE size {a.segmentation['size']} does not "
+                f"match {images[i].file_name} ({images[i].height}x{images[i].width}, height x width)"
+            )
+        annotations.append(ManifestAnnotation(
+            image=i, category_id=a.category_id, bbox=a.bbox, area=a.area or 0.0, iscrowd=a.iscrowd,
+            segmentation=a.segmentation,
+        ))
+    manifest = Manifest(
+        dataset=dataset, task=draft.task, categories=draft.categories, images=images, annotations=annotations,
+    ).canonical()
+    return manifest, sorted(skipped, key=lambda s: s.file)
+
+
+def import_dataset(
+    spec: DatasetVersionSpec, store: Store, *, workers: int = 8, progress: bool | None = None
+) -> ImportResult:
+    """Import `spec.source` into `store` as a version of `spec.dataset`."""
+    source = open_source(spec.source.uri)
+    draft = parse_source(source, spec)
+    reads = read_images(source, store, draft, workers=workers, progress=progress)
+    manifest, skipped = build_manifest(spec.dataset, draft, reads, source, spec.on_invalid_image)
+    digest, created = write_version(store, manifest)
+    return ImportResult(
+        manifest=manifest, digest=digest, manifest_key=layout.dataset_manifest_key(spec.dataset, digest),
+        stats=compute_stats(manifest), skipped=skipped, created=created,
+    )
+
