@@ -1,0 +1,172 @@
+"""Request encoding and result decoding for a served model (Open Inference Protocol over HTTP).
+
+The data plane only: images in, `Prediction`s out. Building repositories lives in
+`triton_repo`, the process in `triton_server`, the command in `cli/predict.py`.
+Every image goes out as its own request, sent concurrently, so Triton's dynamic batcher
+(not the client) decides how to batch, and detection models get one image per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from kubeforge.models.meta import ModelMeta
+from kubeforge.models.preprocess import load_rgb, scale_boxes_to_image, to_input
+from kubeforge.serving import triton_repo
+
+_NP_TO_TRITON = {"float32": "FP32", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass
+class ClassScore:
+    class_name: str
+    index: int
+    probability: float
+
+
+@dataclass
+class Detection:
+    class_name: str
+    label: int
+    score: float
+    box: list[float]  # xyxy in the original image's pixels
+
+
+@dataclass
+class Prediction:
+    image: str
+    width: int
+    height: int
+    task: str
+    classes: list[ClassScore] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _host(url: str) -> str:
+    # tritonclient wants host:port; users and status give http://host:port.
+    return url.removeprefix("http://").removeprefix("https://").rstrip("/")
+
+
+def _client(url: str, concurrency: int = 1) -> Any:
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(_host(url), concurrency=concurrency, network_timeout=120.0)
+
+
+def fetch_meta(url: str, model_name: str) -> ModelMeta:
+    """The ModelMeta a kubeforge-built repository embeds in its config (see triton_repo)."""
+    config = _client(url).get_model_config(model_name)
+    return triton_repo.meta_from_parameters(config.get("parameters", {}))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def decode_classification(logits: np.ndarray, meta: ModelMeta, top_k: int) -> list[ClassScore]:
+    """Logits [C] (or [1, C]) -> the top-k classes by softmax probability."""
+    probs = softmax(np.asarray(logits, dtype=np.float64).reshape(-1))
+    if probs.shape[0] != len(meta.classes):
+        raise ValueError(f"output 'logits' has {probs.shape[0]} values; model_meta.json lists "
+                         f"{len(meta.classes)} classes")
+    order = np.argsort(-probs, kind="stable")[: max(top_k, 1)]
+    return [ClassScore(meta.classes[i], int(i), float(probs[i])) for i in order]
+
+
+def decode_detection(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, meta: ModelMeta,
+    width: int, height: int, threshold: float,
+) -> list[Detection]:
+    """Export outputs (input pixels) -> detections in original-image pixels, score >= threshold, best first."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    keep = scores >= threshold
+    scaled = scale_boxes_to_image(boxes[keep], meta, width, height)
+    out = []
+    for box, score, label in zip(scaled, scores[keep], labels[keep], strict=True):
+        if not 0 <= label < len(meta.classes):
+            raise ValueError(f"output 'labels' has class index {label}; model_meta.json lists "
+                             f"{len(meta.classes)} classes")
+        out.append(Detection(meta.classes[label], int(label), float(score), [float(v) for v in box]))
+    return sorted(out, key=lambda d: -d.score)
+
+
+def _open(image: Image.Image | Path | str) -> tuple[str, Image.Image]:
+    if isinstance(image, Image.Image):
+        return getattr(image, "filename", "") or "<image>", image.convert("RGB")
+    return str(image), load_rgb(image)
+
+
+def encode_request(x: np.ndarray, meta: ModelMeta) -> tuple[list[Any], list[Any]]:
+    """One [1,3,H,W] input -> tritonclient inputs and requested outputs."""
+    import tritonclient.http as httpclient
+
+    inp = httpclient.InferInput(meta.input.name, list(x.shape), _NP_TO_TRITON[meta.input.dtype])
+    inp.set_data_from_numpy(x, binary_data=True)
+    outputs = [httpclient.InferRequestedOutput(o.name, binary_data=True) for o in meta.outputs]
+    return [inp], outputs
+
+
+def predict_images(
+    url: str, model_name: str, meta: ModelMeta, images: list[Image.Image | Path | str],
+    top_k: int = 5, threshold: float = 0.5, concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[Prediction]:
+    """Send each image as its own request (concurrently) and decode the answers, in input order."""
+    opened = [_open(img) for img in images]
+    client = _client(url, concurrency=max(1, min(concurrency, len(opened))))
+    try:
+        pending = []
+        for _, img in opened:
+            inputs, outputs = encode_request(to_input(img, meta)[None], meta)
+            pending.append(client.async_infer(model_name, inputs, outputs=outputs))
+        results = [p.get_result() for p in pending]
+    finally:
+        client.close()
+    predictions = []
+    for (name, img), result in zip(opened, results, strict=True):
+        pred = Prediction(image=name, width=img.width, height=img.height, task=meta.task)
+        if meta.task == "classification":
+            pred.classes = decode_classification(result.as_numpy("logits"), meta, top_k)
+        else:
+            pred.detections = decode_detection(
+                result.as_numpy("boxes"), result.as_numpy("scores"), result.as_numpy("labels"),
+                meta, img.width, img.height, threshold,
+            )
+        predictions.append(pred)
+    return predictions
+
+
+def render_table(predictions: list[Prediction]) -> Any:
+    """A rich Table: one row per class (classification) or detection, grouped by image."""
+    from rich.table import Table
+
+    table = Table(title="predictions")
+    table.add_column("image")
+    table.add_column("class")
+    if predictions and predictions[0].task == "classification":
+        table.add_column("probability", justify="right")
+        for pred in predictions:
+            for rank, cls in enumerate(pred.classes):
+                table.add_row(Path(pred.image).name if rank == 0 else "", cls.class_name, f"{cls.probability:.3f}")
+        return table
+    table.add_column("score", justify="right")
+    table.add_column("box (x1, y1, x2, y2)")
+    for pred in predictions:
+        if not pred.detections:
+            table.add_row(Path(pred.image).name, "(none)", "", "")
+        for rank, det in enumerate(pred.detections):
+            box = ", ".join(f"{v:.1f}" for v in det.box)
+            table.add_row(Path(pred.image).name if rank == 0 else "", det.class_name, f"{det.score:.3f}", box)
+    return table
