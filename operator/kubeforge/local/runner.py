@@ -239,7 +239,7 @@ class Runner:
                     line = redact(raw.rstrip("\n"), self.secrets)
                     log.write(line + "\n")
                     log.flush()
-                    self.console.print(Text(f"  │ {line}", style="dim"))
+                    self.console.print(Text(f"  │ {line}", style="dim"), soft_wrap=True)
                     if line.strip():
                         last_line = line.strip()
                         if line.lstrip().lower().startswith("error:"):
@@ -284,7 +284,7 @@ class Runner:
         status.completion_time = now_rfc3339()
         if isinstance(res, InferenceService):
             try:
-                fields = serving.start(self.store_uri, record.prefixes["output"], res.name, run_dir)
+                fields = serving.start(self.store_uri, record.prefixes["output"], res.name, run_dir, self.env)
             except Exception as exc:  # the launcher's failures vary (timeout, exit, bad repository)
                 return f"tritonserver did not become ready: {redact(str(exc), self.secrets)}"
             status = InferenceServiceStatus.model_validate({**status.dump(), **fields})
