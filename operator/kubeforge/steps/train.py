@@ -1,0 +1,237 @@
+"""The train step: a TrainingJob's run spec in, an experiment in the store out.
+
+Order of writes (a reader trusts what it sees): run_spec.json, hyperparameters.yaml and
+train_val_split.json first; checkpoints, progress.json and metrics.jsonl while training;
+the export and model_meta.json after; experiment_info.json last, so its presence means
+success. A rerun with the same run spec returns the recorded result; a run interrupted
+after some epochs resumes from checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import kubeforge
+from kubeforge.api.common import now_rfc3339
+from kubeforge.api.training_job import TrainingJobStatus
+from kubeforge.datasets.manifest import Manifest
+from kubeforge.datasets.versions import load_manifest
+from kubeforge.steps.spec import TrainRun
+from kubeforge.store import Store, layout, open_store
+
+ENV_CACHE_DIR = "KUBEFORGE_CACHE_DIR"
+
+
+class StoreSink:
+    """The trainers' ArtifactSink onto an experiment prefix in the store."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix.rstrip("/")
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}"
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        self.store.put_bytes(self.key(rel), data)
+
+    def put_file(self, rel: str, path: Path) -> None:
+        self.store.put_file(self.key(rel), path)
+
+    def get_bytes(self, rel: str) -> bytes | None:
+        try:
+            return self.store.get_bytes(self.key(rel))
+        except KeyError:
+            return None
+
+
+def run_spec_digest(spec: TrainRun) -> str:
+    """sha256 of the run spec's canonical JSON: equal digests mean the same run."""
+    text = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "kubeforge").expanduser()
+
+
+def download_images(store: Store, manifest: Manifest, names: set[str], root: Path, progress: Any) -> int:
+    """Fetch the blobs of the named images into `root` (store layout); returns how many were fetched.
+
+    A blob already there with the manifest's size is kept: blobs are content-addressed, so a
+    name can only ever hold those bytes.
+    """
+    from kubeforge_trainers.data import blob_path
+
+    wanted = {img.blob: img for img in manifest.images if img.file_name in names}
+    todo = [img for blob, img in sorted(wanted.items())
+            if not (blob_path(root, blob).is_file() and blob_path(root, blob).stat().st_size == img.bytes)]
+    for img in progress.track(todo, len(todo), "download images"):
+        data = store.get_blob(img.blob)
+        if hashlib.sha256(data).hexdigest() != img.blob:
+            raise ValueError(f"{store.url(layout.blob_key(img.blob))}: content does not match its hash "
+                             f"(image {img.file_name!r})")
+        dest = blob_path(root, img.blob)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+    return len(todo)
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "kubeforge": kubeforge.__version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _write_tensorboard(history: list[dict[str, Any]], logdir: Path) -> bool:
+    """TensorBoard scalars from the metrics log, when tensorboard is installed (optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return False
+    with SummaryWriter(str(logdir)) as writer:
+        for record in history:
+            for name, value in record["metrics"].items():
+                writer.add_scalar(name, value, int(record["epoch"]))
+    return True
+
+
+def run(spec: TrainRun) -> dict[str, Any]:
+    from kubeforge.cli.step import StepFailedError
+
+    started, t0 = now_rfc3339(), time.perf_counter()
+    store = open_store(spec.store)
+    store.check()
+    sink = StoreSink(store, spec.experiment_prefix)
+    digest = run_spec_digest(spec)
+    info_key = sink.key(layout.EXPERIMENT_INFO)
+    if store.exists(info_key):
+        info = store.get_json(info_key)
+        if info.get("runSpecDigest") == digest:
+            return info["result"]
+    previous = sink.get_bytes(layout.RUN_SPEC)
+    same_run = previous is not None and json.loads(previous).get("runSpecDigest") == digest
+    if not same_run:
+        # A different spec for this TrainingJob: its old artifacts must not mix with the new ones.
+        for key in list(store.list(sink.prefix + "/")):
+            store.delete(key)
+    try:
+        return _train(spec, store, sink, digest, same_run, started, t0)
+    except FloatingPointError as exc:
+        raise StepFailedError(str(exc)) from exc
+    except RuntimeError as exc:
+        from kubeforge_trainers.models import PretrainedWeightsError
+
+        if isinstance(exc, PretrainedWeightsError):
+            raise StepFailedError(str(exc)) from exc
+        raise
+
+
+def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: bool, started: str,
+           t0: float) -> dict[str, Any]:
+    import torch
+
+    from kubeforge_trainers.data import resolve_classes
+    from kubeforge_trainers.progress import ProgressReporter
+    from kubeforge_trainers.sdk import TrainContext, get_trainer
+    from kubeforge_trainers.split import random_split
+
+    job = spec.spec
+    manifest = load_manifest(store, spec.dataset.dataset, spec.dataset.digest)
+    if manifest.task != job.task:
+        raise ValueError(f"spec.task is {job.task} but dataset version {spec.dataset.dataset}@"
+                         f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
+    trainer = get_trainer(job.model.framework, job.model.name, job.task)
+    classes = resolve_classes(manifest, job.classes)
+    # Unset hyperparameters mean the trainer's own defaults (the measured recipe for the model).
+    hp = job.hyperparameters if "hyperparameters" in job.model_fields_set else \
+        trainer.default_hyperparameters(job.model.name)
+    split = random_split([img.file_name for img in manifest.images], job.split.train_percent, job.split.seed)
+
+    progress = ProgressReporter(sink, hp.epochs)
+    progress.phase("Preparing")
+    store.put_json(sink.key(layout.RUN_SPEC), {
+        "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
+        "classes": [c.name for c in classes], "categoryIds": [c.category_id for c in classes],
+        "datasetDigest": spec.dataset.digest, "hyperparameters": hp.dump(), "trainer": trainer.name,
+        "versions": versions(),
+    })
+    sink.put_bytes(layout.HYPERPARAMETERS, yaml.safe_dump(hp.dump(), sort_keys=False).encode())
+    sink.put_bytes(layout.TRAIN_VAL_SPLIT, json.dumps(split.to_json(), indent=2).encode())
+    images = cache_dir() / "images"
+    download_images(store, manifest, set(split.train) | set(split.val), images, progress)
+
+    with tempfile.TemporaryDirectory(prefix="kubeforge-train-") as tmp:
+        out = Path(tmp)
+        resume_from = init_from = None
+        if resume and store.exists(sink.key(layout.CHECKPOINT_LAST)):
+            for rel in (layout.CHECKPOINT_LAST, layout.CHECKPOINT_BEST):
+                if store.exists(sink.key(rel)):
+                    store.get_file(sink.key(rel), out / rel)
+            resume_from = out / layout.CHECKPOINT_LAST
+        if spec.init_checkpoint:
+            init_from = out / "init" / "checkpoint.pt"
+            store.get_file(spec.init_checkpoint, init_from)
+        device = "cuda" if job.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+        ctx = TrainContext(
+            task=job.task, model_name=job.model.name, manifest=manifest, image_dir=images, split=split,
+            classes=classes, hyperparameters=hp, output_dir=out, progress=progress,
+            image_size=job.model.image_size, pretrained=job.model.pretrained, init_checkpoint=init_from,
+            resume_from=resume_from, device=device, export=list(job.export),
+            run_args=spec.model_dump(mode="json", by_alias=True),
+        )
+        t_train = time.perf_counter()
+        try:
+            result = trainer.train(ctx)
+        except BaseException:
+            progress.phase("Failed")
+            raise
+        train_seconds = time.perf_counter() - t_train
+        artifacts = {rel: sink.key(rel) for rel in (layout.RUN_SPEC, layout.HYPERPARAMETERS, layout.TRAIN_VAL_SPLIT,
+                                                    layout.PROGRESS, layout.METRICS_LOG)}
+        for rel, path in sorted(result.files.items()):
+            if not store.exists(sink.key(rel)) or not rel.startswith("checkpoints/"):
+                sink.put_file(rel, path)
+            artifacts[rel] = sink.key(rel)
+        if _write_tensorboard(progress.history, out / "logs"):
+            for key in store.put_tree(sink.key("logs"), out / "logs"):
+                artifacts[key[len(sink.prefix) + 1:]] = key
+
+    progress.phase("Succeeded")
+    best = {"name": result.best_metric.name, "value": result.best_metric.value, "epoch": result.best_metric.epoch}
+    status: dict[str, Any] = {
+        "datasetDigest": spec.dataset.digest,
+        "experimentUri": store.url(sink.prefix),
+        "bestMetric": best,
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        "progress": {"epoch": progress.epoch, "epochs": progress.epochs, "metrics": progress.metrics},
+    }
+    if result.onnx is not None:
+        status["onnxUri"] = store.url(sink.key(layout.ONNX_EXPORT))
+    if result.parity is not None:
+        status["onnxParityMaxAbsDiff"] = result.parity["maxAbsDiff"]
+    TrainingJobStatus.model_validate(status)  # the result must be a valid partial status
+    store.put_json(sink.key(layout.EXPERIMENT_INFO), {
+        "status": "Succeeded", "startTime": started, "completionTime": now_rfc3339(),
+        "durationSeconds": round(time.perf_counter() - t0, 3), "trainSeconds": round(train_seconds, 3),
+        "secondsPerEpoch": result.seconds_per_epoch, "epochsRun": result.epochs_run, "resumed": resume_from is not None,
+        "bestMetric": best, "metrics": status["metrics"], "onnxParity": result.parity,
+        "datasetDigest": spec.dataset.digest, "runSpecDigest": digest, "classes": [c.name for c in classes],
+        "artifacts": dict(sorted(artifacts.items())), "result": status,
+    })
+    return status

@@ -1,0 +1,134 @@
+"""One epoch of training, and evaluation on the val split (torchvision references' engine.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kubeforge_trainers.data import DetectionDataset, detection_collate
+
+Track = Callable[[Iterable[Any], int, str], Iterator[Any]]
+
+
+def _plain(items: Iterable[Any], total: int, description: str) -> Iterator[Any]:
+    yield from items
+
+
+def train_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, detection: bool,
+                 seed: int) -> torch.utils.data.DataLoader:
+    # drop_last only when there is more than one batch: a size-1 tail batch breaks batch norm.
+    drop_last = len(dataset) > batch_size  # type: ignore[arg-type]
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, num_workers=num_workers,
+        collate_fn=detection_collate if detection else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, detection: bool
+                ) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=detection_collate if detection else None,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, detection: bool,
+    epoch: int, track: Track = _plain,
+) -> dict[str, float]:
+    """Returns the mean training loss and the lr at the end of the epoch."""
+    model.train()
+    total, count = 0.0, 0
+    for images, targets in track(loader, len(loader), f"epoch {epoch} train"):
+        if detection:
+            images = [img.to(device) for img in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            losses = model(images, targets)
+            loss = sum(losses.values())
+        else:
+            loss = nn.functional.cross_entropy(model(images.to(device)), targets.to(device))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"epoch {epoch}: training loss is {value}; lower hyperparameters.optimizer.lr or add warm-up"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += value * len(images)
+        count += len(images)
+    return {"train_loss": total / max(count, 1), "lr": float(optimizer.param_groups[0]["lr"])}
+
+
+@torch.no_grad()
+def evaluate_classification(
+    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, track: Track = _plain
+) -> dict[str, float]:
+    model.eval()
+    loss, correct, count = 0.0, 0, 0
+    for images, labels in track(loader, len(loader), "val"):
+        logits = model(images.to(device))
+        labels = labels.to(device)
+        loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
+        count += len(labels)
+    return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+
+@torch.no_grad()
+def predict_detections(
+    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, track: Track = _plain
+) -> list[dict[str, np.ndarray]]:
+    model.eval()
+    out: list[dict[str, np.ndarray]] = []
+    for images, _ in track(loader, len(loader), "val"):
+        for det in model([img.to(device) for img in images]):
+            out.append({k: v.cpu().numpy() for k, v in det.items()})
+    return out
+
+
+def coco_detection_results(predictions: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """torchvision outputs (xyxy, labels 1..K) -> COCO result dicts (xywh, category_id = label)."""
+    results = []
+    for image_id, det in enumerate(predictions):
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(),
+                                     strict=True):
+            results.append({"image_id": image_id, "category_id": int(label), "score": float(score),
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+    return results
+
+
+def coco_ap(ground_truth: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
+    """COCO bbox AP (0.5:0.95) and AP50 with faster_coco_eval; 0 when nothing was detected."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    if not ground_truth["annotations"]:
+        raise ValueError("val split has no boxes of the selected classes: AP is undefined")
+    if not results:
+        return {"val_AP": 0.0, "val_AP50": 0.0}
+    # The COCO API prints its tables; keep the training log to our own lines.
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ground_truth)
+        dt = gt.loadRes(results)
+        ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *_: None)
+        ev.run()
+    # stats[0] = AP@[.5:.95], stats[1] = AP@.5; -1 would mean "no ground truth" (excluded above).
+    return {"val_AP": max(float(ev.stats[0]), 0.0), "val_AP50": max(float(ev.stats[1]), 0.0)}
+
+
+def evaluate_detection(
+    model: nn.Module, dataset: DetectionDataset, loader: torch.utils.data.DataLoader, device: torch.device,
+    num_classes: int, track: Track = _plain,
+) -> dict[str, float]:
+    predictions = predict_detections(model, loader, device, track)
+    return coco_ap(dataset.coco_ground_truth(num_classes), coco_detection_results(predictions))

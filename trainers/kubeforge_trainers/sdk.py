@@ -1,0 +1,137 @@
+"""The trainer SDK: what a custom model implements to run as a TrainingJob.
+
+A trainer declares its `name` (the spec's `model.framework`), the `models` it can build (name
+-> task), its `default_hyperparameters`, and a `train(ctx)` that reads data from the context,
+reports progress through `ctx.progress`, writes files under `ctx.output_dir` and returns a
+`TrainResult`. It never touches Kubernetes or the store: the `train` step does that.
+
+    from kubeforge_trainers.sdk import Trainer, TrainResult, register_trainer
+
+    @register_trainer
+    class MyTrainer(Trainer):
+        name = "mylab"
+        models = {"tiny-cnn": "classification"}
+        def train(self, ctx): ...
+
+Trainers in other packages are found through the `kubeforge.trainers` entry-point group.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kubeforge.api.training_job import Hyperparameters
+from kubeforge.datasets.manifest import Manifest
+from kubeforge.models.meta import ModelMeta
+from kubeforge_trainers.data import SelectedClass
+from kubeforge_trainers.progress import ProgressReporter
+from kubeforge_trainers.split import Split
+
+ENTRY_POINT_GROUP = "kubeforge.trainers"
+
+
+@dataclass
+class TrainContext:
+    """Everything a trainer gets. Images live at `data.blob_path(image_dir, image.blob)`."""
+
+    task: str
+    model_name: str
+    manifest: Manifest
+    image_dir: Path
+    split: Split
+    classes: list[SelectedClass]
+    hyperparameters: Hyperparameters
+    output_dir: Path
+    progress: ProgressReporter
+    image_size: int | None = None
+    pretrained: bool = False
+    # Local path of a checkpoint to initialise weights from (fine-tuning another run).
+    init_checkpoint: Path | None = None
+    # Local path of this run's own last checkpoint to continue from (a restarted pod).
+    resume_from: Path | None = None
+    device: str = "cpu"
+    export: list[str] = field(default_factory=lambda: ["onnx"])
+    # Plain JSON of the run spec; stored in checkpoints as `args` to replay the run.
+    run_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+
+@dataclass
+class MetricValue:
+    name: str
+    value: float
+    epoch: int
+
+
+@dataclass
+class TrainResult:
+    """What a trainer produced. Paths are under `ctx.output_dir`; keys of `files` are relative to it."""
+
+    best_metric: MetricValue
+    metrics: dict[str, float]
+    epochs_run: int
+    seconds_per_epoch: float | None
+    files: dict[str, Path]
+    model_meta: ModelMeta | None = None
+    onnx: Path | None = None
+    parity: dict[str, Any] | None = None
+
+
+class Trainer(ABC):
+    name: ClassVar[str]
+    models: ClassVar[dict[str, str]]  # model name -> task
+
+    def default_hyperparameters(self, model: str) -> Hyperparameters:
+        return Hyperparameters()
+
+    @abstractmethod
+    def train(self, ctx: TrainContext) -> TrainResult: ...
+
+
+_REGISTRY: dict[str, Trainer] = {}
+_plugins_loaded = False
+
+
+def register_trainer(cls: type[Trainer]) -> type[Trainer]:
+    """Register a trainer class (usable as a decorator). A later registration of a name replaces it."""
+    if not getattr(cls, "name", None) or not isinstance(getattr(cls, "models", None), dict):
+        raise TypeError(f"{cls.__name__}: a trainer needs a `name` and a `models` dict (model name -> task)")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import kubeforge_trainers.torchvision_trainer  # noqa: F401  (registers the built-ins)
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def get_trainer(framework: str, model: str, task: str) -> Trainer:
+    """The trainer for `model.framework`; errors say what is registered."""
+    _load_plugins()
+    trainer = _REGISTRY.get(framework)
+    if trainer is None:
+        raise ValueError(f"spec.model.framework: no trainer {framework!r}; registered: {sorted(_REGISTRY)}")
+    if trainer.models.get(model) is None:
+        known = sorted(n for n, t in trainer.models.items() if t == task)
+        raise ValueError(f"spec.model.name: {framework} has no model {model!r} for {task}; it has {known}")
+    if trainer.models[model] != task:
+        raise ValueError(f"spec.model.name: {model!r} is a {trainer.models[model]} model but spec.task is {task}")
+    return trainer
+
+
+def registered() -> dict[str, Trainer]:
+    _load_plugins()
+    return dict(_REGISTRY)

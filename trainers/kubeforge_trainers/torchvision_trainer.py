@@ -1,0 +1,130 @@
+"""The built-in trainers: torchvision classifiers and detectors, written against the SDK."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import torch
+
+from kubeforge.api.training_job import Hyperparameters, OptimizerSpec, SchedulerSpec
+from kubeforge.store import layout
+from kubeforge_trainers import engine
+from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
+from kubeforge_trainers.data import ClassificationDataset, DetectionDataset
+from kubeforge_trainers.export import check_parity, export_onnx, model_meta
+from kubeforge_trainers.models import MODELS, build_model, load_matching, model_info
+from kubeforge_trainers.optim import build_optimizer, build_scheduler, iterations_per_epoch, validate_hyperparameters
+from kubeforge_trainers.progress import Stopwatch
+from kubeforge_trainers.sdk import MetricValue, TrainContext, Trainer, TrainResult, register_trainer
+
+# The metric that picks the best checkpoint, per task.
+BEST_METRIC = {"classification": "val_accuracy", "object-detection": "val_AP50"}
+# Real validation images the parity check runs (detection runs one image per call).
+PARITY_IMAGES = {"classification": 8, "object-detection": 3}
+
+
+@register_trainer
+class TorchvisionTrainer(Trainer):
+    name = "torchvision"
+    models = {name: info.task for name, info in MODELS.items()}
+
+    def default_hyperparameters(self, model: str) -> Hyperparameters:
+        # Detection: the measured from-scratch recipe (RECIPES.md): AdamW 1e-3, 50 warm-up, cosine.
+        if MODELS[model].task == "object-detection":
+            return Hyperparameters(
+                epochs=12, batch_size=8, optimizer=OptimizerSpec(type="AdamW", lr=1e-3, weight_decay=1e-4),
+                scheduler=SchedulerSpec(type="cosine", warmup_iterations=50),
+            )
+        return Hyperparameters(
+            epochs=10, batch_size=32, optimizer=OptimizerSpec(type="AdamW", lr=1e-3, weight_decay=1e-4),
+            scheduler=SchedulerSpec(type="cosine", warmup_iterations=20),
+        )
+
+    def train(self, ctx: TrainContext) -> TrainResult:
+        info = model_info(ctx.model_name, ctx.task)
+        size = ctx.image_size or info.default_image_size
+        detection = ctx.task == "object-detection"
+        hp = ctx.hyperparameters
+        device = torch.device(ctx.device)
+        dataset_cls = DetectionDataset if detection else ClassificationDataset
+        train_ds = dataset_cls(ctx.manifest, ctx.split.train, ctx.classes, ctx.image_dir, size, train=True)
+        val_ds = dataset_cls(ctx.manifest, ctx.split.val, ctx.classes, ctx.image_dir, size, train=False)
+        if len(val_ds) == 0:
+            raise ValueError(f"split: the validation split has no images of the selected classes {ctx.class_names}")
+        validate_hyperparameters(hp, len(train_ds), ctx.task)
+
+        model = build_model(info.name, ctx.task, len(ctx.classes), size, ctx.pretrained)
+        if ctx.init_checkpoint is not None:
+            skipped = load_matching(model, load_checkpoint(ctx.init_checkpoint)["model"])
+            ctx.progress.console.print(
+                f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
+            )
+        model.to(device)
+        iters = iterations_per_epoch(len(train_ds), hp.batch_size)
+        optimizer = build_optimizer(model, hp.optimizer)
+        scheduler = build_scheduler(optimizer, hp.scheduler, hp.epochs, iters)
+
+        metric_name = BEST_METRIC[ctx.task]
+        best = MetricValue(metric_name, float("-inf"), 0)
+        start_epoch = 0
+        manager = CheckpointManager(ctx.output_dir, ctx.progress.sink, hp.checkpoint_every)
+        if ctx.resume_from is not None:
+            ckpt = load_checkpoint(ctx.resume_from)
+            start_epoch = restore(ckpt, model, optimizer, scheduler)
+            best = MetricValue(**ckpt["best"])
+            ctx.progress.resume(start_epoch)
+            if (ctx.output_dir / layout.CHECKPOINT_BEST).is_file():
+                manager.written[layout.CHECKPOINT_BEST] = ctx.output_dir / layout.CHECKPOINT_BEST
+            manager.written[layout.CHECKPOINT_LAST] = ctx.resume_from
+
+        val_loader = engine.eval_loader(val_ds, hp.batch_size, hp.num_workers, detection)
+        ctx.progress.phase("Training")
+        metrics = dict(ctx.progress.metrics)
+        for epoch in range(start_epoch + 1, hp.epochs + 1):
+            watch = Stopwatch()
+            # Seeded per epoch, so a resumed run sees the same batches and flips it would have.
+            random.seed(ctx.split.seed * 100_003 + epoch)
+            loader = engine.train_loader(train_ds, hp.batch_size, hp.num_workers, detection, ctx.split.seed + epoch)
+            metrics = engine.train_one_epoch(
+                model, loader, optimizer, scheduler, device, detection, epoch, ctx.progress.track
+            )
+            if detection:
+                metrics |= engine.evaluate_detection(model, val_ds, val_loader, device, len(ctx.classes),
+                                                     ctx.progress.track)
+            else:
+                metrics |= engine.evaluate_classification(model, val_loader, device, ctx.progress.track)
+            is_best = metrics[metric_name] > best.value
+            if is_best:
+                best = MetricValue(metric_name, metrics[metric_name], epoch)
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": ctx.run_args,
+                "classes": ctx.class_names, "best": vars(best).copy(),
+            }
+            manager.save(state, epoch, is_best)
+            ctx.progress.epoch_end(epoch, metrics, watch.seconds())
+
+        files = dict(manager.written)
+        meta = model_meta(info, ctx.class_names, size)
+        meta_path = ctx.output_dir / layout.MODEL_META
+        meta_path.write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
+        files[layout.MODEL_META] = meta_path
+        onnx_path, parity = None, None
+        if "onnx" in ctx.export:
+            ctx.progress.phase("Exporting")
+            # Export what the best checkpoint holds: that is the model the run reports.
+            best_path = files.get(layout.CHECKPOINT_BEST)
+            if best_path is not None:
+                model.load_state_dict(load_checkpoint(best_path)["model"])
+            onnx_path = ctx.output_dir / layout.ONNX_EXPORT
+            export_onnx(model, meta, onnx_path)
+            samples = [val_ds[i][0] for i in range(min(len(val_ds), PARITY_IMAGES[ctx.task]))]
+            parity = check_parity(model, meta, onnx_path, samples).to_json()
+            files[layout.ONNX_EXPORT] = onnx_path
+        seconds = [float(r["seconds"]) for r in ctx.progress.history if "seconds" in r]  # type: ignore[arg-type]
+        return TrainResult(
+            best_metric=best, metrics=metrics, epochs_run=hp.epochs - start_epoch,
+            seconds_per_epoch=sum(seconds) / len(seconds) if seconds else None,
+            files=files, model_meta=meta, onnx=onnx_path, parity=parity,
+        )
