@@ -1,0 +1,207 @@
+"""The local runner's orchestration: order, status transitions, reruns, failures, secrets.
+
+STAND-IN STEPS: these tests run the step as a real subprocess, but the subprocess is the tiny
+script below instead of `kubeforge step ...`, so they check the runner alone (ordering,
+statuses, no-op reruns, DependencyFailed, redaction) in well under a second per run. The
+real steps have their own tests, and tests/test_e2e_quickstart.py runs the runner with them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from kubeforge.api import Phase
+from kubeforge.local.manifests import load_manifests
+from kubeforge.local.runner import Runner
+from kubeforge.local.state import StateDir
+
+SECRET = "s3cr3t-Value-that-must-not-leak"
+
+FAKE_STEP = r'''
+import hashlib, json, os, sys
+from pathlib import Path
+
+step, spec_path, result_path = sys.argv[1], Path(sys.argv[3]), Path(sys.argv[5])
+spec = json.loads(spec_path.read_text())
+with open(os.environ["FAKE_STEP_CALLS"], "a") as fh:
+    fh.write(f"{step}:{spec['name']}\n")
+# A careless library printing its credentials: the runner must redact this.
+print(f"connecting with key {os.environ.get('AWS_SECRET_ACCESS_KEY')}", flush=True)
+Path(os.environ["FAKE_STEP_CALLS"] + ".env").write_text(
+    "secret-received" if os.environ.get("AWS_SECRET_ACCESS_KEY") else "no-secret")
+if spec["name"] in os.environ.get("FAKE_STEP_FAIL", "").split(","):
+    print(f"error: {spec['name']}: out of memory at epoch 3", file=sys.stderr)
+    sys.exit(1)
+if step == "dataset-version":
+    content = Path(spec["spec"]["source"]["uri"], "labels.txt").read_text()
+    result = {"digest": hashlib.sha256(content.encode()).hexdigest(), "classes": content.split()}
+elif step == "train":
+    result = {"datasetDigest": spec["dataset"]["digest"], "experimentUri": spec["experiment_prefix"],
+              "bestMetric": {"name": "accuracy", "value": 0.75, "epoch": 1}}
+elif step == "benchmark":
+    result = {"headline": "accuracy=0.75", "metricsUri": spec["output_prefix"] + "/metrics.json"}
+result_path.write_text(json.dumps(result))
+'''
+
+
+def manifests(data: Path, *, epochs: int = 1, extra_job: bool = False) -> str:
+    docs = [f"""
+apiVersion: kubeforge.io/v1alpha1
+kind: DatasetVersion
+metadata: {{name: shapes-v1}}
+spec: {{dataset: shapes, source: {{uri: {data.name}, format: imagefolder}}}}
+""", f"""
+apiVersion: kubeforge.io/v1alpha1
+kind: TrainingJob
+metadata: {{name: det}}
+spec:
+  datasetVersion: shapes-v1
+  task: classification
+  model: {{name: resnet18}}
+  hyperparameters: {{epochs: {epochs}}}
+  benchmark: {{enabled: true}}
+"""]
+    if extra_job:
+        docs.append("""
+apiVersion: kubeforge.io/v1alpha1
+kind: TrainingJob
+metadata: {name: alt}
+spec: {datasetVersion: shapes-v1, task: classification, model: {name: resnet18}}
+""")
+    return "---".join(docs)
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.data.mkdir()
+        (self.data / "labels.txt").write_text("circle square")
+        self.script = tmp / "fake_step.py"
+        self.script.write_text(FAKE_STEP)
+        self.calls = tmp / "calls.txt"
+        self.state = StateDir(tmp / "state")
+        self.manifest = tmp / "m.yaml"
+        self.terminal = io.StringIO()  # what the user would have seen
+        self.out = Console(file=self.terminal, width=200)
+
+    def run(self, text: str, fail: str = "") -> list[Any]:
+        self.manifest.write_text(text)
+        env = {"FAKE_STEP_CALLS": str(self.calls), "FAKE_STEP_FAIL": fail, "AWS_SECRET_ACCESS_KEY": SECRET}
+        runner = Runner(self.state, (self.tmp / "store").as_uri(), self.out,
+                        step_command=[sys.executable, str(self.script)], env=env)
+        return runner.run(runner.plan(load_manifests(self.manifest)))
+
+    def calls_made(self) -> list[str]:
+        return self.calls.read_text().split() if self.calls.exists() else []
+
+    def status(self, kind: str, name: str) -> dict[str, Any]:
+        record = self.state.get(kind, "default", name)
+        return record.resource.status.dump()  # type: ignore[union-attr]
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def test_runs_in_reference_order_and_records_statuses(env: Env) -> None:
+    outcomes = env.run(manifests(env.data))
+    assert env.calls_made() == ["dataset-version:shapes-v1", "train:det", "benchmark:det-benchmark"]
+    assert [o.action for o in outcomes] == ["succeeded"] * 3
+
+    dsv = env.status("DatasetVersion", "shapes-v1")
+    assert dsv["phase"] == "Succeeded" and dsv["classes"] == ["circle", "square"]
+    job = env.status("TrainingJob", "det")
+    assert job["phase"] == "Succeeded"
+    assert job["datasetDigest"] == dsv["digest"]  # the run spec carried the upstream digest
+    assert job["experimentUri"] == "experiments/default_shapes/det_torchvision"
+    assert job["benchmark"] == "det-benchmark"
+    assert job["startTime"] <= job["completionTime"]
+    ready = next(c for c in job["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+
+    run_spec = json.loads((env.state.run_dir("TrainingJob", "default", "det") / "run.json").read_text())
+    assert run_spec["dataset"] == {"dataset": "shapes", "digest": dsv["digest"]}
+    dsv_spec = json.loads((env.state.run_dir("DatasetVersion", "default", "shapes-v1") / "run.json").read_text())
+    assert dsv_spec["spec"]["source"]["uri"] == str(env.data)  # resolved relative to the manifest
+
+    bench = env.state.get("Benchmark", "default", "det-benchmark")
+    assert bench.resource.metadata.model_extra["ownerReferences"][0]["name"] == "det"  # type: ignore[index]
+    assert bench.prefixes == {"output": "benchmarks/default_det-benchmark"}
+
+
+def test_rerun_with_the_same_manifests_runs_nothing(env: Env) -> None:
+    env.run(manifests(env.data))
+    before = env.status("TrainingJob", "det")
+    outcomes = env.run(manifests(env.data))
+    assert [o.action for o in outcomes] == ["unchanged"] * 3
+    assert len(env.calls_made()) == 3
+    assert env.status("TrainingJob", "det")["completionTime"] == before["completionTime"]
+
+
+def test_a_spec_change_reruns_the_resource_and_what_depends_on_it(env: Env) -> None:
+    env.run(manifests(env.data))
+    outcomes = env.run(manifests(env.data, epochs=2))
+    assert [o.action for o in outcomes] == ["unchanged", "succeeded", "succeeded"]
+    assert env.calls_made()[3:] == ["train:det", "benchmark:det-benchmark"]
+    assert env.state.get("TrainingJob", "default", "det").resource.metadata.generation == 2
+
+
+def test_new_data_with_the_same_spec_reruns_downstream(env: Env) -> None:
+    env.run(manifests(env.data))
+    env.state.delete("DatasetVersion", "default", "shapes-v1")  # forget it so it is imported again
+    (env.data / "labels.txt").write_text("circle square triangle")
+    outcomes = env.run(manifests(env.data))
+    # The digest changed, so the job and its benchmark are stale even though their specs are not.
+    assert [o.action for o in outcomes] == ["succeeded"] * 3
+
+
+def test_a_failure_stops_its_dependents_but_not_independent_resources(env: Env) -> None:
+    outcomes = {o.key[2]: o for o in env.run(manifests(env.data, extra_job=True), fail="det")}
+    assert outcomes["det"].action == "failed"
+    assert outcomes["det-benchmark"].action == "dependency-failed"
+    assert outcomes["alt"].action == "succeeded"
+    assert "benchmark:det-benchmark" not in env.calls_made()
+
+    job = env.status("TrainingJob", "det")
+    assert job["phase"] == "Failed"
+    assert job["message"] == "det: out of memory at epoch 3"  # the step's last error line
+    assert next(c for c in job["conditions"] if c["type"] == "Ready")["reason"] == "StepFailed"
+    bench = env.status("Benchmark", "det-benchmark")
+    assert bench["phase"] == "Failed"
+    assert bench["conditions"][0]["reason"] == "DependencyFailed"
+    assert "TrainingJob/det" in bench["message"]
+
+    # Fixed: only the failed job and its dependent run again.
+    outcomes2 = {o.key[2]: o.action for o in env.run(manifests(env.data, extra_job=True))}
+    assert outcomes2 == {"shapes-v1": "unchanged", "det": "succeeded", "alt": "unchanged",
+                         "det-benchmark": "succeeded"}
+
+
+def test_a_reference_can_be_satisfied_by_the_state_directory(env: Env) -> None:
+    dsv_only, job_only = manifests(env.data).split("---")
+    env.run(dsv_only)
+    outcomes = env.run(job_only)
+    assert [o.key[2] for o in outcomes] == ["det", "det-benchmark"]
+    assert env.status("TrainingJob", "det")["phase"] == Phase.SUCCEEDED
+
+
+def test_secrets_reach_the_step_but_never_state_files_or_logs(env: Env) -> None:
+    env.run(manifests(env.data))
+    assert Path(str(env.calls) + ".env").read_text() == "secret-received"
+    step_log = (env.state.run_dir("TrainingJob", "default", "det") / "step.log").read_text()
+    assert "connecting with key ***" in step_log
+    assert "connecting with key ***" in env.terminal.getvalue()
+    assert SECRET not in env.terminal.getvalue()
+    written = [p for p in env.state.root.rglob("*") if p.is_file()]
+    assert len(written) > 10
+    for path in written:
+        assert SECRET not in path.read_text(errors="replace"), path
