@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +34,8 @@ from typing import Any
 STUB_NAME = "triton_python_backend_stub"
 DEFAULT_BACKEND_CACHE = Path("~/.cache/kubeforge/triton-backends")
 LOG_TAIL_LINES = 40
+# Triton's glog-style error lines (E1124 06:15:35 ...) and its final "error: ..." line.
+_ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
 
 
 class TritonError(RuntimeError):
@@ -118,11 +121,18 @@ def free_port() -> int:
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` of a Triton log, preceded by its error lines that fall outside them.
+
+    Triton prints its reason ("load failed for model ...") among long status tables, so
+    the error lines are pulled forward where a user reads first.
+    """
     try:
-        text = path.read_text(errors="replace")
+        all_lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    tail = all_lines[-lines:]
+    errors = [line for line in all_lines[:-lines] if _ERROR_LINE.match(line)][-10:]
+    return "\n".join([*errors, *(["..."] if errors else []), *tail])
 
 
 def _http_ok(url: str) -> bool:
@@ -145,9 +155,9 @@ def start_triton(
 
     `repository` is a local directory or `s3://HOST:PORT/BUCKET/PREFIX`; `env` is added to the
     child's environment. On exit or timeout the process is killed and TritonError carries the
-    tail of its log.
+    tail of its log. `backend_dir` is one `prepare_backend_dir` made (default: the cached one).
     """
-    backends = prepare_backend_dir(backend_dir)
+    backends = backend_dir or prepare_backend_dir()
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     cmd = [
         str(triton_home() / "bin" / "tritonserver"),
