@@ -13,6 +13,10 @@ app = typer.Typer(no_args_is_help=True)
 synth_app = typer.Typer(no_args_is_help=True, help="Generate seeded synthetic datasets.")
 app.add_typer(synth_app, name="synth")
 
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="Store URI [$KUBEFORGE_STORE, else .kubeforge/store].")
+]
+
 
 class SynthTask(StrEnum):
     DETECTION = "detection"
@@ -52,3 +56,82 @@ def synth_shapes(
             f"wrote {images} images per class ({size or 64}px) for {', '.join(classes)} "
             f"in {time.perf_counter() - start:.1f}s: {root} (ImageFolder)"
         )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="A local directory or s3://bucket/prefix/.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="The dataset this is a version of.")],
+    fmt: Annotated[str, typer.Option("--format", help="coco or imagefolder.")] = "coco",
+    store: StoreOption = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Leave corrupt images out (and list them) instead of failing.")
+    ] = False,
+) -> None:
+    """Import a source as a dataset version (what the dataset-version step does), without a cluster."""
+    from pydantic import ValidationError
+
+    from kubeforge.api.dataset_version import DatasetVersionSpec
+    from kubeforge.datasets.draft import DatasetImportError
+    from kubeforge.datasets.importer import import_dataset
+    from kubeforge.datasets.sources import SourceError
+    from kubeforge.store import StoreError, open_store
+
+    try:
+        spec = DatasetVersionSpec.model_validate({
+            "dataset": dataset, "source": {"uri": source, "format": fmt},
+            "onInvalidImage": "Skip" if skip_invalid else "Fail",
+        })
+        st = open_store(store)
+        result = import_dataset(spec, st)
+    except (ValidationError, DatasetImportError, SourceError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for s in result.skipped:
+        typer.echo(f"skipped {s.file}: {s.reason}", err=True)
+    state = "imported" if result.created else "already in the store"
+    typer.echo(
+        f"{state}: {dataset}@{result.digest} ({result.stats.images} images, {result.stats.annotations} "
+        f"annotations, classes {', '.join(result.manifest.class_names())})\n{st.url(result.manifest_key)}"
+    )
+
+
+@app.command("inspect")
+def inspect(
+    dataset: Annotated[str, typer.Argument(help="The dataset name.")],
+    digest: Annotated[str | None, typer.Argument(help="The version digest (default: list the versions).")] = None,
+    store: StoreOption = None,
+) -> None:
+    """List a dataset's versions, or show one version's classes and counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kubeforge.datasets.stats import compute_stats
+    from kubeforge.datasets.versions import CorruptManifestError, load_manifest
+    from kubeforge.store import StoreError, open_store
+
+    st = open_store(store)
+    if digest is None:
+        versions = sorted({k.split("/")[2] for k in st.list(f"datasets/{dataset}/") if k.endswith("/manifest.json")})
+        if not versions:
+            typer.echo(f"no versions of dataset {dataset!r} in {st.uri}", err=True)
+            raise typer.Exit(1)
+        typer.echo("\n".join(versions))
+        return
+    try:
+        manifest = load_manifest(st, dataset, digest)
+    except KeyError:
+        typer.echo(f"error: no version {digest} of dataset {dataset!r} in {st.uri}", err=True)
+        raise typer.Exit(1) from None
+    except (CorruptManifestError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    stats = compute_stats(manifest)
+    typer.echo(f"{dataset}@{digest}: {manifest.task}, {stats.images} images, {stats.total_bytes} bytes")
+    table = Table()
+    for col in ("id", "class", "objects", "images"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for cat in manifest.categories:
+        table.add_row(str(cat.id), cat.name, str(stats.objects_per_class.get(cat.name, 0)),
+                      str(stats.images_per_class.get(cat.name, 0)))
+    Console().print(table)
