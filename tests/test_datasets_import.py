@@ -215,6 +215,7 @@ def test_missing_file_and_size_mismatch_are_invalid_images(tmp_path: Path) -> No
         (lambda c: c["annotations"][0].update(segmentation={"size": [48, 48], "counts": [1, 2]}),
          r"annotation id 1: segmentation RLE counts"),
         (lambda c: c["categories"].append({"id": 1, "name": "again"}), r"category id 1 .*duplicate"),
+        (lambda c: c["images"][0].update(file_name="../../etc/passwd"), r"image id 1: file_name .*inside the source"),
     ],
 )
 def test_bad_annotations_name_file_and_entry(shapes: Path, tmp_path: Path, change: Any, message: str) -> None:

@@ -109,6 +109,10 @@ def _images(where: str, raw: list[Any], spec: DatasetSource, files: set[str]) ->
         if iid in ids:
             raise DatasetImportError(f"{where}: image id {iid!r}: duplicate id")
         path = _resolve(im["file_name"], spec, files)
+        if any(part in ("", ".", "..") for part in path.split("/")):
+            raise DatasetImportError(
+                f"{where}: image id {iid!r}: file_name {im['file_name']!r}: expected a path inside the source"
+            )
         if path in paths:
             raise DatasetImportError(f"{where}: image id {iid!r}: file {path} is also image id {paths[path]!r}")
         ids.add(iid)
