@@ -1,0 +1,75 @@
+"""Sample images for the report: ground truth and predictions drawn, embedded as base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from kubeforge.evaluation.detection import ImageDetections, ImageTruth
+
+GT_COLOR = (0, 200, 0)
+PRED_COLOR = (230, 40, 40)
+MAX_SIDE = 320  # thumbnails keep report.html small; detail is in metrics.json
+
+
+@dataclass
+class Sample:
+    """One picture for the report with a plain-text caption (escaped when rendered)."""
+
+    file_name: str
+    png_base64: str
+    caption: str
+
+
+def _thumbnail(img: Image.Image) -> tuple[Image.Image, float]:
+    scale = min(1.0, MAX_SIDE / max(img.width, img.height))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    else:
+        img = img.copy()
+    return img, scale
+
+
+def _encode(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _draw_boxes(
+    draw: ImageDraw.ImageDraw, boxes: np.ndarray, names: list[str], color: tuple[int, int, int], scale: float
+) -> None:
+    for box, name in zip(boxes, names, strict=True):
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=2)
+        draw.text((x1 + 2, y1 + 1), name, fill=color)
+
+
+def detection_sample(
+    file_name: str,
+    img: Image.Image,
+    truth: ImageTruth,
+    dets: ImageDetections,
+    class_names: list[str],
+    threshold: float | None,
+) -> Sample:
+    """Ground truth in green, detections at or above the operating threshold in red."""
+    thumb, scale = _thumbnail(img)
+    draw = ImageDraw.Draw(thumb)
+    _draw_boxes(draw, truth.boxes, [class_names[k] for k in truth.labels], GT_COLOR, scale)
+    keep = dets.scores >= (threshold if threshold is not None else np.inf)
+    names = [f"{class_names[k]} {s:.2f}" for k, s in zip(dets.labels[keep], dets.scores[keep], strict=True)]
+    _draw_boxes(draw, dets.boxes[keep], names, PRED_COLOR, scale)
+    caption = f"{file_name}: {len(truth.labels)} ground truth, {int(keep.sum())} predicted"
+    return Sample(file_name=file_name, png_base64=_encode(thumb), caption=caption)
+
+
+def classification_sample(file_name: str, img: Image.Image, truth: str, predicted: str, score: float) -> Sample:
+    thumb, _ = _thumbnail(img)
+    verdict = "correct" if truth == predicted else "wrong"
+    caption = f"{file_name}: true {truth}, predicted {predicted} ({score:.2f}), {verdict}"
+    return Sample(file_name=file_name, png_base64=_encode(thumb), caption=caption)

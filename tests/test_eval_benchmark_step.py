@@ -1,0 +1,308 @@
+"""The benchmark step end to end: `kubeforge step benchmark` as a subprocess on a store built here.
+
+The ONNX models are real exports from torch whose answers are known in advance: a colour
+classifier (1x1 conv + global average pool: logits = mean R, G, B) and detectors that
+return fixed boxes, so AP, the operating point and the confusion matrix are exact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
+from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun, DatasetRef
+from kubeforge.store import LocalStore, layout
+
+NS = "team-a"
+KUBEFORGE = Path(sys.executable).parent / "kubeforge"
+# The TorchScript exporter (dynamo=False, as RECIPES.md recommends) warns that it is legacy.
+pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning")
+
+# Detection scene, image pixels (images are 128x96; the model input is 64x64: sx=2, sy=1.5).
+CIRCLE, SQUARE, EXTRA_SQUARE, TRIANGLE = (16, 12, 48, 36), (72, 54, 112, 84), (50, 8, 70, 28), (10, 60, 30, 90)
+
+
+def _png(draw_fn, size=(128, 96), background=(0, 0, 0)) -> bytes:  # type: ignore[no-untyped-def]
+    img = Image.new("RGB", size, background)
+    draw_fn(ImageDraw.Draw(img))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image(store: LocalStore, name: str, data: bytes, category_id: int | None = None) -> ManifestImage:
+    img = Image.open(io.BytesIO(data))
+    return ManifestImage(file_name=name, blob=store.put_blob(data), width=img.width, height=img.height,
+                         bytes=len(data), category_id=category_id)
+
+
+def _put_manifest(store: LocalStore, manifest: Manifest) -> DatasetRef:
+    digest = manifest.digest()
+    store.put_bytes(layout.dataset_manifest_key(manifest.dataset, digest), manifest.to_bytes())
+    return DatasetRef(dataset=manifest.dataset, digest=digest)
+
+
+def _export(module, example, path: Path, outputs: list[str], dynamic: dict | None = None) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(module.eval(), (example,), str(path), input_names=["images"], output_names=outputs,
+                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
+
+
+def _put_experiment(store: LocalStore, prefix: str, onnx: Path, meta: ModelMeta, split: dict) -> None:
+    store.put_file(f"{prefix}/{layout.ONNX_EXPORT}", onnx)
+    store.put_bytes(f"{prefix}/{layout.MODEL_META}", meta.model_dump_json(indent=2).encode())
+    store.put_json(f"{prefix}/{layout.TRAIN_VAL_SPLIT}", split)
+
+
+@dataclass
+class World:
+    store: LocalStore
+    colors: DatasetRef
+    shapes: DatasetRef
+    prefixes: dict[str, str]
+
+
+def _classification(store: LocalStore, tmp: Path, prefixes: dict[str, str]) -> DatasetRef:
+    import torch
+    from torch import nn
+
+    def disc(color):  # type: ignore[no-untyped-def]
+        return _png(lambda d: d.ellipse((4, 4, 36, 26), fill=color), size=(40, 30))
+
+    red, green, blue, purple = (220, 30, 30), (30, 200, 30), (30, 30, 220), (150, 0, 150)
+    cats = [Category(id=1, name="blue"), Category(id=2, name="green"), Category(id=3, name="red"),
+            Category(id=4, name="purple"), Category(id=5, name="a<b>&c")]
+    images = [
+        _image(store, "r0.png", disc(red), 3), _image(store, "r1.png", _png(lambda d: d.rectangle((2, 2, 30, 20),
+               fill=red), size=(40, 30)), 3),
+        _image(store, "g0.png", disc(green), 2), _image(store, "g1.png", _png(lambda d: d.rectangle(
+               (5, 5, 35, 25), fill=green), size=(40, 30)), 2),
+        _image(store, "b0.png", disc(blue), 1),
+        _image(store, "x0.png", _png(lambda d: d.rectangle((0, 0, 39, 29), fill=red), size=(40, 30)), 2),  # mislabeled
+        _image(store, "p0.png", disc(purple), 4),  # a class the model does not know: skipped
+        _image(store, "t0.png", disc(blue), 3),  # train split only: would be an error if evaluated
+    ]
+    ref = _put_manifest(store, Manifest(dataset="colors", task="classification", categories=cats, images=images))
+
+    class ColorNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = nn.Conv2d(3, 3, 1, bias=False)
+            with torch.no_grad():
+                self.mix.weight.copy_(torch.eye(3)[[0, 1, 2]].reshape(3, 3, 1, 1))
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.mix(x).mean(dim=(2, 3))
+
+    onnx = tmp / "color.onnx"
+    _export(ColorNet(), torch.rand(2, 3, 32, 32), onnx, ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}})
+    meta = ModelMeta(
+        task="classification", framework="torch", architecture="colornet", classes=["red", "green", "blue"],
+        input=InputSpec(name="images", dtype="float32", shape=[-1, 3, 32, 32], height=32, width=32,
+                        dynamic_batch=True),
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, 3])],
+    )
+    prefix = layout.experiment_prefix(NS, "colors", "color-clf", "torch")
+    val = ["b0.png", "g0.png", "g1.png", "p0.png", "r0.png", "r1.png", "x0.png", "gone.png"]
+    _put_experiment(store, prefix, onnx, meta, {"train": ["t0.png"], "val": val, "seed": 1, "trainPercent": 20})
+    prefixes["color-clf"] = prefix
+    return ref
+
+
+def _detection(store: LocalStore, tmp: Path, prefixes: dict[str, str]) -> DatasetRef:
+    import torch
+    from torch import nn
+
+    def scene(extra_square: bool, triangle: bool):  # type: ignore[no-untyped-def]
+        def draw(d: ImageDraw.ImageDraw) -> None:
+            d.ellipse(CIRCLE, fill=(240, 200, 0))
+            d.rectangle(SQUARE, fill=(0, 160, 240))
+            if extra_square:
+                d.rectangle(EXTRA_SQUARE, fill=(0, 160, 240))
+            if triangle:
+                d.polygon([(10, 90), (30, 90), (20, 60)], fill=(200, 0, 200))
+        return _png(draw, background=(40, 40, 40))
+
+    cats = [Category(id=3, name="circle"), Category(id=5, name="triangle"), Category(id=7, name="square")]
+    images, anns = [], []
+
+    def box(i: int, cat: int, xyxy: tuple[int, ...]) -> None:
+        x1, y1, x2, y2 = xyxy
+        anns.append(ManifestAnnotation(image=i, category_id=cat, bbox=[x1, y1, x2 - x1, y2 - y1],
+                                       area=(x2 - x1) * (y2 - y1)))
+
+    for i in range(4):
+        images.append(_image(store, f"v{i}.png", scene(i == 2, i == 3)))
+        box(i, 3, CIRCLE)
+        box(i, 7, SQUARE)
+    box(2, 7, EXTRA_SQUARE)  # the one object no model finds
+    box(3, 5, TRIANGLE)  # a class the models do not know: ignored
+    images.append(_image(store, "t0.png", _png(lambda d: None)))  # train only: no objects at all
+    ref = _put_manifest(store, Manifest(dataset="shapes", task="object-detection", categories=cats,
+                                        images=images, annotations=anns))
+
+    class Fixed(nn.Module):
+        def __init__(self, rows: list[tuple[tuple[float, ...], float, int]]) -> None:
+            super().__init__()
+            self.register_buffer("boxes", torch.tensor([r[0] for r in rows], dtype=torch.float32))
+            self.register_buffer("scores", torch.tensor([r[1] for r in rows], dtype=torch.float32))
+            self.register_buffer("labels", torch.tensor([r[2] for r in rows], dtype=torch.int64))
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            zero = x.mean() * 0  # ties the outputs to the input so the graph has a real input
+            return self.boxes + zero, self.scores + zero, self.labels + zero.long()
+
+    # Input pixels (64x64). Classes: circle=0, hexagon=1 (not in the dataset), square=2.
+    good = [((8, 8, 24, 24), 0.9, 0), ((36, 36, 56, 56), 0.8, 2), ((40, 4, 60, 20), 0.3, 0), ((4, 40, 20, 60), 0.95, 1)]
+    weak = [((8, 8, 24, 24), 0.9, 0), ((40, 4, 60, 20), 0.6, 0)]
+    for name, rows in (("det-good", good), ("det-weak", weak)):
+        onnx = tmp / f"{name}.onnx"
+        _export(Fixed(rows), torch.rand(1, 3, 64, 64), onnx, ["boxes", "scores", "labels"])
+        meta = ModelMeta(
+            task="object-detection", framework="torch", architecture=f"fixed-{name}",
+            classes=["circle", "hexagon", "square"],
+            input=InputSpec(name="images", dtype="float32", shape=[1, 3, 64, 64], height=64, width=64,
+                            dynamic_batch=False),
+            outputs=[TensorSpec(name="boxes", dtype="float32", shape=[-1, 4]),
+                     TensorSpec(name="scores", dtype="float32", shape=[-1]),
+                     TensorSpec(name="labels", dtype="int64", shape=[-1])],
+        )
+        prefix = layout.experiment_prefix(NS, "shapes", name, "torch")
+        _put_experiment(store, prefix, onnx, meta, {"train": ["t0.png"], "val": [f"v{i}.png" for i in range(4)]})
+        prefixes[name] = prefix
+    return ref
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    tmp = tmp_path_factory.mktemp("bench")
+    store = LocalStore(tmp / "store")
+    prefixes: dict[str, str] = {}
+    colors = _classification(store, tmp, prefixes)
+    shapes = _detection(store, tmp, prefixes)
+    return World(store=store, colors=colors, shapes=shapes, prefixes=prefixes)
+
+
+def _run_spec(world: World, name: str, dataset: DatasetRef, jobs: list[str], split: str = "val") -> BenchmarkRun:
+    return BenchmarkRun.model_validate({
+        "store": world.store.uri, "namespace": NS, "name": name,
+        "spec": {"split": split, "models": [{"trainingJob": j} for j in jobs], "iouThreshold": 0.5},
+        "dataset": dataset.model_dump(),
+        "models": [BenchmarkModel(training_job=j, experiment_prefix=world.prefixes[j]).model_dump() for j in jobs],
+        "output_prefix": layout.benchmark_prefix(NS, name),
+    })
+
+
+def _step(tmp_path: Path, run: BenchmarkRun) -> dict:
+    spec, result = tmp_path / "run.json", tmp_path / "result.json"
+    spec.write_text(run.model_dump_json())
+    proc = subprocess.run([str(KUBEFORGE), "step", "benchmark", "--spec", str(spec), "--result", str(result)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(result.read_text())
+
+
+@pytest.fixture(scope="module")
+def detection_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, str]:
+    """Two detectors compared on the val split: (status result, metrics.json, report.html)."""
+    result = _step(tmp_path_factory.mktemp("det"), _run_spec(world, "shapes-compare", world.shapes,
+                                                                ["det-good", "det-weak"]))
+    prefix = layout.benchmark_prefix(NS, "shapes-compare")
+    metrics = world.store.get_json(f"{prefix}/metrics.json")
+    report = world.store.get_bytes(f"{prefix}/report.html").decode()
+    return result, metrics, report
+
+
+def test_detection_metrics_are_the_known_answer(detection_run: tuple[dict, dict, str]) -> None:
+    result, doc, _ = detection_run
+    good = doc["models"]["det-good"]
+    m = good["metrics"]
+    # circle: 4/4 found, all above the false positives -> AP 1; square: 4 of 5 found -> 81/101
+    # of COCO's recall points have precision 1. Boxes are exact after scaling, so AP = AP50 = AP75.
+    expected_ap = (1 + 81 / 101) / 2
+    assert m["AP50"] == pytest.approx(expected_ap) and m["AP"] == pytest.approx(expected_ap)
+    assert m["AP75"] == pytest.approx(expected_ap)
+    assert [(r["class"], r["AP"]) for r in m["perClass"]] == [("circle", pytest.approx(1.0)),
+                                                               ("square", pytest.approx(81 / 101))]
+    # Best F1 at 0.8 (the 0.3 false positives excluded): 8 TP, 0 FP, 9 ground truths.
+    assert m["threshold"] == pytest.approx(0.8)
+    assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((1.0, 8 / 9, 16 / 17))
+    assert m["numGroundTruth"] == 9  # the triangle is ignored, the train image is not evaluated
+    assert m["detectionsOfClassesNotInDataset"] == 4  # one hexagon per image, dropped
+    assert good["evaluatedClasses"] == ["circle", "square"]
+    assert good["modelClassesNotInDataset"] == ["hexagon"] and good["datasetClassesNotInModel"] == ["triangle"]
+    assert good["imageCount"] == 4 and good["timings"]["calls"] == 4  # detection: one image per call
+    weak = doc["models"]["det-weak"]["metrics"]
+    assert weak["AP50"] == pytest.approx(0.5)  # never finds a square
+    assert (weak["threshold"], weak["f1"]) == pytest.approx((0.9, 8 / 13))
+    assert doc["comparison"]["best"]["AP50"] == "det-good" and doc["comparison"]["sameImages"] is True
+    assert doc["dataset"] == {"dataset": "shapes", "digest": doc["dataset"]["digest"],
+                              "task": "object-detection", "split": "val"}
+    assert doc["onnxruntimeVersion"]
+    assert result["headline"] == "AP50=0.901"
+    assert result["metrics"]["det-weak"]["AP50"] == pytest.approx(0.5)
+    assert result["metricsUri"].endswith("benchmarks/team-a_shapes-compare/metrics.json")
+
+
+def test_detection_report_is_self_contained(detection_run: tuple[dict, dict, str]) -> None:
+    from plotly.offline import get_plotlyjs
+
+    _, _, report = detection_run
+    assert 'src="http' not in report and "src='http" not in report and "<link" not in report
+    assert report.count(get_plotlyjs()[:2000]) == 1  # the plotly bundle, inlined exactly once
+    assert report.count('id="kf-fig-') == 6  # comparison PR + F1, and two figures per model
+    assert report.count('<figure><img alt="v') == 8  # four samples per model
+    assert "Comparison" in report and "0.901" in report and "0.941" in report  # AP50 and F1 of det-good
+
+
+def test_classification_step(world: World, tmp_path: Path) -> None:
+    result = _step(tmp_path, _run_spec(world, "colors-val", world.colors, ["color-clf"]))
+    prefix = layout.benchmark_prefix(NS, "colors-val")
+    doc = world.store.get_json(f"{prefix}/metrics.json")
+    model = doc["models"]["color-clf"]
+    m = model["metrics"]
+    # 6 evaluated: purple is not a model class, gone.png is not in the dataset, t0 is train.
+    assert (model["imageCount"], model["skippedImages"], model["splitFilesMissing"]) == (6, 1, 1)
+    assert m["accuracy"] == pytest.approx(5 / 6)  # x0 is red but labelled green
+    assert m["confusionMatrix"] == {"labels": ["red", "green", "blue"], "matrix": [[2, 0, 0], [1, 2, 0], [0, 0, 1]]}
+    assert [r["support"] for r in m["perClass"]] == [2, 3, 1]
+    assert m["perClass"][0]["precision"] == pytest.approx(2 / 3)
+    assert model["timings"]["calls"] == 1  # six images in one batch: the batch axis is dynamic
+    assert model["datasetClassesNotInModel"] == ["a<b>&c", "purple"]
+    assert result["headline"] == "acc=0.833"
+    assert result["metrics"]["color-clf"]["accuracy"] == pytest.approx(5 / 6)
+    assert "comparison" not in doc
+    report = world.store.get_bytes(f"{prefix}/report.html").decode()
+    assert "a&lt;b&gt;&amp;c" in report and "a<b>&c" not in report  # class names are escaped
+    assert report.count('id="kf-fig-') == 1 and "0.833" in report
+
+
+def test_errors_name_the_training_job_and_the_file(world: World) -> None:
+    from kubeforge.steps import benchmark
+
+    run = _run_spec(world, "broken", world.shapes, ["det-good"])
+    run.models[0].experiment_prefix = layout.experiment_prefix(NS, "shapes", "ghost", "torch")
+    run.models[0].training_job = "ghost"
+    with pytest.raises(ValueError, match=r"TrainingJob team-a/ghost: .*ghost_torch/export/model.onnx not found"):
+        benchmark.run(run)
+
+    bad = "0" * 64  # manifest bytes filed under a digest that is not theirs
+    world.store.put_bytes(layout.dataset_manifest_key("shapes", bad), b"{}")
+    run = _run_spec(world, "broken", DatasetRef(dataset="shapes", digest=bad), ["det-good"])
+    with pytest.raises(ValueError, match=f"sha256 is [0-9a-f]{{64}}, expected the version digest {bad}"):
+        benchmark.run(run)
+
+    run = _run_spec(world, "broken", world.shapes, ["color-clf"])
+    with pytest.raises(ValueError, match="task is 'classification' but dataset 'shapes' is 'object-detection'"):
+        benchmark.run(run)
