@@ -25,9 +25,19 @@ HOST = "127.0.0.1"
 
 def free_port() -> int:
     """A port the kernel just handed out on loopback (closed again, so there is a small race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: all are held open together, so none repeats."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def find_weed() -> str:
@@ -107,10 +117,12 @@ class SeaweedFS:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        names = ("master", "volume", "filer", "s3")
+        picked = free_ports(2 * len(names))
+        ports = dict(zip(names, picked[: len(names)], strict=True))
         # Each server's gRPC port defaults to its HTTP port + 10000, which nobody checked was
         # free; name them all so concurrent test sessions never collide.
-        grpc = {name: free_port() for name in ports}
+        grpc = dict(zip(names, picked[len(names):], strict=True))
         self._grpc_ports = grpc
         self.s3_port = ports["s3"]
         return [
@@ -141,7 +153,18 @@ class SeaweedFS:
             "-master.volumeSizeLimitMB=64",
         ]
 
-    def start(self) -> SeaweedFS:
+    def start(self, attempts: int = 3) -> SeaweedFS:
+        """Start and wait until S3 answers. A port taken between picking and binding (another test
+        session got it first) is retried on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except RuntimeError as exc:
+                if attempt == attempts or "address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> SeaweedFS:
         if self.running:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -156,9 +179,19 @@ class SeaweedFS:
         try:
             self._wait_ready()
         except BaseException:
-            self.stop()
+            self.stop(keep_files=True)  # keep the logs the error points at
             raise
         return self
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of weed's own output (it logs no credentials), for error messages."""
+        try:
+            text = (self.log_dir / "weed.out").read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        # glog lines start with their severity; a fatal one is followed by a long goroutine dump.
+        fatal = [line for line in text if line[:1] in ("F", "E") and line[1:5].isdigit()]
+        return "\n".join((fatal or text)[-lines:])
 
     def _wait_ready(self) -> None:
         # The package's own S3 client; imported late to keep importing this module cheap.
@@ -175,7 +208,7 @@ class SeaweedFS:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(
                     f"SeaweedFS exited with code {self.process.returncode if self.process else None} before "
-                    f"its S3 port {self.endpoint} answered; see {self.log_dir}"
+                    f"its S3 port {self.endpoint} answered; logs in {self.log_dir}; last lines:\n{self.log_tail()}"
                 )
             try:
                 client.list_buckets()  # answers only once filer and S3 gateway are both up
@@ -193,7 +226,7 @@ class SeaweedFS:
             self.stop_grace = min(self.stop_grace, 2.0)
             self.stop()
 
-    def stop(self) -> None:
+    def stop(self, keep_files: bool = False) -> None:
         atexit.unregister(self._kill_at_exit)
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
@@ -212,7 +245,7 @@ class SeaweedFS:
         if out is not None:
             out.close()
             self._out = None
-        if self._own_workdir:
+        if self._own_workdir and not keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> SeaweedFS:
