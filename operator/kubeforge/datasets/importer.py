@@ -14,6 +14,7 @@ image bytes) but uploads nothing and leaves the existing version as it is.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from kubeforge.store import layout
 from kubeforge.store.base import Store
 
 SUPPORTED_FORMATS = ("coco", "imagefolder")
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 @dataclass
@@ -69,7 +71,8 @@ def decode_size(data: bytes) -> tuple[int, int]:
                 img.load()
                 return img.size
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, struct.error, ...)
-        reason = str(exc) or type(exc).__name__
+        # PIL names the in-memory buffer by its address; drop it so reasons are stable across runs.
+        reason = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
         raise ValueError(f"not a readable image: {reason}") from None
 
 
