@@ -201,7 +201,9 @@ class Runner:
         run_dir = self.state.run_dir(*node.key)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "result.json").unlink(missing_ok=True)
-        atomic_write_text(run_dir / "run.json", run_spec.model_dump_json(indent=2) + "\n")
+        # exclude_unset: the step sees what the user wrote, as a Job would see the custom resource;
+        # steps tell "left at its default" from "set" (e.g. optimizer.momentum with AdamW).
+        atomic_write_text(run_dir / "run.json", run_spec.model_dump_json(indent=2, exclude_unset=True) + "\n")
 
         if isinstance(prev.resource if prev else None, InferenceService) and prev is not None:
             # The old server would keep serving the repository the step is about to replace.
