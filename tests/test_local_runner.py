@@ -25,7 +25,7 @@ from kubeforge.local.state import StateDir
 SECRET = "s3cr3t-Value-that-must-not-leak"
 
 FAKE_STEP = r'''
-import hashlib, json, os, sys
+import hashlib, json, os, sys, time
 from pathlib import Path
 
 step, spec_path, result_path = sys.argv[1], Path(sys.argv[3]), Path(sys.argv[5])
@@ -43,6 +43,11 @@ if step == "dataset-version":
     content = Path(spec["spec"]["source"]["uri"], "labels.txt").read_text()
     result = {"digest": hashlib.sha256(content.encode()).hexdigest(), "classes": content.split()}
 elif step == "train":
+    # As the real trainer does: progress.json in the store while it trains.
+    progress = Path(spec["store"].removeprefix("file://"), spec["experiment_prefix"], "progress.json")
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text(json.dumps({"epoch": 1, "epochs": 2, "metrics": {"loss": 0.5}}))
+    time.sleep(0.2)
     result = {"datasetDigest": spec["dataset"]["digest"], "experimentUri": spec["experiment_prefix"],
               "bestMetric": {"name": "accuracy", "value": 0.75, "epoch": 1}}
 elif step == "benchmark":
@@ -96,7 +101,7 @@ class Env:
         self.manifest.write_text(text)
         env = {"FAKE_STEP_CALLS": str(self.calls), "FAKE_STEP_FAIL": fail, "AWS_SECRET_ACCESS_KEY": SECRET}
         runner = Runner(self.state, (self.tmp / "store").as_uri(), self.out,
-                        step_command=[sys.executable, str(self.script)], env=env)
+                        step_command=[sys.executable, str(self.script)], env=env, progress_interval=0.05)
         return runner.run(runner.plan(load_manifests(self.manifest)))
 
     def calls_made(self) -> list[str]:
@@ -124,6 +129,8 @@ def test_runs_in_reference_order_and_records_statuses(env: Env) -> None:
     assert job["datasetDigest"] == dsv["digest"]  # the run spec carried the upstream digest
     assert job["experimentUri"] == "experiments/default_shapes/det_torchvision"
     assert job["benchmark"] == "det-benchmark"
+    # Mirrored from the store's progress.json while the step ran (the result carried none).
+    assert job["progress"] == {"epoch": 1, "epochs": 2, "metrics": {"loss": 0.5}}
     assert job["startTime"] <= job["completionTime"]
     ready = next(c for c in job["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"

@@ -6,6 +6,7 @@ run.json --result result.json`), so local mode exercises exactly the cluster's c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,14 +19,17 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
 from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
 from kubeforge.api.common import StatusBase, now_rfc3339
+from kubeforge.api.training_job import Progress
 from kubeforge.local import serving
 from kubeforge.local.graph import Node, Plan, build_plan
 from kubeforge.local.manifests import LoadedResource, ResourceKey, display_path
+from kubeforge.local.progress import POLL_SECONDS, ProgressWatcher
 from kubeforge.local.runspec import STEP_NAMES, RunSpecError, build_run, upstream_fingerprint
 from kubeforge.local.state import Record, StateDir, atomic_write_text, creation_timestamp, spec_hash
 
@@ -84,7 +88,8 @@ class Runner:
     """Runs plans against one state directory and one store."""
 
     def __init__(self, state: StateDir, store_uri: str, console: Console | None = None,
-                 step_command: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
+                 step_command: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+                 progress_interval: float = POLL_SECONDS) -> None:
         self.state = state
         self.store_uri = store_uri
         self.console = console or Console()
@@ -92,6 +97,7 @@ class Runner:
         self.step_command = list(step_command or DEFAULT_STEP_COMMAND)
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.secrets = secret_values(self.env)
+        self.progress_interval = progress_interval
 
     def plan(self, loaded: list[LoadedResource]) -> Plan:
         return build_plan(loaded, self.state.succeeded())
@@ -209,7 +215,7 @@ class Runner:
             # The old server would keep serving the repository the step is about to replace.
             serving.stop(prev.resource.status)  # type: ignore[arg-type]
 
-        error = self._execute(node, run_dir)
+        error = self._execute(node, run_dir, record, running)
         result: dict[str, Any] = {}
         if error is None:
             result, error = self._read_result(run_dir)
@@ -224,7 +230,28 @@ class Runner:
                            f"in {seconds:.1f}s  {key_output(record.resource)}")
         return Outcome(node.key, "succeeded", seconds, record)
 
-    def _execute(self, node: Node, run_dir: Path) -> str | None:
+    def _watch(self, node: Node, record: Record, running: StatusBase, spinner: Status
+               ) -> contextlib.AbstractContextManager[Any]:
+        """For a TrainingJob, mirror the store's progress.json into its status while it trains."""
+        experiment = record.prefixes.get("experiment")
+        if not isinstance(node.resource, TrainingJob) or not experiment:
+            return contextlib.nullcontext()
+
+        def update(progress: dict[str, Any]) -> None:
+            metrics = {k: float(v) for k, v in (progress.get("metrics") or {}).items()
+                       if isinstance(v, int | float) and not isinstance(v, bool)}
+            try:
+                running.progress = Progress(epoch=int(progress.get("epoch") or 0),  # type: ignore[attr-defined]
+                                            epochs=int(progress.get("epochs") or 0), metrics=metrics)
+            except (ValidationError, TypeError, ValueError):
+                return  # a progress file from a newer trainer: keep the last good one
+            self._set_status(record, running)
+            spinner.update(f"[bold]{node.label}[/]: train step running, epoch {progress.get('epoch')}/"
+                           f"{progress.get('epochs')}")
+
+        return ProgressWatcher(self.store_uri, experiment, update, self.progress_interval)
+
+    def _execute(self, node: Node, run_dir: Path, record: Record, running: StatusBase) -> str | None:
         """Run the step, streaming its output; returns None on success or the error message."""
         step = STEP_NAMES[node.resource.kind]
         cmd = [*self.step_command, step, "--spec", str(run_dir / "run.json"),
@@ -232,7 +259,8 @@ class Runner:
         last_error = ""
         last_line = ""
         with open(run_dir / "step.log", "w") as log, \
-                self.console.status(f"[bold]{node.label}[/]: {step} step running"):
+                self.console.status(f"[bold]{node.label}[/]: {step} step running") as spinner, \
+                self._watch(node, record, running, spinner):
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     env=self.env, bufsize=1, errors="replace")
             try:
