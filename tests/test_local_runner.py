@@ -212,3 +212,30 @@ def test_secrets_reach_the_step_but_never_state_files_or_logs(env: Env) -> None:
     assert len(written) > 10
     for path in written:
         assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_cli_run_with_the_real_dataset_step_exits_1_on_failure(tmp_path: Path) -> None:
+    """Through `kubeforge run` and the real `kubeforge step dataset-version` (fast: a few tiny images)."""
+    from typer.testing import CliRunner
+
+    from kubeforge.cli.main import app
+
+    cli = CliRunner()
+    synth = cli.invoke(app, ["datasets", "synth", "shapes", "--out", str(tmp_path / "good"), "--images", "4",
+                             "--size", "32", "--seed", "1"])
+    assert synth.exit_code == 0, synth.output
+    (tmp_path / "empty").mkdir()
+    doc = "apiVersion: kubeforge.io/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: {name}}}\n" \
+          "spec: {{dataset: shapes, source: {{uri: {uri}, format: coco}}}}\n"
+    text = doc.format(name="good", uri="good") + "---\n" + doc.format(name="bad", uri="empty")
+    (tmp_path / "m.yaml").write_text(text)
+    state = str(tmp_path / "state")
+
+    run = cli.invoke(app, ["run", "-f", str(tmp_path / "m.yaml"), "--state-dir", state])
+    assert run.exit_code == 1, run.output
+    phases = cli.invoke(app, ["get", "dsv", "--state-dir", state]).stdout
+    assert [line.split()[0] + ":" + line.split()[-2] for line in phases.splitlines()[1:]] == [
+        "bad:Failed", "good:Succeeded"]
+    failed = StateDir(state).get("DatasetVersion", "default", "bad").resource.status
+    assert failed is not None and failed.message  # the step's own error line
+    assert failed.message in cli.invoke(app, ["logs", "dsv", "bad", "--state-dir", state]).stdout
