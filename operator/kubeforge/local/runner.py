@@ -215,7 +215,12 @@ class Runner:
             # The old server would keep serving the repository the step is about to replace.
             serving.stop(prev.resource.status)  # type: ignore[arg-type]
 
-        error = self._execute(node, run_dir, record, running)
+        try:
+            error = self._execute(node, run_dir, record, running)
+        except KeyboardInterrupt:
+            # Not left "Running" forever: the next run sees a failed attempt and retries it.
+            self._fail(record, "Interrupted", "interrupted (Ctrl-C) while the step ran", started)
+            raise
         result: dict[str, Any] = {}
         if error is None:
             result, error = self._read_result(run_dir)
