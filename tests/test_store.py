@@ -186,3 +186,9 @@ def test_wrong_secret_is_refused(seaweedfs, monkeypatch: pytest.MonkeyPatch) -> 
     message = str(err.value)
     assert seaweedfs.endpoint in message and "credentials" in message
     assert seaweedfs.secret_key not in message
+
+
+def test_list_sizes_reports_each_object(store: Store) -> None:
+    store.put_bytes("sizes/a.bin", b"12345")
+    store.put_bytes("sizes/b/c.bin", b"1")
+    assert list(store.list_sizes("sizes/")) == [("sizes/a.bin", 5), ("sizes/b/c.bin", 1)]

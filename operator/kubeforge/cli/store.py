@@ -63,13 +63,14 @@ def _add(parent: Tree, name: str, entries: list[tuple[str, int]], max_files: int
 def tree_command(
     store: Annotated[str | None, typer.Option("--store", help="Store URI (default: the local runner's).")] = None,
     prefix: Annotated[str, typer.Option("--prefix", help="Only keys under this prefix.")] = "",
+    state_dir: Annotated[str | None, typer.Option("--state-dir", help="The local runner's state directory.")] = None,
 ) -> None:
     """Print the store's contents as a tree (blobs collapsed)."""
-    from kubeforge.local.state import default_store_uri
+    from kubeforge.local.state import resolve_state_dir, resolve_store_uri
 
     console = Console()
     try:
-        st = open_store(store or default_store_uri())
+        st = open_store(resolve_store_uri(store, resolve_state_dir(state_dir)))
         st.check()
         sizes = list(st.list_sizes(prefix))
     except StoreError as exc:

@@ -283,6 +283,21 @@ class S3Store(Store):
         keys = self._call(f"list {prefix or '/'}", collect)
         return iter(sorted(k for k in keys if k.startswith(prefix)))
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        full = self._list_prefix(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+
+        def collect() -> list[tuple[str, int]]:
+            objs = self._client.list_objects(self.bucket, prefix=full, recursive=True)
+            return [
+                (o.object_name[strip:], int(o.size or 0))
+                for o in objs
+                if o.object_name and not o.object_name.endswith("/")
+            ]
+
+        items = self._call(f"list {prefix or '/'}", collect)
+        return iter(sorted((k, n) for k, n in items if k.startswith(prefix)))
+
     def delete(self, key: str) -> None:
         name = self._object(key)
         self._call(f"delete {key}", lambda: self._client.remove_object(self.bucket, name))
