@@ -175,7 +175,7 @@ def test_scheduler_drives_the_optimizer_lr() -> None:
 
 
 @pytest.mark.parametrize(("hp", "n", "task", "field"), [
-    ({"optimizer": {"type": "AdamW", "momentum": 0.9}}, 40, "classification", "optimizer.momentum"),
+    ({"optimizer": {"type": "AdamW", "momentum": 0.5}}, 40, "classification", "optimizer.momentum"),
     ({"epochs": 1, "batchSize": 8, "scheduler": {"warmupIterations": 5}}, 40, "classification",
      "scheduler.warmupIterations"),
     ({"epochs": 3, "scheduler": {"type": "step", "stepSize": 3}}, 40, "classification", "scheduler.stepSize"),
@@ -219,6 +219,18 @@ def test_coco_ap_matches_pycocotools() -> None:
         ev.summarize()
         assert ours["val_AP"] == pytest.approx(ev.stats[0], abs=1e-6)
         assert ours["val_AP50"] == pytest.approx(ev.stats[1], abs=1e-6)
+
+
+def test_parity_matching_pairs_same_detections_only() -> None:
+    from kubeforge_trainers.export import _match
+
+    torch_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60], [0, 0, 10, 13]], np.float32)
+    onnx_boxes = np.array([[20, 20, 30, 30.5], [0, 0, 10, 10.2], [70, 70, 80, 80]], np.float32)
+    pairs = _match(torch_boxes, np.array([1, 1, 2, 1]), onnx_boxes, np.array([1, 1, 2]))
+    # [0,0,10,13] overlaps the ONNX box of the same label less than its true partner does: unmatched;
+    # [50..60] has no ONNX box of label 2 nearby: unmatched.
+    assert sorted(pairs) == [(0, 1), (1, 0)]
+    assert _match(torch_boxes, np.array([1, 1, 2, 1]), onnx_boxes, np.array([3, 3, 3])) == []
 
 
 # ---------------------------------------------------------------- checkpoints, models, registry

@@ -20,6 +20,8 @@ from kubeforge_trainers.models import ModelInfo
 
 OPSET = 17
 INPUT_NAME = "images"
+# Detections overlapping at least this much (same label) are the same detection in both runtimes.
+MATCH_IOU = 0.5
 
 
 class DetectionExport(nn.Module):
@@ -79,10 +81,13 @@ class Parity:
     images: int
     per_output: dict[str, float] = field(default_factory=dict)
     count_mismatches: list[dict[str, int]] = field(default_factory=list)
+    # Detection only: how many torch detections were compared, and how many found no ONNX partner.
+    matched: int = 0
+    unmatched: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"maxAbsDiff": self.max_abs_diff, "images": self.images, "perOutput": self.per_output,
-                "countMismatches": self.count_mismatches}
+                "countMismatches": self.count_mismatches, "matched": self.matched, "unmatched": self.unmatched}
 
 
 def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[torch.Tensor]) -> Parity:
@@ -103,32 +108,53 @@ def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[tor
     wrapper = DetectionExport(model).eval()
     worst = {"boxes": 0.0, "scores": 0.0}
     mismatches = []
+    matched = unmatched = 0
     for i, img in enumerate(images):
         with torch.no_grad():
             tb, ts, tl = (t.numpy() for t in wrapper(img[None]))
         ob, os_, ol = session.run(["boxes", "scores", "labels"], {INPUT_NAME: img[None].numpy()})
         if len(tb) != len(ob):
             mismatches.append({"image": i, "torch": len(tb), "onnx": len(ob)})
-        for t_idx, o_idx in _match(tb, tl, ob, ol):
+        pairs = _match(tb, tl, ob, ol)
+        matched += len(pairs)
+        unmatched += len(tb) - len(pairs)
+        for t_idx, o_idx in pairs:
             worst["boxes"] = max(worst["boxes"], float(np.abs(tb[t_idx] - ob[o_idx]).max()))
             worst["scores"] = max(worst["scores"], float(abs(ts[t_idx] - os_[o_idx])))
     return Parity(max_abs_diff=max(worst.values()), images=len(images), per_output=worst,
-                  count_mismatches=mismatches)
+                  count_mismatches=mismatches, matched=matched, unmatched=unmatched)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _match(tb: np.ndarray, tl: np.ndarray, ob: np.ndarray, ol: np.ndarray) -> list[tuple[int, int]]:
-    """Pair each torch detection with the unused ONNX detection of the same label nearest to it.
+    """Pair torch and ONNX detections of the same label by overlap, one to one.
 
-    Both lists are sorted by score, so ties in score may swap order; matching by box keeps the
-    comparison about numbers, not ordering.
+    Why not compare by position: scores that differ in the last bit reorder near-ties, and at the
+    tail (the score threshold, the per-image cap, NMS between near-equal boxes) a low-score
+    detection can be in one list and not the other. Those are reported as unmatched; everything
+    that pairs up (IoU >= MATCH_IOU, same label) must agree numerically.
     """
-    used: set[int] = set()
+    if len(tb) == 0 or len(ob) == 0:
+        return []
+    iou = _iou(tb, ob) * (tl[:, None] == ol[None, :])
+    # Most-overlapping pairs first, so a detection present in only one list cannot take the
+    # partner of one present in both.
+    ts, os_ = np.nonzero(iou >= MATCH_IOU)
+    order = np.argsort(-iou[ts, os_], kind="stable")
+    used_t: set[int] = set()
+    used_o: set[int] = set()
     pairs = []
-    for t in range(len(tb)):
-        candidates = [o for o in range(len(ob)) if o not in used and ol[o] == tl[t]]
-        if not candidates:
-            continue
-        best = min(candidates, key=lambda o: float(np.abs(tb[t] - ob[o]).max()))
-        used.add(best)
-        pairs.append((t, best))
+    for t, o in zip(ts[order].tolist(), os_[order].tolist(), strict=True):
+        if t not in used_t and o not in used_o:
+            used_t.add(t)
+            used_o.add(o)
+            pairs.append((t, o))
     return pairs

@@ -21,7 +21,8 @@ WARMUP_START_FACTOR = 0.001
 def validate_hyperparameters(hp: Hyperparameters, num_train: int, task: str) -> None:
     """Reject combinations the fields' own ranges cannot express; errors name the field."""
     opt, sched = hp.optimizer, hp.scheduler
-    if opt.type != "SGD" and "momentum" in opt.model_fields_set:
+    # Compared with the field defaults, not "was it set": run specs arrive with every field filled in.
+    if opt.type != "SGD" and opt.momentum != _default(OptimizerSpec, "momentum"):
         raise ValueError(
             f"hyperparameters.optimizer.momentum applies to SGD only; optimizer.type is {opt.type}"
         )
@@ -44,8 +45,13 @@ def validate_hyperparameters(hp: Hyperparameters, num_train: int, task: str) -> 
             f"hyperparameters.scheduler.stepSize ({sched.step_size}) must be smaller than epochs ({hp.epochs}) "
             "for the step schedule to decay at all"
         )
-    if sched.type != "step" and {"step_size", "gamma"} & sched.model_fields_set:
+    changed = [f for f in ("step_size", "gamma") if getattr(sched, f) != _default(SchedulerSpec, f)]
+    if sched.type != "step" and changed:
         raise ValueError(f"hyperparameters.scheduler.stepSize/gamma apply to type step only; type is {sched.type}")
+
+
+def _default(model: type[OptimizerSpec] | type[SchedulerSpec], name: str) -> object:
+    return model.model_fields[name].default
 
 
 def iterations_per_epoch(num_train: int, batch_size: int) -> int:

@@ -54,6 +54,8 @@ class TorchvisionTrainer(Trainer):
             raise ValueError(f"split: the validation split has no images of the selected classes {ctx.class_names}")
         validate_hyperparameters(hp, len(train_ds), ctx.task)
 
+        # Seeded initial weights: the same run spec replays the same run (on the same hardware).
+        torch.manual_seed(ctx.split.seed)
         model = build_model(info.name, ctx.task, len(ctx.classes), size, ctx.pretrained)
         if ctx.init_checkpoint is not None:
             skipped = load_matching(model, load_checkpoint(ctx.init_checkpoint)["model"])
@@ -83,8 +85,9 @@ class TorchvisionTrainer(Trainer):
         metrics = dict(ctx.progress.metrics)
         for epoch in range(start_epoch + 1, hp.epochs + 1):
             watch = Stopwatch()
-            # Seeded per epoch, so a resumed run sees the same batches and flips it would have.
+            # Seeded per epoch, so a resumed run sees the same batches, flips and dropout it would have.
             random.seed(ctx.split.seed * 100_003 + epoch)
+            torch.manual_seed(ctx.split.seed * 100_003 + epoch)
             loader = engine.train_loader(train_ds, hp.batch_size, hp.num_workers, detection, ctx.split.seed + epoch)
             metrics = engine.train_one_epoch(
                 model, loader, optimizer, scheduler, device, detection, epoch, ctx.progress.track

@@ -158,9 +158,9 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
                          f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
     trainer = get_trainer(job.model.framework, job.model.name, job.task)
     classes = resolve_classes(manifest, job.classes)
-    # Unset hyperparameters mean the trainer's own defaults (the measured recipe for the model).
-    hp = job.hyperparameters if "hyperparameters" in job.model_fields_set else \
-        trainer.default_hyperparameters(job.model.name)
+    # The API's defaults are the one source of truth: run specs arrive with every field filled in,
+    # so a trainer's own defaults (default_hyperparameters) are advice for users, not a fallback.
+    hp = job.hyperparameters
     split = random_split([img.file_name for img in manifest.images], job.split.train_percent, job.split.seed)
 
     progress = ProgressReporter(sink, hp.epochs)
