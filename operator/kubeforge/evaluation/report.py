@@ -17,8 +17,8 @@ from plotly.offline import get_plotlyjs
 
 from kubeforge.evaluation.report_images import Sample
 
-# No plotly logo/link: both point at plotly.com, and the report must not reach the network.
-PLOT_CONFIG = {"displaylogo": False, "showLink": False, "responsive": True}
+# No plotly logo: it links to plotly.com, and nothing in the report should lead off-line.
+PLOT_CONFIG = {"displaylogo": False}
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
 DETECTION_HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
@@ -32,7 +32,8 @@ color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.5rem}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem} th,td{border:1px solid #ddd;padding:.3rem .6rem;
 text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left} td.best{font-weight:bold;background:#eef8ee}
-.muted{color:#666;font-size:.9rem} .figs{display:flex;flex-wrap:wrap;gap:1rem} .fig{flex:1 1 520px;min-width:420px}
+.muted{color:#666;font-size:.9rem} .figs{display:flex;flex-wrap:wrap;gap:1rem} .fig{flex:0 0 auto}
+table.kv td{text-align:left} table.kv td:first-child{color:#555;background:#fafafa}
 .samples{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0;max-width:340px} figcaption{font-size:.8rem;color:#444}
 .warn{background:#fff6e0;border:1px solid #f0c36d;padding:.4rem .8rem}
 """
@@ -52,9 +53,12 @@ class _Figures:
     def __init__(self) -> None:
         self.count = 0
 
-    def html(self, fig: go.Figure) -> str:
+    def html(self, fig: go.Figure, width: int = 560, height: int = 380) -> str:
         self.count += 1
-        fig.update_layout(margin={"l": 50, "r": 20, "t": 50, "b": 45}, height=380, template="plotly_white")
+        # Fixed size: a responsive plot inside a flex row measures its box before layout settles
+        # and ends up wider than it, cropping the right side of the axes.
+        fig.update_layout(margin={"l": 55, "r": 20, "t": 50, "b": 45}, width=width, height=height,
+                          template="plotly_white")
         div = fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG,
                           div_id=f"kf-fig-{self.count}")
         return f'<div class="fig">{div}</div>'
@@ -71,6 +75,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], best: Sequence
             cells.append(f'<td class="{cls}">{_fmt(value)}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kv_table(rows: Sequence[Sequence[Any]]) -> str:
+    body = "".join(f"<tr><td>{escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in rows)
+    return f"<table class='kv'><tbody>{body}</tbody></table>"
 
 
 def _headline_names(task: str) -> tuple[str, ...]:
@@ -135,7 +144,7 @@ def _per_class_table(task: str, metrics: Mapping[str, Any]) -> str:
     return _table(headers, [[r["class"], *(r.get(k) for k in keys)] for r in rows])
 
 
-def _samples_html(samples: Sequence[Sample]) -> str:
+def _samples_html(samples: Sequence[Sample], task: str) -> str:
     if not samples:
         return ""
     figs = "".join(
@@ -144,12 +153,12 @@ def _samples_html(samples: Sequence[Sample]) -> str:
         for s in samples
     )
     legend = '<p class="muted">green: ground truth; red: predictions at or above the F1-optimal threshold</p>'
-    return f"<h3>Samples</h3>{legend if 'predicted' in samples[0].caption else ''}<div class='samples'>{figs}</div>"
+    return f"<h3>Samples</h3>{legend if task == 'object-detection' else ''}<div class='samples'>{figs}</div>"
 
 
 def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample], figs: _Figures) -> str:
     task, metrics = model["task"], model["metrics"]
-    info = _table(["", ""], [
+    info = _kv_table([
         ["TrainingJob", name], ["architecture", f"{model.get('framework', '')}/{model.get('architecture', '')}"],
         ["images evaluated", model.get("imageCount")], ["split", model.get("split")],
         ["classes evaluated", ", ".join(model.get("evaluatedClasses", []))],
@@ -165,20 +174,23 @@ def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample
         notes.append("dataset classes the model does not know (ignored): "
                      + ", ".join(model["datasetClassesNotInModel"]))
     if model.get("splitFilesMissing"):
-        notes.append(f"{model['splitFilesMissing']} images of the model's split are not in this dataset version")
+        notes.append(f"{model['splitFilesMissing']} image(s) of the model's split are not in this dataset version")
     notes_html = "".join(f'<p class="warn">{escape(n)}</p>' for n in notes)
     names = _headline_names(task)
-    headline = _table(["metric", "value"], [[k, metrics.get(k)] for k in names if k in metrics])
+    shown = [k for k in names if k in metrics]
+    headline = _table(["", *shown], [["value", *(metrics[k] for k in shown)]])
     if task == "object-detection":
         iou = metrics.get("iouThreshold")
         plots = figs.html(_pr_figure({name: metrics}, f"Precision-recall at IoU {iou}")) + figs.html(
             _f1_figure({name: metrics}, "F1, precision and recall vs confidence", with_pr=True))
     else:
-        plots = figs.html(_confusion_figure(metrics["confusionMatrix"], "Confusion matrix"))
+        size = len(metrics["confusionMatrix"]["labels"])
+        plots = figs.html(_confusion_figure(metrics["confusionMatrix"], "Confusion matrix"),
+                          width=min(1100, 360 + 50 * size), height=min(1000, 260 + 40 * size))
     return (
         f"<section><h2>{escape(name)}</h2>{info}{notes_html}<h3>Headline metrics</h3>{headline}"
         f"<div class='figs'>{plots}</div><h3>Per class</h3>{_per_class_table(task, metrics)}"
-        f"{_samples_html(samples)}</section>"
+        f"{_samples_html(samples, task)}</section>"
     )
 
 
@@ -219,7 +231,7 @@ def render_report(doc: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]
     ds = doc["dataset"]
     bench = doc.get("benchmark", {})
     title = f"Benchmark {bench.get('namespace', '')}/{bench.get('name', '')}"
-    run_info = _table(["", ""], [
+    run_info = _kv_table([
         ["dataset", ds["dataset"]], ["digest", ds["digest"]], ["task", ds["task"]], ["split", ds["split"]],
         ["models", ", ".join(doc["modelOrder"])], ["ONNX Runtime", doc.get("onnxruntimeVersion")],
         ["created", doc.get("createdAt")],

@@ -26,12 +26,10 @@ class Sample:
 
 
 def _thumbnail(img: Image.Image) -> tuple[Image.Image, float]:
-    scale = min(1.0, MAX_SIDE / max(img.width, img.height))
-    if scale < 1.0:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
-    else:
-        img = img.copy()
-    return img, scale
+    # Shrink big images; enlarge tiny ones (up to 3x) so boxes and labels stay legible.
+    scale = min(3.0, MAX_SIDE / max(img.width, img.height))
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.BILINEAR if scale < 1 else Image.NEAREST), scale
 
 
 def _encode(img: Image.Image) -> str:

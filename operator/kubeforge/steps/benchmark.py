@@ -108,9 +108,14 @@ def _spread(n: int, k: int) -> list[int]:
 
 
 def _evaluate_classification(
-    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
+    who: str, model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
 ) -> tuple[dict[str, Any], list[int], list[Sample]]:
     kept, y_true = classification_truth(manifest, indices, classes)
+    if not kept:
+        raise ValueError(
+            f"{who}: none of the {len(indices)} selected images of dataset {manifest.dataset!r} is "
+            f"labelled with one of the model's classes {classes.model_classes}"
+        )
     logits = model.classify(images.get(i) for i in kept)
     y_pred = logits.argmax(axis=1) if len(kept) else np.zeros(0, dtype=np.int64)
     metrics = classification_metrics(y_true, y_pred, classes.model_classes)
@@ -175,10 +180,12 @@ def evaluate_model(
         )
     classes = ClassMap.build(manifest, meta.classes, f"{files.who} model_meta.json")
     indices, missing = select_images(manifest, run.spec.split, files.split_doc, files.split_source)
+    if not indices:
+        raise ValueError(f"{files.who}: dataset {manifest.dataset!r} has no images (split {run.spec.split!r})")
     _log(f"{files.who}: {len(indices)} images ({run.spec.split}), {meta.task}, {meta.architecture}")
     model = OnnxModel.load(files.onnx_path, meta)
     if meta.task == "classification":
-        metrics, used, samples = _evaluate_classification(model, images, manifest, indices, classes)
+        metrics, used, samples = _evaluate_classification(files.who, model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
     else:
         metrics, used, samples = _evaluate_detection(
