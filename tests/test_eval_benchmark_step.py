@@ -25,7 +25,10 @@ from kubeforge.store import LocalStore, layout
 NS = "team-a"
 KUBEFORGE = Path(sys.executable).parent / "kubeforge"
 # The TorchScript exporter (dynamo=False, as RECIPES.md recommends) warns that it is legacy.
-pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 
 # Detection scene, image pixels (images are 128x96; the model input is 64x64: sx=2, sy=1.5).
 CIRCLE, SQUARE, EXTRA_SQUARE, TRIANGLE = (16, 12, 48, 36), (72, 54, 112, 84), (50, 8, 70, 28), (10, 60, 30, 90)
