@@ -18,12 +18,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --progress-bar off -e ".[train,serve,operator,test]"
 	touch $(STAMP)
 
-# tritonserver's Python-backend stub links the shared libpython3.11 (Debian package).
+# tritonserver's Python-backend stub links the shared libpython3.11; the report tests load
+# report.html in headless Chromium. Both are Debian packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then \
-	  echo "installing libpython3.11 (needed by tritonserver's Python backend)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libpython3.11; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq libpython3.11; fi; \
+	@missing=""; \
+	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 demo: $(STAMP)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from kubeforge.store.base import Store, StoreError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class LocalStore(Store):
     def __init__(self, root: Path | str) -> None:
@@ -34,6 +37,8 @@ class LocalStore(Store):
         try:
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
+            # mkstemp creates 0600; stored artifacts (reports, exports) are for sharing.
+            os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
