@@ -31,9 +31,11 @@ class TorchvisionTrainer(Trainer):
 
     def default_hyperparameters(self, model: str) -> Hyperparameters:
         # Detection: the measured from-scratch recipe (RECIPES.md): AdamW 1e-3, 50 warm-up, cosine.
+        # On 400 synthetic 160 px shapes, 2 shared cores: 8 epochs ~15 s each -> val AP50 0.94;
+        # 12 epochs -> 0.97.
         if MODELS[model].task == "object-detection":
             return Hyperparameters(
-                epochs=12, batch_size=8, optimizer=OptimizerSpec(type="AdamW", lr=1e-3, weight_decay=1e-4),
+                epochs=8, batch_size=8, optimizer=OptimizerSpec(type="AdamW", lr=1e-3, weight_decay=1e-4),
                 scheduler=SchedulerSpec(type="cosine", warmup_iterations=50),
             )
         return Hyperparameters(
