@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from kubeforge.datasets.synth import generate_shapes_imagefolder
+from typer.testing import CliRunner
+
+from kubeforge.cli.main import app
+from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 
 KUBEFORGE = str(Path(sys.executable).parent / "kubeforge")
 
@@ -34,3 +38,18 @@ def test_import_then_inspect(tmp_path: Path) -> None:
     assert rows == {"circle": "2", "square": "1", "triangle": "2"}
     missing = kf("inspect", "toy", "0" * 64, "--store", store)
     assert missing.returncode == 1 and "no version" in missing.stderr
+
+
+def test_truth_prints_the_ground_truth_boxes(tmp_path: Path) -> None:
+    ann = generate_shapes_coco(tmp_path / "d", n_images=2, size=64, seed=1)
+    coco = json.loads(ann.read_text())
+    first = coco["images"][0]
+    expected = [a for a in coco["annotations"] if a["image_id"] == first["id"]]
+    result = CliRunner().invoke(app, ["datasets", "truth", str(ann), first["file_name"]])
+    assert result.exit_code == 0, result.output
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    for a in expected:
+        assert names[a["category_id"]] in result.output
+        assert f"{a['bbox'][0]:.1f}" in result.output
+    missing = CliRunner().invoke(app, ["datasets", "truth", str(ann), "nope.png"])
+    assert missing.exit_code == 1

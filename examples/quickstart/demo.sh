@@ -21,8 +21,13 @@ for kind in datasetversions trainingjobs benchmarks inferenceservices; do "$KF" 
 
 say "4. A prediction from Triton on an image the model never saw"
 "$KF" predict shapes "$DEMO_DIR"/holdout/images/000000.png
+"$KF" datasets truth "$DEMO_DIR/holdout/annotations.json" 000000.png
 
-say "5. Where every artifact went"
+say "5. The benchmark report and the experiment"
+"$KF" describe benchmark shapes-detector-benchmark | grep -E "reportUri|metricsUri|AP50|headline"
+"$KF" describe trainingjob shapes-detector | grep -E "experimentUri|onnxUri|onnxParityMaxAbsDiff"
+
+say "6. Where every artifact went"
 "$KF" store tree
 
 printf '\nDemo finished in %ss. Triton keeps serving: `%s stop inferenceservice shapes` stops it.\n' \

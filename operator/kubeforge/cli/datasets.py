@@ -14,8 +14,15 @@ synth_app = typer.Typer(no_args_is_help=True, help="Generate seeded synthetic da
 app.add_typer(synth_app, name="synth")
 
 StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Store URI [$KUBEFORGE_STORE, else .kubeforge/store].")
+    str | None, typer.Option("--store", help="Store URI [$KUBEFORGE_STORE, else the local runner's store].")
 ]
+
+
+def _store_uri(option: str | None) -> str:
+    """The same store `kubeforge run` uses, so imported versions are found by the runner."""
+    from kubeforge.local.state import resolve_state_dir, resolve_store_uri
+
+    return resolve_store_uri(option, resolve_state_dir())
 
 
 class SynthTask(StrEnum):
@@ -82,7 +89,7 @@ def import_(
             "dataset": dataset, "source": {"uri": source, "format": fmt},
             "onInvalidImage": "Skip" if skip_invalid else "Fail",
         })
-        st = open_store(store)
+        st = open_store(_store_uri(store))
         result = import_dataset(spec, st)
     except (ValidationError, DatasetImportError, SourceError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -110,7 +117,7 @@ def inspect(
     from kubeforge.datasets.versions import CorruptManifestError, load_manifest
     from kubeforge.store import StoreError, open_store
 
-    st = open_store(store)
+    st = open_store(_store_uri(store))
     if digest is None:
         versions = sorted({k.split("/")[2] for k in st.list(f"datasets/{dataset}/") if k.endswith("/manifest.json")})
         if not versions:
@@ -134,4 +141,37 @@ def inspect(
     for cat in manifest.categories:
         table.add_row(str(cat.id), cat.name, str(stats.objects_per_class.get(cat.name, 0)),
                       str(stats.images_per_class.get(cat.name, 0)))
+    Console().print(table)
+
+
+@app.command("truth")
+def truth(
+    annotations: Annotated[Path, typer.Argument(help="A COCO instances JSON.", exists=True, dir_okay=False)],
+    images: Annotated[list[str], typer.Argument(help="Image file names as written in the JSON.")],
+) -> None:
+    """Print the ground-truth boxes of images in a COCO file (to hold beside `kubeforge predict`)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        coco = json.loads(annotations.read_text())
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        by_name = {img["file_name"]: img["id"] for img in coco["images"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        typer.echo(f"error: {annotations}: not a COCO instances file ({exc})", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title="ground truth")
+    for col in ("image", "class", "box (x1, y1, x2, y2)"):
+        table.add_column(col)
+    for image in images:
+        if image not in by_name:
+            typer.echo(f"error: {annotations}: no image {image!r}", err=True)
+            raise typer.Exit(1)
+        anns = [a for a in coco.get("annotations", []) if a["image_id"] == by_name[image]]
+        for i, ann in enumerate(anns):
+            x, y, w, h = ann["bbox"]
+            table.add_row(image if i == 0 else "", names.get(ann["category_id"], str(ann["category_id"])),
+                          f"{x:.1f}, {y:.1f}, {x + w:.1f}, {y + h:.1f}")
     Console().print(table)

@@ -111,6 +111,8 @@ def triton_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
     venv_bin = str(Path(sys.prefix) / "bin")
     env["PATH"] = os.pathsep.join(p for p in (venv_bin, env.get("PATH", "")) if p)
+    # A local repository lives in the store: the Python backend must not write __pycache__ into it.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
