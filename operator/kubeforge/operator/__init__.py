@@ -1,0 +1,1 @@
+"""The Kopf operator: handlers, reconcile logic, pure builders of Kubernetes objects."""
