@@ -123,6 +123,8 @@ class ResourceBase(ApiModel):
     plural: ClassVar[str]
     short_names: ClassVar[list[str]]
     printer_columns: ClassVar[list[PrinterColumn]]
+    # True: the CRD rejects any change of spec after creation (a CEL rule).
+    immutable_spec: ClassVar[bool] = False
 
     api_version: str
     kind: str

@@ -85,6 +85,8 @@ class DatasetVersionStatus(StatusBase):
 class DatasetVersion(ResourceBase):
     plural: ClassVar[str] = "datasetversions"
     short_names: ClassVar[list[str]] = ["dsv"]
+    # Content-addressed: a different source is a different version, never an edit.
+    immutable_spec: ClassVar[bool] = True
     printer_columns: ClassVar[list[PrinterColumn]] = [
         PrinterColumn(name="Dataset", type="string", json_path=".spec.dataset"),
         PrinterColumn(name="Format", type="string", json_path=".spec.source.format"),

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+from kubeforge.api.job_policy import DistributedSpec, JobPolicy
 
 Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
 
@@ -64,7 +65,7 @@ class BenchmarkToggle(ApiModel):
     enabled: bool = False
 
 
-class TrainingJobSpec(ApiModel):
+class TrainingJobSpec(JobPolicy):
     dataset_version: str = Field(min_length=1)
     task: Task
     model: ModelSpec
@@ -75,6 +76,7 @@ class TrainingJobSpec(ApiModel):
     export: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"])
     benchmark: BenchmarkToggle = Field(default_factory=BenchmarkToggle)
     artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
 
     @model_validator(mode="after")
     def _supported_task(self) -> TrainingJobSpec:
