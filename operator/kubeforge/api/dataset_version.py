@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import (
@@ -15,6 +15,7 @@ from kubeforge.api.common import (
     ResourceBase,
     StatusBase,
 )
+from kubeforge.api.dataset_operations import DatasetChanges, DatasetOperation, Lineage, ParentVersion
 
 SourceFormat = Literal["coco", "imagefolder", "voc", "yolo", "supervisely"]
 
@@ -39,14 +40,49 @@ class DatasetSource(ApiModel):
 
 class DatasetVersionSpec(ApiModel):
     dataset: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The dataset this is a version of.")
-    source: DatasetSource
-    parent: str | None = Field(default=None, description="The previous DatasetVersion of the same dataset.")
+    source: DatasetSource | None = Field(
+        default=None, description="Import raw data. Exactly one of source, or parents with operations."
+    )
+    parent: str | None = Field(
+        default=None,
+        description="With source: the previous DatasetVersion (diffed against; same content is Unchanged).",
+    )
+    parents: list[str] | None = Field(
+        default=None, min_length=1,
+        description="Derive from these DatasetVersions (the first is the parent diffed against) by operations.",
+    )
+    operations: list[DatasetOperation] | None = Field(
+        default=None, min_length=1, description="Applied in order to the parents (with parents only)."
+    )
     on_invalid_image: Literal["Fail", "Skip"] = Field(
         default="Fail",
         description="Fail: a corrupt or unreadable image fails the version. Skip: it is left out and "
         "recorded in status.skipped.",
     )
     artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
+
+    @model_validator(mode="after")
+    def _source_or_parents(self) -> DatasetVersionSpec:
+        if self.source is not None and self.parents:
+            raise ValueError("give either source (import raw data) or parents with operations (derive), not both")
+        if self.source is None:
+            if not self.parents or not self.operations:
+                raise ValueError("give source (import raw data), or parents and operations (derive from versions)")
+            if self.parent is not None:
+                raise ValueError("parent goes with source; a derived version names its parents in parents")
+            if len(set(self.parents)) != len(self.parents):
+                raise ValueError(f"parents: a version is named twice in {self.parents}")
+            kinds = [op.kind for op in self.operations]
+            if len(self.parents) > 1 and "merge" not in kinds:
+                raise ValueError(f"parents names {len(self.parents)} versions; add a merge operation to combine them")
+        elif self.operations:
+            raise ValueError("operations need parents; an imported version (source) takes none")
+        return self
+
+    @property
+    def parent_names(self) -> list[str]:
+        """Every parent: spec.parent for an import, spec.parents for a derived version."""
+        return list(self.parents or ([self.parent] if self.parent else []))
 
 
 class ImageSizeStats(ApiModel):
@@ -80,6 +116,13 @@ class DatasetVersionStatus(StatusBase):
     classes: list[str] = Field(default_factory=list)
     stats: DatasetStats | None = None
     skipped: list[SkippedFile] = Field(default_factory=list)
+    unchanged: bool | None = Field(
+        default=None, description="True: same content as the parent; digest points at the parent's version."
+    )
+    parents: list[ParentVersion] = Field(default_factory=list, description="The parents as resolved.")
+    lineage: Lineage | None = Field(default=None, description="Derived versions: parents and operations.")
+    lineage_uri: str | None = None
+    changes: DatasetChanges | None = Field(default=None, description="Against the (first) parent.")
 
 
 class DatasetVersion(ResourceBase):

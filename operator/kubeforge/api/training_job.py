@@ -7,7 +7,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from kubeforge import GROUP_VERSION
-from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+from kubeforge.api.common import DNS_LABEL_PATTERN, ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+from kubeforge.api.dataset_version import DatasetSource
 from kubeforge.api.job_policy import DistributedSpec, JobPolicy
 
 Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
@@ -65,8 +66,21 @@ class BenchmarkToggle(ApiModel):
     enabled: bool = False
 
 
+class TrainingDataSource(DatasetSource):
+    """Raw data for a TrainingJob: a DatasetVersion source plus the dataset it is a version of."""
+
+    dataset: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The dataset this is a version of.")
+
+
 class TrainingJobSpec(JobPolicy):
-    dataset_version: str = Field(min_length=1)
+    dataset_version: str | None = Field(
+        default=None, min_length=1, description="The DatasetVersion to train on. Exactly one of this or source."
+    )
+    source: TrainingDataSource | None = Field(
+        default=None,
+        description="Train on raw data: the runner creates (or reuses) the DatasetVersion <name>-data from it, "
+        "so the run still records the exact data it saw.",
+    )
     task: Task
     model: ModelSpec
     classes: list[str] | None = Field(default=None, min_length=1, description="Train on these classes only.")
@@ -77,6 +91,12 @@ class TrainingJobSpec(JobPolicy):
     benchmark: BenchmarkToggle = Field(default_factory=BenchmarkToggle)
     artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+
+    @model_validator(mode="after")
+    def _one_data_reference(self) -> TrainingJobSpec:
+        if (self.dataset_version is None) == (self.source is None):
+            raise ValueError("give exactly one of datasetVersion (an existing DatasetVersion) or source (raw data)")
+        return self
 
     @model_validator(mode="after")
     def _supported_task(self) -> TrainingJobSpec:

@@ -113,7 +113,7 @@ def _validation_problems(where: str, raw: Any, exc: ValidationError) -> list[str
 def _resolve_source(loaded: LoadedResource) -> tuple[Resource, list[str]]:
     """Make a DatasetVersion's local source absolute, relative to its manifest's directory."""
     res = loaded.resource
-    if not isinstance(res, DatasetVersion):
+    if not isinstance(res, DatasetVersion) or res.spec.source is None:  # derived versions read no source
         return res, []
     uri = res.spec.source.uri
     parsed = urlparse(uri)
