@@ -7,7 +7,6 @@ model_meta.json and train_val_split.json from the store; writes `metrics.json`, 
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from kubeforge.api.common import now_rfc3339
+from kubeforge.datasets import versions
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.evaluation.classification import classification_metrics
 from kubeforge.evaluation.detection import ImageDetections, detection_metrics
@@ -45,16 +45,12 @@ def _log(message: str) -> None:
 
 
 def load_manifest(store: Store, dataset: str, digest: str) -> Manifest:
-    """The version's manifest, refusing bytes whose sha256 is not the digest it is filed under."""
-    key = layout.dataset_manifest_key(dataset, digest)
+    """The version's manifest, verified against its digest; a missing one is a ValueError naming it."""
     try:
-        data = store.get_bytes(key)
+        return versions.load_manifest(store, dataset, digest)
     except KeyError:
+        key = layout.dataset_manifest_key(dataset, digest)
         raise ValueError(f"dataset {dataset!r} version {digest}: {key} not found in store {store.uri}") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != digest:
-        raise ValueError(f"{store.url(key)}: sha256 is {actual}, expected the version digest {digest}")
-    return Manifest.from_bytes(data)
 
 
 class _ModelFiles:
