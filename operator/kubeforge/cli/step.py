@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from kubeforge.steps.spec import BenchmarkRun, DatasetVersionRun, ServeRun, TrainRun
+from kubeforge.store import StoreError, open_store
 
 app = typer.Typer(no_args_is_help=True, help="Run one step (what a Kubernetes Job runs).")
 
@@ -61,11 +62,22 @@ def _report_failure(message: str) -> None:
             pass
 
 
+def _store_result(spec_path: Path, key: str, text: str) -> None:
+    # The operator reads results from the store: a pod has no API credentials to write status.
+    store_uri = json.loads(spec_path.read_text())["store"]
+    open_store(store_uri).put_bytes(key, text.encode())
+
+
 def _make_command(step: str) -> None:
     @app.command(step)
     def command(
         spec: Annotated[Path, typer.Option("--spec", help="The run spec (JSON).")],
         result: Annotated[Path | None, typer.Option("--result", help="Write the status result here.")] = None,
+        result_key: Annotated[
+            str | None,
+            typer.Option("--result-key", "--result-store-key",
+                         help="Also write the result to this key of the run spec's store (cluster mode)."),
+        ] = None,
     ) -> None:
         try:
             out = run_step(step, spec)
@@ -73,6 +85,12 @@ def _make_command(step: str) -> None:
             _report_failure(str(exc) if not isinstance(exc, KeyError) else f"missing: {exc}")
             raise typer.Exit(1) from None
         text = json.dumps(out, indent=2, sort_keys=True)
+        if result_key:
+            try:
+                _store_result(spec, result_key, text)
+            except (StoreError, OSError, ValueError) as exc:
+                _report_failure(f"writing the result to the store key {result_key!r}: {exc}")
+                raise typer.Exit(1) from None
         if result is not None:
             _write_atomic(result, text)
         else:

@@ -13,24 +13,11 @@ from kubeforge.api import Benchmark, DatasetVersion, InferenceService, TrainingJ
 from kubeforge.local.graph import Node
 from kubeforge.local.manifests import ResourceKey, resource_label
 from kubeforge.local.state import Record
-from kubeforge.steps.spec import (
-    BenchmarkModel,
-    BenchmarkRun,
-    DatasetRef,
-    DatasetVersionRun,
-    ServeRun,
-    StepRun,
-    TrainRun,
-)
-from kubeforge.store import layout
+from kubeforge.steps import runs
+from kubeforge.steps.runs import STEP_NAMES
+from kubeforge.steps.spec import DatasetRef, StepRun
 
-# kind -> the step entrypoint (`kubeforge step NAME`) that does its work
-STEP_NAMES: dict[str, str] = {
-    "DatasetVersion": "dataset-version",
-    "TrainingJob": "train",
-    "Benchmark": "benchmark",
-    "InferenceService": "serve",
-}
+__all__ = ["STEP_NAMES", "RunSpecError", "build_run", "upstream_fingerprint"]
 
 
 class RunSpecError(RuntimeError):
@@ -74,36 +61,22 @@ def upstream_fingerprint(node: Node, records: Mapping[ResourceKey, Record]) -> d
 def build_run(node: Node, records: Mapping[ResourceKey, Record], store_uri: str) -> tuple[StepRun, dict[str, str]]:
     """The run spec for `node`, and the store prefixes it will write (recorded in state)."""
     res = node.resource
-    common = {"store": store_uri, "namespace": res.namespace, "name": res.name}
     if isinstance(res, DatasetVersion):
         parent = _dataset_ref(node, "parent", records) if node.dep("parent") else None
         # source.uri was made absolute when the manifest was loaded.
-        return DatasetVersionRun(**common, spec=res.spec, parent=parent), {}
+        return runs.dataset_version_run(res, store_uri, parent), {}
     if isinstance(res, TrainingJob):
-        dataset = _dataset_ref(node, "dataset", records)
-        prefix = layout.experiment_prefix(res.namespace, dataset.dataset, res.name, res.spec.model.framework)
-        init = None
         base = node.dep("fromTrainingJob")
-        if base is not None:
-            init = f"{_experiment(node, base.key, base.field, records)}/{layout.CHECKPOINT_BEST}"
-        run = TrainRun(**common, spec=res.spec, dataset=dataset, experiment_prefix=prefix, init_checkpoint=init)
-        return run, {"experiment": prefix}
+        init = _experiment(node, base.key, base.field, records) if base is not None else None
+        train = runs.train_run(res, store_uri, _dataset_ref(node, "dataset", records), init)
+        return train, {"experiment": train.experiment_prefix}
     if isinstance(res, Benchmark):
-        models = [
-            BenchmarkModel(training_job=ref.training_job, checkpoint=ref.checkpoint,
-                           experiment_prefix=_experiment(node, dep.key, dep.field, records))
-            for ref, dep in zip(res.spec.models, node.deps_with("model"), strict=True)
-        ]
-        output = layout.benchmark_prefix(res.namespace, res.name)
-        run = BenchmarkRun(**common, spec=res.spec, dataset=_dataset_ref(node, "dataset", records),
-                           models=models, output_prefix=output)
-        return run, {"output": output}
+        experiments = [_experiment(node, dep.key, dep.field, records) for dep in node.deps_with("model")]
+        bench = runs.benchmark_run(res, store_uri, _dataset_ref(node, "dataset", records), experiments)
+        return bench, {"output": bench.output_prefix}
     if isinstance(res, InferenceService):
         dep = node.dep("trainingJob")
         assert dep is not None
-        experiment = _experiment(node, dep.key, dep.field, records)
-        output = layout.serving_prefix(res.namespace, res.name)
-        run = ServeRun(**common, spec=res.spec, experiment_prefix=experiment, output_prefix=output,
-                       model_name=res.name)
-        return run, {"experiment": experiment, "output": output}
+        serve = runs.serve_run(res, store_uri, _experiment(node, dep.key, dep.field, records))
+        return serve, {"experiment": serve.experiment_prefix, "output": serve.output_prefix}
     raise TypeError(f"no step for {type(res).__name__}")

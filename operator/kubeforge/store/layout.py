@@ -48,3 +48,13 @@ METRICS_LOG = "metrics.jsonl"
 CHECKPOINT_BEST = "checkpoints/best.pt"
 CHECKPOINT_LAST = "checkpoints/last.pt"
 ONNX_EXPORT = "export/model.onnx"
+
+
+def run_prefix(namespace: str, kind: str, name: str, uid: str) -> str:
+    """What one resource's runs record in cluster mode (keyed by uid: a re-created resource is new)."""
+    return f"runs/{kind.lower()}/{namespace}_{name}/{uid}"
+
+
+def run_result_key(namespace: str, kind: str, name: str, uid: str) -> str:
+    """A step's result (its partial status) written by `kubeforge step … --result-key`, read by the operator."""
+    return f"{run_prefix(namespace, kind, name, uid)}/result.json"

@@ -1,0 +1,58 @@
+"""Run-spec constructors shared by the local runner and the operator (pure).
+
+Both resolve a resource's references their own way (the state directory, the API
+server); once resolved, the run spec and the store prefixes it writes are decided here,
+once, so a Job and a local process are given the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kubeforge.api import Benchmark, DatasetVersion, InferenceService, TrainingJob
+from kubeforge.steps.spec import (
+    BenchmarkModel,
+    BenchmarkRun,
+    DatasetRef,
+    DatasetVersionRun,
+    ServeRun,
+    TrainRun,
+)
+from kubeforge.store import layout
+
+# kind -> the step entrypoint (`kubeforge step NAME`) that does its work
+STEP_NAMES: dict[str, str] = {
+    "DatasetVersion": "dataset-version",
+    "TrainingJob": "train",
+    "Benchmark": "benchmark",
+    "InferenceService": "serve",
+}
+
+
+def dataset_version_run(res: DatasetVersion, store: str, parent: DatasetRef | None) -> DatasetVersionRun:
+    return DatasetVersionRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, parent=parent)
+
+
+def train_run(res: TrainingJob, store: str, dataset: DatasetRef, init_experiment: str | None = None) -> TrainRun:
+    """`init_experiment`: the experiment prefix of `spec.model.fromTrainingJob`, when set."""
+    prefix = layout.experiment_prefix(res.namespace, dataset.dataset, res.name, res.spec.model.framework)
+    init = f"{init_experiment}/{layout.CHECKPOINT_BEST}" if init_experiment else None
+    return TrainRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, dataset=dataset,
+                    experiment_prefix=prefix, init_checkpoint=init)
+
+
+def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: Sequence[str]) -> BenchmarkRun:
+    """`experiments`: the experiment prefix of each of `spec.models`, in order."""
+    if len(experiments) != len(res.spec.models):
+        raise ValueError(f"{res.key()}: {len(res.spec.models)} models but {len(experiments)} experiments")
+    models = [
+        BenchmarkModel(training_job=ref.training_job, checkpoint=ref.checkpoint, experiment_prefix=exp)
+        for ref, exp in zip(res.spec.models, experiments, strict=True)
+    ]
+    return BenchmarkRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, dataset=dataset,
+                        models=models, output_prefix=layout.benchmark_prefix(res.namespace, res.name))
+
+
+def serve_run(res: InferenceService, store: str, experiment: str) -> ServeRun:
+    return ServeRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, experiment_prefix=experiment,
+                    output_prefix=layout.serving_prefix(res.namespace, res.name), model_name=res.name)
