@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kubeforge.cli import crds, datasets, predict, runner, step, store
+from kubeforge.cli import chart, crds, datasets, predict, runner, step, store
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -12,6 +12,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold secrets
 )
 app.add_typer(crds.app, name="crds", help="Generate or check the CRDs from the API models.")
+app.add_typer(chart.app, name="chart", help="Sync the Helm chart with the generated CRDs and RBAC rules.")
 app.add_typer(datasets.app, name="datasets", help="Dataset tools: synthetic data, import, inspect.")
 app.add_typer(store.app, name="store", help="Look into the artifact store.")
 app.add_typer(step.app, name="step", help="Run one step (what a Kubernetes Job runs).")
