@@ -154,3 +154,52 @@ def triton_backend_dir() -> Any:
     from kubeforge.serving.triton_server import prepare_backend_dir
 
     return prepare_backend_dir()
+
+
+# ---------------------------------------------------------------------------------------
+# Kubernetes API: the KMock-based emulator (real HTTP) with the generated CRDs applied, and
+# real Kopf operators in threads against it. Imports stay inside the functions.
+# ---------------------------------------------------------------------------------------
+
+from collections.abc import Callable  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def kube_emulator() -> Iterator[Any]:
+    """A `KubeEmulator` for the test module, with crds/*.yaml applied (kubeforge.io kinds discoverable).
+
+    Shared by a module: give each test its own namespace (`kube_namespace`) so they do not meet.
+    """
+    from pathlib import Path
+
+    from kubeforge.testing.kube_emulator import KubeEmulator
+
+    crds = Path(__file__).resolve().parents[3] / "crds"
+    with KubeEmulator() as emulator:
+        emulator.apply_crds(crds)
+        yield emulator
+
+
+@pytest.fixture
+def kube_namespace() -> str:
+    """A namespace name no other test uses (the emulator needs no Namespace object)."""
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def kopf_operator(kube_emulator: Any) -> Iterator[Callable[..., Any]]:
+    """`kopf_operator(registry, **KopfThread kwargs)` starts a Kopf thread on the emulator; stopped after."""
+    from kubeforge.testing.kopf_thread import KopfThread
+
+    started: list[KopfThread] = []
+
+    def start(registry: Any, **kwargs: Any) -> KopfThread:
+        thread = KopfThread(registry, kube_emulator.kubeconfig_path, **kwargs)
+        started.append(thread)
+        thread.start()
+        return thread
+
+    yield start
+    for thread in started:
+        if thread.is_alive():
+            thread.stop()
