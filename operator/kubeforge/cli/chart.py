@@ -187,3 +187,47 @@ def sync(
         if path.relative_to(chart) not in expected:
             path.unlink()
             typer.echo(f"removed {path}")
+
+
+HEALTH_SCRIPT = Path("health/health.lua")
+
+
+def argocd_health_config(script: str) -> dict[str, Any]:
+    """The `argocd-cm` data that registers the health check for every kind of ours."""
+    from kubeforge.api.registry import KINDS
+
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "argocd-cm",
+            "namespace": "argocd",
+            "labels": {"app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd"},
+        },
+        "data": {f"resource.customizations.health.{API_GROUP}_{kind}": script for kind in KINDS},
+    }
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    pass
+
+
+def _literal_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # The Lua script reads as a script (block scalar), not one escaped line.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _literal_str)
+
+
+@app.command("argocd-health")
+def argocd_health(
+    chart: Annotated[Path, typer.Option("--chart", help="The chart folder.")] = Path("helm/kubeforge"),
+) -> None:
+    """Print the argocd-cm patch with the Argo CD health check of every kind.
+
+    Apply with `kubectl -n argocd patch configmap argocd-cm --patch-file <file>`.
+    """
+    script = (chart / HEALTH_SCRIPT).read_text()
+    typer.echo(yaml.dump(argocd_health_config(script), Dumper=_LiteralDumper, sort_keys=False), nl=False)
