@@ -73,8 +73,10 @@ class DatasetVersionSpec(ApiModel):
             if len(set(self.parents)) != len(self.parents):
                 raise ValueError(f"parents: a version is named twice in {self.parents}")
             kinds = [op.kind for op in self.operations]
-            if len(self.parents) > 1 and "merge" not in kinds:
-                raise ValueError(f"parents names {len(self.parents)} versions; add a merge operation to combine them")
+            if len(self.parents) > 1 and kinds[0] != "merge":
+                raise ValueError(f"parents names {len(self.parents)} versions; the first operation must be merge")
+            if "merge" in kinds[1:]:
+                raise ValueError("merge must be the first operation (every parent enters it untransformed)")
         elif self.operations:
             raise ValueError("operations need parents; an imported version (source) takes none")
         return self

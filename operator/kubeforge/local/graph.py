@@ -15,7 +15,9 @@ from pathlib import Path
 from kubeforge import GROUP_VERSION
 from kubeforge.api import KINDS, Benchmark, DatasetVersion, InferenceService, ObjectMeta, Resource, TrainingJob
 from kubeforge.api.benchmark import BenchmarkModelRef, BenchmarkSpec
+from kubeforge.api.dataset_version import DatasetSource, DatasetVersionSpec
 from kubeforge.local.manifests import LoadedResource, ManifestError, ResourceKey, resource_label
+from kubeforge.local.manifests import _resolve_source as resolve_source
 
 OWNER_LABEL = "kubeforge.io/owned-by"
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
@@ -70,14 +72,62 @@ def implicit_benchmark(job: TrainingJob) -> Benchmark:
         ownerReferences=[{"apiVersion": GROUP_VERSION, "kind": "TrainingJob", "name": job.name, "controller": True}],
     )
     spec = BenchmarkSpec(
-        dataset_version=job.spec.dataset_version, split="val", models=[BenchmarkModelRef(training_job=job.name)]
+        dataset_version=data_version_name(job), split="val", models=[BenchmarkModelRef(training_job=job.name)]
     )
     return Benchmark(metadata=meta, spec=spec)
+
+
+def data_version_name(job: TrainingJob) -> str:
+    """The DatasetVersion a job trains on: spec.datasetVersion, or the one made from spec.source."""
+    return job.spec.dataset_version or f"{job.name}-data"
+
+
+def implicit_dataset_version(job: TrainingJob) -> DatasetVersion:
+    """The DatasetVersion a TrainingJob with `source` owns, so its run records the exact data it saw."""
+    assert job.spec.source is not None
+    meta = ObjectMeta(
+        name=data_version_name(job),
+        namespace=job.namespace,
+        labels={OWNER_LABEL: f"TrainingJob.{job.name}"},
+        ownerReferences=[{"apiVersion": GROUP_VERSION, "kind": "TrainingJob", "name": job.name, "controller": True}],
+    )
+    source = job.spec.source.model_dump(exclude={"dataset"}, exclude_unset=True)
+    spec = DatasetVersionSpec(dataset=job.spec.source.dataset, source=DatasetSource.model_validate(source))
+    return DatasetVersion(metadata=meta, spec=spec)
+
+
+def _add_data_versions(nodes: list[Node], taken: dict[ResourceKey, Node], problems: list[str]) -> None:
+    for node in list(nodes):
+        job = node.resource
+        if not (isinstance(job, TrainingJob) and job.spec.source is not None):
+            continue
+        where = f"{node.where}: {node.label}: spec.source"
+        try:
+            dsv = implicit_dataset_version(job)
+        except ValueError as exc:  # the derived name can be too long for a DNS label
+            problems.append(f"{where}: cannot name the implicit DatasetVersion: {exc}")
+            continue
+        clash = taken.get((dsv.kind, dsv.namespace, dsv.name))
+        if clash is not None:
+            problems.append(f"{where}: the implicit DatasetVersion {dsv.name!r} clashes with the one defined in "
+                            f"{clash.where}; rename one or train on it with spec.datasetVersion")
+            continue
+        if node.path is not None:
+            # Relative source paths are relative to the job's manifest, as for a DatasetVersion.
+            item = LoadedResource(dsv, node.path, 1, 1)
+            dsv, source_problems = resolve_source(item)  # type: ignore[assignment]
+            problems.extend(p.replace(f"{item.where}: ", f"{node.where}: {node.label}: ", 1)
+                            .replace("spec.source.uri", "spec.source.uri (implicit DatasetVersion)", 1)
+                            for p in source_problems)
+        implicit = Node(dsv, f"{node.where} (implicit, from {node.label} spec.source)", node.path, owner=node.key)
+        nodes.append(implicit)
+        taken[implicit.key] = implicit
 
 
 def _with_implicit(loaded: list[LoadedResource], problems: list[str]) -> list[Node]:
     nodes = [Node(item.resource, item.where, item.path) for item in loaded]
     taken = {n.key: n for n in nodes}
+    _add_data_versions(nodes, taken, problems)
     for node in list(nodes):
         job = node.resource
         if not (isinstance(job, TrainingJob) and job.spec.benchmark.enabled):
@@ -120,8 +170,13 @@ def _resolve(node: Node, applied: Mapping[ResourceKey, Node], existing: Mapping[
     if isinstance(res, DatasetVersion):
         if res.spec.parent is not None:
             ref("DatasetVersion", res.spec.parent, "spec.parent", "parent")
+        for i, name in enumerate(res.spec.parents or []):
+            ref("DatasetVersion", name, f"spec.parents[{i}]", "parent")
     elif isinstance(res, TrainingJob):
-        ref("DatasetVersion", res.spec.dataset_version, "spec.datasetVersion", "dataset")
+        if res.spec.source is not None:
+            ref("DatasetVersion", data_version_name(res), "spec.source (implicit DatasetVersion)", "dataset")
+        else:
+            ref("DatasetVersion", data_version_name(res), "spec.datasetVersion", "dataset")
         if res.spec.model.from_training_job is not None:
             ref("TrainingJob", res.spec.model.from_training_job, "spec.model.fromTrainingJob", "fromTrainingJob")
     elif isinstance(res, Benchmark):
@@ -131,7 +186,7 @@ def _resolve(node: Node, applied: Mapping[ResourceKey, Node], existing: Mapping[
             ref("DatasetVersion", res.spec.dataset_version, "spec.datasetVersion", "dataset")
         elif isinstance(jobs[0], TrainingJob):
             # Default: the data the first model was trained on.
-            ref("DatasetVersion", jobs[0].spec.dataset_version,
+            ref("DatasetVersion", data_version_name(jobs[0]),
                 f"spec.models[0].trainingJob ({jobs[0].name}).spec.datasetVersion", "dataset")
     elif isinstance(res, InferenceService):
         ref("TrainingJob", res.spec.model.training_job, "spec.model.trainingJob", "trainingJob")

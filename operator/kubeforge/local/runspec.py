@@ -34,6 +34,18 @@ def _dataset_ref(node: Node, role: str, records: Mapping[ResourceKey, Record]) -
     return DatasetRef(dataset=dsv.spec.dataset, digest=digest)
 
 
+def _parent_refs(node: Node, records: Mapping[ResourceKey, Record]) -> list[DatasetRef]:
+    """spec.parent, or every spec.parents entry, in order."""
+    refs = []
+    for dep in node.deps_with("parent"):
+        dsv = records[dep.key].resource
+        digest = dsv.status.digest if isinstance(dsv, DatasetVersion) and dsv.status else None
+        if not isinstance(dsv, DatasetVersion) or not digest:
+            raise RunSpecError(f"{node.label}: {dep.field}: {resource_label(*dep.key)} recorded no status.digest")
+        refs.append(DatasetRef(dataset=dsv.spec.dataset, digest=digest, name=dsv.name))
+    return refs
+
+
 def _experiment(node: Node, key: ResourceKey, field: str, records: Mapping[ResourceKey, Record]) -> str:
     prefix = records[key].prefixes.get("experiment")
     if not prefix:
@@ -62,9 +74,10 @@ def build_run(node: Node, records: Mapping[ResourceKey, Record], store_uri: str)
     """The run spec for `node`, and the store prefixes it will write (recorded in state)."""
     res = node.resource
     if isinstance(res, DatasetVersion):
-        parent = _dataset_ref(node, "parent", records) if node.dep("parent") else None
+        refs = _parent_refs(node, records)
         # source.uri was made absolute when the manifest was loaded.
-        return runs.dataset_version_run(res, store_uri, parent), {}
+        derived = refs if res.spec.parents else []
+        return runs.dataset_version_run(res, store_uri, refs[0] if refs else None, derived), {}
     if isinstance(res, TrainingJob):
         base = node.dep("fromTrainingJob")
         init = _experiment(node, base.key, base.field, records) if base is not None else None

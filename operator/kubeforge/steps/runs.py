@@ -29,8 +29,13 @@ STEP_NAMES: dict[str, str] = {
 }
 
 
-def dataset_version_run(res: DatasetVersion, store: str, parent: DatasetRef | None) -> DatasetVersionRun:
-    return DatasetVersionRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, parent=parent)
+def dataset_version_run(res: DatasetVersion, store: str, parent: DatasetRef | None,
+                        parents: Sequence[DatasetRef] = ()) -> DatasetVersionRun:
+    """`parents`: spec.parents resolved in order (a derived version); `parent` is then the first."""
+    run = DatasetVersionRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, parent=parent)
+    if parents:
+        run.parents = list(parents)  # assigned, so run.json (exclude_unset) carries it
+    return run
 
 
 def train_run(res: TrainingJob, store: str, dataset: DatasetRef, init_experiment: str | None = None) -> TrainRun:

@@ -32,12 +32,16 @@ class DatasetRef(BaseModel):
 
     dataset: str
     digest: str
+    name: str | None = Field(default=None, description="The DatasetVersion it was resolved from (for status).")
 
 
 class DatasetVersionRun(_Run):
     step: Literal["dataset-version"] = "dataset-version"
     spec: DatasetVersionSpec = Field(description="source.uri is absolute (resolved by the runner).")
-    parent: DatasetRef | None = None
+    parent: DatasetRef | None = Field(
+        default=None, description="spec.parent, or the first of spec.parents: diffed against; same content: Unchanged."
+    )
+    parents: list[DatasetRef] = Field(default_factory=list, description="spec.parents resolved, in order.")
 
 
 class TrainRun(_Run):
