@@ -21,6 +21,7 @@ import numpy as np
 
 from kubeforge.api.dataset_version import DatasetSource
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage, is_int, is_number
+from kubeforge.datasets.formats.common import join_tag
 from kubeforge.datasets.manifest import Category
 from kubeforge.datasets.sources import Source
 
@@ -117,7 +118,10 @@ def _images(where: str, raw: list[Any], spec: DatasetSource, files: set[str]) ->
             raise DatasetImportError(f"{where}: image id {iid!r}: file {path} is also image id {paths[path]!r}")
         ids.add(iid)
         paths[path] = iid
-        out.append(DraftImage(path=path, ref=iid, width=im.get("width"), height=im.get("height")))
+        tags = im.get("tags", [])  # not COCO: what our exporter writes for image tags
+        if not (isinstance(tags, list) and all(isinstance(t, str) and t for t in tags)):
+            raise DatasetImportError(f"{where}: image id {iid!r}: tags: expected a list of strings")
+        out.append(DraftImage(path=path, ref=iid, width=im.get("width"), height=im.get("height"), tags=tags))
     return out
 
 
@@ -147,9 +151,13 @@ def _annotation(
         raise DatasetImportError(f"{what}: area {area!r}: expected a non-negative number")
     if area is None:
         area = _area(seg, bbox)
+    attributes = a.get("attributes", {})  # CVAT's COCO: object attributes -> object tags
+    if not isinstance(attributes, dict):
+        raise DatasetImportError(f"{what}: attributes: expected an object")
+    tags = [join_tag(k, v) for k, v in attributes.items() if v is not False and v is not None]
     return DraftAnnotation(
         image_ref=a["image_id"], ref=aid, category_id=a["category_id"], bbox=[float(v) for v in bbox],
-        area=float(area), iscrowd=iscrowd, segmentation=seg,
+        area=float(area), iscrowd=iscrowd, segmentation=seg, tags=tags,
     )
 
 

@@ -26,6 +26,10 @@ class DraftImage:
     width: int | None = None  # as the annotations declare it; checked against the decoded image
     height: int | None = None
     category_id: int | None = None  # classification label
+    tags: list[str] = field(default_factory=list)
+    # A problem the parser already knows of (e.g. a label file whose image is missing): the image is
+    # then invalid without being read, so it fails the import or is skipped like a corrupt one.
+    error: str = ""
 
 
 @dataclass
@@ -37,6 +41,11 @@ class DraftAnnotation:
     area: float | None
     iscrowd: int
     segmentation: list[list[float]] | dict[str, Any] | None
+    tags: list[str] = field(default_factory=list)
+    where: str = ""  # the file that declares it, when not Draft.origin (one annotation file per image)
+    # YOLO: bbox (cx, cy, w, h) and polygons are fractions of the image size, which is only known
+    # once the image is read; the importer converts them to pixels then.
+    normalized: bool = False
 
 
 @dataclass

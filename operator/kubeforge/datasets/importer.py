@@ -25,16 +25,21 @@ from PIL import Image
 
 from kubeforge.api.dataset_version import DatasetStats, DatasetVersionSpec, SkippedFile
 from kubeforge.datasets.coco import parse_coco
-from kubeforge.datasets.draft import DatasetImportError, Draft, DraftImage
+from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
+from kubeforge.datasets.formats.supervisely import parse_supervisely
+from kubeforge.datasets.formats.voc import parse_voc
+from kubeforge.datasets.formats.yolo import denormalize, parse_yolo
 from kubeforge.datasets.imagefolder import parse_imagefolder
 from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.sources import Source, open_source
+from kubeforge.datasets.sources import Source, SourceError, open_source
 from kubeforge.datasets.stats import compute_stats
 from kubeforge.datasets.versions import write_version
 from kubeforge.store import layout
 from kubeforge.store.base import Store
 
-SUPPORTED_FORMATS = ("coco", "imagefolder")
+SUPPORTED_FORMATS = ("coco", "imagefolder", "voc", "yolo", "supervisely")
+# How far a box or polygon may reach past the image edge: float noise from rounding, not a real overshoot.
+OUTSIDE_TOLERANCE_PX = 0.01
 _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
@@ -87,15 +92,27 @@ def parse_source(source: Source, spec: DatasetVersionSpec) -> Draft:
         raise DatasetImportError(f"source {source.uri}: no files found")
     if fmt == "coco":
         return parse_coco(source, spec.source, files)
+    if fmt == "voc":
+        return parse_voc(source, files)
+    if fmt == "yolo":
+        return parse_yolo(source, files)
+    if fmt == "supervisely":
+        return parse_supervisely(source, files)
     return parse_imagefolder(source, files)
 
 
 def _read_one(source: Source, store: Store, image: DraftImage) -> _Read:
     out = _Read(image=image)
+    if image.error:
+        out.error = image.error
+        return out
     try:
         data = source.read(image.path)
     except FileNotFoundError:
         out.error = "file not found"
+        return out
+    except SourceError as exc:  # a symlink out of the source, or a symlink loop
+        out.error = str(exc).split(": ", 1)[-1]
         return out
     try:
         out.width, out.height = decode_size(data)
@@ -155,6 +172,8 @@ def build_manifest(
     skipped: list[SkippedFile] = []
     images: list[ManifestImage] = []
     index: dict[object, int] = {}
+    _to_pixels(draft, reads)
+    _check_inside(draft, reads, source, on_invalid)
     for r in reads:
         if r.error:
             where = source.where(r.image.path)
@@ -167,7 +186,7 @@ def build_manifest(
         index[r.image.ref] = len(images)
         images.append(ManifestImage(
             file_name=r.image.path, blob=r.blob, width=r.width, height=r.height, bytes=r.size,
-            category_id=r.image.category_id,
+            category_id=r.image.category_id, tags=r.image.tags,
         ))
     if not images:
         raise DatasetImportError(f"source {source.uri}: no valid images ({len(skipped)} skipped)")
@@ -178,17 +197,58 @@ def build_manifest(
             continue  # its image was skipped
         if isinstance(a.segmentation, dict) and a.segmentation["size"] != [images[i].height, images[i].width]:
             raise DatasetImportError(
-                f"{draft.origin}: annotation id {a.ref!r}: segmentation RLE size {a.segmentation['size']} does not "
-                f"match {images[i].file_name} ({images[i].height}x{images[i].width}, height x width)"
+                f"{a.where or draft.origin}: annotation id {a.ref!r}: segmentation RLE size "
+                f"{a.segmentation['size']} does not match {images[i].file_name} "
+                f"({images[i].height}x{images[i].width}, height x width)"
             )
         annotations.append(ManifestAnnotation(
             image=i, category_id=a.category_id, bbox=a.bbox, area=a.area or 0.0, iscrowd=a.iscrowd,
-            segmentation=a.segmentation,
+            segmentation=a.segmentation, tags=a.tags,
         ))
     manifest = Manifest(
         dataset=dataset, task=draft.task, categories=draft.categories, images=images, annotations=annotations,
     ).canonical()
     return manifest, sorted(skipped, key=lambda s: s.file)
+
+
+def _outside(a: DraftAnnotation, width: int, height: int) -> str:
+    """Why the annotation reaches outside a width x height image; empty when it does not."""
+    tol = OUTSIDE_TOLERANCE_PX
+    x, y, w, h = a.bbox
+    if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+        return f"box [x={x:g}, y={y:g}, w={w:g}, h={h:g}] reaches outside the {width}x{height} image"
+    if isinstance(a.segmentation, list):
+        for poly in a.segmentation:
+            xs, ys = poly[0::2], poly[1::2]
+            if min(xs) < -tol or min(ys) < -tol or max(xs) > width + tol or max(ys) > height + tol:
+                return f"polygon reaches outside the {width}x{height} image"
+    return ""
+
+
+def _to_pixels(draft: Draft, reads: list[_Read]) -> None:
+    sizes = {r.image.ref: (r.width, r.height) for r in reads if not r.error}
+    draft.annotations = [
+        denormalize(a, *sizes[a.image_ref]) if a.normalized and a.image_ref in sizes else a for a in draft.annotations
+    ]
+
+
+def _check_inside(draft: Draft, reads: list[_Read], source: Source, on_invalid: str) -> None:
+    """Every object lies inside its image: Fail raises naming the file; Skip marks the image invalid."""
+    by_ref = {r.image.ref: r for r in reads if not r.error}
+    for a in draft.annotations:
+        r = by_ref.get(a.image_ref)
+        if r is None or r.error:
+            continue
+        why = _outside(a, r.width, r.height)
+        if not why:
+            continue
+        reason = f"annotation {a.ref!r}: {why}"
+        if on_invalid == "Fail":
+            raise DatasetImportError(
+                f"{a.where or draft.origin}: {reason} ({source.where(r.image.path)}; spec.onInvalidImage is Fail; "
+                "set it to Skip to leave such images out)"
+            )
+        r.error = reason
 
 
 def import_dataset(

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 FORMAT_VERSION = 1
 
@@ -49,6 +49,19 @@ class ManifestAnnotation(BaseModel):
     area: float = Field(ge=0)
     iscrowd: int = 0
     segmentation: Segmentation | None = None
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Object tags and attributes: 'name' or 'name=value' (VOC difficult/truncated, Supervisely "
+        "object tags, COCO/CVAT attributes).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_tags(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        # Left out when empty so manifests written before object tags existed keep their bytes and digest.
+        data = handler(self)
+        if not data.get("tags"):
+            data.pop("tags", None)
+        return data
 
 
 class Manifest(BaseModel):
@@ -81,7 +94,9 @@ class Manifest(BaseModel):
         order = sorted(range(len(self.images)), key=lambda i: self.images[i].file_name)
         new_index = {old: new for new, old in enumerate(order)}
         images = [self.images[i].model_copy(update={"tags": sorted(set(self.images[i].tags))}) for i in order]
-        anns = [a.model_copy(update={"image": new_index[a.image]}) for a in self.annotations]
+        anns = [
+            a.model_copy(update={"image": new_index[a.image], "tags": sorted(set(a.tags))}) for a in self.annotations
+        ]
         anns.sort(key=lambda a: (a.image, _canonical_json(a.model_dump(mode="json"))))
         cats = sorted(self.categories, key=lambda c: c.id)
         return Manifest(

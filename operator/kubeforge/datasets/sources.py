@@ -7,6 +7,8 @@ never listed: they are not part of a dataset.
 
 from __future__ import annotations
 
+import errno
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
@@ -52,18 +54,50 @@ class LocalSource(Source):
         return str(self.root)
 
     def list(self) -> list[str]:
-        rels = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(r for r in rels if _visible(r))
+        """Regular files and symlinks to files; symlinked folders are not followed. A symlink loop
+        is an error naming the link: the tree is broken, and silently dropping it hides data."""
+        out: list[str] = []
+        for top, dirs, files in os.walk(self.root, onerror=self._walk_error):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in dirs + files:
+                full = Path(top) / name
+                if full.is_symlink():
+                    self._check_link(full)
+            for name in files:
+                full = Path(top) / name
+                if full.is_file():
+                    out.append(full.relative_to(self.root).as_posix())
+        return sorted(r for r in out if _visible(r))
+
+    def _walk_error(self, exc: OSError) -> None:
+        raise SourceError(f"{exc.filename}: cannot list ({exc.strerror})")
+
+    def _check_link(self, link: Path) -> None:
+        try:
+            target = link.resolve(strict=True)
+        except (RuntimeError, OSError) as exc:  # 3.11 raises RuntimeError for a loop, later versions OSError
+            if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+                raise SourceError(f"{link}: symlink loop") from None
+            return  # a dangling link: reported as a missing file if anything refers to it
+        if target.is_dir() and (target == link.parent.resolve() or target in link.parent.resolve().parents):
+            raise SourceError(f"{link}: symlink loop (points to its own folder or a parent, {target})")
 
     def read(self, path: str) -> bytes:
-        full = (self.root / path).resolve()
+        try:
+            full = (self.root / path).resolve()
+        except RuntimeError:
+            raise SourceError(f"{self.where(path)}: symlink loop") from None
         # A file name from an annotations file must not reach outside the source.
         if self.root not in full.parents:
-            raise SourceError(f"{path!r}: points outside the source {self.root}")
+            raise SourceError(f"{self.where(path)}: points outside the source {self.root} (a '..' path or a symlink)")
         try:
             return full.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise FileNotFoundError(f"{self.where(path)}: no such file") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SourceError(f"{self.where(path)}: symlink loop") from None
+            raise
 
 
 class StoreSource(Source):

@@ -1,0 +1,1 @@
+"""Dataset formats beyond COCO and ImageFolder (VOC, YOLO, Supervisely), and every exporter."""
