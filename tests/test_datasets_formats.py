@@ -220,3 +220,36 @@ def test_failed_export_leaves_nothing(coco_version: tuple[LocalStore, ImportResu
     with pytest.raises(ExportError, match="already exists and is not an empty folder"):
         export_version(store, "ds", first.digest, "coco", tmp_path / "full")
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["x"]
+
+
+def test_cli_export_by_digest_prefix_and_by_resource_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from kubeforge.api import parse_resource
+    from kubeforge.cli.main import app
+    from kubeforge.local.state import Record, StateDir
+
+    monkeypatch.setenv("KUBEFORGE_STATE_DIR", str(tmp_path / "state"))
+    voc_source(tmp_path / "src")
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    done = runner.invoke(app, ["datasets", "import", str(tmp_path / "src"), "--dataset", "pets", "--format", "voc",
+                               "--store", store])
+    assert done.exit_code == 0, done.output
+    digest = done.stdout.split("pets@")[1].split()[0]
+    out = runner.invoke(app, ["datasets", "export", f"pets@{digest[:10]}", "--format", "yolo", "--out",
+                              str(tmp_path / "yolo"), "--store", store])
+    assert out.exit_code == 0, out.output
+    assert "exported pets@" in out.stdout and (tmp_path / "yolo" / "data.yaml").is_file()
+    assert "not representable in yolo: object tags (4)" in out.stderr  # 2 images, 2 tagged objects each
+    resource = parse_resource({"apiVersion": "kubeforge.io/v1alpha1", "kind": "DatasetVersion",
+                               "metadata": {"name": "pets-v1", "namespace": "default"},
+                               "spec": {"dataset": "pets", "source": {"uri": str(tmp_path / "src"), "format": "voc"}},
+                               "status": {"phase": "Succeeded", "digest": digest}})
+    StateDir(tmp_path / "state").save(Record(resource, store=LocalStore(store).uri))
+    named = runner.invoke(app, ["datasets", "export", "pets-v1", "--format", "voc", "--out", str(tmp_path / "voc")])
+    assert named.exit_code == 0, named.output
+    assert imp(tmp_path / "voc", "voc", LocalStore(store)).digest == digest
+    bad = runner.invoke(app, ["datasets", "export", "pets@ffffff", "--format", "voc", "--out", str(tmp_path / "x"),
+                              "--store", store])
+    assert bad.exit_code == 1 and "no version of dataset 'pets'" in bad.stderr

@@ -69,7 +69,7 @@ def synth_shapes(
 def import_(
     source: Annotated[str, typer.Argument(help="A local directory or s3://bucket/prefix/.")],
     dataset: Annotated[str, typer.Option("--dataset", help="The dataset this is a version of.")],
-    fmt: Annotated[str, typer.Option("--format", help="coco or imagefolder.")] = "coco",
+    fmt: Annotated[str, typer.Option("--format", help="coco, voc, yolo, supervisely or imagefolder.")] = "coco",
     store: StoreOption = None,
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Leave corrupt images out (and list them) instead of failing.")
@@ -101,6 +101,48 @@ def import_(
         f"{state}: {dataset}@{result.digest} ({result.stats.images} images, {result.stats.annotations} "
         f"annotations, classes {', '.join(result.manifest.class_names())})\n{st.url(result.manifest_key)}"
     )
+
+
+def _resolve_version(version: str, store: str | None, namespace: str) -> tuple[str, str, str]:
+    """(dataset, digest or a prefix, store URI) for `dataset@digest` or a DatasetVersion name."""
+    from kubeforge.local.state import StateDir, resolve_state_dir
+
+    if "@" in version:
+        dataset, _, digest = version.partition("@")
+        return dataset, digest, _store_uri(store)
+    state = StateDir(resolve_state_dir())
+    record = state.get("DatasetVersion", namespace, version)
+    status = record.resource.status
+    digest = getattr(status, "digest", None)
+    if not digest:
+        raise ValueError(f"DatasetVersion {namespace}/{version} has no digest yet (phase {record.phase})")
+    return record.resource.spec.dataset, digest, store or record.store or _store_uri(None)  # type: ignore[union-attr]
+
+
+@app.command("export")
+def export(
+    version: Annotated[str, typer.Argument(help="dataset@digest (a unique prefix will do) or a DatasetVersion name.")],
+    fmt: Annotated[str, typer.Option("--format", help="coco, voc, yolo, supervisely or imagefolder.")],
+    out: Annotated[str, typer.Option("--out", help="A new (or empty) directory, or s3://bucket/prefix/.")],
+    store: StoreOption = None,
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="For a DatasetVersion name.")] = "default",
+) -> None:
+    """Write a stored version in a dataset format, images fetched from the store's blobs."""
+    from kubeforge.datasets.export import ExportError, export_version
+    from kubeforge.datasets.versions import CorruptManifestError
+    from kubeforge.local.state import StateError
+    from kubeforge.store import StoreError, open_store
+
+    try:
+        dataset, digest, store_uri = _resolve_version(version, store, namespace)
+        result = export_version(open_store(store_uri), dataset, digest, fmt, out)
+    except (ExportError, CorruptManifestError, StateError, StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for what, count in sorted(result.losses.items()):
+        typer.echo(f"not representable in {fmt}: {what} ({count})", err=True)
+    typer.echo(f"exported {dataset}@{digest[:12]} as {fmt}: {result.images} images, {result.files} files\n"
+               f"{result.location}")
 
 
 @app.command("inspect")
