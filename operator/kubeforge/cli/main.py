@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kubeforge.cli import chart, crds, datasets, predict, runner, step, store
+from kubeforge.cli import operator as operator_cli
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,6 +17,7 @@ app.add_typer(chart.app, name="chart", help="Sync the Helm chart with the genera
 app.add_typer(datasets.app, name="datasets", help="Dataset tools: synthetic data, import, inspect.")
 app.add_typer(store.app, name="store", help="Look into the artifact store.")
 app.add_typer(step.app, name="step", help="Run one step (what a Kubernetes Job runs).")
+app.add_typer(operator_cli.app, name="operator", help="Run the Kubernetes operator (Kopf).")
 runner.register(app)
 predict.register(app)
 

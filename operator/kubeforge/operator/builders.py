@@ -34,6 +34,8 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ANNOTATION_RUN_HASH = "kubeforge.io/run-hash"
 ANNOTATION_RESULT_KEY = "kubeforge.io/result-key"
+# The resource's metadata.generation the Job was made for: a later spec change is detectable.
+ANNOTATION_GENERATION = "kubeforge.io/generation"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
@@ -93,9 +95,12 @@ def run_json(run: StepRun) -> str:
     return run.model_dump_json(indent=2, exclude_unset=True) + "\n"
 
 
-def step_job_name(res: Resource, run: StepRun) -> str:
+def step_job_name(res: Resource, run: StepRun | None = None) -> str:
+    """The Job (and ConfigMap) name; an InferenceService's depends on its run, the others' never do."""
     step = STEP_NAMES[res.kind]
     if res.kind == "InferenceService":
+        if run is None:
+            raise ValueError(f"{res.key()}: a serve Job's name depends on its run spec")
         # A new served model is a new serve run; its Job name says which (the old one is deleted).
         step = f"{step}-{text_hash(run_json(run), 8)}"
     distributed = isinstance(res, TrainingJob) and res.spec.distributed.nodes > 1
@@ -261,7 +266,8 @@ def step_job(res: Resource, run: StepRun, settings: OperatorSettings) -> dict[st
         job_spec.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
     extra = {QUEUE_LABEL: policy.queue_name} if policy.queue_name else None
     meta = _meta(res, name, component, extra)
-    meta["annotations"] = {ANNOTATION_RUN_HASH: text_hash(run_json(run)), ANNOTATION_RESULT_KEY: result_key(res)}
+    meta["annotations"] = {ANNOTATION_RUN_HASH: text_hash(run_json(run)), ANNOTATION_RESULT_KEY: result_key(res),
+                           ANNOTATION_GENERATION: str(res.metadata.generation or 0)}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 

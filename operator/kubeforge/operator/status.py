@@ -106,12 +106,14 @@ def kstatus(phase: Phase, reason: str, message: str) -> list[tuple[str, bool, st
 
 
 def status_patch(existing: dict[str, Any] | None, phase: Phase, reason: str, message: str,
-                 generation: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 generation: int | None, extra: dict[str, Any] | None = None, ready: bool = False) -> dict[str, Any]:
     """The status to patch: phase, message, observedGeneration and kstatus conditions merged into the
-    existing ones (lastTransitionTime kept when a condition's status did not change), plus `extra`."""
+    existing ones (lastTransitionTime kept when a condition's status did not change), plus `extra`.
+
+    `ready`: a long-running resource (a serving InferenceService) that is Running and Ready."""
     conds = (existing or {}).get("conditions") or []
     holder = StatusBase.model_validate({"conditions": [c for c in conds if isinstance(c, dict)]})
-    for type_, value, why, text in kstatus(phase, reason, message):
+    for type_, value, why, text in kstatus(Phase.SUCCEEDED if ready else phase, reason, message):
         holder.set_condition(type_, value, why, text, generation)
     out: dict[str, Any] = {
         "phase": phase.value, "message": truncate(message), "observedGeneration": generation,
