@@ -233,6 +233,16 @@ def test_namespaced_rbac_grants_namespaced_resources_only_in_the_watched_namespa
     assert all(o["automountServiceAccountToken"] is False for o in steps)
 
 
+def test_step_service_account_name_follows_its_values(loaded: Any) -> None:
+    def step_account(values: dict[str, Any]) -> str:
+        return env_of(only(render(loaded, values), "Deployment", RELEASE))["KUBEFORGE_STEP_SERVICE_ACCOUNT"]
+
+    assert step_account({}) == f"{RELEASE}-step"
+    assert step_account({"stepServiceAccount": {"create": False, "name": "ml-steps"}}) == "ml-steps"
+    # Neither created nor named: the namespace's default account, not a name that does not exist.
+    assert step_account({"stepServiceAccount": {"create": False}}) == ""
+
+
 def test_no_rbac_when_rbac_create_is_false(loaded: Any) -> None:
     kinds = {o["kind"] for o in render(loaded, {"rbac": {"create": False}})}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

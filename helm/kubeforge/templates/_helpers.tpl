@@ -39,8 +39,13 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* Empty when none is created or named: step pods then run as their namespace's default. */}}
 {{- define "kubeforge.stepServiceAccountName" -}}
+{{- if .Values.stepServiceAccount.create -}}
 {{- default (printf "%s-step" (include "kubeforge.fullname" .)) .Values.stepServiceAccount.name -}}
+{{- else -}}
+{{- .Values.stepServiceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Namespaces where step Jobs and Triton pods run and so need the store Secret and step
