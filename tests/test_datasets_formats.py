@@ -22,7 +22,7 @@ from kubeforge.store import LocalStore
 
 
 def spec(uri: Path | str, fmt: str, **extra: Any) -> DatasetVersionSpec:
-    return DatasetVersionSpec.model_validate({"dataset": "ds", "source": {"uri": str(uri), "format": fmt}, **extra})
+    return DatasetVersionSpec.model_validate({"dataset": "ds", "source": {"uri": str(uri), "format": fmt}} | extra)
 
 
 def imp(uri: Path, fmt: str, store: LocalStore, **extra: Any) -> ImportResult:
@@ -249,7 +249,7 @@ def test_cli_export_by_digest_prefix_and_by_resource_name(tmp_path: Path, monkey
     StateDir(tmp_path / "state").save(Record(resource, store=LocalStore(store).uri))
     named = runner.invoke(app, ["datasets", "export", "pets-v1", "--format", "voc", "--out", str(tmp_path / "voc")])
     assert named.exit_code == 0, named.output
-    assert imp(tmp_path / "voc", "voc", LocalStore(store)).digest == digest
+    assert imp(tmp_path / "voc", "voc", LocalStore(store), dataset="pets").digest == digest
     bad = runner.invoke(app, ["datasets", "export", "pets@ffffff", "--format", "voc", "--out", str(tmp_path / "x"),
                               "--store", store])
     assert bad.exit_code == 1 and "no version of dataset 'pets'" in bad.stderr
