@@ -81,6 +81,7 @@ def import_(
     from kubeforge.api.dataset_version import DatasetVersionSpec
     from kubeforge.datasets.draft import DatasetImportError
     from kubeforge.datasets.importer import import_dataset
+    from kubeforge.datasets.integrity import IntegrityError, guarded_write
     from kubeforge.datasets.sources import SourceError
     from kubeforge.store import StoreError, open_store
 
@@ -90,8 +91,9 @@ def import_(
             "onInvalidImage": "Skip" if skip_invalid else "Fail",
         })
         st = open_store(_store_uri(store))
-        result = import_dataset(spec, st)
-    except (ValidationError, DatasetImportError, SourceError, StoreError) as exc:
+        with guarded_write(st, f"datasets import {dataset}") as guarded:  # safe against a concurrent gc
+            result = import_dataset(spec, guarded)
+    except (ValidationError, DatasetImportError, SourceError, StoreError, IntegrityError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for s in result.skipped:
@@ -217,3 +219,9 @@ def truth(
             table.add_row(image if i == 0 else "", names.get(ann["category_id"], str(ann["category_id"])),
                           f"{x:.1f}, {y:.1f}, {x + w:.1f}, {y + h:.1f}")
     Console().print(table)
+
+
+# diff, verify, gc, lineage: in their own module (data versioning), registered here.
+from kubeforge.cli.dataset_versions import register as _register_versions  # noqa: E402
+
+_register_versions(app)
