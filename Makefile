@@ -36,10 +36,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check operator trainers tests benchmarks
 	$(BIN)/kubeforge crds generate --check
+	$(BIN)/kubeforge chart sync --check
 
 test: $(STAMP)
 	$(BIN)/ruff check operator trainers tests benchmarks
 	$(BIN)/kubeforge crds generate --check
+	$(BIN)/kubeforge chart sync --check
 	# pytest exits 5 when it collected nothing: that fails here like any other error.
 	$(BIN)/python -m pytest -q
 
