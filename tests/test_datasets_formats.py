@@ -19,13 +19,14 @@ from kubeforge.datasets.formats.common import rle_to_mask
 from kubeforge.datasets.importer import ImportResult, import_dataset
 from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 from kubeforge.store import LocalStore
+from kubeforge.store.base import Store
 
 
 def spec(uri: Path | str, fmt: str, **extra: Any) -> DatasetVersionSpec:
     return DatasetVersionSpec.model_validate({"dataset": "ds", "source": {"uri": str(uri), "format": fmt}} | extra)
 
 
-def imp(uri: Path, fmt: str, store: LocalStore, **extra: Any) -> ImportResult:
+def imp(uri: Path | str, fmt: str, store: Store, **extra: Any) -> ImportResult:
     return import_dataset(spec(uri, fmt, **extra), store, progress=False, workers=2)
 
 
@@ -253,3 +254,17 @@ def test_cli_export_by_digest_prefix_and_by_resource_name(tmp_path: Path, monkey
     bad = runner.invoke(app, ["datasets", "export", "pets@ffffff", "--format", "voc", "--out", str(tmp_path / "x"),
                               "--store", store])
     assert bad.exit_code == 1 and "no version of dataset 'pets'" in bad.stderr
+
+
+@pytest.mark.s3
+def test_export_to_s3_writes_the_marker_last_and_reimports(tmp_path: Path, s3_store: Any) -> None:
+    voc_source(tmp_path / "src")
+    res = imp(tmp_path / "src", "voc", s3_store)
+    prefix = f"{s3_store.uri.rstrip('/')}/exports/pets-voc/"
+    out = export_version(s3_store, "ds", res.digest, "voc", prefix)
+    keys = list(s3_store.list("exports/pets-voc/"))
+    assert out.location == prefix and "exports/pets-voc/.kubeforge-export.json" in keys
+    assert "exports/pets-voc/Annotations/a.xml" in keys and out.files == len(keys) - 1  # + the marker
+    assert imp(prefix, "voc", s3_store).digest == res.digest  # the marker is hidden from the source
+    with pytest.raises(ExportError, match="the prefix is not empty"):
+        export_version(s3_store, "ds", res.digest, "voc", prefix)
