@@ -188,7 +188,8 @@ def lineage(
         dataset, digest = resolve_version(version, st, state_dir)
         found = read_lineage(st, dataset, digest)
         if found is None:
-            raise _fail(f"{dataset}@{digest}: no lineage (an imported version)")
+            raise _fail(f"{dataset}@{digest}: no lineage.json: an imported version (a derived DatasetVersion "
+                        "whose content equals its parent's points at the parent, which may be one)")
         typer.echo(json.dumps(found.dump(), indent=2))
         if check:
             _, matches = replay(st, dataset, digest)
