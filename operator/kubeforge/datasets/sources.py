@@ -57,20 +57,26 @@ class LocalSource(Source):
         """Regular files and symlinks to files; symlinked folders are not followed. A symlink loop
         is an error naming the link: the tree is broken, and silently dropping it hides data."""
         out: list[str] = []
-        for top, dirs, files in os.walk(self.root, onerror=self._walk_error):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in dirs + files:
-                full = Path(top) / name
-                if full.is_symlink():
-                    self._check_link(full)
-            for name in files:
-                full = Path(top) / name
-                if full.is_file():
-                    out.append(full.relative_to(self.root).as_posix())
-        return sorted(r for r in out if _visible(r))
-
-    def _walk_error(self, exc: OSError) -> None:
-        raise SourceError(f"{exc.filename}: cannot list ({exc.strerror})")
+        stack = [self.root]
+        while stack:
+            top = stack.pop()
+            try:
+                entries = list(os.scandir(top))
+            except OSError as exc:
+                raise SourceError(f"{top}: cannot list ({exc.strerror})") from None
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue  # hidden: never part of a dataset
+                # DirEntry answers from the directory listing itself: no stat per regular file.
+                if entry.is_symlink():
+                    self._check_link(Path(entry.path))
+                    if entry.is_file():
+                        out.append(Path(entry.path).relative_to(self.root).as_posix())
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    out.append(Path(entry.path).relative_to(self.root).as_posix())
+        return sorted(out)
 
     def _check_link(self, link: Path) -> None:
         try:
