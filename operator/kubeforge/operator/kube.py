@@ -107,8 +107,7 @@ class Kube:
         headers = {"Accept": "application/json", "Content-Type": content_type, **self._auth}
         try:
             resp = self._api.call_api(method, url, header_params=headers,
-                                      body=None if body is None else json.dumps(body),
-                                      _request_timeout=self.timeout)
+                                      body=body, _request_timeout=self.timeout)  # the client encodes JSON
             data = resp.read() if hasattr(resp, "read") else resp.data
         except ApiException as exc:
             raise KubeError(exc.status or 0, _reason(exc)) from None

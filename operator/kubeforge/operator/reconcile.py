@@ -114,6 +114,9 @@ def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -
     if made_for is not None and generation is not None and made_for != str(generation):
         message = (f"spec changed (generation {generation}) after Job {name} started for generation {made_for}; "
                    "a started run cannot change: create a new resource")
+        if any(c.get("type") == "Stalled" and c.get("reason") == st.SPEC_CHANGE_REFUSED
+               and c.get("observedGeneration") == generation for c in status.get("conditions") or []):
+            return  # already refused (an operator restart resumes here): no second event
         write_status(ctx, body, st.refused_patch(status, generation, message), logger)
         kopf.warn(body, reason=st.SPEC_CHANGE_REFUSED, message=message)
         return
