@@ -11,7 +11,7 @@ Why each rule:
 - batch Jobs: one per step; watched for completion; a superseded serve Job is deleted;
   `suspend` is patched through.
 - pods (read only): a failed Job's container termination reason (OOMKilled) and message.
-- configmaps: the run spec (`run.json`) of each Job; replaced by delete + create.
+- configmaps: the run spec (`run.json`) of each Job (create; get when it already exists).
 - services / deployments: distributed training's headless Service; Triton serving.
 - events: Kopf posts core v1 Events on every phase change.
 - Kopf itself: CRD and namespace discovery, and peering (one active replica of two).
@@ -35,8 +35,8 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Kopf: discovery of resources and namespaces.
