@@ -181,9 +181,11 @@ def kube_emulator() -> Iterator[Any]:
 
 
 @pytest.fixture
-def kube_namespace() -> str:
-    """A namespace name no other test uses (the emulator needs no Namespace object)."""
-    return f"t-{uuid.uuid4().hex[:8]}"
+def kube_namespace(kube_emulator: Any) -> str:
+    """A Namespace of its own in the emulator (Kopf serves only namespaces that exist)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube_emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
 
 
 @pytest.fixture
