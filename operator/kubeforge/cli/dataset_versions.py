@@ -36,6 +36,8 @@ def _open(store: str | None, state_dir: str | None) -> Store:
 
 def resolve_version(ref: str, store: Store, state_dir: str | None = None) -> tuple[str, str]:
     """(dataset, digest) of `dataset@digest[prefix]` or a DatasetVersion name; raises ValueError saying why not."""
+    from kubeforge.datasets.versions import is_manifest_key
+
     if "@" in ref:
         dataset, prefix = ref.split("@", 1)
         if len(prefix) == 64:
@@ -43,7 +45,7 @@ def resolve_version(ref: str, store: Store, state_dir: str | None = None) -> tup
         if len(prefix) < 4:
             raise ValueError(f"{ref}: give at least 4 characters of the digest")
         found = sorted({k.split("/")[2] for k in store.list(f"datasets/{dataset}/{prefix}")
-                        if k.endswith("/manifest.json")})
+                        if is_manifest_key(k)})
         if len(found) != 1:
             what = "no version" if not found else f"{len(found)} versions"
             raise ValueError(f"{ref}: {what} of dataset {dataset!r} with a digest starting {prefix!r} in {store.uri}")
@@ -62,12 +64,12 @@ def resolve_version(ref: str, store: Store, state_dir: str | None = None) -> tup
 
 
 def _load(ref: str, store: Store, state_dir: str | None):  # type: ignore[no-untyped-def]
-    from kubeforge.datasets.versions import CorruptManifestError, load_manifest
+    from kubeforge.datasets.versions import CorruptManifestError, load_columnar
     from kubeforge.store import StoreError
 
     try:
         dataset, digest = resolve_version(ref, store, state_dir)
-        return load_manifest(store, dataset, digest)
+        return load_columnar(store, dataset, digest)
     except KeyError:
         raise _fail(f"{ref}: not in {store.uri}") from None
     except (ValueError, CorruptManifestError, StoreError) as exc:

@@ -158,12 +158,12 @@ def inspect(
     from rich.table import Table
 
     from kubeforge.datasets.stats import compute_stats
-    from kubeforge.datasets.versions import CorruptManifestError, load_manifest
+    from kubeforge.datasets.versions import CorruptManifestError, is_manifest_key, load_manifest
     from kubeforge.store import StoreError, open_store
 
     st = open_store(_store_uri(store))
     if digest is None:
-        versions = sorted({k.split("/")[2] for k in st.list(f"datasets/{dataset}/") if k.endswith("/manifest.json")})
+        versions = sorted({k.split("/")[2] for k in st.list(f"datasets/{dataset}/") if is_manifest_key(k)})
         if not versions:
             typer.echo(f"no versions of dataset {dataset!r} in {st.uri}", err=True)
             raise typer.Exit(1)

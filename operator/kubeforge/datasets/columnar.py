@@ -110,7 +110,7 @@ class ColumnarManifest:
             raise ValueError(f"dataset {dataset}: no images")
         table = pa.Table.from_batches(batches)
         label_arr = pa.array(labels, pa.string())
-        del labels
+        labels.clear()
         names = sorted(set(pc.unique(label_arr).drop_null().to_pylist()))
         ids = pc.index_in(label_arr, value_set=pa.array(names, pa.string()))
         category_id = pc.add(ids, 1).cast(pa.int32())

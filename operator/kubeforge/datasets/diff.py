@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubeforge.api.dataset_operations import DatasetChanges
+from kubeforge.datasets.columnar import ColumnarManifest
 from kubeforge.datasets.manifest import Manifest
 
 
@@ -69,41 +70,74 @@ class ManifestDiff:
         )
 
 
-def _objects(m: Manifest) -> dict[str, tuple[str, list[str], Counter[tuple[str, str]]]]:
-    """file_name -> (blob, tags, Counter of (class, object content json))."""
+Objects = dict[str, tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]]
+_NONE: tuple[tuple[str, str], ...] = ()
+
+
+def _objects(m: Manifest | ColumnarManifest) -> Objects:
+    """file_name -> (blob, sorted tags, sorted (class, object content json) multiset).
+
+    Tuples, not a Counter per image: a million-image version costs a million small tuples,
+    and Counters are built only for the images whose objects differ.
+    """
+    if isinstance(m, ColumnarManifest):
+        return _objects_columnar(m)
     names = {c.id: c.name for c in m.categories}
-    per_image: list[Counter[tuple[str, str]]] = [Counter() for _ in m.images]
+    per_image: dict[int, list[tuple[str, str]]] = {}
     if m.task == "classification":
         for i, im in enumerate(m.images):
             if im.category_id is not None:
-                per_image[i][(names[im.category_id], "label")] += 1
+                per_image.setdefault(i, []).append((names[im.category_id], "label"))
     for a in m.annotations:
         body = json.dumps([a.bbox, a.area, a.iscrowd, a.segmentation], separators=(",", ":"), sort_keys=True)
-        per_image[a.image][(names[a.category_id], body)] += 1
-    return {im.file_name: (im.blob, sorted(set(im.tags)), per_image[i]) for i, im in enumerate(m.images)}
+        per_image.setdefault(a.image, []).append((names[a.category_id], body))
+    return {im.file_name: (im.blob, tuple(sorted(set(im.tags))), tuple(sorted(per_image.get(i, _NONE))))
+            for i, im in enumerate(m.images)}
 
 
-def _class_counts(objects: dict[str, tuple[str, list[str], Counter[tuple[str, str]]]]) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for _, _, objs in objects.values():
-        for (cls, _), n in objs.items():
-            out[cls] += n
+def _objects_columnar(m: ColumnarManifest) -> Objects:
+    names = {c.id: c.name for c in m.categories}
+    per_image: dict[int, list[tuple[str, str]]] = {}
+    if m.task == "classification":
+        labels = {cid: ((names[cid], "label"),) for cid in names}
+        cids = m.images["category_id"].to_pylist()
+    else:
+        cids = [None] * m.images.num_rows
+        anns = m.annotations
+        cols = [anns[n].to_pylist() for n in ("image", "category_id", "bbox", "area", "iscrowd", "segmentation")]
+        for image, cid, bbox, area, iscrowd, seg in zip(*cols, strict=True):
+            body = json.dumps([bbox, area, iscrowd, None if seg is None else json.loads(seg)],
+                              separators=(",", ":"), sort_keys=True)
+            per_image.setdefault(image, []).append((names[cid], body))
+    out: Objects = {}
+    files, blobs, tags = (m.images[n].to_pylist() for n in ("file_name", "blob", "tags"))
+    for i, (name, blob, tg, cid) in enumerate(zip(files, blobs, tags, cids, strict=True)):
+        objs = labels[cid] if cid is not None else tuple(sorted(per_image.get(i, _NONE)))
+        out[name] = (blob, tuple(sorted(set(tg))) if tg else (), objs)
     return out
 
 
-def diff_manifests(a: Manifest, b: Manifest) -> ManifestDiff:
-    """What changed from A to B."""
+def _class_counts(objects: Objects) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for _, _, objs in objects.values():
+        for cls, _ in objs:
+            out[cls] += 1
+    return out
+
+
+def diff_manifests(a: Manifest | ColumnarManifest, b: Manifest | ColumnarManifest) -> ManifestDiff:
+    """What changed from A to B (either form: columnar versions are diffed from their columns)."""
     out = ManifestDiff(a=f"{a.dataset}@{a.digest()}", b=f"{b.dataset}@{b.digest()}")
     oa, ob = _objects(a), _objects(b)
     for name in sorted(ob.keys() - oa.keys()):
         out.images_added.append(name)
-        n = sum(ob[name][2].values())
+        n = len(ob[name][2])
         out.annotations_added += n
         if n:
             out.images_with_annotation_changes.append(ImageChange(name, added=n))
     for name in sorted(oa.keys() - ob.keys()):
         out.images_removed.append(name)
-        n = sum(oa[name][2].values())
+        n = len(oa[name][2])
         out.annotations_removed += n
         if n:
             out.images_with_annotation_changes.append(ImageChange(name, removed=n))
@@ -116,7 +150,7 @@ def diff_manifests(a: Manifest, b: Manifest) -> ManifestDiff:
             out.images_retagged.append(name)
         if objs_a == objs_b:
             continue
-        gone, new = objs_a - objs_b, objs_b - objs_a
+        gone, new = Counter(objs_a) - Counter(objs_b), Counter(objs_b) - Counter(objs_a)
         gone_by_class: Counter[str] = Counter()
         new_by_class: Counter[str] = Counter()
         for (cls, _), n in gone.items():

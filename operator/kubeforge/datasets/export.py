@@ -26,7 +26,7 @@ from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.formats.voc import write_voc
 from kubeforge.datasets.formats.yolo import write_yolo
 from kubeforge.datasets.manifest import Manifest
-from kubeforge.datasets.versions import load_manifest
+from kubeforge.datasets.versions import is_manifest_key, load_manifest
 from kubeforge.store.base import Store
 
 MARKER = ".kubeforge-export.json"
@@ -54,7 +54,7 @@ def resolve_digest(store: Store, dataset: str, digest: str) -> str:
     if len(digest) < 6:
         raise ExportError(f"version {dataset}@{digest}: give at least 6 characters of the digest")
     found = sorted({k.split("/")[2] for k in store.list(f"datasets/{dataset}/") if k.startswith(
-        f"datasets/{dataset}/{digest}") and k.endswith("/manifest.json")})
+        f"datasets/{dataset}/{digest}") and is_manifest_key(k)})
     if len(found) != 1:
         what = "no version" if not found else f"{len(found)} versions ({', '.join(f[:12] for f in found)})"
         raise ExportError(f"version {dataset}@{digest}: {what} of dataset {dataset!r} in {store.uri} match")

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeforge.datasets.columnar import blob_column
 from kubeforge.datasets.manifest import Manifest
-from kubeforge.datasets.versions import CorruptManifestError, load_manifest
+from kubeforge.datasets.versions import PARQUET_MANIFEST, CorruptManifestError, is_manifest_key, load_columnar
 from kubeforge.store import layout
 from kubeforge.store.base import Store, StoreError
 
@@ -79,10 +80,10 @@ class VerifyReport:
 
 def verify_version(store: Store, dataset: str, digest: str, *, workers: int = 8) -> VerifyReport:
     """Re-hash every blob the version names. The manifest itself is checked by `load_manifest`."""
-    manifest = load_manifest(store, dataset, digest)
+    manifest = load_columnar(store, dataset, digest)  # columns: no object per image
     files: dict[str, list[str]] = {}
-    for im in manifest.images:
-        files.setdefault(im.blob, []).append(im.file_name)
+    for blob, name in zip(manifest.blobs(), manifest.images["file_name"].to_pylist(), strict=True):
+        files.setdefault(blob, []).append(name)
 
     def check(blob: str) -> BlobProblem | None:
         try:
@@ -96,7 +97,7 @@ def verify_version(store: Store, dataset: str, digest: str, *, workers: int = 8)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = [p for p in pool.map(check, sorted(files)) if p is not None]
-    return VerifyReport(f"{dataset}@{digest}", len(manifest.images), len(files), found)
+    return VerifyReport(f"{dataset}@{digest}", manifest.images.num_rows, len(files), found)
 
 
 # --- markers -----------------------------------------------------------------------------
@@ -192,6 +193,8 @@ class GuardedStore(Store):
         parts = key.split("/")
         if len(parts) == 4 and parts[0] == "datasets" and parts[3] == "manifest.json":
             self.pending.commit(im.blob for im in Manifest.from_bytes(data).images)
+        elif len(parts) == 4 and parts[0] == "datasets" and parts[3] == PARQUET_MANIFEST:
+            self.pending.commit(blob_column(data))
         self.inner.put_bytes(key, data)
 
     def get_bytes(self, key: str) -> bytes:
@@ -278,16 +281,16 @@ def referenced_blobs(store: Store) -> set[str]:
     gc cannot know what an unreadable manifest needs, so it must not run."""
     out: set[str] = set()
     for key in store.list("datasets/"):
-        parts = key.split("/")
-        if len(parts) != 4 or parts[3] != "manifest.json" or parts[1].startswith("."):
+        if not is_manifest_key(key):
             continue
+        parts = key.split("/")
         try:
-            manifest = load_manifest(store, parts[1], parts[2])
+            manifest = load_columnar(store, parts[1], parts[2])
         except KeyError:
             continue  # deleted meanwhile
         except (CorruptManifestError, StoreError) as exc:
             raise IntegrityError(f"gc stopped, nothing deleted: {exc}") from None
-        out.update(im.blob for im in manifest.images)
+        out.update(manifest.blobs())
     return out
 
 
