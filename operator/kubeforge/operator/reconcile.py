@@ -18,6 +18,7 @@ import kopf
 from kubeforge import GROUP_VERSION
 from kubeforge.api import Resource, TrainingJob
 from kubeforge.api.common import Phase, now_rfc3339
+from kubeforge.local.graph import data_version_name, implicit_dataset_version
 from kubeforge.operator import builders as b
 from kubeforge.operator import status as st
 from kubeforge.operator.kube import Kube, KubeHolder
@@ -97,6 +98,8 @@ def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -
     if job is None:
         if status.get("phase") in (Phase.SUCCEEDED, Phase.FAILED) and status.get("observedGeneration") == generation:
             return  # finished, and its Job expired (ttlSecondsAfterFinished): nothing to redo
+        if isinstance(res, TrainingJob) and res.spec.source is not None:
+            ensure_data_version(ctx, res, logger)
         try:
             run = build_run(res, ctx.get, ctx.settings.store)
         except Waiting as waiting:
@@ -179,13 +182,27 @@ def _after_success(ctx: Context, body: dict[str, Any], res: Resource, result: di
     return extra
 
 
+def data_version_object(job: TrainingJob) -> dict[str, Any]:
+    """The DatasetVersion a TrainingJob with `spec.source` owns (the same one the local runner makes)."""
+    obj = implicit_dataset_version(job).dump()
+    obj["metadata"]["labels"] = {**obj["metadata"].get("labels", {}), **b.labels(job, "data")}
+    obj["metadata"]["ownerReferences"] = [b.owner_reference(job)]
+    obj.pop("status", None)
+    return obj
+
+
+def ensure_data_version(ctx: Context, job: TrainingJob, logger: logging.Logger) -> None:
+    if ctx.kube.create(data_version_object(job))[1]:
+        logger.info("%s: created DatasetVersion %s from spec.source", job.key(), data_version_name(job))
+
+
 def implicit_benchmark(job: TrainingJob) -> dict[str, Any]:
     """The Benchmark a TrainingJob with `benchmark.enabled` owns: its best checkpoint on its val split."""
     return {
         "apiVersion": GROUP_VERSION, "kind": "Benchmark",
         "metadata": {"name": b.child_name(job.name, "benchmark"), "namespace": job.namespace,
                      "labels": b.labels(job, "benchmark"), "ownerReferences": [b.owner_reference(job)]},
-        "spec": {"datasetVersion": job.spec.dataset_version, "split": "val",
+        "spec": {"datasetVersion": data_version_name(job), "split": "val",
                  "models": [{"trainingJob": job.name, "checkpoint": "best"}]},
     }
 

@@ -12,6 +12,7 @@ from typing import Any
 from kubeforge import GROUP_VERSION
 from kubeforge.api import Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob, parse_resource
 from kubeforge.api.common import Phase
+from kubeforge.local.graph import data_version_name
 from kubeforge.operator import status as st
 from kubeforge.steps import runs
 from kubeforge.steps.spec import DatasetRef, StepRun
@@ -59,7 +60,7 @@ def experiment_of(get: Getter, namespace: str, name: str, who: str, reason: str)
         return str(recorded)
     job = model_of(body)
     assert isinstance(job, TrainingJob)
-    dsv = get("DatasetVersion", namespace, job.spec.dataset_version)
+    dsv = get("DatasetVersion", namespace, data_version_name(job))
     if dsv is None:
         raise Waiting(reason, f"{who}: TrainingJob {name!r} recorded no outputPrefix and its DatasetVersion is gone")
     return layout.experiment_prefix(namespace, dsv["spec"]["dataset"], name, job.spec.model.framework)
@@ -69,10 +70,14 @@ def build_run(res: Resource, get: Getter, store: str) -> StepRun:
     """The run spec of `res`, or Waiting naming the first reference that is not ready."""
     who, ns = res.key(), res.namespace
     if isinstance(res, DatasetVersion):
+        if res.spec.parents:  # a derived version: every parent must be Ready; the first is `parent`
+            parents = [dataset_ref(get, ns, name, who) for name in res.spec.parents]
+            return runs.dataset_version_run(res, store, parents[0], parents)
         parent = dataset_ref(get, ns, res.spec.parent, who) if res.spec.parent else None
         return runs.dataset_version_run(res, store, parent)
     if isinstance(res, TrainingJob):
-        dataset = dataset_ref(get, ns, res.spec.dataset_version, who)
+        # spec.source: the operator made (and owns) `<job>-data`; train on whatever it resolved to.
+        dataset = dataset_ref(get, ns, data_version_name(res), who)
         base = res.spec.model.from_training_job
         init = experiment_of(get, ns, base, who, st.WAITING_FOR_MODELS) if base else None
         return runs.train_run(res, store, dataset, init)
@@ -81,7 +86,9 @@ def build_run(res: Resource, get: Getter, store: str) -> StepRun:
         dsv_name = res.spec.dataset_version
         if not dsv_name:  # default: the first model's training data
             first = get("TrainingJob", ns, res.spec.models[0].training_job) or {}
-            dsv_name = (first.get("spec") or {}).get("datasetVersion", "")
+            first_spec = first.get("spec") or {}
+            dsv_name = first_spec.get("datasetVersion") or (
+                f"{res.spec.models[0].training_job}-data" if first_spec.get("source") else "")
         return runs.benchmark_run(res, store, dataset_ref(get, ns, dsv_name, who), experiments)
     if isinstance(res, InferenceService):
         experiment = experiment_of(get, ns, res.spec.model.training_job, who, st.WAITING_FOR_EXPORT)
