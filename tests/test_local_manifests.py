@@ -135,3 +135,14 @@ def test_a_directory_loads_yaml_files_in_name_order(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(ManifestError, match=r"no \*.yaml or \*.yml manifests"):
         load_manifests(empty)
+
+
+def test_several_targets_load_together_like_repeated_kubectl_f(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: kubeforge.io/v1alpha1\nkind: InferenceService\nmetadata: {name: a}\n"
+        "spec: {model: {trainingJob: t}}\n")
+    (tmp_path / "b.yaml").write_text(
+        "apiVersion: kubeforge.io/v1alpha1\nkind: InferenceService\nmetadata: {name: b}\n"
+        "spec: {model: {trainingJob: t}}\n")
+    loaded = load_manifests([tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "a.yaml"])
+    assert [item.resource.name for item in loaded] == ["a", "b"]

@@ -76,7 +76,8 @@ def _state(state_dir: Path | None) -> StateDir:
 
 @user_errors
 def run_command(
-    file: Annotated[Path, typer.Option("--filename", "-f", help="A manifest file or a directory of *.yaml.")],
+    file: Annotated[list[Path], typer.Option(
+        "--filename", "-f", help="A manifest file or a directory of *.yaml; repeat for several.")],
     store: Annotated[str | None, typer.Option(
         "--store", help="Store URI (default: $KUBEFORGE_STORE or file://<state-dir>/store).")] = None,
     state_dir: StateDirOpt = None,

@@ -7,6 +7,7 @@ one pass instead of one per run.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,11 +136,14 @@ def _resolve_source(loaded: LoadedResource) -> tuple[Resource, list[str]]:
     return copy, []
 
 
-def load_manifests(target: Path | str) -> list[LoadedResource]:
-    """Load and validate every document under `target`; raises ManifestError listing all problems."""
+def load_manifests(target: Path | str | Sequence[Path | str]) -> list[LoadedResource]:
+    """Load and validate every document under `target` (one path or several, like repeated
+    `kubectl -f`); raises ManifestError listing all problems."""
+    targets = [target] if isinstance(target, (str, Path)) else list(target)
     problems: list[str] = []
     loaded: list[LoadedResource] = []
-    for path in manifest_files(Path(target)):
+    paths = list(dict.fromkeys(p for t in targets for p in manifest_files(Path(t))))
+    for path in paths:
         try:
             docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
         except yaml.YAMLError as exc:
