@@ -7,14 +7,23 @@
    are recorded (file and reason) and their annotations dropped;
 4. write the manifest, then stats.json (`versions.write_version`): only after every blob.
 
-A re-import of the same content reads the source again (the digest is a function of the
-image bytes) but uploads nothing and leaves the existing version as it is.
+Re-imports read only what changed: `filecache` records each file's stamp (local: size and
+mtime_ns; S3: size and ETag) with its blob and size, and a file whose stamp is unchanged is
+neither read, hashed, decoded nor uploaded. Images are read, hashed and stored by threads
+(hashlib, zlib and the S3 client release the GIL).
+
+`check`: "full" (default) decodes every new image (verify, then load: catches truncated
+data); "header" only parses the header for width and height (PIL `Image.open` without
+`load()`), so a file with a valid header and damaged pixel data is accepted: the blob is
+still exactly the file's bytes (its sha256), and `kubeforge datasets verify` re-hashes blobs,
+but pixel-level damage surfaces only when the image is decoded for training.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +35,7 @@ from PIL import Image
 from kubeforge.api.dataset_version import DatasetStats, DatasetVersionSpec, SkippedFile
 from kubeforge.datasets.coco import parse_coco
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
+from kubeforge.datasets.filecache import Entry, load_cache, save_cache
 from kubeforge.datasets.formats.supervisely import parse_supervisely
 from kubeforge.datasets.formats.voc import parse_voc
 from kubeforge.datasets.formats.yolo import denormalize, parse_yolo
@@ -33,8 +43,7 @@ from kubeforge.datasets.imagefolder import parse_imagefolder
 from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
 from kubeforge.datasets.sources import Source, SourceError, open_source
 from kubeforge.datasets.stats import compute_stats
-from kubeforge.datasets.versions import write_version
-from kubeforge.store import layout
+from kubeforge.datasets.versions import manifest_key, write_version
 from kubeforge.store.base import Store
 
 SUPPORTED_FORMATS = ("coco", "imagefolder", "voc", "yolo", "supervisely")
@@ -51,6 +60,7 @@ class ImportResult:
     stats: DatasetStats
     skipped: list[SkippedFile]
     created: bool  # False: this version was already in the store
+    reused: int = 0  # images unchanged since the last import of this source: not read again
 
 
 @dataclass
@@ -61,13 +71,18 @@ class _Read:
     width: int = 0
     height: int = 0
     error: str = ""  # why the image is invalid; empty when it is fine
+    stamp: str | None = None  # filecache stamp, when the source has one
+    reused: bool = False  # unchanged since the last import: not read
 
 
-def decode_size(data: bytes) -> tuple[int, int]:
+def decode_size(data: bytes, check: str = "full") -> tuple[int, int]:
     """(width, height) of an encoded image; raises ValueError saying why it is unreadable."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF and palette warnings are not failures
+            if check == "header":
+                with Image.open(io.BytesIO(data)) as img:
+                    return img.size
             # verify() checks the container and checksums without decoding pixels; load()
             # then decodes them, which is what catches truncated data.
             with Image.open(io.BytesIO(data)) as img:
@@ -101,12 +116,26 @@ def parse_source(source: Source, spec: DatasetVersionSpec) -> Draft:
     return parse_imagefolder(source, files)
 
 
-def _read_one(source: Source, store: Store, image: DraftImage) -> _Read:
+@dataclass
+class _Cache:
+    entries: dict[str, Entry]
+    started_ns: int
+
+
+def _read_one(source: Source, store: Store, image: DraftImage, cache: _Cache | None = None,
+              check: str = "full") -> _Read:
     out = _Read(image=image)
     if image.error:
         out.error = image.error
         return out
     try:
+        if cache is not None:
+            out.stamp = source.stamp(image.path, cache.started_ns)
+            hit = cache.entries.get(image.path)
+            if out.stamp is not None and hit is not None and hit.stamp == out.stamp:
+                out.blob, out.size, out.width, out.height, out.reused = hit.blob, hit.bytes, hit.width, hit.height, True
+                out.error = _size_mismatch(image, out)
+                return out
         data = source.read(image.path)
     except FileNotFoundError:
         out.error = "file not found"
@@ -115,20 +144,22 @@ def _read_one(source: Source, store: Store, image: DraftImage) -> _Read:
         out.error = str(exc).split(": ", 1)[-1]
         return out
     try:
-        out.width, out.height = decode_size(data)
+        out.width, out.height = decode_size(data, check)
     except ValueError as exc:
         out.error = str(exc)
         return out
-    if (image.width is not None and image.width != out.width) or (
-        image.height is not None and image.height != out.height
-    ):
-        out.error = (
-            f"the annotations say {image.width}x{image.height}, the image is {out.width}x{out.height} (width x height)"
-        )
+    out.error = _size_mismatch(image, out)
+    if out.error:
         return out
     out.blob = store.put_blob(data)
     out.size = len(data)
     return out
+
+
+def _size_mismatch(image: DraftImage, r: _Read) -> str:
+    if (image.width is not None and image.width != r.width) or (image.height is not None and image.height != r.height):
+        return f"the annotations say {image.width}x{image.height}, the image is {r.width}x{r.height} (width x height)"
+    return ""
 
 
 @contextmanager
@@ -148,14 +179,15 @@ def _progress(total: int, enabled: bool | None) -> Iterator[Callable[[], None]]:
 
 
 def read_images(
-    source: Source, store: Store, draft: Draft, *, workers: int = 8, progress: bool | None = None
+    source: Source, store: Store, draft: Draft, *, workers: int = 8, progress: bool | None = None,
+    cache: _Cache | None = None, check: str = "full",
 ) -> list[_Read]:
     """Read, check and store every image, in draft order. Threads: reading is I/O bound (S3)."""
     results: list[_Read] = []
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
         with _progress(len(draft.images), progress) as advance:
-            for res in pool.map(lambda im: _read_one(source, store, im), draft.images):
+            for res in pool.map(lambda im: _read_one(source, store, im, cache, check), draft.images):
                 results.append(res)
                 advance()
     except BaseException:
@@ -252,16 +284,22 @@ def _check_inside(draft: Draft, reads: list[_Read], source: Source, on_invalid: 
 
 
 def import_dataset(
-    spec: DatasetVersionSpec, store: Store, *, workers: int = 8, progress: bool | None = None
+    spec: DatasetVersionSpec, store: Store, *, workers: int = 8, progress: bool | None = None,
+    use_cache: bool = True, check: str = "full",
 ) -> ImportResult:
     """Import `spec.source` into `store` as a version of `spec.dataset`."""
+    started_ns = time.time_ns()
     source = open_source(spec.source.uri)
     draft = parse_source(source, spec)
-    reads = read_images(source, store, draft, workers=workers, progress=progress)
+    cache = _Cache(load_cache(store, source.uri), started_ns) if use_cache else None
+    reads = read_images(source, store, draft, workers=workers, progress=progress, cache=cache, check=check)
     manifest, skipped = build_manifest(spec.dataset, draft, reads, source, spec.on_invalid_image)
     digest, created = write_version(store, manifest)
+    if use_cache:
+        entries = {r.image.path: Entry(r.stamp, r.blob, r.width, r.height, r.size)
+                   for r in reads if r.stamp is not None and r.blob and not r.error}
+        save_cache(store, source.uri, spec.dataset, digest, entries)
     return ImportResult(
-        manifest=manifest, digest=digest, manifest_key=layout.dataset_manifest_key(spec.dataset, digest),
-        stats=compute_stats(manifest), skipped=skipped, created=created,
+        manifest=manifest, digest=digest, manifest_key=manifest_key(store, spec.dataset, digest),
+        stats=compute_stats(manifest), skipped=skipped, created=created, reused=sum(r.reused for r in reads),
     )
-

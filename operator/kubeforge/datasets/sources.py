@@ -38,6 +38,11 @@ class Source(ABC):
         """A full location for messages: the user must find the file from it."""
         return f"{self.uri.rstrip('/')}/{path}"
 
+    def stamp(self, path: str, started_ns: int) -> str | None:
+        """What proves the file unchanged since an import that recorded the same stamp
+        (`filecache`); None: unknown, read it. `started_ns`: when this import began."""
+        return None
+
 
 def _visible(rel: str) -> bool:
     return not any(part.startswith(".") for part in rel.split("/"))
@@ -88,7 +93,7 @@ class LocalSource(Source):
         if target.is_dir() and (target == link.parent.resolve() or target in link.parent.resolve().parents):
             raise SourceError(f"{link}: symlink loop (points to its own folder or a parent, {target})")
 
-    def read(self, path: str) -> bytes:
+    def _resolve(self, path: str) -> Path:
         try:
             full = (self.root / path).resolve()
         except RuntimeError:
@@ -96,6 +101,19 @@ class LocalSource(Source):
         # A file name from an annotations file must not reach outside the source.
         if self.root not in full.parents:
             raise SourceError(f"{self.where(path)}: points outside the source {self.root} (a '..' path or a symlink)")
+        return full
+
+    def stamp(self, path: str, started_ns: int) -> str | None:
+        from kubeforge.datasets.filecache import local_stamp
+
+        try:
+            st = self._resolve(path).stat()
+        except OSError:
+            return None  # missing or unreadable: read() says why
+        return local_stamp(st.st_size, st.st_mtime_ns, started_ns)
+
+    def read(self, path: str) -> bytes:
+        full = self._resolve(path)
         try:
             return full.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -118,7 +136,15 @@ class StoreSource(Source):
         return self._uri
 
     def list(self) -> list[str]:
-        return sorted(k for k in self.store.list("") if _visible(k))
+        list_meta = getattr(self.store, "list_meta", None)
+        if list_meta is None:
+            return sorted(k for k in self.store.list("") if _visible(k))
+        # S3: the listing carries each object's size and ETag, the stamps of `filecache`.
+        self._stamps = {k: f"{size}:{etag}" for k, size, etag in list_meta("") if _visible(k) and etag}
+        return sorted(k for k in self._stamps)
+
+    def stamp(self, path: str, started_ns: int) -> str | None:
+        return getattr(self, "_stamps", {}).get(path)
 
     def read(self, path: str) -> bytes:
         try:

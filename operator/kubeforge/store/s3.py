@@ -298,6 +298,19 @@ class S3Store(Store):
         items = self._call(f"list {prefix or '/'}", collect)
         return iter(sorted((k, n) for k, n in items if k.startswith(prefix)))
 
+    def list_meta(self, prefix: str = "") -> Iterator[tuple[str, int, str]]:
+        """(key, size, ETag) under `prefix`: one listing tells which objects changed (import cache)."""
+        full = self._list_prefix(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+
+        def collect() -> list[tuple[str, int, str]]:
+            objs = self._client.list_objects(self.bucket, prefix=full, recursive=True)
+            return [(o.object_name[strip:], int(o.size or 0), (o.etag or "").strip('"'))
+                    for o in objs if o.object_name and not o.object_name.endswith("/")]
+
+        items = self._call(f"list {prefix or '/'}", collect)
+        return iter(sorted(i for i in items if i[0].startswith(prefix)))
+
     def delete(self, key: str) -> None:
         name = self._object(key)
         self._call(f"delete {key}", lambda: self._client.remove_object(self.bucket, name))
