@@ -74,6 +74,11 @@ def import_(
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Leave corrupt images out (and list them) instead of failing.")
     ] = False,
+    check: Annotated[str, typer.Option(
+        "--check", help="full: decode every new image; header: read only its header for the size (faster).")] = "full",
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Read every file, even those unchanged since the last import of this source.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads reading, hashing and storing.")] = 8,
 ) -> None:
     """Import a source as a dataset version (what the dataset-version step does), without a cluster."""
     from pydantic import ValidationError
@@ -92,7 +97,9 @@ def import_(
         })
         st = open_store(_store_uri(store))
         with guarded_write(st, f"datasets import {dataset}") as guarded:  # safe against a concurrent gc
-            result = import_dataset(spec, guarded)
+            if check not in ("full", "header"):
+                raise DatasetImportError(f"--check {check!r}: expected full or header")
+            result = import_dataset(spec, guarded, check=check, use_cache=not no_cache, workers=workers)
     except (ValidationError, DatasetImportError, SourceError, StoreError, IntegrityError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -101,7 +108,8 @@ def import_(
     state = "imported" if result.created else "already in the store"
     typer.echo(
         f"{state}: {dataset}@{result.digest} ({result.stats.images} images, {result.stats.annotations} "
-        f"annotations, classes {', '.join(result.manifest.class_names())})\n{st.url(result.manifest_key)}"
+        f"annotations, classes {', '.join(result.manifest.class_names())}; {result.reused} unchanged files "
+        f"not read again)\n{st.url(result.manifest_key)}"
     )
 
 
@@ -145,6 +153,36 @@ def export(
         typer.echo(f"not representable in {fmt}: {what} ({count})", err=True)
     typer.echo(f"exported {dataset}@{digest[:12]} as {fmt}: {result.images} images, {result.files} files\n"
                f"{result.location}")
+
+
+@app.command("checkout")
+def checkout(
+    version: Annotated[str, typer.Argument(help="dataset@digest (a unique prefix will do) or a DatasetVersion name.")],
+    folder: Annotated[Path, typer.Argument(help="The working folder: made exactly the version's files.")],
+    store: StoreOption = None,
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="For a DatasetVersion name.")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="Also into a non-empty unknown folder.")] = False,
+) -> None:
+    """Restore a version's files into a folder in place, writing only those that differ (like `dvc checkout`)."""
+    from kubeforge.datasets.checkout import CheckoutError, checkout_version
+    from kubeforge.datasets.export import ExportError, resolve_digest
+    from kubeforge.datasets.versions import CorruptManifestError
+    from kubeforge.local.state import StateError
+    from kubeforge.store import StoreError, open_store
+
+    try:
+        dataset, digest, store_uri = _resolve_version(version, store, namespace)
+        st = open_store(store_uri)
+        digest = resolve_digest(st, dataset, digest)
+        result = checkout_version(st, dataset, digest, folder, force=force)
+    except KeyError:
+        typer.echo(f"error: {version}: not in the store", err=True)
+        raise typer.Exit(1) from None
+    except (CheckoutError, ExportError, CorruptManifestError, StateError, StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"checked out {dataset}@{digest[:12]}: {result.files} files, {result.written} written, "
+               f"{result.removed} removed\n{result.folder}")
 
 
 @app.command("inspect")

@@ -1,0 +1,102 @@
+"""Check a version out into a working folder, in place, writing only the files that differ.
+
+This is `dvc checkout` for Kubeforge: the folder becomes exactly the version's files at their
+recorded paths (`file_name`; for ImageFolder that is the whole dataset, for annotated formats
+the images only: use `export` for a complete dataset in a format). Files the version does not
+name are removed. Which files already match is known without reading them from the import
+cache (`filecache`) of that folder: same path, size, mtime_ns and blob. Written files are
+fetched from their blobs, checked against their hash, and renamed into place.
+
+A non-empty folder that Kubeforge never imported or checked out is refused unless `force`:
+checkout deletes files, and a stray folder must not lose its content by a typo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeforge.datasets.filecache import Entry, load_cache, local_stamp, save_cache
+from kubeforge.datasets.sources import LocalSource
+from kubeforge.datasets.versions import load_columnar
+from kubeforge.store.base import Store
+
+
+class CheckoutError(ValueError):
+    """The checkout cannot be done as asked; the message says why."""
+
+
+@dataclass
+class CheckoutResult:
+    folder: str
+    files: int
+    written: int
+    removed: int
+
+
+def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str, *,
+                     workers: int = 8, force: bool = False) -> CheckoutResult:
+    version = load_columnar(store, dataset, digest)
+    root = Path(folder).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    source = LocalSource(root)
+    cache = load_cache(store, source.uri)
+    present = source.list()
+    if present and not cache and not force:
+        raise CheckoutError(f"{root}: not empty and not a folder Kubeforge imported or checked out "
+                            "(its files would be replaced or removed); pass --force to check out anyway")
+    started = time.time_ns()
+    names, blobs = version.images["file_name"].to_pylist(), version.images["blob"].to_pylist()
+
+    def one(i: int) -> tuple[str, Entry | None, bool]:
+        name, blob = names[i], blobs[i]
+        path = root / name
+        hit = cache.get(name)
+        if hit is not None and hit.blob == blob:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                st = None
+            if st is not None and local_stamp(st.st_size, st.st_mtime_ns, started) == hit.stamp:
+                return name, hit, False
+        data = store.get_blob(blob)
+        if hashlib.sha256(data).hexdigest() != blob:
+            raise CheckoutError(f"{name}: blob {blob} in the store {store.uri} is corrupted (its hash differs)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return name, None, True
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        done = list(pool.map(one, range(len(names))))
+    wanted = set(names)
+    removed = 0
+    for rel in present:
+        if rel not in wanted:
+            (root / rel).unlink(missing_ok=True)
+            removed += 1
+    _prune_empty_dirs(root)
+    # Files just written are too recent to stamp (filecache's racy rule): read once next time.
+    entries = {name: e for name, e, _ in done if e is not None}
+    save_cache(store, source.uri, dataset, digest, entries)
+    return CheckoutResult(str(root), len(names), sum(w for _, _, w in done), removed)
+
+
+def _prune_empty_dirs(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        if Path(dirpath) != root and not dirnames and not filenames:
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass  # not empty after all (a hidden file appeared): leave it
