@@ -123,7 +123,7 @@ def dvc_run(repo: Path, patch: Path, s3: object | None) -> dict[str, float]:
     if s3 is not None:
         sh("dvc", "remote", "add", "-d", "bench", "s3://bench-dvc/cache")
         sh("dvc", "remote", "modify", "bench", "endpointurl", f"http://{s3.endpoint}")  # type: ignore[attr-defined]
-    sh(*git, "add", "-A")
+    sh(*git, "add", ".dvc", ".dvcignore")
     sh(*git, "commit", "-q", "-m", "init")
     out: dict[str, float] = {}
     out["first_s"], _ = timed(["dvc", "add", "data"], cwd=repo, env=env)
