@@ -235,6 +235,20 @@ class KubeApiHandler(kmock.KubernetesEmulator):
         return response
 
 
+def kopf_peering_crds() -> list[Body]:
+    """Kopf's peering CRDs, as the Helm chart installs them (without them a non-standalone Kopf
+    pauses every watch: "peering CRD is missing")."""
+    return [{
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{prefix}kopfpeerings.kopf.dev"},
+        "spec": {"scope": scope, "group": "kopf.dev",
+                 "names": {"kind": kind, "plural": f"{prefix}kopfpeerings", "singular": f"{prefix}kopfpeering"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"status": {
+                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
+    } for scope, prefix, kind in (("Cluster", "cluster", "ClusterKopfPeering"), ("Namespaced", "", "KopfPeering"))]
+
+
 class KubeEmulator(KubeClient):
     """The emulator served from a background thread: `start()`/`stop()` or `with KubeEmulator() as k:`."""
 
