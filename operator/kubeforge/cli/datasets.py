@@ -78,7 +78,8 @@ def import_(
         "--check", help="full: decode every new image; header: read only its header for the size (faster).")] = "full",
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Read every file, even those unchanged since the last import of this source.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads reading, hashing and storing.")] = 8,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Threads reading, hashing and storing [local: the cores, up to 4; S3: 8].")] = None,
 ) -> None:
     """Import a source as a dataset version (what the dataset-version step does), without a cluster."""
     from pydantic import ValidationError

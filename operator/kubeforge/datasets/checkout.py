@@ -52,18 +52,22 @@ def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str
                             "(its files would be replaced or removed); pass --force to check out anyway")
     started = time.time_ns()
     names, blobs = version.images["file_name"].to_pylist(), version.images["blob"].to_pylist()
+    base = str(root)
 
-    def one(i: int) -> tuple[str, Entry | None, bool]:
+    def unchanged(i: int) -> Entry | None:
+        """The cache entry proving file i already holds its blob (same path, blob, size, mtime)."""
+        hit = cache.get(names[i])
+        if hit is None or hit.blob != blobs[i]:
+            return None
+        try:
+            st = os.stat(f"{base}/{names[i]}")  # a string path: pathlib costs more than the stat
+        except OSError:
+            return None
+        return hit if local_stamp(st.st_size, st.st_mtime_ns, started) == hit.stamp else None
+
+    def write(i: int) -> None:
         name, blob = names[i], blobs[i]
         path = root / name
-        hit = cache.get(name)
-        if hit is not None and hit.blob == blob:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                st = None
-            if st is not None and local_stamp(st.st_size, st.st_mtime_ns, started) == hit.stamp:
-                return name, hit, False
         data = store.get_blob(blob)
         if hashlib.sha256(data).hexdigest() != blob:
             raise CheckoutError(f"{name}: blob {blob} in the store {store.uri} is corrupted (its hash differs)")
@@ -76,10 +80,18 @@ def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return name, None, True
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        done = list(pool.map(one, range(len(names))))
+    # One stat per file decides; only the differing files are fetched and written (in threads:
+    # a remote store's reads wait on the network).
+    kept = [unchanged(i) for i in range(len(names))]
+    todo = [i for i, e in enumerate(kept) if e is None]
+    if len(todo) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(write, todo))
+    else:
+        for i in todo:
+            write(i)
+    done = [(names[i], kept[i], kept[i] is None) for i in range(len(names))]
     wanted = set(names)
     removed = 0
     for rel in present:
