@@ -204,6 +204,24 @@ def test_serve_job_name_changes_with_the_served_model(settings: OperatorSettings
     assert "dshm" not in {v["name"] for v in job1["spec"]["template"]["spec"]["volumes"]}
 
 
+def test_serve_run_ignores_replicas_and_artifact_policy(settings: OperatorSettings) -> None:
+    """Scaling (or the deletion policy) is not a new serve run: same Job name, same run hash, no rollout."""
+    def job_of(res: Any) -> dict[str, Any]:
+        return b.step_job(res, runs.serve_run(res, settings.store, "experiments/x"), settings)
+
+    base = job_of(isvc(replicas=1))
+    scaled = parse_resource({"apiVersion": "kubeforge.io/v1alpha1", "kind": "InferenceService",
+                             "metadata": {"name": "shapes", "namespace": "ml", "uid": "uid-s"},
+                             "spec": {"model": {"trainingJob": "det"}, "replicas": 5, "artifactPolicy": "Delete"}})
+    assert job_of(scaled)["metadata"] == base["metadata"]
+    run = runs.serve_run(scaled, settings.store, "experiments/x")
+    assert "replicas" not in b.run_json(run) and run.spec.model.training_job == "det"
+    faster = parse_resource({"apiVersion": "kubeforge.io/v1alpha1", "kind": "InferenceService",
+                             "metadata": {"name": "shapes", "namespace": "ml", "uid": "uid-s"},
+                             "spec": {"model": {"trainingJob": "det"}, "runtime": {"maxBatchSize": 2}}})
+    assert job_of(faster)["metadata"]["name"] != base["metadata"]["name"]  # the runtime is part of the build
+
+
 def test_triton_deployment_and_service(settings: OperatorSettings) -> None:
     res = isvc(replicas=2)
     dep = bs.triton_deployment(res, settings, "rev1")

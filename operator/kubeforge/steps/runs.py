@@ -58,6 +58,13 @@ def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: 
                         models=models, output_prefix=layout.benchmark_prefix(res.namespace, res.name))
 
 
+# Fields of an InferenceService's spec that do not change what the serve step builds: a change to
+# them must not make a new serve run (a new Job, a new model hash, a Deployment rollout).
+SERVE_RUN_IGNORES = frozenset({"replicas", "artifact_policy"})
+
+
 def serve_run(res: InferenceService, store: str, experiment: str) -> ServeRun:
-    return ServeRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, experiment_prefix=experiment,
+    # Re-validated from what was set (minus SERVE_RUN_IGNORES) so run.json stays `exclude_unset`-faithful.
+    spec = type(res.spec).model_validate(res.spec.model_dump(exclude_unset=True, exclude=set(SERVE_RUN_IGNORES)))
+    return ServeRun(store=store, namespace=res.namespace, name=res.name, spec=spec, experiment_prefix=experiment,
                     output_prefix=layout.serving_prefix(res.namespace, res.name), model_name=res.name)
