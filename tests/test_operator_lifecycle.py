@@ -190,3 +190,83 @@ def test_benchmark_enabled_creates_an_owned_benchmark(op: dict[str, Any]) -> Non
     assert job["metadata"]["ownerReferences"][0]["uid"] == bench["metadata"]["uid"]
     complete_job(emu, op["store"], bench, job, {"metrics": {"bb": {"accuracy": 0.9}}})
     wait_phase(emu, "Benchmark", "bb-benchmark", ns, "Succeeded")
+
+
+# --- Kopf's progress storage against a pruning API server --------------------------------------------
+
+PROBE_GROUP = "probe.kubeforge.test"
+
+
+def probe_crd() -> dict[str, Any]:
+    """A CRD whose status schema keeps only `note`: no x-kubernetes-preserve-unknown-fields anywhere."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{PROBE_GROUP}"},
+        "spec": {"group": PROBE_GROUP, "scope": "Namespaced",
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                                   "status": {"type": "object", "properties": {"note": {"type": "string"}}},
+                               }}}}]},
+    }
+
+
+def run_probe(emu: Any, kopf_operator: Any, ns: str, status_storage: bool) -> tuple[list[int], bool]:
+    """Run a tiny Kopf operator whose create handler fails (TemporaryError) until Kopf says it is a
+    retry; return the `retry` it saw on each run and whether it ever succeeded. `status_storage`:
+    Kopf's progress in status (pruned here), else the operator's real persistence settings
+    (annotations). The object is touched three times meanwhile (a label), as the other writers of a
+    real resource do: each touch is an event."""
+    import kopf
+
+    from kubeforge.operator.handlers import configure
+    from kubeforge.operator.settings import OperatorSettings
+
+    if emu.find("CustomResourceDefinition", f"widgets.{PROBE_GROUP}", None) is None:
+        emu.create(probe_crd())
+    registry = kopf.OperatorRegistry()
+    calls: list[int] = []
+    succeeded: list[bool] = []
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, OperatorSettings())
+        if status_storage:
+            settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+
+    @kopf.on.create(PROBE_GROUP, "v1", "widgets", registry=registry, id="probe")
+    def create(retry: int, **_: Any) -> None:
+        calls.append(retry)
+        if retry < 1:
+            raise kopf.TemporaryError("not yet", delay=0.1)
+        succeeded.append(True)
+
+    thread = kopf_operator(registry, namespaces=(ns,))
+    emu.create({"apiVersion": f"{PROBE_GROUP}/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": ns},
+                "spec": {"size": 1}})
+    for touch in range(3):
+        time.sleep(0.4)
+        emu.patch("Widget", "w", {"metadata": {"labels": {"touched": str(touch)}}}, ns)
+    time.sleep(0.4)
+    thread.stop()
+    return calls, bool(succeeded)
+
+
+def test_progress_in_a_pruned_status_is_lost_but_annotations_keep_it(kube_emulator: Any, kopf_operator: Any) -> None:
+    """The emulator prunes status by the CRD schema, as a real API server does.
+
+    With Kopf's progress in status (Kopf 1.45), the progress patch is pruned away: the handler runs
+    again as a first try (`retry == 0` every time, Kopf's retry count lost), then Kopf keeps re-sending
+    the pruned patch on every later event and never runs it again: it never succeeds. With the
+    operator's configuration (annotations) it runs exactly twice, the failure and the counted retry,
+    and succeeds; later events do not run it again.
+    """
+    results = {}
+    for status_storage in (True, False):
+        ns = f"probe-{'status' if status_storage else 'annotations'}-{time.monotonic_ns() % 10**8}"
+        kube_emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        results[status_storage] = run_probe(kube_emulator, kopf_operator, ns, status_storage)
+    assert results[False] == ([0, 1], True), results
+    calls, succeeded = results[True]
+    assert len(calls) >= 2 and set(calls) == {0} and not succeeded, results
