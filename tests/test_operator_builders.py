@@ -294,3 +294,29 @@ def test_step_result_key_writes_the_result_to_the_store(tmp_path: Path, monkeypa
     out = CliRunner().invoke(step_cli.app, ["dataset-version", "--spec", str(spec), "--result-key", key])
     assert out.exit_code == 0, out.output
     assert open_store(str(tmp_path / "store")).get_json(key) == {"digest": "d" * 64}
+
+
+@pytest.mark.parametrize(("env", "writes"), [
+    ({}, True), ({"RANK": "0", "NODE_RANK": "0"}, True), ({"RANK": "3", "NODE_RANK": "1"}, False),
+    ({"RANK": "1", "NODE_RANK": "0"}, False), ({"NODE_RANK": "2"}, False), ({"NODE_RANK": "0"}, True),
+])
+def test_only_rank_zero_writes_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                          writes: bool) -> None:
+    """A distributed TrainingJob runs the step once per torchrun process (the builder passes --result-key
+    to all of them): only global rank 0 writes the result, to the store and to --result."""
+    from kubeforge.cli import step as step_cli
+    from kubeforge.store import open_store
+
+    for name in ("RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(step_cli, "run_step", lambda step, spec: {"metrics": {"accuracy": 0.5}})
+    spec = tmp_path / "run.json"
+    spec.write_text(json.dumps({"store": str(tmp_path / "store")}))
+    key = layout.run_result_key("ml", "TrainingJob", "det", "u-1")
+    out = CliRunner().invoke(step_cli.app, ["train", "--spec", str(spec), "--result-key", key,
+                                            "--result", str(tmp_path / "result.json")])
+    assert out.exit_code == 0, out.output
+    assert open_store(str(tmp_path / "store")).exists(key) is writes
+    assert (tmp_path / "result.json").exists() is writes

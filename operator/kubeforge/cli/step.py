@@ -68,6 +68,20 @@ def _store_result(spec_path: Path, key: str, text: str) -> None:
     open_store(store_uri).put_bytes(key, text.encode())
 
 
+def is_result_writer(env: dict[str, str] | None = None) -> bool:
+    """Whether this process writes the step's result: only global rank 0 of a distributed run.
+
+    torchrun starts every process with this command and sets `RANK` (global); without torchrun a
+    pod of an indexed Job still has `NODE_RANK` (its completion index). Neither set: a plain run.
+    """
+    env = dict(os.environ) if env is None else env
+    for name in ("RANK", "NODE_RANK"):
+        value = (env.get(name) or "").strip()
+        if value:
+            return value == "0"
+    return True
+
+
 def _make_command(step: str) -> None:
     @app.command(step)
     def command(
@@ -85,6 +99,11 @@ def _make_command(step: str) -> None:
             _report_failure(str(exc) if not isinstance(exc, KeyError) else f"missing: {exc}")
             raise typer.Exit(1) from None
         text = json.dumps(out, indent=2, sort_keys=True)
+        if not is_result_writer():
+            # Every rank would otherwise write (and race on) the same result: rank 0 speaks for the run.
+            print(f"rank {os.environ.get('RANK') or os.environ.get('NODE_RANK')}: the result is rank 0's to write",
+                  file=sys.stderr)
+            return
         if result_key:
             try:
                 _store_result(spec, result_key, text)
