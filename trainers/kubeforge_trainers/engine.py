@@ -22,12 +22,15 @@ def _plain(items: Iterable[Any], total: int, description: str) -> Iterator[Any]:
 
 
 def train_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, detection: bool,
-                 seed: int) -> torch.utils.data.DataLoader:
+                 seed: int, sampler: torch.utils.data.DistributedSampler | None = None
+                 ) -> torch.utils.data.DataLoader:
+    """Shuffled batches; with a `sampler` (distributed), only this rank's shard, which it shuffles."""
     # drop_last only when there is more than one batch: a size-1 tail batch breaks batch norm.
-    drop_last = len(dataset) > batch_size  # type: ignore[arg-type]
+    # Counted on what this process iterates: its shard when distributed.
+    drop_last = (len(sampler) if sampler is not None else len(dataset)) > batch_size  # type: ignore[arg-type]
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, num_workers=num_workers,
-        collate_fn=detection_collate if detection else None,
+        dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=drop_last,
+        num_workers=num_workers, collate_fn=detection_collate if detection else None,
         generator=torch.Generator().manual_seed(seed),
     )
 

@@ -82,6 +82,9 @@ class TrainResult:
     model_meta: ModelMeta | None = None
     onnx: Path | None = None
     parity: dict[str, Any] | None = None
+    # Processes that trained (torchrun's WORLD_SIZE) and the training samples each saw over the run.
+    world_size: int = 1
+    samples_per_rank: list[int] | None = None
 
 
 class Trainer(ABC):

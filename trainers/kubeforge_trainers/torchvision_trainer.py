@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 
 from kubeforge.api.training_job import Hyperparameters, OptimizerSpec, SchedulerSpec
 from kubeforge.store import layout
-from kubeforge_trainers import engine
+from kubeforge_trainers import distributed, engine
 from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
 from kubeforge_trainers.data import ClassificationDataset, DetectionDataset
 from kubeforge_trainers.export import check_parity, export_onnx, model_meta
@@ -48,7 +50,8 @@ class TorchvisionTrainer(Trainer):
         size = ctx.image_size or info.default_image_size
         detection = ctx.task == "object-detection"
         hp = ctx.hyperparameters
-        device = torch.device(ctx.device)
+        dist_env = distributed.current()
+        device = distributed.device_for(ctx.device)
         dataset_cls = DetectionDataset if detection else ClassificationDataset
         train_ds = dataset_cls(ctx.manifest, ctx.split.train, ctx.classes, ctx.image_dir, size, train=True)
         val_ds = dataset_cls(ctx.manifest, ctx.split.val, ctx.classes, ctx.image_dir, size, train=False)
@@ -65,7 +68,9 @@ class TorchvisionTrainer(Trainer):
                 f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
             )
         model.to(device)
-        iters = iterations_per_epoch(len(train_ds), hp.batch_size)
+        # Every rank shuffles with the same seed and takes its own shard (None in a single process).
+        sampler = distributed.sampler(train_ds, ctx.split.seed)
+        iters = iterations_per_epoch(len(sampler) if sampler is not None else len(train_ds), hp.batch_size)
         optimizer = build_optimizer(model, hp.optimizer)
         scheduler = build_scheduler(optimizer, hp.scheduler, hp.epochs, iters)
 
@@ -81,6 +86,16 @@ class TorchvisionTrainer(Trainer):
             if (ctx.output_dir / layout.CHECKPOINT_BEST).is_file():
                 manager.written[layout.CHECKPOINT_BEST] = ctx.output_dir / layout.CHECKPOINT_BEST
             manager.written[layout.CHECKPOINT_LAST] = ctx.resume_from
+        # Wrapped after restore and after the optimizer holds the module's parameters: DDP syncs
+        # gradients of those same tensors. `model` stays the plain module for eval, save and export.
+        trained = distributed.wrap(model, device)
+        samples = 0
+
+        def counted(items: Iterable[Any], total: int, description: str) -> Iterator[Any]:
+            nonlocal samples
+            for batch in ctx.progress.track(items, total, description):
+                samples += len(batch[0])
+                yield batch
 
         val_loader = engine.eval_loader(val_ds, hp.batch_size, hp.num_workers, detection)
         ctx.progress.phase("Training")
@@ -88,28 +103,42 @@ class TorchvisionTrainer(Trainer):
         for epoch in range(start_epoch + 1, hp.epochs + 1):
             watch = Stopwatch()
             # Seeded per epoch, so a resumed run sees the same batches, flips and dropout it would have.
-            random.seed(ctx.split.seed * 100_003 + epoch)
-            torch.manual_seed(ctx.split.seed * 100_003 + epoch)
-            loader = engine.train_loader(train_ds, hp.batch_size, hp.num_workers, detection, ctx.split.seed + epoch)
-            metrics = engine.train_one_epoch(
-                model, loader, optimizer, scheduler, device, detection, epoch, ctx.progress.track
-            )
-            if detection:
-                metrics |= engine.evaluate_detection(model, val_ds, val_loader, device, len(ctx.classes),
-                                                     ctx.progress.track)
-            else:
-                metrics |= engine.evaluate_classification(model, val_loader, device, ctx.progress.track)
-            is_best = metrics[metric_name] > best.value
-            if is_best:
-                best = MetricValue(metric_name, metrics[metric_name], epoch)
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": ctx.run_args,
-                "classes": ctx.class_names, "best": vars(best).copy(),
-            }
-            manager.save(state, epoch, is_best)
+            # Offset by rank (0 in a single process) so shards do not share one flip/dropout pattern.
+            random.seed(ctx.split.seed * 100_003 + epoch + dist_env.rank)
+            torch.manual_seed(ctx.split.seed * 100_003 + epoch + dist_env.rank)
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # a new permutation each epoch, the same one on every rank
+            loader = engine.train_loader(train_ds, hp.batch_size, hp.num_workers, detection, ctx.split.seed + epoch,
+                                         sampler)
+            metrics = engine.train_one_epoch(trained, loader, optimizer, scheduler, device, detection, epoch, counted)
+            metrics["train_loss"] = distributed.mean(metrics["train_loss"])
+            if dist_env.is_main:
+                # Rank 0 evaluates the whole val split on the plain module: a DDP forward would wait
+                # for collectives the idle ranks never join.
+                if detection:
+                    metrics |= engine.evaluate_detection(model, val_ds, val_loader, device, len(ctx.classes),
+                                                         ctx.progress.track)
+                else:
+                    metrics |= engine.evaluate_classification(model, val_loader, device, ctx.progress.track)
+                is_best = metrics[metric_name] > best.value
+                if is_best:
+                    best = MetricValue(metric_name, metrics[metric_name], epoch)
+                state = {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": ctx.run_args,
+                    "classes": ctx.class_names, "best": vars(best).copy(),
+                }
+                manager.save(state, epoch, is_best)
+            # Rank 0's metrics on every rank; also the barrier that keeps ranks in the same epoch.
+            metrics, best = distributed.broadcast((metrics, best))
             ctx.progress.epoch_end(epoch, metrics, watch.seconds())
 
+        samples_per_rank = distributed.gather(samples)
+        if not dist_env.is_main:
+            # The export and model_meta are rank 0's to write.
+            return TrainResult(best_metric=best, metrics=metrics, epochs_run=hp.epochs - start_epoch,
+                               seconds_per_epoch=None, files={}, world_size=dist_env.world_size,
+                               samples_per_rank=samples_per_rank)
         files = dict(manager.written)
         meta = model_meta(info, ctx.class_names, size)
         meta_path = ctx.output_dir / layout.MODEL_META
@@ -132,4 +161,5 @@ class TorchvisionTrainer(Trainer):
             best_metric=best, metrics=metrics, epochs_run=hp.epochs - start_epoch,
             seconds_per_epoch=sum(seconds) / len(seconds) if seconds else None,
             files=files, model_meta=meta, onnx=onnx_path, parity=parity,
+            world_size=dist_env.world_size, samples_per_rank=samples_per_rank,
         )

@@ -5,6 +5,10 @@ train_val_split.json first; checkpoints, progress.json and metrics.jsonl while t
 the export and model_meta.json after; experiment_info.json last, so its presence means
 success. A rerun with the same run spec returns the recorded result; a run interrupted
 after some epochs resumes from checkpoints/last.pt.
+
+Under torchrun (WORLD_SIZE > 1) every process runs this step: all of them train their shard,
+rank 0 alone writes to the experiment prefix, and the others wait for its result
+(kubeforge_trainers.distributed).
 """
 
 from __future__ import annotations
@@ -111,8 +115,25 @@ def _write_tensorboard(history: list[dict[str, Any]], logdir: Path) -> bool:
     return True
 
 
+def _device(spec: TrainRun) -> str:
+    import torch
+
+    return "cuda" if spec.spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+
+
 def run(spec: TrainRun) -> dict[str, Any]:
+    from kubeforge_trainers import distributed
+
+    dist_env = distributed.setup(_device(spec))
+    try:
+        return _run(spec, dist_env)
+    finally:
+        distributed.teardown()
+
+
+def _run(spec: TrainRun, dist_env: Any) -> dict[str, Any]:
     from kubeforge.cli.step import StepFailedError
+    from kubeforge_trainers import distributed
 
     started, t0 = now_rfc3339(), time.perf_counter()
     store = open_store(spec.store)
@@ -126,12 +147,14 @@ def run(spec: TrainRun) -> dict[str, Any]:
             return info["result"]
     previous = sink.get_bytes(layout.RUN_SPEC)
     same_run = previous is not None and json.loads(previous).get("runSpecDigest") == digest
-    if not same_run:
+    # Every rank has read the old state before rank 0 starts replacing it.
+    distributed.barrier()
+    if not same_run and dist_env.is_main:
         # A different spec for this TrainingJob: its old artifacts must not mix with the new ones.
         for key in list(store.list(sink.prefix + "/")):
             store.delete(key)
     try:
-        return _train(spec, store, sink, digest, same_run, started, t0)
+        return _train(spec, store, sink, digest, same_run, started, t0, dist_env)
     except FloatingPointError as exc:
         raise StepFailedError(str(exc)) from exc
     except RuntimeError as exc:
@@ -143,9 +166,8 @@ def run(spec: TrainRun) -> dict[str, Any]:
 
 
 def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: bool, started: str,
-           t0: float) -> dict[str, Any]:
-    import torch
-
+           t0: float, dist_env: Any) -> dict[str, Any]:
+    from kubeforge_trainers import distributed
     from kubeforge_trainers.data import resolve_classes
     from kubeforge_trainers.progress import ProgressReporter
     from kubeforge_trainers.sdk import TrainContext, get_trainer
@@ -163,18 +185,28 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     hp = job.hyperparameters
     split = random_split([img.file_name for img in manifest.images], job.split.train_percent, job.split.seed)
 
-    progress = ProgressReporter(sink, hp.epochs)
+    main = dist_env.is_main
+    # Only rank 0 publishes; the others report to nobody and keep their console quiet.
+    progress = ProgressReporter(sink if main else None, hp.epochs)
+    progress.console.quiet = not main
     progress.phase("Preparing")
-    store.put_json(sink.key(layout.RUN_SPEC), {
-        "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
-        "classes": [c.name for c in classes], "categoryIds": [c.category_id for c in classes],
-        "datasetDigest": spec.dataset.digest, "hyperparameters": hp.dump(), "trainer": trainer.name,
-        "versions": versions(),
-    })
-    sink.put_bytes(layout.HYPERPARAMETERS, yaml.safe_dump(hp.dump(), sort_keys=False).encode())
-    sink.put_bytes(layout.TRAIN_VAL_SPLIT, json.dumps(split.to_json(), indent=2).encode())
+    if main:
+        store.put_json(sink.key(layout.RUN_SPEC), {
+            "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
+            "classes": [c.name for c in classes], "categoryIds": [c.category_id for c in classes],
+            "datasetDigest": spec.dataset.digest, "hyperparameters": hp.dump(), "trainer": trainer.name,
+            "versions": versions(), "worldSize": dist_env.world_size,
+        })
+        sink.put_bytes(layout.HYPERPARAMETERS, yaml.safe_dump(hp.dump(), sort_keys=False).encode())
+        sink.put_bytes(layout.TRAIN_VAL_SPLIT, json.dumps(split.to_json(), indent=2).encode())
     images = cache_dir() / "images"
-    download_images(store, manifest, set(split.train) | set(split.val), images, progress)
+    names = set(split.train) | set(split.val)
+    # One download per node (ranks on a node share its cache); the others then find every blob there.
+    if dist_env.local_rank == 0:
+        download_images(store, manifest, names, images, progress)
+    distributed.barrier()
+    if dist_env.local_rank != 0:
+        download_images(store, manifest, names, images, progress)
 
     with tempfile.TemporaryDirectory(prefix="kubeforge-train-") as tmp:
         out = Path(tmp)
@@ -187,7 +219,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
         if spec.init_checkpoint:
             init_from = out / "init" / "checkpoint.pt"
             store.get_file(spec.init_checkpoint, init_from)
-        device = "cuda" if job.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+        device = _device(spec)
         ctx = TrainContext(
             task=job.task, model_name=job.model.name, manifest=manifest, image_dir=images, split=split,
             classes=classes, hyperparameters=hp, output_dir=out, progress=progress,
@@ -202,6 +234,10 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
             progress.phase("Failed")
             raise
         train_seconds = time.perf_counter() - t_train
+        if not main:
+            # Wait for rank 0 to publish everything, then report its result (the step's exit
+            # must not come before rank 0's, and every rank returns the same status).
+            return distributed.broadcast({})
         artifacts = {rel: sink.key(rel) for rel in (layout.RUN_SPEC, layout.HYPERPARAMETERS, layout.TRAIN_VAL_SPLIT,
                                                     layout.PROGRESS, layout.METRICS_LOG)}
         for rel, path in sorted(result.files.items()):
@@ -233,5 +269,6 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
         "bestMetric": best, "metrics": status["metrics"], "onnxParity": result.parity,
         "datasetDigest": spec.dataset.digest, "runSpecDigest": digest, "classes": [c.name for c in classes],
         "artifacts": dict(sorted(artifacts.items())), "result": status,
+        "worldSize": result.world_size, "samplesPerRank": result.samples_per_rank,
     })
-    return status
+    return distributed.broadcast(status)
