@@ -7,13 +7,13 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from kubeforge.atomic_file import atomic_write_text
 from kubeforge.steps.spec import BenchmarkRun, DatasetVersionRun, ServeRun, TrainRun
 from kubeforge.store import StoreError, open_store
 
@@ -44,12 +44,6 @@ class StepFailedError(RuntimeError):
     """A step failed with a message meant for the user (it reaches status and the termination log)."""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _report_failure(message: str) -> None:
@@ -111,7 +105,7 @@ def _make_command(step: str) -> None:
                 _report_failure(f"writing the result to the store key {result_key!r}: {exc}")
                 raise typer.Exit(1) from None
         if result is not None:
-            _write_atomic(result, text)
+            atomic_write_text(result, text)
         else:
             print(text)
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeforge.atomic_file import atomic_write_bytes
 from kubeforge.datasets.filecache import Entry, load_cache, local_stamp, save_cache
 from kubeforge.datasets.sources import LocalSource
 from kubeforge.datasets.versions import load_columnar
@@ -71,15 +71,7 @@ def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str
         data = store.get_blob(blob)
         if hashlib.sha256(data).hexdigest() != blob:
             raise CheckoutError(f"{name}: blob {blob} in the store {store.uri} is corrupted (its hash differs)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
 
     # One stat per file decides; only the differing files are fetched and written (in threads:
     # a remote store's reads wait on the network).

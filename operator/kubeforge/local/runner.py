@@ -26,12 +26,13 @@ from rich.text import Text
 from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
 from kubeforge.api.common import StatusBase, now_rfc3339
 from kubeforge.api.training_job import Progress
+from kubeforge.atomic_file import atomic_write_text
 from kubeforge.local import serving
 from kubeforge.local.graph import Node, Plan, build_plan
 from kubeforge.local.manifests import LoadedResource, ResourceKey, display_path
 from kubeforge.local.progress import POLL_SECONDS, ProgressWatcher
 from kubeforge.local.runspec import STEP_NAMES, RunSpecError, build_run, upstream_fingerprint
-from kubeforge.local.state import Record, StateDir, atomic_write_text, creation_timestamp, spec_hash
+from kubeforge.local.state import Record, StateDir, creation_timestamp, spec_hash
 
 DEFAULT_STEP_COMMAND = (sys.executable, "-m", "kubeforge.cli.main", "step")
 # Environment variables whose values must never reach a log, a status or the terminal.

@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kubeforge.api import KINDS, InferenceService, Phase, Resource, parse_resource
+from kubeforge.atomic_file import atomic_write_text
 from kubeforge.local.manifests import ResourceKey, resource_label
 from kubeforge.store import layout
 from kubeforge.store.factory import ENV_STORE
@@ -91,18 +91,6 @@ class Record:
             "store": self.store,
             "prefixes": self.prefixes,
         }
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StateDir:
