@@ -12,15 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from kubeforge.cli import chart as chart_cli
 from kubeforge.cli.main import app
-
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm/kubeforge"

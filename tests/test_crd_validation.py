@@ -17,15 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import celpy
+import jsonschema
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from kubeforge.api.crd import crd_filename
 from kubeforge.api.registry import KINDS, parse_resource
-
-jsonschema = pytest.importorskip("jsonschema")
-celpy = pytest.importorskip("celpy")
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"

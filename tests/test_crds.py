@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -223,7 +224,6 @@ def test_translation_of_json_schema_constructs() -> None:
 
 # --- the schema accepts what the models accept, and rejects what they reject -------------
 
-jsonschema = pytest.importorskip("jsonschema")
 
 
 def to_json_schema(node: Any) -> Any:

@@ -31,8 +31,6 @@ from kubeforge.testing.kube_operator import (
     wait_phase,
 )
 
-pytest.importorskip("kubeforge.operator.handlers")
-
 
 @pytest.fixture
 def op(kube_emulator: Any, kube_namespace: str, s3_store: Any, seaweedfs: Any, kopf_operator: Any,

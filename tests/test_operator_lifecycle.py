@@ -31,8 +31,6 @@ from kubeforge.testing.kube_operator import (
     wait_phase,
 )
 
-pytest.importorskip("kubeforge.operator.handlers")
-
 TRITON = "registry.test/tritonserver:t"
 
 

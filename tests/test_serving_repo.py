@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from kubeforge.api.inference_service import InferenceServiceSpec, RuntimeSpec, ServedModelRef
 from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
@@ -13,9 +15,6 @@ from kubeforge.serving import pbtxt, triton_repo
 from kubeforge.steps import serve
 from kubeforge.steps.spec import ServeRun
 from kubeforge.store import LocalStore
-
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
-text_format = pytest.importorskip("google.protobuf.text_format")
 
 
 def classifier_meta(dynamic: bool = True) -> ModelMeta:
