@@ -62,3 +62,19 @@ def test_training_from_a_source_owns_and_waits_for_its_data_version() -> None:
     run = build_run(job, getter(ready_version("det-data", "3" * 64)), STORE)
     assert run.dataset.digest == "3" * 64  # type: ignore[union-attr]
     assert implicit_benchmark(job)["spec"]["datasetVersion"] == "det-data"
+
+
+def test_owned_names_fit_a_dns_label_and_the_local_runner_uses_the_same() -> None:
+    from kubeforge.local import graph
+
+    long = "j" * 60
+    job = parse_resource(body("TrainingJob", long, {
+        "source": {"dataset": "shapes", "uri": "s3://raw/shapes/", "format": "coco"},
+        "task": "object-detection", "model": {"name": "ssdlite320_mobilenet_v3_large"},
+        "benchmark": {"enabled": True}}))
+    assert isinstance(job, TrainingJob)
+    bench, dsv = implicit_benchmark(job), data_version_object(job)
+    assert len(bench["metadata"]["name"]) <= 63 and len(dsv["metadata"]["name"]) <= 63
+    assert bench["spec"]["datasetVersion"] == dsv["metadata"]["name"]
+    assert graph.implicit_benchmark(job).name == bench["metadata"]["name"]
+    assert graph.implicit_dataset_version(job).name == dsv["metadata"]["name"]

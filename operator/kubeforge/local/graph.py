@@ -12,14 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeforge import GROUP_VERSION
-from kubeforge.api import KINDS, Benchmark, DatasetVersion, InferenceService, ObjectMeta, Resource, TrainingJob
-from kubeforge.api.benchmark import BenchmarkModelRef, BenchmarkSpec
-from kubeforge.api.dataset_version import DatasetSource, DatasetVersionSpec
+from kubeforge.api import KINDS, Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob
+from kubeforge.api.owned import data_version_name, implicit_benchmark, implicit_dataset_version
 from kubeforge.local.manifests import LoadedResource, ManifestError, ResourceKey, resource_label
 from kubeforge.local.manifests import _resolve_source as resolve_source
 
-OWNER_LABEL = "kubeforge.io/owned-by"
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
 
 
@@ -63,39 +60,6 @@ class Plan:
         return next((n for n in self.nodes if n.key == key), None)
 
 
-def implicit_benchmark(job: TrainingJob) -> Benchmark:
-    """The Benchmark a TrainingJob with `benchmark.enabled` owns: its best checkpoint on its val split."""
-    meta = ObjectMeta(
-        name=f"{job.name}-benchmark",
-        namespace=job.namespace,
-        labels={OWNER_LABEL: f"TrainingJob.{job.name}"},
-        ownerReferences=[{"apiVersion": GROUP_VERSION, "kind": "TrainingJob", "name": job.name, "controller": True}],
-    )
-    spec = BenchmarkSpec(
-        dataset_version=data_version_name(job), split="val", models=[BenchmarkModelRef(training_job=job.name)]
-    )
-    return Benchmark(metadata=meta, spec=spec)
-
-
-def data_version_name(job: TrainingJob) -> str:
-    """The DatasetVersion a job trains on: spec.datasetVersion, or the one made from spec.source."""
-    return job.spec.dataset_version or f"{job.name}-data"
-
-
-def implicit_dataset_version(job: TrainingJob) -> DatasetVersion:
-    """The DatasetVersion a TrainingJob with `source` owns, so its run records the exact data it saw."""
-    assert job.spec.source is not None
-    meta = ObjectMeta(
-        name=data_version_name(job),
-        namespace=job.namespace,
-        labels={OWNER_LABEL: f"TrainingJob.{job.name}"},
-        ownerReferences=[{"apiVersion": GROUP_VERSION, "kind": "TrainingJob", "name": job.name, "controller": True}],
-    )
-    source = job.spec.source.model_dump(exclude={"dataset"}, exclude_unset=True)
-    spec = DatasetVersionSpec(dataset=job.spec.source.dataset, source=DatasetSource.model_validate(source))
-    return DatasetVersion(metadata=meta, spec=spec)
-
-
 def _add_data_versions(nodes: list[Node], taken: dict[ResourceKey, Node], problems: list[str]) -> None:
     for node in list(nodes):
         job = node.resource
@@ -104,8 +68,8 @@ def _add_data_versions(nodes: list[Node], taken: dict[ResourceKey, Node], proble
         where = f"{node.where}: {node.label}: spec.source"
         try:
             dsv = implicit_dataset_version(job)
-        except ValueError as exc:  # the derived name can be too long for a DNS label
-            problems.append(f"{where}: cannot name the implicit DatasetVersion: {exc}")
+        except ValueError as exc:  # e.g. a source the DatasetVersion model refuses
+            problems.append(f"{where}: cannot make the implicit DatasetVersion: {exc}")
             continue
         clash = taken.get((dsv.kind, dsv.namespace, dsv.name))
         if clash is not None:
@@ -135,8 +99,8 @@ def _with_implicit(loaded: list[LoadedResource], problems: list[str]) -> list[No
         where = f"{node.where}: {node.label}: spec.benchmark.enabled"
         try:
             bench = implicit_benchmark(job)
-        except ValueError as exc:  # the derived name can be too long for a DNS label
-            problems.append(f"{where}: cannot name the implicit Benchmark: {exc}")
+        except ValueError as exc:
+            problems.append(f"{where}: cannot make the implicit Benchmark: {exc}")
             continue
         clash = taken.get((bench.kind, bench.namespace, bench.name))
         if clash is not None:

@@ -19,6 +19,7 @@ from typing import Any
 from kubeforge import GROUP_VERSION
 from kubeforge.api import Resource, TrainingJob
 from kubeforge.api.job_policy import JobPolicy
+from kubeforge.api.owned import child_name
 from kubeforge.operator.settings import OperatorSettings
 from kubeforge.steps.runs import STEP_NAMES
 from kubeforge.steps.spec import StepRun
@@ -48,15 +49,6 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # Indexed pods are named `<job>-<index>`: keep room for the index in a DNS label.
 DISTRIBUTED_NAME_MAX = 57
 NON_ROOT_UID = 1000
-
-
-def child_name(base: str, suffix: str, max_len: int = 63) -> str:
-    """`<base>-<suffix>`, or a prefix of it plus an 8-hex hash of the whole when too long (deterministic)."""
-    full = f"{base}-{suffix}" if suffix else base
-    if len(full) <= max_len:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    return f"{full[: max_len - 9].rstrip('-.')}-{digest}"
 
 
 def text_hash(text: str, length: int = 16) -> str:

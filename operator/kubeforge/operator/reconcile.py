@@ -16,9 +16,8 @@ from typing import Any
 import kopf
 
 from kubeforge import GROUP_VERSION
-from kubeforge.api import Resource, TrainingJob
+from kubeforge.api import Resource, TrainingJob, owned
 from kubeforge.api.common import Phase, now_rfc3339
-from kubeforge.local.graph import data_version_name, implicit_dataset_version
 from kubeforge.operator import builders as b
 from kubeforge.operator import status as st
 from kubeforge.operator.kube import Kube, KubeHolder
@@ -182,29 +181,28 @@ def _after_success(ctx: Context, body: dict[str, Any], res: Resource, result: di
     return extra
 
 
+def _as_child(model: Resource, job: TrainingJob, component: str) -> dict[str, Any]:
+    """An owned resource from `kubeforge.api.owned`, with the operator's labels and the owner's uid."""
+    obj = model.dump()
+    obj.pop("status", None)
+    obj["metadata"]["labels"] = {**obj["metadata"].get("labels", {}), **b.labels(job, component)}
+    obj["metadata"]["ownerReferences"] = [b.owner_reference(job)]
+    return obj
+
+
 def data_version_object(job: TrainingJob) -> dict[str, Any]:
     """The DatasetVersion a TrainingJob with `spec.source` owns (the same one the local runner makes)."""
-    obj = implicit_dataset_version(job).dump()
-    obj["metadata"]["labels"] = {**obj["metadata"].get("labels", {}), **b.labels(job, "data")}
-    obj["metadata"]["ownerReferences"] = [b.owner_reference(job)]
-    obj.pop("status", None)
-    return obj
+    return _as_child(owned.implicit_dataset_version(job), job, "data")
 
 
 def ensure_data_version(ctx: Context, job: TrainingJob, logger: logging.Logger) -> None:
     if ctx.kube.create(data_version_object(job))[1]:
-        logger.info("%s: created DatasetVersion %s from spec.source", job.key(), data_version_name(job))
+        logger.info("%s: created DatasetVersion %s from spec.source", job.key(), owned.data_version_name(job))
 
 
 def implicit_benchmark(job: TrainingJob) -> dict[str, Any]:
     """The Benchmark a TrainingJob with `benchmark.enabled` owns: its best checkpoint on its val split."""
-    return {
-        "apiVersion": GROUP_VERSION, "kind": "Benchmark",
-        "metadata": {"name": b.child_name(job.name, "benchmark"), "namespace": job.namespace,
-                     "labels": b.labels(job, "benchmark"), "ownerReferences": [b.owner_reference(job)]},
-        "spec": {"datasetVersion": data_version_name(job), "split": "val",
-                 "models": [{"trainingJob": job.name, "checkpoint": "best"}]},
-    }
+    return _as_child(owned.implicit_benchmark(job), job, "benchmark")
 
 
 def refresh_progress(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from kubeforge import GROUP_VERSION
 from kubeforge.api import Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob, parse_resource
 from kubeforge.api.common import Phase
-from kubeforge.local.graph import data_version_name
+from kubeforge.api.owned import data_version_name
 from kubeforge.operator import status as st
 from kubeforge.steps import runs
 from kubeforge.steps.spec import DatasetRef, StepRun
@@ -86,9 +86,7 @@ def build_run(res: Resource, get: Getter, store: str) -> StepRun:
         dsv_name = res.spec.dataset_version
         if not dsv_name:  # default: the first model's training data
             first = get("TrainingJob", ns, res.spec.models[0].training_job) or {}
-            first_spec = first.get("spec") or {}
-            dsv_name = first_spec.get("datasetVersion") or (
-                f"{res.spec.models[0].training_job}-data" if first_spec.get("source") else "")
+            dsv_name = data_version_name(model_of(first)) if first else ""
         return runs.benchmark_run(res, store, dataset_ref(get, ns, dsv_name, who), experiments)
     if isinstance(res, InferenceService):
         experiment = experiment_of(get, ns, res.spec.model.training_job, who, st.WAITING_FOR_EXPORT)
