@@ -7,28 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kubeforge import API_GROUP
+from kubeforge.cli.generated import sync
 
 app = typer.Typer(no_args_is_help=True)
-
-# Only files named like ours are ours: other YAML in the folder (a kustomization) is left alone.
-_OURS = f"*.{API_GROUP}.yaml"
-
-
-def drift(out: Path, expected: dict[str, str]) -> list[str]:
-    """What differs between `out` and the generated files: 'missing X', 'differs X', 'extra X'."""
-    problems = []
-    for name, text in expected.items():
-        path = out / name
-        if not path.is_file():
-            problems.append(f"missing {path}")
-        elif path.read_text() != text:
-            problems.append(f"differs {path}")
-    for path in sorted(out.glob(_OURS)) if out.is_dir() else []:
-        if path.name not in expected:
-            problems.append(f"extra {path}")
-    return problems
-
 
 @app.command()
 def generate(
@@ -40,27 +21,10 @@ def generate(
     """Generate one CustomResourceDefinition YAML per kind from the API models."""
     from kubeforge.api.crd import generate_all
 
-    expected = generate_all()
-    if check:
-        problems = drift(out, expected)
-        if problems:
-            for line in problems:
-                typer.echo(line, err=True)
-            typer.echo(f"CRDs in {out} are out of date; run `kubeforge crds generate --out {out}`", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{len(expected)} CRDs in {out} match the API models")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in expected.items():
-        path = out / name
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-            typer.echo(f"wrote {path}")
-    # A renamed or removed kind must not leave its old CRD behind.
-    for path in sorted(out.glob(_OURS)):
-        if path.name not in expected:
-            path.unlink()
-            typer.echo(f"removed {path}")
+    expected = {Path(name): text for name, text in generate_all().items()}
+    sync(out, expected, Path("."), check=check,
+         stale=f"CRDs in {out} are out of date; run `kubeforge crds generate --out {out}`",
+         done=f"{len(expected)} CRDs in {out} match the API models")
 
 
 @app.command("print")
