@@ -18,11 +18,9 @@ from kubeforge.testing.kube_operator import (
     SECRET,
     TRAINER,
     TRAINER_GPU,
-    build_operator,
     complete_job,
     condition,
     dataset_version,
-    operator_settings,
     ready_dataset_version,
     start_job,
     status_of,
@@ -33,18 +31,9 @@ from kubeforge.testing.kube_operator import (
 
 
 @pytest.fixture
-def op(kube_emulator: Any, kube_namespace: str, s3_store: Any, seaweedfs: Any, kopf_operator: Any,
-       monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def op(kubeforge_operator: Any) -> dict[str, Any]:
     """The operator watching this test's namespace; its store is this test's S3 prefix."""
-    from kubeforge.operator import reconcile
-
-    monkeypatch.setattr(reconcile, "WAIT_DELAY", 0.5)  # re-check a missing reference quickly
-    settings = operator_settings(s3_store.uri, seaweedfs.endpoint)
-    registry, ctx = build_operator(settings, kube_emulator)
-    thread = kopf_operator(registry, namespaces=(kube_namespace,))
-    return {"emu": kube_emulator, "ns": kube_namespace, "store": s3_store, "settings": settings,
-            "ctx": ctx, "thread": thread, "secret": seaweedfs.secret_key, "start": lambda: kopf_operator(
-                build_operator(settings, kube_emulator)[0], namespaces=(kube_namespace,))}
+    return kubeforge_operator()
 
 
 def test_dataset_version_gets_its_job_and_configmap_then_succeeds(op: dict[str, Any]) -> None:

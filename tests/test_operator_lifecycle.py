@@ -19,10 +19,8 @@ import pytest
 from kubeforge.testing.kube_operator import (
     GV,
     SECRET,
-    build_operator,
     complete_job,
     condition,
-    operator_settings,
     ready_dataset_version,
     start_job,
     status_of,
@@ -35,18 +33,9 @@ TRITON = "registry.test/tritonserver:t"
 
 
 @pytest.fixture
-def op(kube_emulator: Any, kube_namespace: str, s3_store: Any, seaweedfs: Any, kopf_operator: Any,
-       monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The operator watching this test's namespace (progress timer every 0.2 s); store = this test's prefix."""
-    from kubeforge.operator import reconcile
-
-    monkeypatch.setattr(reconcile, "WAIT_DELAY", 0.5)  # re-check a reference that is not ready quickly
-    settings = operator_settings(s3_store.uri, seaweedfs.endpoint, triton_image=TRITON)
-    settings = settings.model_copy(update={"progress_interval_seconds": 0.2})
-    registry, ctx = build_operator(settings, kube_emulator)
-    thread = kopf_operator(registry, namespaces=(kube_namespace,))
-    return {"emu": kube_emulator, "ns": kube_namespace, "store": s3_store, "settings": settings,
-            "ctx": ctx, "thread": thread, "secret": seaweedfs.secret_key, "access": seaweedfs.access_key}
+def op(kubeforge_operator: Any) -> dict[str, Any]:
+    """The operator watching this test's namespace (progress timer every 0.2 s)."""
+    return kubeforge_operator(triton_image=TRITON, progress_interval_seconds=0.2)
 
 
 def trained(op: dict[str, Any], name: str, dsv: str = "data", **spec: Any) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -51,9 +51,7 @@ TINY_COLORS = ["red", "green", "blue"]
 TINY_SIZE = 32
 
 # Repeated here so this section does not depend on what the top of the file imports.
-from typing import Any  # noqa: E402
 
-import pytest  # noqa: E402
 
 
 def make_tiny_classifier(out_dir: Any) -> tuple[Any, Any]:
@@ -161,7 +159,6 @@ def triton_backend_dir() -> Any:
 # real Kopf operators in threads against it. Imports stay inside the functions.
 # ---------------------------------------------------------------------------------------
 
-from collections.abc import Callable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +202,29 @@ def kopf_operator(kube_emulator: Any) -> Iterator[Callable[..., Any]]:
     for thread in started:
         if thread.is_alive():
             thread.stop()
+
+
+@pytest.fixture
+def kubeforge_operator(kube_emulator: Any, kube_namespace: str, s3_store: Any, seaweedfs: Any,
+                       kopf_operator: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+    """`kubeforge_operator(**settings)`: the real operator watching this test's namespace, its store this
+    test's S3 prefix; returns what the tests use (emulator, namespace, store, settings, context, thread,
+    the store's keys, and `start` to run a fresh operator instance, as after a restart)."""
+    from kubeforge.operator import reconcile
+    from kubeforge.testing.kube_operator import build_operator, operator_settings
+
+    monkeypatch.setattr(reconcile, "WAIT_DELAY", 0.5)  # re-check a reference that is not ready quickly
+
+    def start(**overrides: Any) -> dict[str, Any]:
+        triton = {"triton_image": overrides.pop("triton_image")} if "triton_image" in overrides else {}
+        settings = operator_settings(s3_store.uri, seaweedfs.endpoint, **triton).model_copy(update=overrides)
+        registry, ctx = build_operator(settings, kube_emulator)
+
+        def restart() -> Any:
+            return kopf_operator(build_operator(settings, kube_emulator)[0], namespaces=(kube_namespace,))
+
+        thread = kopf_operator(registry, namespaces=(kube_namespace,))
+        return {"emu": kube_emulator, "ns": kube_namespace, "store": s3_store, "settings": settings, "ctx": ctx,
+                "thread": thread, "secret": seaweedfs.secret_key, "access": seaweedfs.access_key, "start": restart}
+
+    return start
