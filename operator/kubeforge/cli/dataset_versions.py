@@ -25,11 +25,11 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _open(store: str | None, state_dir: str | None) -> Store:
-    from kubeforge.local.state import resolve_state_dir, resolve_store_uri
+    from kubeforge.local.state import local_store_uri
     from kubeforge.store import StoreError, open_store
 
     try:
-        return open_store(resolve_store_uri(store, resolve_state_dir(state_dir)))
+        return open_store(local_store_uri(store, state_dir))
     except StoreError as exc:
         raise _fail(str(exc)) from None
 

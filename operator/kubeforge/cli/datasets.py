@@ -20,9 +20,9 @@ StoreOption = Annotated[
 
 def _store_uri(option: str | None) -> str:
     """The same store `kubeforge run` uses, so imported versions are found by the runner."""
-    from kubeforge.local.state import resolve_state_dir, resolve_store_uri
+    from kubeforge.local.state import local_store_uri
 
-    return resolve_store_uri(option, resolve_state_dir())
+    return local_store_uri(option)
 
 
 class SynthTask(StrEnum):

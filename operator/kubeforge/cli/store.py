@@ -66,11 +66,11 @@ def tree_command(
     state_dir: Annotated[str | None, typer.Option("--state-dir", help="The local runner's state directory.")] = None,
 ) -> None:
     """Print the store's contents as a tree (blobs collapsed)."""
-    from kubeforge.local.state import resolve_state_dir, resolve_store_uri
+    from kubeforge.local.state import local_store_uri
 
     console = Console()
     try:
-        st = open_store(resolve_store_uri(store, resolve_state_dir(state_dir)))
+        st = open_store(local_store_uri(store, state_dir))
         st.check()
         sizes = list(st.list_sizes(prefix))
     except StoreError as exc:

@@ -48,6 +48,11 @@ def resolve_store_uri(option: str | None, state_dir: Path) -> str:
     return uri
 
 
+def local_store_uri(option: str | None = None, state_dir: str | Path | None = None) -> str:
+    """The store the local runner uses (--store, $KUBEFORGE_STORE, else <state-dir>/store): the CLI's default."""
+    return resolve_store_uri(option, resolve_state_dir(state_dir))
+
+
 def spec_hash(resource: Resource, upstream: Mapping[str, Any], store_uri: str) -> str:
     """sha256 of the canonical spec, what its references produced, and the store it writes to.
 
