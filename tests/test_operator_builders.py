@@ -283,17 +283,26 @@ def test_secrets_are_never_inlined_and_names_fit(settings: OperatorSettings) -> 
         assert all(len(v) <= 63 for v in obj["metadata"]["labels"].values())
 
 
-def test_step_result_key_writes_the_result_to_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_step_result_key_writes_the_result_to_the_store(tmp_path: Path) -> None:
+    """The real dataset-version step: its result reaches the store key the operator reads."""
+    from kubeforge.api import DatasetVersion
     from kubeforge.cli import step as step_cli
+    from kubeforge.datasets.synth import generate_shapes_imagefolder
+    from kubeforge.steps import runs
     from kubeforge.store import open_store
 
-    monkeypatch.setattr(step_cli, "run_step", lambda step, spec: {"digest": "d" * 64})
+    src = generate_shapes_imagefolder(tmp_path / "src", n_per_class=2, size=24, seed=1)
+    dsv = DatasetVersion.model_validate({"metadata": {"name": "v1", "namespace": "ml"}, "spec": {
+        "dataset": "toy", "source": {"uri": str(src), "format": "imagefolder"}}})
+    store_dir = tmp_path / "store"
     spec = tmp_path / "run.json"
-    spec.write_text(json.dumps({"store": str(tmp_path / "store")}))
+    spec.write_text(runs.dataset_version_run(dsv, str(store_dir), None).model_dump_json(exclude_unset=True))
     key = layout.run_result_key("ml", "DatasetVersion", "v1", "u-1")
     out = CliRunner().invoke(step_cli.app, ["dataset-version", "--spec", str(spec), "--result-key", key])
     assert out.exit_code == 0, out.output
-    assert open_store(str(tmp_path / "store")).get_json(key) == {"digest": "d" * 64}
+    result = open_store(str(store_dir)).get_json(key)
+    assert len(result["digest"]) == 64 and result["stats"]["images"] == 6
+    assert open_store(str(store_dir)).exists(layout.dataset_manifest_key("toy", result["digest"]))
 
 
 @pytest.mark.parametrize(("env", "writes"), [
@@ -303,7 +312,9 @@ def test_step_result_key_writes_the_result_to_the_store(tmp_path: Path, monkeypa
 def test_only_rank_zero_writes_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                                           writes: bool) -> None:
     """A distributed TrainingJob runs the step once per torchrun process (the builder passes --result-key
-    to all of them): only global rank 0 writes the result, to the store and to --result."""
+    to all of them): only global rank 0 writes the result, to the store and to --result. The step itself
+    is replaced by a constant result here (six training runs would be slow); test_train_distributed.py
+    runs the real step under torchrun."""
     from kubeforge.cli import step as step_cli
     from kubeforge.store import open_store
 
