@@ -104,7 +104,7 @@ def test_same_content_as_the_parent_is_unchanged_and_not_stored_again(project: P
     versions = sorted(p.name for p in (project / "store" / "datasets" / "shapes").iterdir())
     assert versions == sorted({base["digest"], status(project, "circles")["digest"]})
     # The first version of a dataset is always created.
-    assert [c["type"] for c in base["conditions"]] == ["Ready"] and "unchanged" not in base
+    assert [c["type"] for c in base["conditions"]] == ["Ready", "Reconciling", "Stalled"] and "unchanged" not in base
 
 
 SHIM = r'''
@@ -146,7 +146,8 @@ def test_a_training_job_with_a_source_trains_on_the_version_made_for_it(project:
     assert dsv.metadata.model_extra["ownerReferences"][0]["name"] == "quick"  # type: ignore[index]
     assert job.status.dataset_digest == dsv.status.digest == status(project, "shapes-v1")["digest"]  # type: ignore
     run_spec = json.loads((state.run_dir("TrainingJob", "default", "quick") / "run.json").read_text())
-    assert run_spec["dataset"] == {"dataset": "shapes", "digest": dsv.status.digest}  # type: ignore[union-attr]
+    assert run_spec["dataset"] == {"dataset": "shapes", "digest": dsv.status.digest,  # type: ignore[union-attr]
+                                   "name": "quick-data"}
     # Reused on the next run: same source, nothing runs again.
     again = runner.run(runner.plan(load_manifests(project / "job.yaml")))
     assert [o.action for o in again] == ["unchanged", "unchanged"]

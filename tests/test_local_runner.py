@@ -127,7 +127,10 @@ def test_runs_in_reference_order_and_records_statuses(env: Env) -> None:
     job = env.status("TrainingJob", "det")
     assert job["phase"] == "Succeeded"
     assert job["datasetDigest"] == dsv["digest"]  # the run spec carried the upstream digest
-    assert job["experimentUri"] == "experiments/default_shapes/det_torchvision"
+    # Each run writes under its own id inside the experiment: a rerun never overwrites it.
+    assert job["experimentUri"] == f"experiments/default_shapes/det_torchvision/runs/{job['runId']}"
+    assert job["outputPrefix"] == job["experimentUri"]
+    assert [(r["id"], r["phase"]) for r in job["runs"]] == [(job["runId"], "Succeeded")]
     assert job["benchmark"] == "det-benchmark"
     # Mirrored from the store's progress.json while the step ran (the result carried none).
     assert job["progress"] == {"epoch": 1, "epochs": 2, "metrics": {"loss": 0.5}}
@@ -136,13 +139,14 @@ def test_runs_in_reference_order_and_records_statuses(env: Env) -> None:
     assert ready["status"] == "True"
 
     run_spec = json.loads((env.state.run_dir("TrainingJob", "default", "det") / "run.json").read_text())
-    assert run_spec["dataset"] == {"dataset": "shapes", "digest": dsv["digest"]}
+    assert run_spec["dataset"] == {"dataset": "shapes", "digest": dsv["digest"], "name": "shapes-v1"}
     dsv_spec = json.loads((env.state.run_dir("DatasetVersion", "default", "shapes-v1") / "run.json").read_text())
     assert dsv_spec["spec"]["source"]["uri"] == str(env.data)  # resolved relative to the manifest
 
     bench = env.state.get("Benchmark", "default", "det-benchmark")
     assert bench.resource.metadata.model_extra["ownerReferences"][0]["name"] == "det"  # type: ignore[index]
-    assert bench.prefixes == {"output": "benchmarks/default_det-benchmark"}
+    out = bench.resource.status.output_prefix  # type: ignore[union-attr]
+    assert out == f"benchmarks/default_det-benchmark/runs/{bench.resource.status.run_id}"  # type: ignore[union-attr]
 
 
 def test_rerun_with_the_same_manifests_runs_nothing(env: Env) -> None:
@@ -160,6 +164,12 @@ def test_a_spec_change_reruns_the_resource_and_what_depends_on_it(env: Env) -> N
     assert [o.action for o in outcomes] == ["unchanged", "succeeded", "succeeded"]
     assert env.calls_made()[3:] == ["train:det", "benchmark:det-benchmark"]
     assert env.state.get("TrainingJob", "default", "det").resource.metadata.generation == 2
+    # The first run is kept, listed, and its prefix differs from the second's.
+    runs = env.status("TrainingJob", "det")["runs"]
+    assert [r["phase"] for r in runs] == ["Succeeded", "Succeeded"] and runs[0]["generation"] == 1
+    assert runs[0]["outputPrefix"] != runs[1]["outputPrefix"]
+    # The Benchmark evaluated the new run: its input changed, so it is a new run of its own too.
+    assert len(env.status("Benchmark", "det-benchmark")["runs"]) == 2
 
 
 def test_new_data_with_the_same_spec_reruns_downstream(env: Env) -> None:

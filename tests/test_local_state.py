@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from kubeforge.api import TrainingJob, parse_resource
 from kubeforge.cli.main import app
 from kubeforge.local.printing import human_duration, table_rows
-from kubeforge.local.state import Record, StateDir, StateError, resolve_store_uri, service_endpoint, spec_hash
+from kubeforge.local.state import Record, StateDir, StateError, resolve_store_uri, run_digest, service_endpoint
+from kubeforge.steps.runs import train_run
+from kubeforge.steps.spec import DatasetRef
 
 GV = "kubeforge.io/v1alpha1"
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
@@ -34,24 +36,27 @@ def job(epochs: int = 3, status: dict[str, Any] | None = None, name: str = "det"
 
 
 DONE = {"phase": "Succeeded", "startTime": "2026-01-02T11:55:00Z", "completionTime": "2026-01-02T11:58:30Z",
+        "outputPrefix": "experiments/default_shapes/x", "runId": "abcdef1234",
+        "runs": [{"id": "abcdef1234", "phase": "Succeeded", "generation": 1,
+                  "outputPrefix": "experiments/default_shapes/x"}],
         "progress": {"epoch": 3, "epochs": 3}, "bestMetric": {"name": "AP50", "value": 0.912345, "epoch": 2},
         "experimentUri": "/store/experiments/default_shapes/det_torchvision",
         "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
                         "lastTransitionTime": "2026-01-02T11:58:30Z"}]}
 
 
-def test_spec_hash_changes_with_spec_upstream_and_store() -> None:
-    base = spec_hash(job(), {"dataset:DatasetVersion/shapes-v1": {"digest": "a" * 64}}, "file:///s")
-    assert base == spec_hash(job(status=DONE), {"dataset:DatasetVersion/shapes-v1": {"digest": "a" * 64}},
-                             "file:///s"), "status must not affect the hash"
-    assert base != spec_hash(job(epochs=4), {"dataset:DatasetVersion/shapes-v1": {"digest": "a" * 64}}, "file:///s")
-    assert base != spec_hash(job(), {"dataset:DatasetVersion/shapes-v1": {"digest": "b" * 64}}, "file:///s")
-    assert base != spec_hash(job(), {"dataset:DatasetVersion/shapes-v1": {"digest": "a" * 64}}, "s3://b/p")
+def test_run_digest_changes_with_spec_upstream_and_store() -> None:
+    data = DatasetRef(dataset="shapes", digest="a" * 64)
+    base = run_digest(train_run(job(), "file:///s", data))
+    assert base == run_digest(train_run(job(status=DONE), "file:///s", data)), "status must not affect the digest"
+    assert base != run_digest(train_run(job(epochs=4), "file:///s", data))
+    assert base != run_digest(train_run(job(), "file:///s", DatasetRef(dataset="shapes", digest="b" * 64)))
+    assert base != run_digest(train_run(job(), "s3://b/p", data))
 
 
 def test_record_round_trip_and_atomic_layout(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
-    state.save(Record(job(status=DONE), "h" * 64, "m.yaml", "file:///s", {"experiment": "experiments/x"}))
+    state.save(Record(job(status=DONE), "h" * 64, "m.yaml", "file:///s"))
     path = tmp_path / "resources" / "TrainingJob" / "default" / "det.json"
     on_disk = json.loads(path.read_text())
     assert on_disk["specHash"] == "h" * 64
@@ -59,7 +64,7 @@ def test_record_round_trip_and_atomic_layout(tmp_path: Path) -> None:
     assert on_disk["resource"]["metadata"]["creationTimestamp"] == "2026-01-02T11:55:00Z"
     assert not list(path.parent.glob(".tmp-*"))
     back = state.get("TrainingJob", "default", "det")
-    assert back.prefixes == {"experiment": "experiments/x"} and back.phase == "Succeeded"
+    assert back.store == "file:///s" and back.phase == "Succeeded"
     assert set(state.succeeded()) == {("TrainingJob", "default", "det")}
     path.write_text("{not json")
     with pytest.raises(StateError, match=r"det\.json: unreadable state record"):
@@ -92,7 +97,7 @@ def test_trainingjob_table_is_the_experiments_table() -> None:
 
 def seeded_state(tmp_path: Path) -> Path:
     state = StateDir(tmp_path / "state")
-    state.save(Record(job(status=DONE), "h", "m.yaml", "file:///s", {"experiment": "experiments/default_shapes/x"}))
+    state.save(Record(job(status=DONE), "h", "m.yaml", "file:///s"))
     owned = parse_resource({
         "apiVersion": GV, "kind": "Benchmark",
         "metadata": {"name": "det-benchmark", "creationTimestamp": "2026-01-02T11:55:00Z",
@@ -108,9 +113,9 @@ def seeded_state(tmp_path: Path) -> Path:
     svc = parse_resource({
         "apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "shapes"},
         "spec": {"model": {"trainingJob": "det"}},
-        "status": {"phase": "Running", "ready": True, "url": "http://127.0.0.1:8000", "modelName": "shapes"}})
-    state.save(Record(svc, store="file:///s", prefixes={"experiment": "experiments/default_shapes/x",
-                                                        "output": "serving/default_shapes"}))
+        "status": {"phase": "Running", "ready": True, "url": "http://127.0.0.1:8000", "modelName": "shapes",
+                   "experimentPrefix": "experiments/default_shapes/x", "outputPrefix": "serving/default_shapes"}})
+    state.save(Record(svc, store="file:///s"))
     return state.root
 
 
@@ -144,7 +149,8 @@ def test_describe_shows_status_conditions_and_artifacts(tmp_path: Path) -> None:
     assert "Phase:       Succeeded" in out
     assert "Duration:    3m30s" in out
     assert "experimentUri:" in out and "/store/experiments/default_shapes/det_torchvision" in out
-    assert "experiment prefix:" in out and "file:///s/experiments/default_shapes/x" in out
+    assert "output prefix:" in out and "file:///s/experiments/default_shapes/x" in out
+    assert "abcdef1234 *" in out  # the runs table marks the current run
     assert "Ready  " in out and "Succeeded" in out
 
 

@@ -83,15 +83,17 @@ def test_train_job_field_by_field(settings: OperatorSettings) -> None:
     run = runs.train_run(res, settings.store, DS)
     job = b.step_job(res, run, settings)
     meta = job["metadata"]
-    assert (job["apiVersion"], job["kind"], meta["name"], meta["namespace"]) == ("batch/v1", "Job", "det-train", "ml")
+    name = f"det-train-{run.run_id[:8]}"  # type: ignore[index]  # one Job per run
+    assert (job["apiVersion"], job["kind"], meta["name"], meta["namespace"]) == ("batch/v1", "Job", name, "ml")
+    assert meta["annotations"][b.ANNOTATION_RUN_ID] == run.run_id
     assert meta["labels"] == {
         "app.kubernetes.io/name": "kubeforge", "app.kubernetes.io/instance": "det",
         "app.kubernetes.io/component": "train", "app.kubernetes.io/managed-by": "kubeforge",
         "app.kubernetes.io/part-of": "kubeforge", "kubeforge.io/kind": "TrainingJob", "kubeforge.io/name": "det"}
     assert meta["ownerReferences"] == [{"apiVersion": "kubeforge.io/v1alpha1", "kind": "TrainingJob", "name": "det",
                                         "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}]
-    key = layout.run_result_key("ml", "TrainingJob", "det", "uid-1")
-    assert meta["annotations"][b.ANNOTATION_RESULT_KEY] == key
+    key = layout.run_result_key("ml", "TrainingJob", "det", "uid-1", run.run_id)
+    assert meta["annotations"][b.ANNOTATION_RESULT_KEY] == key and key.endswith(f"/{run.run_id}/result.json")
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (3, 7200, 600)
     assert spec["suspend"] is False and "completionMode" not in spec
@@ -111,7 +113,7 @@ def test_train_job_field_by_field(settings: OperatorSettings) -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert mounts["/tmp"] == "tmp" and mounts[b.CACHE_DIR] == "cache" and mounts["/etc/kubeforge"] == "run-spec"
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["run-spec"]["configMap"] == {"name": "det-train"} and volumes["tmp"] == {"name": "tmp",
+    assert volumes["run-spec"]["configMap"] == {"name": name} and volumes["tmp"] == {"name": "tmp",
                                                                                            "emptyDir": {}}
 
 
@@ -119,7 +121,8 @@ def test_configmap_holds_the_run_spec_only(settings: OperatorSettings) -> None:
     res = tj()
     run = runs.train_run(res, settings.store, DS)
     cm = b.run_configmap(res, run)
-    assert cm["metadata"]["name"] == "det-train" and cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert cm["metadata"]["name"] == b.step_job_name(res, run)
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     spec = json.loads(cm["data"]["run.json"])
     assert spec["store"] == "s3://bucket/pre/fix" and spec["experiment_prefix"].startswith("experiments/ml_")
     assert cm["metadata"]["annotations"][b.ANNOTATION_RUN_HASH] == b.text_hash(cm["data"]["run.json"])

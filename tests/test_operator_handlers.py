@@ -97,9 +97,9 @@ def test_training_job_waits_for_its_dataset_version_then_trains(op: dict[str, An
     start_job(emu, job)
     wait_phase(emu, "TrainingJob", "det", ns, "Running")
     complete_job(emu, store, tj, job, {"metrics": {"accuracy": 0.91},
-                                       "bestMetric": {"name": "accuracy", "value": 0.91}})
+                                       "bestMetric": {"name": "accuracy", "value": 0.91, "epoch": 2}})
     done = wait_phase(emu, "TrainingJob", "det", ns, "Succeeded")
-    assert done["bestMetric"] == {"name": "accuracy", "value": 0.91}
+    assert done["bestMetric"] == {"name": "accuracy", "value": 0.91, "epoch": 2}
     assert done["metrics"]["accuracy"] == 0.91
     assert done["outputPrefix"].startswith(f"experiments/{ns}_shapes/det_torchvision")
 

@@ -1,4 +1,6 @@
-"""Pure status logic: Job status -> phase, reason, message; kstatus conditions; progress."""
+"""Pure status logic of the cluster runtime: Job status -> phase, reason, message.
+
+Phases, kstatus conditions and runs are the core's: tests/test_core_status.py."""
 
 from __future__ import annotations
 
@@ -58,49 +60,3 @@ def test_deadline_exceeded_and_unknown_reasons() -> None:
 def test_long_messages_are_truncated_from_the_front() -> None:
     out = st.job_outcome(job([{"type": "Failed", "status": "True"}]), [pod("Error", "x" * 5000 + "END")])
     assert len(out.message) <= st.MAX_MESSAGE and out.message.endswith("END")
-
-
-def cond(patch: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in patch["conditions"] if c["type"] == type_)
-
-
-def test_kstatus_conditions_per_phase() -> None:
-    waiting = st.status_patch(None, Phase.WAITING, st.WAITING_FOR_DATASET_VERSION, "shapes-v1 is not Ready", 3)
-    assert waiting["phase"] == "Waiting" and waiting["observedGeneration"] == 3
-    assert cond(waiting, "Ready")["status"] == "False"
-    assert cond(waiting, "Ready")["reason"] == st.WAITING_FOR_DATASET_VERSION
-    assert cond(waiting, "Reconciling")["status"] == "True" and cond(waiting, "Stalled")["status"] == "False"
-    assert all(c["observedGeneration"] == 3 for c in waiting["conditions"])
-    failed = st.status_patch(waiting, Phase.FAILED, st.OOM_KILLED, "killed", 3)
-    assert cond(failed, "Stalled")["status"] == "True" and cond(failed, "Reconciling")["status"] == "False"
-    assert cond(failed, "Ready")["message"] == "killed"
-    done = st.status_patch(None, Phase.SUCCEEDED, st.JOB_SUCCEEDED, "ok", 1, {"digest": "abc"})
-    assert cond(done, "Ready")["status"] == "True" and done["digest"] == "abc"
-
-
-def test_transition_time_kept_when_status_unchanged() -> None:
-    first = st.status_patch(None, Phase.PENDING, st.JOB_PENDING, "", 1)
-    first["conditions"] = [{**c, "lastTransitionTime": "2000-01-01T00:00:00Z"} for c in first["conditions"]]
-    second = st.status_patch(first, Phase.RUNNING, st.JOB_RUNNING, "1 pod(s) active", 1)
-    assert cond(second, "Ready")["lastTransitionTime"] == "2000-01-01T00:00:00Z"
-    assert cond(second, "Ready")["reason"] == st.JOB_RUNNING
-    third = st.status_patch(second, Phase.SUCCEEDED, st.JOB_SUCCEEDED, "", 1)
-    assert cond(third, "Ready")["lastTransitionTime"] != "2000-01-01T00:00:00Z"
-
-
-def test_refused_spec_change_is_stalled_and_keeps_phase() -> None:
-    base = st.status_patch(None, Phase.RUNNING, st.JOB_RUNNING, "", 1)
-    refused = st.refused_patch(base, 2, "spec.hyperparameters changed after the Job started")
-    assert "phase" not in refused and refused["observedGeneration"] == 2
-    assert cond(refused, "Stalled") == {**cond(refused, "Stalled"), "status": "True",
-                                        "reason": st.SPEC_CHANGE_REFUSED, "observedGeneration": 2}
-    assert cond(refused, "Reconciling")["status"] == "True"  # the run itself goes on
-
-
-def test_progress_from_progress_json() -> None:
-    assert st.progress_status({"epoch": 2, "epochs": 8, "metrics": {"loss": 0.5, "flag": True, "x": "n/a"},
-                               "phase": "Training"}) == {"epoch": 2, "epochs": 8, "metrics": {"loss": 0.5}}
-    assert st.progress_status({"epoch": "two"}) is None
-    assert st.progress_status([1, 2]) is None
-    assert st.phase_changed({"phase": "Running"}, Phase.SUCCEEDED)
-    assert not st.phase_changed({"phase": "Running"}, Phase.RUNNING)

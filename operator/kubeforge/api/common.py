@@ -73,6 +73,23 @@ class ObjectMeta(BaseModel):
     uid: str | None = None
 
 
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Superseded"]
+
+
+class RunRecord(ApiModel):
+    """One run of a resource's step. A changed spec (or changed inputs) is a new run under its own id;
+    earlier runs stay in the store and in this list until artifactPolicy removes them."""
+
+    id: str = Field(pattern=r"^[0-9a-f]{6,64}$", description="Derived from the run's inputs: the same inputs, "
+                    "the same run.")
+    phase: RunPhase = "Pending"
+    generation: int | None = Field(default=None, description="The metadata.generation the run was made for.")
+    output_prefix: str | None = Field(default=None, description="Where the run's artifacts are in the store.")
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str = ""
+
+
 class StatusBase(ApiModel):
     """Fields every status carries."""
 
@@ -87,6 +104,17 @@ class StatusBase(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     start_time: str | None = None
     completion_time: str | None = None
+    output_prefix: str | None = Field(
+        default=None, description="The store prefix the current run writes (what artifactPolicy: Delete removes)."
+    )
+    run_id: str | None = Field(default=None, description="The current run (the last one started).")
+    runs: list[RunRecord] = Field(default_factory=list, description="Every run, oldest first.")
+
+    def latest_succeeded(self) -> RunRecord | None:
+        return next((r for r in reversed(self.runs) if r.phase == "Succeeded"), None)
+
+    def find_run(self, run_id: str) -> RunRecord | None:
+        return next((r for r in self.runs if r.id == run_id), None)
 
     def set_condition(
         self, type_: str, status: bool | None, reason: str, message: str = "", generation: int | None = None

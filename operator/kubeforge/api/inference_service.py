@@ -12,6 +12,11 @@ from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, Resour
 
 class ServedModelRef(ApiModel):
     training_job: str = Field(min_length=1)
+    run: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{6,64}$",
+        description="Serve this run of the TrainingJob (an id from its status.runs). Default: its latest "
+        "successful run, followed as it retrains.",
+    )
     format: Literal["onnx"] = "onnx"
 
 
@@ -35,6 +40,10 @@ class InferenceServiceStatus(StatusBase):
     ready: bool = False
     model_name: str | None = None
     repository_uri: str | None = None
+    training_run: str | None = Field(default=None, description="The TrainingJob run being served.")
+    experiment_prefix: str | None = Field(
+        default=None, description="That run's store prefix (its export and model_meta.json)."
+    )
     pid: int | None = Field(default=None, description="Local mode: the tritonserver process.")
 
 
@@ -44,6 +53,7 @@ class InferenceService(ResourceBase):
     short_names: ClassVar[list[str]] = ["kfsvc"]
     printer_columns: ClassVar[list[PrinterColumn]] = [
         PrinterColumn(name="Model", type="string", json_path=".spec.model.trainingJob"),
+        PrinterColumn(name="Run", type="string", json_path=".status.trainingRun", priority=1),
         PrinterColumn(name="URL", type="string", json_path=".status.url"),
         PrinterColumn(name="Ready", type="boolean", json_path=".status.ready"),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),

@@ -139,6 +139,7 @@ class TrainingJob(ResourceBase):
         PrinterColumn(name="Metric", type="string", json_path=".status.bestMetric.name"),
         PrinterColumn(name="Best", type="number", json_path=".status.bestMetric.value"),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Run", type="string", json_path=".status.runId", priority=1),
         PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
     ]
 

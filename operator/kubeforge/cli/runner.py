@@ -22,7 +22,6 @@ from kubeforge.api import InferenceService, Phase, kind_for
 from kubeforge.local import printing, serving
 from kubeforge.local.manifests import ManifestError, load_manifests, resource_label
 from kubeforge.local.runner import Runner, summary_table
-from kubeforge.local.runspec import RunSpecError
 from kubeforge.local.state import Record, StateDir, StateError, resolve_state_dir, resolve_store_uri
 from kubeforge.store import StoreError, open_store
 
@@ -60,7 +59,7 @@ def user_errors(fn: F) -> F:
             for line in exc.problems:
                 err.print(Text(f"  {line}", style="red"))
             raise typer.Exit(2) from None
-        except (StateError, StoreError, RunSpecError) as exc:
+        except (StateError, StoreError) as exc:
             _err().print(Text(f"error: {exc}", style="bold red"))
             raise typer.Exit(2) from None
         except KeyError as exc:  # kind_for: an unknown kind

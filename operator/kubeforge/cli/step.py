@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from kubeforge.atomic_file import atomic_write_text
+from kubeforge.steps.errors import StepFailedError
 from kubeforge.steps.spec import BenchmarkRun, DatasetVersionRun, ServeRun, TrainRun
 from kubeforge.store import StoreError, open_store
 
@@ -38,12 +39,6 @@ def run_step(step: str, spec_path: Path) -> dict[str, Any]:
         raise StepFailedError(f"{spec_path}: invalid {step} run spec: {exc}") from exc
     module = importlib.import_module(module_name)
     return module.run(spec)
-
-
-class StepFailedError(RuntimeError):
-    """A step failed with a message meant for the user (it reaches status and the termination log)."""
-
-
 
 
 def _report_failure(message: str) -> None:

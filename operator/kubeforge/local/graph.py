@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeforge.api import KINDS, Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob
-from kubeforge.api.owned import data_version_name, implicit_benchmark, implicit_dataset_version
+from kubeforge.api import KINDS, Resource, TrainingJob
+from kubeforge.api.owned import implicit_benchmark, implicit_dataset_version
+from kubeforge.api.references import references
 from kubeforge.local.manifests import LoadedResource, ManifestError, ResourceKey, resource_label
 from kubeforge.local.manifests import _resolve_source as resolve_source
 
@@ -24,7 +25,7 @@ _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
 class Dependency:
     key: ResourceKey
     field: str  # where the reference is written, e.g. "spec.models[0].trainingJob"
-    role: str  # what the runner uses it for: dataset, parent, model, trainingJob, fromTrainingJob
+    role: str  # what the step uses it for (kubeforge.api.references.Role)
     in_plan: bool  # False: satisfied by a resource that already Succeeded in the state directory
 
 
@@ -116,44 +117,23 @@ def _with_implicit(loaded: list[LoadedResource], problems: list[str]) -> list[No
 
 def _resolve(node: Node, applied: Mapping[ResourceKey, Node], existing: Mapping[ResourceKey, Resource],
              problems: list[str]) -> None:
-    res = node.resource
-    ns = res.namespace
+    """The node's dependencies from the references its kind declares (`kubeforge.api.references`)."""
+    ns = node.resource.namespace
 
-    def ref(kind: str, name: str, field_path: str, role: str) -> Resource | None:
+    def spec_of(kind: str, name: str) -> Resource | None:
         key = (kind, ns, name)
-        if key in applied:
-            node.deps.append(Dependency(key, field_path, role, in_plan=True))
-            return applied[key].resource
-        if key in existing:
-            node.deps.append(Dependency(key, field_path, role, in_plan=False))
-            return existing[key]
-        problems.append(f"{node.where}: {node.label}: {field_path}: {kind} {name!r} not found in namespace "
-                        f"{ns!r}; it is neither in the applied manifests nor Succeeded in the state directory")
-        return None
+        return applied[key].resource if key in applied else existing.get(key)
 
-    if isinstance(res, DatasetVersion):
-        if res.spec.parent is not None:
-            ref("DatasetVersion", res.spec.parent, "spec.parent", "parent")
-        for i, name in enumerate(res.spec.parents or []):
-            ref("DatasetVersion", name, f"spec.parents[{i}]", "parent")
-    elif isinstance(res, TrainingJob):
-        if res.spec.source is not None:
-            ref("DatasetVersion", data_version_name(res), "spec.source (implicit DatasetVersion)", "dataset")
+    for ref in references(node.resource, spec_of):
+        key = (ref.kind, ns, ref.name)
+        if key in applied:
+            node.deps.append(Dependency(key, ref.field, ref.role, in_plan=True))
+        elif key in existing:
+            node.deps.append(Dependency(key, ref.field, ref.role, in_plan=False))
         else:
-            ref("DatasetVersion", data_version_name(res), "spec.datasetVersion", "dataset")
-        if res.spec.model.from_training_job is not None:
-            ref("TrainingJob", res.spec.model.from_training_job, "spec.model.fromTrainingJob", "fromTrainingJob")
-    elif isinstance(res, Benchmark):
-        jobs = [ref("TrainingJob", m.training_job, f"spec.models[{i}].trainingJob", "model")
-                for i, m in enumerate(res.spec.models)]
-        if res.spec.dataset_version is not None:
-            ref("DatasetVersion", res.spec.dataset_version, "spec.datasetVersion", "dataset")
-        elif isinstance(jobs[0], TrainingJob):
-            # Default: the data the first model was trained on.
-            ref("DatasetVersion", data_version_name(jobs[0]),
-                f"spec.models[0].trainingJob ({jobs[0].name}).spec.datasetVersion", "dataset")
-    elif isinstance(res, InferenceService):
-        ref("TrainingJob", res.spec.model.training_job, "spec.model.trainingJob", "trainingJob")
+            problems.append(f"{node.where}: {node.label}: {ref.field}: {ref.kind} {ref.name!r} not found in "
+                            f"namespace {ns!r}; it is neither in the applied manifests nor Succeeded in the state "
+                            "directory")
 
 
 def _order(nodes: list[Node]) -> tuple[list[Node], list[Node]]:

@@ -16,7 +16,8 @@ from kubeforge.api.common import PrinterColumn
 from kubeforge.local.manifests import resource_label
 from kubeforge.local.state import Record, creation_timestamp
 
-STATUS_HEADLINE_FIELDS = ("phase", "message", "startTime", "completionTime", "conditions", "observedGeneration")
+STATUS_HEADLINE_FIELDS = ("phase", "message", "startTime", "completionTime", "conditions", "observedGeneration",
+                          "runs")
 
 
 def json_path_get(obj: Any, path: str) -> Any:
@@ -104,9 +105,21 @@ def artifact_uris(record: Record) -> dict[str, str]:
     out = {k: str(v) for k, v in sorted(status.items()) if (k.endswith("Uri") or k.endswith("Url") or k == "url")
            and v}
     if record.store:
-        for name, prefix in sorted(record.prefixes.items()):
-            out.setdefault(f"{name} prefix", f"{record.store.rstrip('/')}/{prefix}")
+        for key, name in (("outputPrefix", "output prefix"), ("experimentPrefix", "served run prefix")):
+            if status.get(key):
+                out.setdefault(name, f"{record.store.rstrip('/')}/{status[key]}")
     return out
+
+
+def runs_rows(record: Record) -> list[list[str]]:
+    """The table of a resource's runs, newest first (`kubeforge runs` and `describe`)."""
+    status = record.resource.status
+    rows = [["RUN", "PHASE", "GENERATION", "STARTED", "COMPLETED", "OUTPUT", "MESSAGE"]]
+    for run in reversed(status.runs if status else []):
+        current = " *" if status is not None and run.id == status.run_id else ""
+        rows.append([run.id + current, run.phase, str(run.generation or ""), run.start_time or "",
+                     run.completion_time or "", run.output_prefix or "", run.message[:80]])
+    return rows
 
 
 def describe(record: Record, run_dir: str | None = None) -> str:
@@ -146,6 +159,9 @@ def describe(record: Record, run_dir: str | None = None) -> str:
         rest = {k: v for k, v in data.items() if k not in STATUS_HEADLINE_FIELDS}
         if rest:
             lines.append(_indent(yaml.safe_dump(rest, sort_keys=True).rstrip()))
+    if status is not None and status.runs:
+        lines.append("Runs:  (* the current one; `kubeforge runs` lists them)")
+        lines.append(_indent(render_table(runs_rows(record))))
     uris = artifact_uris(record)
     if uris:
         lines.append("Artifacts:")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
@@ -25,14 +24,18 @@ from rich.text import Text
 
 from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
 from kubeforge.api.common import StatusBase, now_rfc3339
-from kubeforge.api.training_job import Progress
 from kubeforge.atomic_file import atomic_write_text
+from kubeforge.core import status as cs
+from kubeforge.core.progress import progress_status, settle_progress
+from kubeforge.core.resolve import Lookup, Waiting, build_run, served_run_id
 from kubeforge.local import serving
 from kubeforge.local.graph import Node, Plan, build_plan
 from kubeforge.local.manifests import LoadedResource, ResourceKey, display_path
 from kubeforge.local.progress import POLL_SECONDS, ProgressWatcher
-from kubeforge.local.runspec import STEP_NAMES, RunSpecError, build_run, upstream_fingerprint
-from kubeforge.local.state import Record, StateDir, creation_timestamp, spec_hash
+from kubeforge.local.state import Record, StateDir, creation_timestamp, run_digest
+from kubeforge.steps.runs import STEP_NAMES
+from kubeforge.steps.spec import ServeRun, StepRun
+from kubeforge.store import open_store
 
 DEFAULT_STEP_COMMAND = (sys.executable, "-m", "kubeforge.cli.main", "step")
 # Environment variables whose values must never reach a log, a status or the terminal.
@@ -50,10 +53,6 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     for value in secrets:
         text = text.replace(value, "***")
     return text
-
-
-def status_class(resource: Resource) -> type[StatusBase]:
-    return type(resource).model_fields["status"].annotation.__args__[0]  # type: ignore[union-attr]
 
 
 def key_output(resource: Resource) -> str:
@@ -106,6 +105,13 @@ class Runner:
     def _existing_records(self, plan: Plan) -> dict[ResourceKey, Record]:
         return {key: self.state.get(*key) for key in plan.existing}
 
+    def _lookup(self, records: Mapping[ResourceKey, Record]) -> Lookup:
+        """The core's view of other resources: what this run produced so far, else the state directory."""
+        def get(kind: str, namespace: str, name: str) -> Resource | None:
+            record = records.get((kind, namespace, name)) or self.state.load(kind, namespace, name)
+            return record.resource if record is not None else None
+        return get
+
     def _unchanged(self, prev: Record | None, digest: str) -> bool:
         if prev is None or prev.spec_hash != digest or prev.store != self.store_uri:
             return False
@@ -125,8 +131,11 @@ class Runner:
             if any(d.key in will_run for d in node.deps):
                 action = "run (an upstream resource runs first)"
             else:
-                digest = spec_hash(node.resource, upstream_fingerprint(node, records), self.store_uri)
-                if self._unchanged(prev, digest):
+                try:
+                    run: StepRun | None = build_run(node.resource, self._lookup(records), self.store_uri)
+                except Waiting:
+                    run = None
+                if run is not None and self._unchanged(prev, run_digest(run)):
                     action = "unchanged"
                     records[node.key] = prev  # type: ignore[assignment]
                 elif prev is None:
@@ -154,110 +163,123 @@ class Runner:
                 outcomes.append(outcome)
             return outcomes
 
-    def _new_record(self, node: Node, prev: Record | None, digest: str | None, prefixes: dict[str, str]) -> Record:
+    def _new_record(self, node: Node, prev: Record | None, digest: str | None) -> Record:
+        """The record of a new attempt: the applied resource with the last status (its runs) carried over."""
         res = node.resource.model_copy(deep=True)
         extra = res.metadata.model_extra if res.metadata.model_extra is not None else {}
         extra["creationTimestamp"] = (creation_timestamp(prev.resource) if prev else None) or now_rfc3339()
         generation = (prev.resource.metadata.generation or 1) if prev else 1
-        if prev is not None and prev.spec_hash != digest:
+        if prev is not None and prev.resource.spec.dump() != res.spec.dump():
             generation += 1
         res.metadata.generation = generation
+        if prev is not None and prev.resource.status is not None:
+            res.status = prev.resource.status.model_copy(deep=True)  # type: ignore[assignment]
+        else:
+            res.status = cs.status_class(res.kind)()  # type: ignore[assignment]
         manifest = display_path(node.path) if node.path else None
-        return Record(res, digest, manifest, self.store_uri, prefixes)
+        return Record(res, digest, manifest, self.store_uri)
 
-    def _set_status(self, record: Record, status: StatusBase) -> None:
-        status.observed_generation = record.resource.metadata.generation
+    def _save(self, record: Record, status: StatusBase) -> None:
         record.resource.status = status  # type: ignore[assignment]
         self.state.save(record)
 
-    def _fail(self, record: Record, reason: str, message: str, started: str | None) -> None:
-        status = status_class(record.resource)(phase=Phase.FAILED, message=message, start_time=started,
-                                               completion_time=now_rfc3339())
-        status.set_condition("Ready", False, reason, message, record.resource.metadata.generation)
-        self._set_status(record, status)
+    @staticmethod
+    def _status(record: Record) -> StatusBase:
+        assert record.resource.status is not None  # _new_record sets one
+        return record.resource.status
+
+    def _stopped(self, record: Record, message: str) -> None:
+        """progress.json agrees with the status after any stop (the trainer did not get to say so)."""
+        prefix = self._status(record).output_prefix
+        if isinstance(record.resource, TrainingJob) and prefix:
+            settle_progress(open_store(self.store_uri), prefix, "Failed", message)
 
     def _run_node(self, node: Node, records: dict[ResourceKey, Record], failed: set[ResourceKey]) -> Outcome:
         t0 = time.monotonic()
         prev = self.state.load(*node.key)
         broken = [d for d in node.deps if d.key in failed]
         if broken:
-            record = self._new_record(node, prev, None, {})
+            record = self._new_record(node, prev, None)
             names = ", ".join(f"{d.key[0]}/{d.key[2]} ({d.field})" for d in broken)
-            self._fail(record, "DependencyFailed", f"not run: {names} failed", None)
+            self._save(record, cs.set_phase(self._status(record), Phase.FAILED, "DependencyFailed",
+                                            f"not run: {names} failed", record.resource.metadata.generation))
             self.console.print(f"[red]✗[/] {node.label}: not run, depends on failed {names}")
             return Outcome(node.key, "dependency-failed", 0.0, record)
 
-        digest = spec_hash(node.resource, upstream_fingerprint(node, records), self.store_uri)
+        try:
+            run = build_run(node.resource, self._lookup(records), self.store_uri)
+        except Waiting as exc:  # an upstream resource succeeded but did not record what this one needs
+            record = self._new_record(node, prev, None)
+            self._save(record, cs.set_phase(self._status(record), Phase.FAILED, "InvalidReference", exc.message,
+                                            record.resource.metadata.generation))
+            self.console.print(f"[red]✗[/] {node.label}: {exc.message}")
+            return Outcome(node.key, "failed", time.monotonic() - t0, record)
+        digest = run_digest(run)
         if self._unchanged(prev, digest):
             assert prev is not None
             self.console.print(f"[dim]•[/] {node.label}: unchanged")
             return Outcome(node.key, "unchanged", 0.0, prev)
 
-        record = self._new_record(node, prev, digest, {})
-        started = now_rfc3339()
-        try:
-            run_spec, record.prefixes = build_run(node, records, self.store_uri)
-        except RunSpecError as exc:
-            self._fail(record, "InvalidReference", str(exc), started)
-            self.console.print(f"[red]✗[/] {node.label}: {exc}")
-            return Outcome(node.key, "failed", time.monotonic() - t0, record)
-
-        running = status_class(node.resource)(phase=Phase.RUNNING, start_time=started)
-        running.set_condition("Ready", False, "Running", f"{STEP_NAMES[node.resource.kind]} step running")
-        self._set_status(record, running)
+        record = self._new_record(node, prev, digest)
+        status, _ = cs.start_run(self._status(record), run, record.resource.metadata.generation)
+        cs.mark_running(status)
+        cs.set_phase(status, Phase.RUNNING, "Running", f"{STEP_NAMES[node.resource.kind]} step running, run "
+                     f"{run.run_id}", record.resource.metadata.generation)
+        self._save(record, status)
         run_dir = self.state.run_dir(*node.key)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "result.json").unlink(missing_ok=True)
         # exclude_unset: the step sees what the user wrote, as a Job would see the custom resource;
         # steps tell "left at its default" from "set" (e.g. optimizer.momentum with AdamW).
-        atomic_write_text(run_dir / "run.json", run_spec.model_dump_json(indent=2, exclude_unset=True) + "\n")
+        atomic_write_text(run_dir / "run.json", run.model_dump_json(indent=2, exclude_unset=True) + "\n")
 
         if isinstance(prev.resource if prev else None, InferenceService) and prev is not None:
             # The old server would keep serving the repository the step is about to replace.
             serving.stop(prev.resource.status)  # type: ignore[arg-type]
 
         try:
-            error = self._execute(node, run_dir, record, running)
+            error = self._execute(node, run_dir, record)
         except KeyboardInterrupt:
             # Not left "Running" forever: the next run sees a failed attempt and retries it.
-            self._fail(record, "Interrupted", "interrupted (Ctrl-C) while the step ran", started)
+            message = "interrupted (Ctrl-C) while the step ran"
+            self._save(record, cs.fail(self._status(record), "Interrupted", message,
+                                       record.resource.metadata.generation))
+            self._stopped(record, message)
             raise
         result: dict[str, Any] = {}
         if error is None:
             result, error = self._read_result(run_dir)
         if error is None:
-            error = self._succeed(node, record, running, result, run_dir)
+            error = self._succeed(node, record, result, run_dir, run)
         seconds = time.monotonic() - t0
         if error is not None:
-            self._fail(record, "StepFailed", error, started)
+            self._save(record, cs.fail(self._status(record), cs.STEP_FAILED, error,
+                                       record.resource.metadata.generation))
+            self._stopped(record, error)
             self.console.print(f"[red]✗[/] {node.label} failed after {seconds:.1f}s: {error}")
             return Outcome(node.key, "failed", seconds, record)
         self.console.print(f"[green]✓[/] {node.label} {record.phase.lower() if record.phase else ''} "
                            f"in {seconds:.1f}s  {key_output(record.resource)}")
         return Outcome(node.key, "succeeded", seconds, record)
 
-    def _watch(self, node: Node, record: Record, running: StatusBase, spinner: Status
-               ) -> contextlib.AbstractContextManager[Any]:
+    def _watch(self, node: Node, record: Record, spinner: Status) -> contextlib.AbstractContextManager[Any]:
         """For a TrainingJob, mirror the store's progress.json into its status while it trains."""
-        experiment = record.prefixes.get("experiment")
+        experiment = self._status(record).output_prefix
         if not isinstance(node.resource, TrainingJob) or not experiment:
             return contextlib.nullcontext()
 
-        def update(progress: dict[str, Any]) -> None:
-            metrics = {k: float(v) for k, v in (progress.get("metrics") or {}).items()
-                       if isinstance(v, int | float) and not isinstance(v, bool)}
-            try:
-                running.progress = Progress(epoch=int(progress.get("epoch") or 0),  # type: ignore[attr-defined]
-                                            epochs=int(progress.get("epochs") or 0), metrics=metrics)
-            except (ValidationError, TypeError, ValueError):
+        def update(data: dict[str, Any]) -> None:
+            progress = progress_status(data)
+            if progress is None:
                 return  # a progress file from a newer trainer: keep the last good one
-            self._set_status(record, running)
-            spinner.update(f"[bold]{node.label}[/]: train step running, epoch {progress.get('epoch')}/"
-                           f"{progress.get('epochs')}")
+            status = self._status(record)
+            status.progress = progress  # type: ignore[attr-defined]
+            self._save(record, status)
+            spinner.update(f"[bold]{node.label}[/]: train step running, epoch {progress.epoch}/{progress.epochs}")
 
         return ProgressWatcher(self.store_uri, experiment, update, self.progress_interval)
 
-    def _execute(self, node: Node, run_dir: Path, record: Record, running: StatusBase) -> str | None:
+    def _execute(self, node: Node, run_dir: Path, record: Record) -> str | None:
         """Run the step, streaming its output; returns None on success or the error message."""
         step = STEP_NAMES[node.resource.kind]
         cmd = [*self.step_command, step, "--spec", str(run_dir / "run.json"),
@@ -266,7 +288,7 @@ class Runner:
         last_line = ""
         with open(run_dir / "step.log", "w") as log, \
                 self.console.status(f"[bold]{node.label}[/]: {step} step running") as spinner, \
-                self._watch(node, record, running, spinner):
+                self._watch(node, record, spinner):
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     env=self.env, bufsize=1, errors="replace")
             try:
@@ -304,33 +326,26 @@ class Runner:
             return {}, f"{path}: expected a JSON object (a partial status), got {type(result).__name__}"
         return result, None
 
-    def _succeed(self, node: Node, record: Record, running: StatusBase, result: dict[str, Any],
-                 run_dir: Path) -> str | None:
+    def _succeed(self, node: Node, record: Record, result: dict[str, Any], run_dir: Path, run: StepRun
+                 ) -> str | None:
         res = node.resource
-        cls = status_class(res)
-        merged = {**running.dump(), **result}
-        if isinstance(res, TrainingJob) and res.spec.benchmark.enabled:
-            merged["benchmark"] = f"{res.name}-benchmark"
+        generation = record.resource.metadata.generation
         try:
-            status = cls.model_validate(merged)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            return f"the step's result {run_dir / 'result.json'}: status.{field}: {first['msg']}"
-        status.completion_time = now_rfc3339()
+            status = cs.apply_result(res, self._status(record), result, generation)
+        except cs.InvalidResult as exc:
+            return f"the step's result {run_dir / 'result.json'}: {exc}"
         if isinstance(res, InferenceService):
+            assert isinstance(status, InferenceServiceStatus) and isinstance(run, ServeRun)
             try:
-                fields = serving.start(self.store_uri, record.prefixes["output"], res.name, run_dir, self.env)
+                fields = serving.start(self.store_uri, run.output_prefix, res.name, run_dir, self.env)
             except Exception as exc:  # the launcher's failures vary (timeout, exit, bad repository)
                 return f"tritonserver did not become ready: {redact(str(exc), self.secrets)}"
             status = InferenceServiceStatus.model_validate({**status.dump(), **fields})
-            status.completion_time = None  # a served model keeps running
-            status.phase = Phase.RUNNING
-            status.set_condition("Ready", True, "Serving", f"{fields['url']} model {fields['modelName']}")
-        else:
-            status.phase = Phase.SUCCEEDED
-            status.set_condition("Ready", True, "Succeeded", "")
-        self._set_status(record, status)
+            status.experiment_prefix = run.experiment_prefix
+            status.training_run = served_run_id(res, self._lookup({}))
+            cs.set_phase(status, Phase.RUNNING, cs.SERVING, f"{fields['url']} model {fields['modelName']}",
+                         generation, ready=True)
+        self._save(record, status)
         return None
 
 

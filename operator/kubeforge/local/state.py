@@ -15,14 +15,15 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kubeforge.api import KINDS, InferenceService, Phase, Resource, parse_resource
 from kubeforge.atomic_file import atomic_write_text
 from kubeforge.local.manifests import ResourceKey, resource_label
+from kubeforge.steps.spec import StepRun
 from kubeforge.store import layout
 from kubeforge.store.factory import ENV_STORE
 
@@ -53,17 +54,10 @@ def local_store_uri(option: str | None = None, state_dir: str | Path | None = No
     return resolve_store_uri(option, resolve_state_dir(state_dir))
 
 
-def spec_hash(resource: Resource, upstream: Mapping[str, Any], store_uri: str) -> str:
-    """sha256 of the canonical spec, what its references produced, and the store it writes to.
-
-    `upstream` carries each reference's own hash and outputs (a dataset digest), so a change
-    anywhere upstream changes this hash and the resource runs again.
-    """
-    canonical = json.dumps(
-        {"kind": resource.kind, "spec": resource.spec.dump(), "upstream": upstream, "store": store_uri},
-        sort_keys=True, separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def run_digest(run: StepRun) -> str:
+    """sha256 of a run spec (which names the store, the spec and what every reference produced): a
+    change anywhere upstream, in the spec or in the store changes it, and the resource runs again."""
+    return hashlib.sha256(run.model_dump_json(exclude_unset=True).encode()).hexdigest()
 
 
 def creation_timestamp(resource: Resource) -> str | None:
@@ -75,10 +69,9 @@ class Record:
     """One resource in the state directory."""
 
     resource: Resource
-    spec_hash: str | None = None
+    spec_hash: str | None = None  # run_digest of its last run spec
     manifest: str | None = None  # the file it was applied from
     store: str | None = None  # the store URI its run used
-    prefixes: dict[str, str] = field(default_factory=dict)  # store keys it wrote or serves from
 
     @property
     def key(self) -> ResourceKey:
@@ -94,7 +87,6 @@ class Record:
             "specHash": self.spec_hash,
             "manifest": self.manifest,
             "store": self.store,
-            "prefixes": self.prefixes,
         }
 
 
@@ -118,8 +110,7 @@ class StateDir:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # pydantic's ValidationError is a ValueError: the record was written by another version.
             raise StateError(f"{path}: unreadable state record ({exc}); delete it to start that resource over") from exc
-        return Record(resource, data.get("specHash"), data.get("manifest"), data.get("store"),
-                      data.get("prefixes") or {})
+        return Record(resource, data.get("specHash"), data.get("manifest"), data.get("store"))
 
     def save(self, record: Record) -> None:
         path = self.resource_path(*record.key)
@@ -154,8 +145,9 @@ class StateDir:
         return record
 
     def succeeded(self) -> dict[ResourceKey, Resource]:
-        """Resources that can satisfy a reference without running again."""
-        return {r.key: r.resource for r in self.list() if r.phase == Phase.SUCCEEDED}
+        """Resources that can satisfy a reference without running again: Succeeded, or with a successful run."""
+        return {r.key: r.resource for r in self.list() if r.phase == Phase.SUCCEEDED
+                or (r.resource.status is not None and r.resource.status.latest_succeeded() is not None)}
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -194,7 +186,7 @@ def service_endpoint(name: str, namespace: str = "default", state_dir: Path | st
     if not isinstance(record.resource, InferenceService) or status is None or not status.ready or not status.url:
         phase = status.phase if status is not None else "never run"
         raise StateError(f"{label} is not ready (phase {phase}); `kubeforge run -f ...` serves it")
-    experiment = record.prefixes.get("experiment")
+    experiment = status.experiment_prefix
     if not experiment or not record.store:
         raise StateError(f"{label}: its state record names no experiment; run it again")
     return ServiceEndpoint(status.url, status.model_name or name, record.store, experiment)

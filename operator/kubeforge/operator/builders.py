@@ -37,6 +37,8 @@ ANNOTATION_RUN_HASH = "kubeforge.io/run-hash"
 ANNOTATION_RESULT_KEY = "kubeforge.io/result-key"
 # The resource's metadata.generation the Job was made for: a later spec change is detectable.
 ANNOTATION_GENERATION = "kubeforge.io/generation"
+# The run a Job (and its ConfigMap) does: `status.runs[].id` of its owner.
+ANNOTATION_RUN_ID = "kubeforge.io/run-id"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
@@ -87,20 +89,20 @@ def run_json(run: StepRun) -> str:
     return run.model_dump_json(indent=2, exclude_unset=True) + "\n"
 
 
-def step_job_name(res: Resource, run: StepRun | None = None) -> str:
-    """The Job (and ConfigMap) name; an InferenceService's depends on its run, the others' never do."""
-    step = STEP_NAMES[res.kind]
-    if res.kind == "InferenceService":
-        if run is None:
-            raise ValueError(f"{res.key()}: a serve Job's name depends on its run spec")
-        # A new served model is a new serve run; its Job name says which (the old one is deleted).
-        step = f"{step}-{text_hash(run_json(run), 8)}"
+def step_job_name(res: Resource, run: StepRun | str) -> str:
+    """The Job (and ConfigMap) of one run: `<resource>-<step>-<run id>`, so a new run (a changed spec
+    or changed inputs) is a new Job and the earlier run's Job is never reused or confused with it."""
+    run_id = run if isinstance(run, str) else run.run_id
+    if not run_id:
+        raise ValueError(f"{res.key()}: a step Job's name needs the run id")
+    step = f"{STEP_NAMES[res.kind]}-{run_id[:8]}"
     distributed = isinstance(res, TrainingJob) and res.spec.distributed.nodes > 1
     return child_name(res.name, step, DISTRIBUTED_NAME_MAX if distributed else 63)
 
 
-def result_key(res: Resource) -> str:
-    return layout.run_result_key(res.namespace, res.kind, res.name, res.metadata.uid or "")
+def result_key(res: Resource, run: StepRun | str) -> str:
+    run_id = run if isinstance(run, str) else run.run_id
+    return layout.run_result_key(res.namespace, res.kind, res.name, res.metadata.uid or "", run_id)
 
 
 def run_configmap(res: Resource, run: StepRun) -> dict[str, Any]:
@@ -207,7 +209,7 @@ def step_job(res: Resource, run: StepRun, settings: OperatorSettings) -> dict[st
         "name": CONTAINER,
         "image": settings.trainer_gpu_image if uses_gpu(res) else settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": step_command(res, result_key(res)),
+        "command": step_command(res, result_key(res, run)),
         "envFrom": [{"secretRef": {"name": settings.store_secret}}],
         "env": env,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -258,8 +260,10 @@ def step_job(res: Resource, run: StepRun, settings: OperatorSettings) -> dict[st
         job_spec.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
     extra = {QUEUE_LABEL: policy.queue_name} if policy.queue_name else None
     meta = _meta(res, name, component, extra)
-    meta["annotations"] = {ANNOTATION_RUN_HASH: text_hash(run_json(run)), ANNOTATION_RESULT_KEY: result_key(res),
-                           ANNOTATION_GENERATION: str(res.metadata.generation or 0)}
+    meta["annotations"] = {
+        ANNOTATION_RUN_HASH: text_hash(run_json(run)), ANNOTATION_RESULT_KEY: result_key(res, run),
+        ANNOTATION_GENERATION: str(res.metadata.generation or 0), ANNOTATION_RUN_ID: run.run_id or "",
+    }
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 

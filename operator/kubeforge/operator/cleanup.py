@@ -1,10 +1,10 @@
 """Deletion: honour `spec.artifactPolicy` (Retain by default) before the finalizer is released.
 
-`Delete` removes only what this resource wrote: its output prefix (experiment, benchmark,
-serving repository, or dataset-version manifest) and its run records. Never blobs (shared by
-content), and never a dataset version that another DatasetVersion still references, as its
-parent or by having the same content digest. Kubernetes objects go by garbage collection
-(ownerReferences).
+`Delete` removes only what this resource wrote: every run's output prefix (experiment run,
+benchmark run, serving repository, or dataset-version manifest) and its run records. Never blobs
+(shared by content), and never a dataset version that another resource still references or that
+has the same content digest (`kubeforge.core.usage`, the local runner's rule too). Kubernetes
+objects go by garbage collection (ownerReferences).
 """
 
 from __future__ import annotations
@@ -13,34 +13,20 @@ import logging
 from typing import Any
 
 from kubeforge import GROUP_VERSION
+from kubeforge.api import KINDS, DatasetVersion, Resource
+from kubeforge.core.status import every_output_prefix
+from kubeforge.core.usage import dataset_version_in_use
 from kubeforge.operator.kube import KubeError
-from kubeforge.operator.reconcile import Context
+from kubeforge.operator.reconcile import Context, resource_of
 from kubeforge.store import layout
 
 
-def dataset_version_in_use(others: list[dict[str, Any]], body: dict[str, Any]) -> str | None:
-    """Why a DatasetVersion's store data must stay (pure), or None."""
-    meta, digest = body["metadata"], (body.get("status") or {}).get("digest")
-    for other in others:
-        ometa = other.get("metadata") or {}
-        if ometa.get("uid") == meta.get("uid"):
-            continue
-        if digest and (other.get("status") or {}).get("digest") == digest:
-            return f"DatasetVersion {ometa.get('namespace')}/{ometa.get('name')} has the same digest"
-        if ometa.get("namespace") == meta.get("namespace") and (other.get("spec") or {}).get("parent") == meta["name"]:
-            return f"DatasetVersion {ometa.get('name')} has it as parent"
-    return None
-
-
-def prefixes_to_delete(body: dict[str, Any]) -> list[str]:
+def prefixes_to_delete(res: Resource, uid: str | None) -> list[str]:
     """What `artifactPolicy: Delete` removes for this resource (pure)."""
-    meta, status = body["metadata"], body.get("status") or {}
-    out = []
-    if status.get("outputPrefix"):
-        out.append(str(status["outputPrefix"]).rstrip("/") + "/")
-    if meta.get("uid"):
-        out.append(layout.run_prefix(meta["namespace"], body["kind"], meta["name"], meta["uid"]) + "/")
-    return [p for p in out if not p.startswith("blobs/")]
+    out = every_output_prefix(res.status) if res.status is not None else []
+    if uid:
+        out.append(layout.run_prefix(res.namespace, res.kind, res.name, uid) + "/")
+    return out
 
 
 def delete_artifacts(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> list[str]:
@@ -49,18 +35,23 @@ def delete_artifacts(ctx: Context, body: dict[str, Any], logger: logging.Logger)
     ctx.metrics.forget(body["kind"], meta["namespace"], meta["name"])
     if (body.get("spec") or {}).get("artifactPolicy", "Retain") != "Delete":
         return []
-    if body["kind"] == "DatasetVersion":
+    res = resource_of(body)
+    if res is None:
+        logger.warning("keeping the artifacts: the spec is invalid, so what it wrote is unknown")
+        return []
+    if isinstance(res, DatasetVersion):
         try:
-            others = ctx.kube.list(GROUP_VERSION, "DatasetVersion", None)
+            others = [m for kind in KINDS for b in ctx.kube.list(GROUP_VERSION, kind, None)
+                      if (m := resource_of(b)) is not None]
         except KubeError as exc:  # cannot tell who references it: keeping is the safe answer
-            logger.warning("keeping the dataset version's data: listing DatasetVersions failed: %s", exc)
+            logger.warning("keeping the dataset version's data: listing resources failed: %s", exc)
             return []
-        why = dataset_version_in_use(others, body)
+        why = dataset_version_in_use(res, others)
         if why:
             logger.info("keeping the dataset version's data: %s", why)
             return []
     removed = []
-    for prefix in prefixes_to_delete(body):
+    for prefix in prefixes_to_delete(res, meta.get("uid")):
         for key in list(ctx.store.list(prefix)):
             ctx.store.delete(key)
         removed.append(prefix)

@@ -21,8 +21,16 @@ import kopf
 from kubeforge import API_GROUP, API_VERSION
 from kubeforge.operator import builders as b
 from kubeforge.operator.cleanup import delete_artifacts
-from kubeforge.operator.reconcile import Context, owner_of_job, reconcile_step, refresh_progress, sync_from_job
-from kubeforge.operator.refs import model_of
+from kubeforge.operator.reconcile import (
+    Context,
+    job_gone,
+    model_of,
+    owner_of_job,
+    reconcile_step,
+    refresh_progress,
+    run_id_of,
+    sync_from_job,
+)
 from kubeforge.operator.serving import reconcile_serving
 from kubeforge.operator.settings import OperatorSettings
 
@@ -122,9 +130,7 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="step-job")
     def job_event(event: dict[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-        if event.get("type") == "DELETED":
-            return
-        on_owned_change(ctx, _plain(body), logger, job=True)
+        on_owned_change(ctx, _plain(body), logger, job=True, deleted=event.get("type") == "DELETED")
 
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry, id="triton")
     def deployment_event(event: dict[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
@@ -135,21 +141,27 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
     return registry, ctx
 
 
-def on_owned_change(ctx: Context, child: dict[str, Any], logger: logging.Logger, job: bool) -> None:
-    """A Job or Deployment we own changed: bring its owner's status up to date."""
+def on_owned_change(ctx: Context, child: dict[str, Any], logger: logging.Logger, job: bool,
+                    deleted: bool = False) -> None:
+    """A Job or Deployment we own changed (or a Job went away): bring its owner's status up to date."""
     owner = owner_of_job(ctx, child)
     if owner is None:
         return
     try:
         if owner["kind"] == "InferenceService":
-            reconcile_serving(ctx, owner, logger)
+            if not deleted:
+                reconcile_serving(ctx, owner, logger)
             return
-        if not job:
+        run_id = run_id_of(child) if job else None
+        if run_id is None:
             return
         res = model_of(owner)
-        if child["metadata"]["name"] != b.step_job_name(res):
-            return  # not (or no longer) this resource's step Job
-        sync_from_job(ctx, owner, res, child, logger)
+        if child["metadata"]["name"] != b.step_job_name(res, run_id):
+            return  # not one of this resource's step Jobs
+        if deleted:
+            job_gone(ctx, owner, res, run_id, logger)
+        else:
+            sync_from_job(ctx, owner, res, child, logger)
     except kopf.TemporaryError as exc:
         # An event handler is not retried: the owner's own handler retries on its schedule.
         logger.debug("owner %s not updated yet: %s", owner["metadata"]["name"], exc)

@@ -1,10 +1,12 @@
 """Reconciliation: look at what exists, create what is missing, report status.
 
-Called by the thin handlers in `handlers.py`. Decisions come from what exists in the API
-(the step Job, its annotations) and the store (results, progress), never from
-`status.phase` alone, so a restarted operator picks up exactly where the last one was and
-re-reconciling creates nothing new (creates are idempotent: 409 means it is there).
-Status is written through the status subresource; an Event is posted on every phase change.
+Called by the thin handlers in `handlers.py`. The decisions are the shared core's
+(`kubeforge.core`): which references a resource waits for, its run spec and run id, how a step's
+result becomes status. This module only drives the API: a run is one Job named after its run id, so
+a restarted operator finds exactly the Job it made, re-reconciling creates nothing new (creates are
+idempotent: 409 means it is there), and a changed spec or changed inputs is a new run whose Job
+replaces the unfinished one. Status is written through the status subresource (as a diff, so fields
+a new run no longer has are removed); an Event is posted on every phase change.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ from typing import Any
 import kopf
 
 from kubeforge import GROUP_VERSION
-from kubeforge.api import Resource, TrainingJob, owned
-from kubeforge.api.common import Phase, now_rfc3339
+from kubeforge.api import Resource, TrainingJob, owned, parse_resource
+from kubeforge.api.common import Phase, StatusBase
+from kubeforge.api.references import references
+from kubeforge.core import status as cs
+from kubeforge.core.progress import read_progress, settle_progress
+from kubeforge.core.resolve import Lookup, Waiting, build_run
 from kubeforge.operator import builders as b
 from kubeforge.operator import status as st
-from kubeforge.operator.kube import Kube, KubeHolder
+from kubeforge.operator.kube import Kube, KubeError, KubeHolder
 from kubeforge.operator.metrics import Metrics
-from kubeforge.operator.refs import Waiting, build_run, model_of, output_prefix
 from kubeforge.operator.settings import OperatorSettings
-from kubeforge.store import Store, StoreError, layout, open_store
+from kubeforge.store import Store, StoreError, open_store
 
 WAIT_DELAY = 15.0  # seconds between checks of a reference that is not ready (TemporaryError)
 SERVE_KIND = "InferenceService"
+# Kinds whose references name other resources: what may wait for a resource that just succeeded.
+DEPENDENT_KINDS = ("DatasetVersion", "TrainingJob", "Benchmark", "InferenceService")
 
 
 @dataclass
@@ -52,27 +59,75 @@ class Context:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(GROUP_VERSION, kind, namespace, name)
 
+    def lookup(self) -> Lookup:
+        """The core's view of other resources: the API server's."""
+        def get(kind: str, namespace: str, name: str) -> Resource | None:
+            body = self.get(kind, namespace, name)
+            return resource_of(body) if body is not None else None
+        return get
 
-def write_status(ctx: Context, body: dict[str, Any], patch: dict[str, Any], logger: logging.Logger | None = None,
-                 ) -> None:
-    """Patch status; post an Event and count the phase when the phase changes."""
+
+def model_of(body: dict[str, Any]) -> Resource:
+    """The API model of a body without its status; ValueError (pydantic's) for an invalid spec."""
+    return parse_resource({"apiVersion": body.get("apiVersion", GROUP_VERSION), "kind": body["kind"],
+                           "metadata": dict(body.get("metadata") or {}), "spec": body.get("spec") or {}})
+
+
+def resource_of(body: dict[str, Any]) -> Resource | None:
+    """The API model with its status (what the core reads); None when the spec is invalid."""
+    try:
+        res = model_of(body)
+    except ValueError:
+        return None
+    res.status = cs.parse_status(res.kind, body.get("status"))  # type: ignore[assignment]
+    return res
+
+
+def status_diff(old: Any, new: Any) -> Any:
+    """A JSON merge patch turning `old` into `new`: removed keys become null (a plain merge keeps them)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = status_diff(old[key], value)
+    return patch
+
+
+def write_status(ctx: Context, body: dict[str, Any], status: StatusBase, logger: logging.Logger | None = None,
+                 ) -> bool:
+    """Patch status when it changed; post an Event and count the phase when the phase changed."""
     meta = body["metadata"]
     old = body.get("status") or {}
+    new = status.dump()
+    patch = status_diff(old, new)
+    if not patch:
+        return False
     ctx.kube.patch(GROUP_VERSION, body["kind"], meta["namespace"], meta["name"], {"status": patch}, "status")
-    phase = patch.get("phase")
+    body["status"] = new  # later writes in this reconcile diff against what is there now
+    phase = new.get("phase")
     if phase and phase != old.get("phase"):
         kind = "Warning" if phase == Phase.FAILED else "Normal"
-        reason = next((c["reason"] for c in patch.get("conditions", []) if c["type"] == "Ready"), phase)
-        kopf.event(body, type=kind, reason=reason, message=f"{phase}: {patch.get('message', '')}"[:1024])
+        reason = next((c["reason"] for c in new.get("conditions", []) if c["type"] == "Ready"), phase)
+        kopf.event(body, type=kind, reason=reason, message=f"{phase}: {new.get('message', '')}"[:1024])
         ctx.metrics.set_phase(body["kind"], meta["namespace"], meta["name"], phase)
         if logger:
             logger.info("%s/%s: phase %s (%s)", meta["namespace"], meta["name"], phase, reason)
+    return True
 
 
-def _wait(ctx: Context, body: dict[str, Any], waiting: Waiting, logger: logging.Logger) -> None:
-    patch = st.status_patch(body.get("status"), Phase.WAITING, waiting.reason, waiting.message,
-                            body["metadata"].get("generation"))
-    write_status(ctx, body, patch, logger)
+def _status(res: Resource, body: dict[str, Any]) -> StatusBase:
+    return cs.parse_status(res.kind, body.get("status"))
+
+
+def _wait(ctx: Context, body: dict[str, Any], res: Resource, waiting: Waiting, logger: logging.Logger) -> None:
+    status = cs.set_phase(_status(res, body), Phase.WAITING, waiting.reason, waiting.message,
+                          res.metadata.generation)
+    write_status(ctx, body, status, logger)
     raise kopf.TemporaryError(waiting.message, delay=WAIT_DELAY)
 
 
@@ -81,104 +136,164 @@ def _create_all(ctx: Context, objects: list[dict[str, Any]]) -> int:
     return sum(1 for obj in objects if ctx.kube.create(obj)[1])
 
 
-def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> None:
-    """DatasetVersion, TrainingJob, Benchmark: make sure the step Job exists, then report on it."""
+def _parse(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> Resource:
     try:
-        res = model_of(body)
+        return model_of(body)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        patch = st.status_patch(body.get("status"), Phase.FAILED, st.INVALID_SPEC, str(exc)[:1000],
-                                body["metadata"].get("generation"))
-        write_status(ctx, body, patch, logger)
+        status = cs.set_phase(cs.parse_status(body["kind"], body.get("status")), Phase.FAILED, st.INVALID_SPEC,
+                              str(exc)[:1000], body["metadata"].get("generation"))
+        write_status(ctx, body, status, logger)
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
-    name = b.step_job_name(res)
-    job = ctx.kube.get("batch/v1", "Job", res.namespace, name)
-    status = body.get("status") or {}
-    generation = res.metadata.generation
-    if job is None:
-        if status.get("phase") in (Phase.SUCCEEDED, Phase.FAILED) and status.get("observedGeneration") == generation:
-            return  # finished, and its Job expired (ttlSecondsAfterFinished): nothing to redo
-        if isinstance(res, TrainingJob) and res.spec.source is not None:
-            ensure_data_version(ctx, res, logger)
-        try:
-            run = build_run(res, ctx.get, ctx.settings.store)
-        except Waiting as waiting:
-            _wait(ctx, body, waiting, logger)
-        if _create_all(ctx, b.step_objects(res, run, ctx.settings)):
-            logger.info("%s: created Job %s", res.key(), name)
-        extra = {"startTime": status.get("startTime") or now_rfc3339(), "jobName": name}
-        prefix = output_prefix(run)
-        if prefix:
-            extra["outputPrefix"] = prefix
-        write_status(ctx, body, st.status_patch(status, Phase.PENDING, st.JOB_CREATED, f"created Job {name}",
-                                                generation, extra), logger)
+
+
+def start_run(ctx: Context, body: dict[str, Any], res: Resource, run: Any, logger: logging.Logger) -> StatusBase:
+    """Create the run's objects (the Job last), make it the current run, supersede an unfinished one."""
+    name = b.step_job_name(res, run)
+    if _create_all(ctx, b.step_objects(res, run, ctx.settings)):
+        logger.info("%s: created Job %s for run %s", res.key(), name, run.run_id)
+    status, superseded = cs.start_run(_status(res, body), run, res.metadata.generation)
+    for record in superseded:
+        ctx.kube.delete("batch/v1", "Job", res.namespace, b.step_job_name(res, record.id))
+        if record.output_prefix:
+            settle_progress(ctx.store, record.output_prefix, "Stopped", record.message)
+        logger.info("%s: run %s superseded by %s", res.key(), record.id, run.run_id)
+    cs.set_phase(status, Phase.PENDING, st.JOB_CREATED, f"created Job {name} for run {run.run_id}",
+                 res.metadata.generation)
+    write_status(ctx, body, status, logger)
+    return status
+
+
+def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> None:
+    """DatasetVersion, TrainingJob, Benchmark: make sure the current run's Job exists, then report on it."""
+    res = _parse(ctx, body, logger)
+    status = _status(res, body)
+    if isinstance(res, TrainingJob) and res.spec.source is not None:
+        ensure_data_version(ctx, res, logger)
+    try:
+        run = build_run(res, ctx.lookup(), ctx.settings.store)
+    except Waiting as waiting:
+        current = status.find_run(status.run_id) if status.run_id else None
+        if current is not None and current.generation == res.metadata.generation:
+            return  # a reference went away after this run was made: the run stands as it is
+        _wait(ctx, body, res, waiting, logger)
         return
-    made_for = (job["metadata"].get("annotations") or {}).get(b.ANNOTATION_GENERATION)
-    if made_for is not None and generation is not None and made_for != str(generation):
-        message = (f"spec changed (generation {generation}) after Job {name} started for generation {made_for}; "
-                   "a started run cannot change: create a new resource")
-        if any(c.get("type") == "Stalled" and c.get("reason") == st.SPEC_CHANGE_REFUSED
-               and c.get("observedGeneration") == generation for c in status.get("conditions") or []):
-            return  # already refused (an operator restart resumes here): no second event
-        write_status(ctx, body, st.refused_patch(status, generation, message), logger)
-        kopf.warn(body, reason=st.SPEC_CHANGE_REFUSED, message=message)
+    if status.run_id != run.run_id:
+        start_run(ctx, body, res, run, logger)
+        return
+    job = ctx.kube.get("batch/v1", "Job", res.namespace, b.step_job_name(res, run))
+    if job is None:
+        current = status.find_run(run.run_id)
+        if current is None or current.phase in ("Succeeded", "Failed"):
+            return  # finished, and its Job expired (ttlSecondsAfterFinished): nothing to redo
+        job_gone(ctx, body, res, run.run_id, logger)
         return
     sync_from_job(ctx, body, res, job, logger)
 
 
+def job_gone(ctx: Context, body: dict[str, Any], res: Resource, run_id: str, logger: logging.Logger) -> None:
+    """The current run's Job was deleted before it finished: the run failed, and says so."""
+    status = _status(res, body)
+    current = status.find_run(run_id)
+    if status.run_id != run_id or current is None or current.phase not in ("Pending", "Running"):
+        return
+    message = (f"the step Job {b.step_job_name(res, run_id)} of run {run_id} was deleted before it finished; "
+               "change the spec (or delete and re-create the resource) to run again")
+    cs.fail(status, st.JOB_DELETED, message, current.generation)
+    if current.output_prefix:
+        settle_progress(ctx.store, current.output_prefix, "Failed", message)
+    write_status(ctx, body, status, logger)
+
+
+def run_id_of(job: dict[str, Any]) -> str | None:
+    return (job["metadata"].get("annotations") or {}).get(b.ANNOTATION_RUN_ID) or None
+
+
 def sync_from_job(ctx: Context, body: dict[str, Any], res: Resource, job: dict[str, Any],
-                  logger: logging.Logger) -> dict[str, Any] | None:
-    """Reflect the step Job's state into the resource; on success read the step's result from the store."""
-    status = body.get("status") or {}
+                  logger: logging.Logger) -> StatusBase | None:
+    """Reflect the current run's Job into the resource; on success apply the step's result from the store.
+    Returns the status written, or None when nothing changed."""
+    status = _status(res, body)
+    run_id = run_id_of(job)
+    current = status.find_run(run_id) if run_id else None
+    if current is None or status.run_id != run_id:
+        return None  # an earlier run's Job (superseded): it speaks for no one now
     pods: list[dict[str, Any]] = []
     if any(c.get("type") == "Failed" and c.get("status") == "True"
            for c in (job.get("status") or {}).get("conditions") or []):
         pods = ctx.kube.list("v1", "Pod", res.namespace, {b.JOB_NAME_LABEL: job["metadata"]["name"]})
     outcome = st.job_outcome(job, pods)
-    # The generation of the run the Job is doing: a refused later change stays visible as refused.
-    made_for = (job["metadata"].get("annotations") or {}).get(b.ANNOTATION_GENERATION)
-    generation = int(made_for) if made_for and made_for.isdigit() else res.metadata.generation
-    extra: dict[str, Any] = {}
-    phase, reason, message = outcome.phase, outcome.reason, outcome.message
-    if phase == Phase.SUCCEEDED:
-        if status.get("phase") == Phase.SUCCEEDED:
-            return None  # already reflected: nothing to write
+    generation = current.generation
+    if outcome.phase == Phase.SUCCEEDED:
+        if current.phase == "Succeeded":
+            return None  # already reflected
+        key = b.result_key(res, run_id)  # type: ignore[arg-type]
         try:
-            result = ctx.store.get_json(b.result_key(res))
+            result = ctx.store.get_json(key)
         except KeyError:
-            phase, reason = Phase.FAILED, st.RESULT_MISSING
-            message = f"the Job succeeded but wrote no result at {b.result_key(res)}"
-            result = {}
+            cs.fail(status, st.RESULT_MISSING, f"the Job succeeded but wrote no result at {key}", generation)
+            write_status(ctx, body, status, logger)
+            return status
         except StoreError as exc:
             raise kopf.TemporaryError(f"reading the result of {res.key()}: {exc}", delay=10) from None
-        extra.update(result if isinstance(result, dict) else {})
-        extra["completionTime"] = now_rfc3339()
-        if phase == Phase.SUCCEEDED:
-            extra.update(_after_success(ctx, body, res, result))
-    elif phase == Phase.FAILED:
-        if status.get("phase") == Phase.FAILED:
+        try:
+            status = cs.apply_result(res, status, result, generation)
+        except cs.InvalidResult as exc:
+            cs.fail(status, cs.INVALID_RESULT, f"the step's result at {key}: {exc}", generation)
+            write_status(ctx, body, status, logger)
+            return status
+        _after_success(ctx, res, status)
+        write_status(ctx, body, status, logger)
+        if res.kind != SERVE_KIND:
+            reconcile_dependents(ctx, res, logger)
+        return status
+    if outcome.phase == Phase.FAILED:
+        if current.phase == "Failed":
             return None
-        extra["completionTime"] = now_rfc3339()
-    elif status.get("phase") == phase and status.get("conditions") and \
-            next((c.get("reason") for c in status["conditions"] if c.get("type") == "Ready"), None) == reason:
-        return None  # nothing new
-    patch = st.status_patch(status, phase, reason, message, generation, extra)
-    write_status(ctx, body, patch, logger)
-    return patch
+        cs.fail(status, outcome.reason, outcome.message, generation)
+        if current.output_prefix:
+            settle_progress(ctx.store, current.output_prefix, "Failed", outcome.message)
+    else:
+        if outcome.phase == Phase.RUNNING:
+            cs.mark_running(status)
+        cs.set_phase(status, outcome.phase, outcome.reason, outcome.message, generation)
+    return status if write_status(ctx, body, status, logger) else None
 
 
-def _after_success(ctx: Context, body: dict[str, Any], res: Resource, result: dict[str, Any]) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    if res.kind == "DatasetVersion" and result.get("digest"):
-        extra["outputPrefix"] = layout.dataset_version_prefix(res.spec.dataset, result["digest"])  # type: ignore[union-attr]
+def _after_success(ctx: Context, res: Resource, status: StatusBase) -> None:
     if isinstance(res, TrainingJob) and res.spec.benchmark.enabled:
-        bench = implicit_benchmark(res)
-        ctx.kube.create(bench)
-        extra["benchmark"] = bench["metadata"]["name"]
-    if isinstance(res, TrainingJob) and isinstance(result.get("progress"), dict):
-        progress = st.progress_status(result["progress"])
-        if progress:
-            ctx.metrics.set_progress(res.namespace, res.name, progress["epoch"], progress["epochs"])
-    return extra
+        ctx.kube.create(implicit_benchmark(res))
+    progress = getattr(status, "progress", None)
+    if isinstance(res, TrainingJob) and progress is not None:
+        ctx.metrics.set_progress(res.namespace, res.name, progress.epoch, progress.epochs)
+
+
+def reconcile_dependents(ctx: Context, res: Resource, logger: logging.Logger) -> None:
+    """A resource produced something new: reconcile what references it in its namespace now (level-
+    triggered: a dependent whose inputs changed starts a new run; one that waited starts at last)."""
+    from kubeforge.operator.serving import reconcile_serving  # serving builds on this module
+
+    bodies: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind in DEPENDENT_KINDS:
+        try:
+            for body in ctx.kube.list(GROUP_VERSION, kind, res.namespace):
+                bodies[(kind, body["metadata"]["name"])] = body
+        except KubeError as exc:
+            logger.warning("listing %s to find what references %s failed: %s", kind, res.key(), exc)
+    models = {key: m for key, body in bodies.items() if (m := resource_of(body)) is not None}
+    for (kind, name), model in models.items():
+        refs = references(model, lambda k, n: models.get((k, n)))
+        if not any(r.kind == res.kind and r.name == res.name for r in refs):
+            continue
+        body = bodies[(kind, name)]
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            if kind == SERVE_KIND:
+                reconcile_serving(ctx, body, logger)
+            else:
+                reconcile_step(ctx, body, logger)
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            logger.debug("%s %s not advanced yet: %s", kind, name, exc)
 
 
 def _as_child(model: Resource, job: TrainingJob, component: str) -> dict[str, Any]:
@@ -211,18 +326,14 @@ def refresh_progress(ctx: Context, body: dict[str, Any], logger: logging.Logger)
     prefix = status.get("outputPrefix")
     if not prefix:
         return
-    try:
-        data = ctx.store.get_json(f"{prefix}/{layout.PROGRESS}")
-    except (KeyError, StoreError, ValueError):
-        return  # not written yet, or the store blinked: the next tick tries again
-    progress = st.progress_status(data)
-    if progress is None or progress == status.get("progress"):
+    progress = read_progress(ctx.store, prefix)
+    if progress is None or progress.dump() == status.get("progress"):
         return
     meta = body["metadata"]
-    ctx.kube.patch(GROUP_VERSION, body["kind"], meta["namespace"], meta["name"], {"status": {"progress": progress}},
-                   "status")
-    ctx.metrics.set_progress(meta["namespace"], meta["name"], progress["epoch"], progress["epochs"])
-    logger.debug("progress %s/%s", progress["epoch"], progress["epochs"])
+    ctx.kube.patch(GROUP_VERSION, body["kind"], meta["namespace"], meta["name"],
+                   {"status": {"progress": progress.dump()}}, "status")
+    ctx.metrics.set_progress(meta["namespace"], meta["name"], progress.epoch, progress.epochs)
+    logger.debug("progress %s/%s", progress.epoch, progress.epochs)
 
 
 def owner_of_job(ctx: Context, job: dict[str, Any]) -> dict[str, Any] | None:

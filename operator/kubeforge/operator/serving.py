@@ -1,8 +1,10 @@
 """Reconciling an InferenceService: serve Job -> Triton Deployment + Service -> status.url/ready.
 
-A new served model (or runtime) is a new serve run with its own Job name; the older serve Jobs
-are deleted, and the Deployment's pod template hash changes, which rolls it. A replica change
-patches the Deployment in place.
+A serve run builds the model repository of one TrainingJob run: the pinned `spec.model.run`, or the
+TrainingJob's latest successful run (followed: when it retrains and succeeds, the operator
+reconciles this service again, a new serve run rebuilds the repository and the Deployment rolls).
+Each serve run has its own Job; the older serve Jobs are deleted. The pod template carries the serve
+run's id, so a new run rolls the Deployment; a replica change patches it in place.
 """
 
 from __future__ import annotations
@@ -12,38 +14,55 @@ from typing import Any
 
 import kopf
 
-from kubeforge.api import InferenceService
+from kubeforge.api import InferenceService, InferenceServiceStatus
 from kubeforge.api.common import Phase
+from kubeforge.core import status as cs
+from kubeforge.core.resolve import Waiting, build_run, served_run_id
 from kubeforge.operator import builders as b
 from kubeforge.operator import builders_serving as bs
 from kubeforge.operator import status as st
-from kubeforge.operator.reconcile import Context, Waiting, _create_all, _wait, sync_from_job, write_status
-from kubeforge.operator.refs import build_run, model_of
+from kubeforge.operator.reconcile import (
+    Context,
+    _parse,
+    _status,
+    _wait,
+    start_run,
+    sync_from_job,
+    write_status,
+)
 
 
 def reconcile_serving(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> None:
-    res = model_of(body)
+    res = _parse(ctx, body, logger)
     assert isinstance(res, InferenceService)
+    status = _status(res, body)
     try:
-        run = build_run(res, ctx.get, ctx.settings.store)
+        run = build_run(res, ctx.lookup(), ctx.settings.store)
     except Waiting as waiting:
-        _wait(ctx, body, waiting, logger)
-    name = b.step_job_name(res, run)
-    job = ctx.kube.get("batch/v1", "Job", res.namespace, name)
-    status = body.get("status") or {}
-    if job is None:
-        _create_all(ctx, b.step_objects(res, run, ctx.settings))
-        _delete_stale_serve_jobs(ctx, res, keep=name)
-        write_status(ctx, body, st.status_patch(status, Phase.PENDING, st.JOB_CREATED, f"created Job {name}",
-                                                res.metadata.generation, {"outputPrefix": run.output_prefix,
-                                                                          "ready": False}), logger)
+        current = status.find_run(status.run_id) if status.run_id else None
+        if current is not None and current.phase == "Succeeded" and current.generation == res.metadata.generation:
+            ensure_serving(ctx, body, res, current.id, logger)  # keep serving what was built
+            return
+        _wait(ctx, body, res, waiting, logger)
         return
-    outcome = st.job_outcome(job)
-    if outcome.phase != Phase.SUCCEEDED:
+    if status.run_id != run.run_id:
+        status = start_run(ctx, body, res, run, logger)
+        assert isinstance(status, InferenceServiceStatus)
+        status.training_run = served_run_id(res, ctx.lookup())
+        status.experiment_prefix = run.experiment_prefix  # type: ignore[union-attr]
+        write_status(ctx, body, status, logger)
+        _delete_stale_serve_jobs(ctx, res, keep=b.step_job_name(res, run))
+        return
+    current = status.find_run(run.run_id)
+    job = ctx.kube.get("batch/v1", "Job", res.namespace, b.step_job_name(res, run))
+    if current is not None and current.phase != "Succeeded":
+        if job is None:  # its Job expired or was deleted before it built the repository: build again
+            ctx.kube.create(b.step_objects(res, run, ctx.settings)[-1])
+            return
         sync_from_job(ctx, body, res, job, logger)
-        return
-    ensure_serving(ctx, body, res, revision=job["metadata"]["annotations"].get(b.ANNOTATION_RUN_HASH, ""),
-                   logger=logger)
+        if st.job_outcome(job).phase != Phase.SUCCEEDED:
+            return
+    ensure_serving(ctx, body, res, run.run_id or "", logger)
 
 
 def _delete_stale_serve_jobs(ctx: Context, res: InferenceService, keep: str) -> None:
@@ -74,15 +93,14 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
     ready = observed_ok and ready_replicas >= max(res.spec.replicas, 1) and updated >= res.spec.replicas
     if res.spec.replicas == 0:
         ready = False
-    status = body.get("status") or {}
-    extra = {"url": bs.service_url(res), "grpcUrl": bs.grpc_url(res), "ready": ready,
-             "modelName": bs.model_name(res), "repositoryUri": bs.repository_uri(res, ctx.settings)}
+    status = _status(res, body)
+    assert isinstance(status, InferenceServiceStatus)
+    status.url, status.grpc_url, status.ready = bs.service_url(res), bs.grpc_url(res), ready
+    status.model_name, status.repository_uri = bs.model_name(res), bs.repository_uri(res, ctx.settings)
     reason = st.SERVING if ready else st.DEPLOYMENT_PROGRESSING
-    message = (f"serving {res.spec.model.training_job} at {extra['url']}" if ready else
+    served = f"{res.spec.model.training_job} (run {status.training_run})" if status.training_run else \
+        res.spec.model.training_job
+    message = (f"serving {served} at {status.url}" if ready else
                f"Deployment {res.name}: {ready_replicas}/{res.spec.replicas} replicas ready")
-    patch = st.status_patch(status, Phase.RUNNING, reason, message, res.metadata.generation, extra,
-                            ready=ready)
-    unchanged = all(status.get(k) == v for k, v in extra.items()) and status.get("phase") == Phase.RUNNING and \
-        status.get("observedGeneration") == res.metadata.generation and status.get("message") == message
-    if not unchanged:
-        write_status(ctx, body, patch, logger)
+    cs.set_phase(status, Phase.RUNNING, reason, message, res.metadata.generation, ready=ready)
+    write_status(ctx, body, status, logger)

@@ -1,10 +1,7 @@
-"""Pure status logic: a Job and its pods -> phase, reason, message; conditions for kstatus.
+"""Pure status logic of the cluster runtime: a Job and its pods -> phase, reason, message.
 
-Conditions follow kstatus (Flux) and Argo CD's expectations:
-- `Ready`: True once the resource reached what it was asked for (Succeeded; serving Ready).
-- `Reconciling`: True while work is under way (waiting, pending, running).
-- `Stalled`: True when no progress will happen without a change (failed, spec change refused).
-Every condition carries `observedGeneration`; status carries it too.
+Phases, conditions, runs and step results are the shared core's (`kubeforge.core.status`);
+this module only reads what Kubernetes says about a step's Job.
 """
 
 from __future__ import annotations
@@ -12,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubeforge.api.common import Phase, StatusBase
+from kubeforge.api.common import Phase
+from kubeforge.api.references import WAITING_FOR_DATASET_VERSION, WAITING_FOR_EXPORT, WAITING_FOR_MODELS
+from kubeforge.core.status import MAX_MESSAGE, SERVING, truncate
+
+__all__ = ["MAX_MESSAGE", "SERVING", "WAITING_FOR_DATASET_VERSION", "WAITING_FOR_EXPORT", "WAITING_FOR_MODELS",
+           "truncate"]
 
 # Reasons (CamelCase), shared with the handlers and the tests.
-WAITING_FOR_DATASET_VERSION = "WaitingForDatasetVersion"
-WAITING_FOR_MODELS = "WaitingForModels"
-WAITING_FOR_EXPORT = "WaitingForExport"
 JOB_CREATED = "JobCreated"
 JOB_PENDING = "JobPending"
 JOB_RUNNING = "JobRunning"
@@ -27,13 +26,10 @@ JOB_FAILED = "JobFailed"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 OOM_KILLED = "OOMKilled"
-SPEC_CHANGE_REFUSED = "SpecChangeRefused"
+JOB_DELETED = "JobDeleted"
 INVALID_SPEC = "InvalidSpec"
 RESULT_MISSING = "ResultMissing"
 DEPLOYMENT_PROGRESSING = "DeploymentProgressing"
-SERVING = "Serving"
-
-MAX_MESSAGE = 1024
 
 
 @dataclass(frozen=True)
@@ -88,61 +84,3 @@ def job_outcome(job: dict[str, Any], pods: list[dict[str, Any]] | None = None) -
     if status.get("active") or status.get("ready"):
         return JobOutcome(Phase.RUNNING, JOB_RUNNING, f"{status.get('active', 0)} pod(s) active")
     return JobOutcome(Phase.PENDING, JOB_PENDING, "waiting for the Job's pods to start")
-
-
-def truncate(message: str, limit: int = MAX_MESSAGE) -> str:
-    return message if len(message) <= limit else "…" + message[-(limit - 1):]
-
-
-def kstatus(phase: Phase, reason: str, message: str) -> list[tuple[str, bool, str, str]]:
-    """(type, status, reason, message) of Ready, Reconciling and Stalled for a phase."""
-    if phase == Phase.SUCCEEDED:
-        return [("Ready", True, reason, message), ("Reconciling", False, reason, ""), ("Stalled", False, reason, "")]
-    if phase == Phase.FAILED:
-        return [("Ready", False, reason, message), ("Reconciling", False, reason, ""),
-                ("Stalled", True, reason, message)]
-    return [("Ready", False, reason, message), ("Reconciling", True, reason, message),
-            ("Stalled", False, reason, "")]
-
-
-def status_patch(existing: dict[str, Any] | None, phase: Phase, reason: str, message: str,
-                 generation: int | None, extra: dict[str, Any] | None = None, ready: bool = False) -> dict[str, Any]:
-    """The status to patch: phase, message, observedGeneration and kstatus conditions merged into the
-    existing ones (lastTransitionTime kept when a condition's status did not change), plus `extra`.
-
-    `ready`: a long-running resource (a serving InferenceService) that is Running and Ready."""
-    conds = (existing or {}).get("conditions") or []
-    holder = StatusBase.model_validate({"conditions": [c for c in conds if isinstance(c, dict)]})
-    for type_, value, why, text in kstatus(Phase.SUCCEEDED if ready else phase, reason, message):
-        holder.set_condition(type_, value, why, text, generation)
-    out: dict[str, Any] = {
-        "phase": phase.value, "message": truncate(message), "observedGeneration": generation,
-        "conditions": [c.dump() for c in holder.conditions],
-    }
-    out.update(extra or {})
-    return out
-
-
-def refused_patch(existing: dict[str, Any] | None, generation: int | None, message: str) -> dict[str, Any]:
-    """A spec change that cannot be applied: Stalled=True (SpecChangeRefused); phase and Ready stay."""
-    conds = (existing or {}).get("conditions") or []
-    holder = StatusBase.model_validate({"conditions": [c for c in conds if isinstance(c, dict)]})
-    holder.set_condition("Stalled", True, SPEC_CHANGE_REFUSED, message, generation)
-    return {"observedGeneration": generation, "conditions": [c.dump() for c in holder.conditions]}
-
-
-def phase_changed(existing: dict[str, Any] | None, phase: Phase) -> bool:
-    return (existing or {}).get("phase") != phase.value
-
-
-def progress_status(progress: Any) -> dict[str, Any] | None:
-    """`status.progress` from a progress.json snapshot, or None when it is not one."""
-    if not isinstance(progress, dict):
-        return None
-    try:
-        metrics = {str(k): float(v) for k, v in (progress.get("metrics") or {}).items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
-        return {"epoch": int(progress.get("epoch") or 0), "epochs": int(progress.get("epochs") or 0),
-                "metrics": metrics}
-    except (TypeError, ValueError, AttributeError):
-        return None  # a progress file from a newer trainer: keep the last good one

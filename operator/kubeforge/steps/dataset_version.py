@@ -75,7 +75,7 @@ def _changes_message(d: ManifestDiff) -> str:
 
 
 def run(spec: DatasetVersionRun) -> dict[str, Any]:
-    from kubeforge.cli.step import StepFailedError
+    from kubeforge.steps.errors import StepFailedError
 
     try:
         store = open_store(spec.store)

@@ -1,15 +1,24 @@
-"""Run-spec constructors shared by the local runner and the operator (pure).
+"""Run-spec constructors (pure): a resource plus what its references resolved to -> the step's run.
 
-Both resolve a resource's references their own way (the state directory, the API
-server); once resolved, the run spec and the store prefixes it writes are decided here,
-once, so a Job and a local process are given the same run.
+The shared core (`kubeforge.core.resolve`) resolves the references for both runtimes and calls
+these; the run id, the store prefixes a run writes and the run spec are decided here, once, so a
+Job and a local process are given the same run.
+
+A run's id is derived from its inputs (the spec minus fields that do not change what the step
+makes, and what its references produced): the same inputs are the same run (a retry resumes it,
+an operator restart finds its Job), different inputs are a new run that writes under its own
+prefix, so an earlier run's checkpoints, export and report are never overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from kubeforge.api import Benchmark, DatasetVersion, InferenceService, TrainingJob
+from kubeforge.api.common import ApiModel
 from kubeforge.steps.spec import (
     BenchmarkModel,
     BenchmarkRun,
@@ -28,43 +37,81 @@ STEP_NAMES: dict[str, str] = {
     "InferenceService": "serve",
 }
 
+# Spec fields that do not change what a step makes: changing them is not a new run.
+RUN_IGNORES = frozenset({"artifact_policy", "suspend"})
+# An InferenceService's replicas scale its Deployment; they do not rebuild its repository.
+SERVE_RUN_IGNORES = RUN_IGNORES | {"replicas"}
+RUN_ID_LENGTH = 10
+
+
+def _spec_without(spec: ApiModel, ignored: frozenset[str]) -> Any:
+    """The spec re-validated from what was set, minus `ignored` (run.json stays exclude_unset-faithful)."""
+    return type(spec).model_validate(spec.model_dump(exclude_unset=True, exclude=set(ignored)))
+
+
+def run_id(kind: str, spec: ApiModel, inputs: dict[str, Any], ignored: frozenset[str] = RUN_IGNORES) -> str:
+    """The id of the run of `spec` on `inputs`. Defaults are filled in, so a spec written with or
+    without a default value (a cluster's API server applies CRD defaults) is the same run."""
+    canonical = json.dumps({"kind": kind, "spec": spec.model_dump(mode="json", by_alias=True, exclude=set(ignored)),
+                            "inputs": inputs}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def _ref(ref: DatasetRef) -> dict[str, str]:
+    return {"dataset": ref.dataset, "digest": ref.digest}
+
 
 def dataset_version_run(res: DatasetVersion, store: str, parent: DatasetRef | None,
                         parents: Sequence[DatasetRef] = ()) -> DatasetVersionRun:
     """`parents`: spec.parents resolved in order (a derived version); `parent` is then the first."""
-    run = DatasetVersionRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, parent=parent)
+    rid = run_id(res.kind, res.spec, {"parent": _ref(parent) if parent else None,
+                                      "parents": [_ref(p) for p in parents]})
+    run = DatasetVersionRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
+                            spec=_spec_without(res.spec, RUN_IGNORES), parent=parent)
     if parents:
         run.parents = list(parents)  # assigned, so run.json (exclude_unset) carries it
     return run
 
 
 def train_run(res: TrainingJob, store: str, dataset: DatasetRef, init_experiment: str | None = None) -> TrainRun:
-    """`init_experiment`: the experiment prefix of `spec.model.fromTrainingJob`, when set."""
-    prefix = layout.experiment_prefix(res.namespace, dataset.dataset, res.name, res.spec.model.framework)
+    """`init_experiment`: the run prefix of `spec.model.fromTrainingJob`'s latest successful run, when set."""
+    rid = run_id(res.kind, res.spec, {"dataset": _ref(dataset), "init": init_experiment})
+    base = layout.experiment_prefix(res.namespace, dataset.dataset, res.name, res.spec.model.framework)
     init = f"{init_experiment}/{layout.CHECKPOINT_BEST}" if init_experiment else None
-    return TrainRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, dataset=dataset,
-                    experiment_prefix=prefix, init_checkpoint=init)
+    return TrainRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
+                    spec=_spec_without(res.spec, RUN_IGNORES), dataset=dataset,
+                    experiment_prefix=layout.run_output_prefix(base, rid), init_checkpoint=init)
 
 
 def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: Sequence[str]) -> BenchmarkRun:
-    """`experiments`: the experiment prefix of each of `spec.models`, in order."""
+    """`experiments`: the run prefix of each of `spec.models`, in order."""
     if len(experiments) != len(res.spec.models):
         raise ValueError(f"{res.key()}: {len(res.spec.models)} models but {len(experiments)} experiments")
+    rid = run_id(res.kind, res.spec, {"dataset": _ref(dataset), "experiments": list(experiments)})
     models = [
         BenchmarkModel(training_job=ref.training_job, checkpoint=ref.checkpoint, experiment_prefix=exp)
         for ref, exp in zip(res.spec.models, experiments, strict=True)
     ]
-    return BenchmarkRun(store=store, namespace=res.namespace, name=res.name, spec=res.spec, dataset=dataset,
-                        models=models, output_prefix=layout.benchmark_prefix(res.namespace, res.name))
-
-
-# Fields of an InferenceService's spec that do not change what the serve step builds: a change to
-# them must not make a new serve run (a new Job, a new model hash, a Deployment rollout).
-SERVE_RUN_IGNORES = frozenset({"replicas", "artifact_policy"})
+    output = layout.run_output_prefix(layout.benchmark_prefix(res.namespace, res.name), rid)
+    return BenchmarkRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
+                        spec=_spec_without(res.spec, RUN_IGNORES), dataset=dataset, models=models,
+                        output_prefix=output)
 
 
 def serve_run(res: InferenceService, store: str, experiment: str) -> ServeRun:
-    # Re-validated from what was set (minus SERVE_RUN_IGNORES) so run.json stays `exclude_unset`-faithful.
-    spec = type(res.spec).model_validate(res.spec.model_dump(exclude_unset=True, exclude=set(SERVE_RUN_IGNORES)))
-    return ServeRun(store=store, namespace=res.namespace, name=res.name, spec=spec, experiment_prefix=experiment,
+    """`experiment`: the run prefix of the served TrainingJob run. The repository prefix is fixed: it is
+    what Triton serves, rebuilt by each serve run."""
+    rid = run_id(res.kind, res.spec, {"experiment": experiment}, SERVE_RUN_IGNORES)
+    return ServeRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
+                    spec=_spec_without(res.spec, SERVE_RUN_IGNORES), experiment_prefix=experiment,
                     output_prefix=layout.serving_prefix(res.namespace, res.name), model_name=res.name)
+
+
+def output_prefix(run: Any) -> str | None:
+    """The store prefix a run writes (a serve run reads an experiment and writes only its output);
+    None for a dataset version, whose prefix is known from its digest only after it ran."""
+    if isinstance(run, TrainRun):
+        return run.experiment_prefix
+    if isinstance(run, BenchmarkRun | ServeRun):
+        return run.output_prefix
+    return None

@@ -25,6 +25,7 @@ class _Run(BaseModel):
     store: str = Field(description="Store URI: file:///dir or s3://bucket/prefix.")
     namespace: str
     name: str
+    run_id: str | None = Field(default=None, description="The run's id (kubeforge.steps.runs.run_id).")
 
 
 class DatasetRef(BaseModel):

@@ -132,7 +132,7 @@ def run(spec: TrainRun) -> dict[str, Any]:
 
 
 def _run(spec: TrainRun, dist_env: Any) -> dict[str, Any]:
-    from kubeforge.cli.step import StepFailedError
+    from kubeforge.steps.errors import StepFailedError
     from kubeforge_trainers import distributed
 
     started, t0 = now_rfc3339(), time.perf_counter()

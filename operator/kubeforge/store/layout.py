@@ -29,6 +29,11 @@ def experiment_prefix(namespace: str, dataset: str, training_job: str, framework
     return f"experiments/{namespace}_{dataset}/{training_job}_{framework}"
 
 
+def run_output_prefix(base: str, run_id: str) -> str:
+    """Where one run of an experiment or benchmark writes: runs never overwrite each other."""
+    return f"{base}/runs/{run_id}"
+
+
 def benchmark_prefix(namespace: str, benchmark: str) -> str:
     return f"benchmarks/{namespace}_{benchmark}"
 
@@ -55,6 +60,8 @@ def run_prefix(namespace: str, kind: str, name: str, uid: str) -> str:
     return f"runs/{kind.lower()}/{namespace}_{name}/{uid}"
 
 
-def run_result_key(namespace: str, kind: str, name: str, uid: str) -> str:
-    """A step's result (its partial status) written by `kubeforge step … --result-key`, read by the operator."""
-    return f"{run_prefix(namespace, kind, name, uid)}/result.json"
+def run_result_key(namespace: str, kind: str, name: str, uid: str, run_id: str | None = None) -> str:
+    """A step's result (its partial status) written by `kubeforge step … --result-key`, read by the operator;
+    one per run, so an earlier run's result is never taken for a later one's."""
+    base = run_prefix(namespace, kind, name, uid)
+    return f"{base}/{run_id}/result.json" if run_id else f"{base}/result.json"

@@ -68,9 +68,12 @@ def wait_job(emu: KubeEmulator, ns: str, owner: str, timeout: float = 30) -> dic
 
 def complete_job(emu: KubeEmulator, store: Any, owner: dict[str, Any], job: dict[str, Any],
                  result: dict[str, Any]) -> None:
-    """Play the step and the Job controller: the result lands in the store, then the Job completes."""
+    """Play the step and the Job controller: the result lands in the store where the Job's command puts it
+    (its --result-key, also in an annotation), then the Job completes."""
     meta = owner["metadata"]
-    store.put_json(layout.run_result_key(meta["namespace"], owner["kind"], meta["name"], meta["uid"]), result)
+    key = job["metadata"]["annotations"]["kubeforge.io/result-key"]
+    assert key.startswith(layout.run_prefix(meta["namespace"], owner["kind"], meta["name"], meta["uid"]) + "/")
+    store.put_json(key, result)
     emu.patch_status("Job", job["metadata"]["name"], {
         "active": 0, "succeeded": 1, "startTime": "2025-01-01T00:00:00Z",
         "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}],

@@ -1,0 +1,113 @@
+"""A resource plus a lookup of what its references produced -> its step's run spec, or why it waits.
+
+`Lookup` is any function returning another resource of the same namespace, with its status, or
+None: the local runner reads its state directory, the operator the API server. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kubeforge.api import Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob
+from kubeforge.api.common import Phase, RunRecord
+from kubeforge.api.references import Reference, references
+from kubeforge.steps import runs
+from kubeforge.steps.spec import DatasetRef, StepRun
+
+Lookup = Callable[[str, str, str], Resource | None]  # (kind, namespace, name) -> resource with status
+
+
+class Waiting(Exception):  # a state, not an error
+    """A reference has not produced what this resource needs; carries the condition reason."""
+
+    def __init__(self, reason: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field = field
+
+
+def _state(res: Resource | None) -> str:
+    if res is None:
+        return "does not exist"
+    return f"is {res.status.phase if res.status else 'Pending'}"
+
+
+def dataset_of(ref: Reference, target: Resource | None, who: str) -> DatasetRef:
+    """What a DatasetVersion reference produced: its dataset and content digest."""
+    digest = target.status.digest if isinstance(target, DatasetVersion) and target.status else None
+    if not isinstance(target, DatasetVersion) or target.status is None \
+            or target.status.phase != Phase.SUCCEEDED or not digest:
+        raise Waiting(ref.reason, f"{who}: {ref.field}: DatasetVersion {ref.name!r} {_state(target)}; "
+                                  f"waiting for it to {ref.needs}", ref.field)
+    return DatasetRef(dataset=target.spec.dataset, digest=digest, name=target.name)
+
+
+def run_of(ref: Reference, target: Resource | None, who: str) -> RunRecord:
+    """What a TrainingJob reference produced: its pinned run, or its latest successful run."""
+    status = target.status if isinstance(target, TrainingJob) else None
+    if status is None:
+        raise Waiting(ref.reason, f"{who}: {ref.field}: TrainingJob {ref.name!r} {_state(target)}; "
+                                  f"waiting for it to {ref.needs}", ref.field)
+    if ref.run:
+        found = status.find_run(ref.run)
+        if found is None or found.phase != "Succeeded" or not found.output_prefix:
+            known = ", ".join(f"{r.id} ({r.phase})" for r in status.runs) or "none yet"
+            state = f"is {found.phase}" if found else f"does not exist (its runs: {known})"
+            raise Waiting(ref.reason, f"{who}: {ref.field}: run {ref.run!r} of TrainingJob {ref.name!r} {state}; "
+                                      f"waiting for it to succeed", ref.field)
+        return found
+    latest = status.latest_succeeded()
+    if latest is None or not latest.output_prefix:
+        raise Waiting(ref.reason, f"{who}: {ref.field}: TrainingJob {ref.name!r} {_state(target)} and has no "
+                                  f"successful run yet; waiting for it to {ref.needs}", ref.field)
+    return latest
+
+
+def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
+    """The run spec of `res`, or Waiting naming the first reference that has not produced what it needs."""
+    who, ns = res.key(), res.namespace
+
+    def get(kind: str, name: str) -> Resource | None:
+        return lookup(kind, ns, name)
+
+    refs = references(res, get)
+    datasets: dict[str, list[DatasetRef]] = {}
+    models: dict[str, list[RunRecord]] = {}
+    for ref in refs:
+        target = get(ref.kind, ref.name)
+        if ref.kind == "DatasetVersion":
+            datasets.setdefault(ref.role, []).append(dataset_of(ref, target, who))
+        else:
+            models.setdefault(ref.role, []).append(run_of(ref, target, who))
+
+    def prefix(record: RunRecord) -> str:
+        assert record.output_prefix  # run_of checked it
+        return record.output_prefix
+
+    if isinstance(res, DatasetVersion):
+        parents = datasets.get("parent", [])
+        return runs.dataset_version_run(res, store, parents[0] if parents else None,
+                                        parents if res.spec.parents else ())
+    if isinstance(res, TrainingJob):
+        init = models.get("init")
+        return runs.train_run(res, store, datasets["dataset"][0], prefix(init[0]) if init else None)
+    if isinstance(res, Benchmark):
+        if "dataset" not in datasets:  # the first model is unknown, so is its data: it is what waits
+            first = res.spec.models[0].training_job
+            raise Waiting(refs[0].reason, f"{who}: spec.models[0].trainingJob: TrainingJob {first!r} does not "
+                                          "exist; its training data is what this Benchmark evaluates on",
+                          "spec.models[0].trainingJob")
+        return runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]])
+    if isinstance(res, InferenceService):
+        return runs.serve_run(res, store, prefix(models["served"][0]))
+    raise TypeError(f"no step for {type(res).__name__}")
+
+
+def served_run_id(res: InferenceService, lookup: Lookup) -> str | None:
+    """The TrainingJob run an InferenceService's run serves (for its status)."""
+    ref = references(res)[0]
+    try:
+        return run_of(ref, lookup(ref.kind, res.namespace, ref.name), res.key()).id
+    except Waiting:
+        return None
