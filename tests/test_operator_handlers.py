@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kubeforge.testing.kube_operator import (
+    GV,
     SECRET,
     TRAINER,
     TRAINER_GPU,
@@ -162,6 +163,22 @@ def test_delete_keeps_data_another_version_shares(op: dict[str, Any]) -> None:
     emu.delete("DatasetVersion", "one", ns)
     emu.wait_for(lambda: emu.find("DatasetVersion", "one", ns) is None, message="the finalizer released")
     assert list(store.list(f"{status['outputPrefix']}/")) == [f"{status['outputPrefix']}/manifest.json"]
+
+
+def test_delete_keeps_a_version_a_derived_version_names_among_its_parents(op: dict[str, Any]) -> None:
+    """A derived version's `spec.parents` (not only an import's `spec.parent`) keeps its parents' data."""
+    emu, ns, store = op["emu"], op["ns"], op["store"]
+    first = ready_dataset_version(emu, store, "first", ns, digest=hashlib.sha256(f"1-{ns}".encode()).hexdigest())
+    parent = ready_dataset_version(emu, store, "base", ns, digest=hashlib.sha256(f"2-{ns}".encode()).hexdigest(),
+                                   artifactPolicy="Delete")
+    emu.create({"apiVersion": GV, "kind": "DatasetVersion", "metadata": {"name": "merged", "namespace": ns},
+                "spec": {"dataset": "shapes", "parents": ["first", "base"], "operations": [{"merge": {}}]}})
+    wait_job(emu, ns, "merged")  # the derived version's run started from both parents
+    store.put_json(f"{parent['outputPrefix']}/manifest.json", {"images": []})
+    emu.delete("DatasetVersion", "base", ns)
+    emu.wait_for(lambda: emu.find("DatasetVersion", "base", ns) is None, message="the finalizer released")
+    assert list(store.list(f"{parent['outputPrefix']}/")) == [f"{parent['outputPrefix']}/manifest.json"]
+    assert first["outputPrefix"] != parent["outputPrefix"]
 
 
 def test_reconciling_again_creates_nothing_new_and_a_restart_loses_nothing(op: dict[str, Any]) -> None:

@@ -141,6 +141,43 @@ def test_inference_service_end_to_end(op: dict[str, Any]) -> None:
                  message="a third template hash")
 
 
+def test_a_retrained_model_is_a_new_run_the_service_follows_unless_pinned(op: dict[str, Any]) -> None:
+    """A changed TrainingJob spec is a new run (its own Job and prefix; the first run stays); the unpinned
+    InferenceService moves to it with an Event saying so; pinning spec.model.run brings the first one back."""
+    emu, ns, store = op["emu"], op["ns"], op["store"]
+    first = trained(op, "clf")["status"]
+    emu.create(inference_service("svc", ns, "clf"))
+    done = complete_serve_job(op, "svc")
+    served = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("trainingRun") and s,
+                          message="the served run recorded")
+    assert served["trainingRun"] == first["runId"] and served["experimentPrefix"] == first["outputPrefix"]
+
+    emu.patch("TrainingJob", "clf", {"spec": {"hyperparameters": {"epochs": 3}}}, ns)
+    owner = emu.get("TrainingJob", "clf", ns)
+    new_job = emu.wait_for(lambda: [j for j in emu.list("Job", ns, "kubeforge.io/name=clf")
+                                    if j["metadata"]["annotations"]["kubeforge.io/run-id"] != first["runId"]],
+                           message="the second run's Job")[0]
+    complete_job(emu, store, owner, new_job, {"bestMetric": {"name": "accuracy", "value": 0.5, "epoch": 3}})
+    second = emu.wait_for(lambda: (s := status_of(emu, "TrainingJob", "clf", ns))["runId"] != first["runId"]
+                          and s["phase"] == "Succeeded" and s, message="the second run succeeded")
+    assert [r["phase"] for r in second["runs"]] == ["Succeeded", "Succeeded"]
+    assert second["outputPrefix"] != first["outputPrefix"] and second["outputPrefix"].endswith(second["runId"])
+
+    complete_serve_job(op, "svc", exclude=frozenset({done["metadata"]["name"]}))
+    emu.wait_for(lambda: status_of(emu, "InferenceService", "svc", ns).get("trainingRun") == second["runId"],
+                 message="the service follows the new run")
+    changed = emu.wait_for(lambda: [e for e in emu.list("Event", ns) if e.get("reason") == "ServedRunChanged"],
+                           message="an Event saying the served run changed")
+    assert first["runId"] in changed[0]["message"] and second["runId"] in changed[0]["message"]
+
+    emu.patch("InferenceService", "svc", {"spec": {"model": {"run": first["runId"]}}}, ns)
+    before = {j["metadata"]["name"] for j in serve_jobs(emu, ns, "svc")}
+    complete_serve_job(op, "svc", exclude=frozenset(before))
+    pinned = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("trainingRun")
+                          == first["runId"] and s, message="the pinned run served again")
+    assert pinned["experimentPrefix"] == first["outputPrefix"]
+
+
 def test_progress_timer_mirrors_progress_json(op: dict[str, Any]) -> None:
     """While the Job runs, the trainer's progress.json reaches status.progress through the timer."""
     emu, ns, store = op["emu"], op["ns"], op["store"]

@@ -340,9 +340,15 @@ class Runner:
                 fields = serving.start(self.store_uri, run.output_prefix, res.name, run_dir, self.env)
             except Exception as exc:  # the launcher's failures vary (timeout, exit, bad repository)
                 return f"tritonserver did not become ready: {redact(str(exc), self.secrets)}"
+            before = status.training_run
             status = InferenceServiceStatus.model_validate({**status.dump(), **fields})
             status.experiment_prefix = run.experiment_prefix
             status.training_run = served_run_id(res, self._lookup({}))
+            if before and before != status.training_run:
+                # Never a silent swap: say which run replaces which (pin spec.model.run to stay on one).
+                self.console.print(f"[yellow]![/] {node.label}: now serving run {status.training_run} of TrainingJob "
+                                   f"{res.spec.model.training_job} instead of run {before}"
+                                   + ("" if res.spec.model.run else "; set spec.model.run to pin a run"))
             cs.set_phase(status, Phase.RUNNING, cs.SERVING, f"{fields['url']} model {fields['modelName']}",
                          generation, ready=True)
         self._save(record, status)

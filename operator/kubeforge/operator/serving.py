@@ -46,11 +46,17 @@ def reconcile_serving(ctx: Context, body: dict[str, Any], logger: logging.Logger
         _wait(ctx, body, res, waiting, logger)
         return
     if status.run_id != run.run_id:
+        before = status.training_run if isinstance(status, InferenceServiceStatus) else None
         status = start_run(ctx, body, res, run, logger)
         assert isinstance(status, InferenceServiceStatus)
         status.training_run = served_run_id(res, ctx.lookup())
         status.experiment_prefix = run.experiment_prefix  # type: ignore[union-attr]
         write_status(ctx, body, status, logger)
+        if before and before != status.training_run:
+            # Never a silent swap: say which run replaces which (pin spec.model.run to stay on one).
+            kopf.event(body, type="Normal", reason="ServedRunChanged", message=(
+                f"TrainingJob {res.spec.model.training_job}: serving run {status.training_run} instead of run "
+                f"{before}" + ("" if res.spec.model.run else "; set spec.model.run to pin a run")))
         _delete_stale_serve_jobs(ctx, res, keep=b.step_job_name(res, run))
         return
     current = status.find_run(run.run_id)
@@ -84,7 +90,8 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
         if spec.get("replicas") != res.spec.replicas or old_hash != bs.model_hash(res, ctx.settings, revision):
             existing = ctx.kube.patch("apps/v1", "Deployment", res.namespace, res.name,
                                       bs.deployment_patch(res, ctx.settings, revision))
-            kopf.info(body, reason="DeploymentUpdated", message=f"Deployment {res.name} patched (model or replicas)")
+            kopf.event(body, type="Normal", reason="DeploymentUpdated",
+                       message=f"Deployment {res.name} patched (model or replicas)")
     ctx.kube.create(bs.triton_service(res))
     dep_status = existing.get("status") or {}
     observed_ok = (dep_status.get("observedGeneration") or 0) >= (existing["metadata"].get("generation") or 0)
