@@ -56,7 +56,7 @@ result_path.write_text(json.dumps(result))
 '''
 
 
-def manifests(data: Path, *, epochs: int = 1, extra_job: bool = False) -> str:
+def manifests(data: Path, *, epochs: int = 1, extra_job: bool = False, policy: str = "Retain") -> str:
     docs = [f"""
 apiVersion: kubeforge.io/v1alpha1
 kind: DatasetVersion
@@ -72,6 +72,7 @@ spec:
   model: {{name: resnet18}}
   hyperparameters: {{epochs: {epochs}}}
   benchmark: {{enabled: true}}
+  artifactPolicy: {policy}
 """]
     if extra_job:
         docs.append("""
@@ -209,6 +210,35 @@ def test_a_reference_can_be_satisfied_by_the_state_directory(env: Env) -> None:
     outcomes = env.run(job_only)
     assert [o.key[2] for o in outcomes] == ["det", "det-benchmark"]
     assert env.status("TrainingJob", "det")["phase"] == Phase.SUCCEEDED
+
+
+def test_runs_are_listed_and_delete_follows_the_artifact_policy(env: Env) -> None:
+    """`kubeforge runs` lists every run (newest first, the current one marked); `delete` removes every run's
+    output only with artifactPolicy Delete."""
+    from typer.testing import CliRunner
+
+    from kubeforge.cli.main import app
+
+    env.run(manifests(env.data, policy="Delete"))
+    env.run(manifests(env.data, epochs=2, policy="Delete"))
+    runs = env.status("TrainingJob", "det")["runs"]
+    store = env.tmp / "store"
+    assert all((store / r["outputPrefix"] / "progress.json").is_file() for r in runs) and len(runs) == 2
+    cli = CliRunner()
+    listed = cli.invoke(app, ["runs", "tj", "det", "--state-dir", str(env.state.root)])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[1].split()[:3] == [runs[1]["id"], "*", "Succeeded"] and lines[2].split()[:2] == [runs[0]["id"],
+                                                                                                 "Succeeded"]
+    as_json = json.loads(cli.invoke(app, ["runs", "tj", "det", "-o", "json", "--state-dir",
+                                          str(env.state.root)]).stdout)
+    assert [r["id"] for r in as_json] == [r["id"] for r in runs]
+    deleted = cli.invoke(app, ["delete", "tj", "det", "--state-dir", str(env.state.root)])
+    assert deleted.exit_code == 0, deleted.output
+    assert not [f for r in runs for f in (store / r["outputPrefix"]).rglob("*") if f.is_file()]
+    assert "(artifactPolicy: Delete)" in deleted.stdout
+    # The DatasetVersion (Retain) and its data stay.
+    assert env.status("DatasetVersion", "shapes-v1")["phase"] == "Succeeded"
 
 
 def test_secrets_reach_the_step_but_never_state_files_or_logs(env: Env) -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from kubeforge.api import InferenceService, Phase, kind_for
+from kubeforge.core.usage import artifacts_to_delete
 from kubeforge.local import printing, serving
 from kubeforge.local.manifests import ManifestError, load_manifests, resource_label
 from kubeforge.local.runner import Runner, summary_table
@@ -190,6 +191,19 @@ def stop_command(
         print(f"{label} was not running; marked Stopped")
 
 
+def _delete_artifacts(state: StateDir, record: Record, going: set[tuple[str, str, str]]) -> list[str]:
+    """artifactPolicy: Delete removes every run's store output (the operator's rule: kubeforge.core.usage)."""
+    others = [r.resource for r in state.list() if r.key not in going]
+    prefixes, _ = artifacts_to_delete(record.resource, others)
+    if not prefixes or not record.store:
+        return []
+    store = open_store(record.store)
+    for prefix in prefixes:
+        for key in list(store.list(prefix)):
+            store.delete(key)
+    return prefixes
+
+
 @user_errors
 def delete_command(
     kind: Annotated[str, typer.Argument(help="Kind, plural or short name.")],
@@ -197,18 +211,23 @@ def delete_command(
     namespace: NamespaceOpt = "default",
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Forget a resource (and what it owns); a served model is stopped first. Store artifacts are kept."""
+    """Forget a resource (and what it owns); a served model is stopped first. Store artifacts are kept,
+    unless its spec.artifactPolicy is Delete (then every run's output goes, but never data still in use)."""
     state = _state(state_dir)
     kind_name = kind_for(kind).model_fields["kind"].default
     record = state.get(kind_name, namespace, name)
     owned = [r for r in state.list(namespace=namespace)
              if any(o.get("kind") == kind_name and o.get("name") == name
                     for o in (r.resource.metadata.model_extra or {}).get("ownerReferences") or [])]
+    going = {r.key for r in [*owned, record]}
     for rec in [*owned, record]:
         if isinstance(rec.resource, InferenceService):
             _stop_service(state, rec)
+        removed = _delete_artifacts(state, rec, going)
         state.delete(*rec.key)
         print(f'{rec.resource.kind.lower()}.kubeforge.io "{rec.resource.name}" deleted')
+        for prefix in removed:
+            print(f"  removed {rec.store.rstrip('/')}/{prefix} (artifactPolicy: Delete)")  # type: ignore[union-attr]
 
 
 @user_errors

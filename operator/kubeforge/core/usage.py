@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kubeforge.api import DatasetVersion, Resource
+from kubeforge.api.common import ArtifactPolicy
 from kubeforge.api.references import references
+from kubeforge.core.status import every_output_prefix
 
 
 def dataset_version_in_use(version: DatasetVersion, others: Iterable[Resource]) -> str | None:
@@ -27,3 +29,16 @@ def dataset_version_in_use(version: DatasetVersion, others: Iterable[Resource]) 
             if ref.kind == "DatasetVersion" and ref.name == version.name:
                 return f"{other.kind} {other.name} references it ({ref.field})"
     return None
+
+
+def artifacts_to_delete(res: Resource, others: Iterable[Resource]) -> tuple[list[str], str]:
+    """(the store prefixes `artifactPolicy` removes when `res` is deleted, why or why not). Retain removes
+    nothing; Delete removes every run's output, unless it is data another resource still needs."""
+    if res.spec.artifact_policy != ArtifactPolicy.DELETE:
+        return [], "artifactPolicy is Retain"
+    if isinstance(res, DatasetVersion):
+        why = dataset_version_in_use(res, others)
+        if why:
+            return [], f"kept: {why}"
+    prefixes = every_output_prefix(res.status) if res.status is not None else []
+    return prefixes, "artifactPolicy is Delete"

@@ -14,19 +14,10 @@ from typing import Any
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api import KINDS, DatasetVersion, Resource
-from kubeforge.core.status import every_output_prefix
-from kubeforge.core.usage import dataset_version_in_use
+from kubeforge.core.usage import artifacts_to_delete
 from kubeforge.operator.kube import KubeError
 from kubeforge.operator.reconcile import Context, resource_of
 from kubeforge.store import layout
-
-
-def prefixes_to_delete(res: Resource, uid: str | None) -> list[str]:
-    """What `artifactPolicy: Delete` removes for this resource (pure)."""
-    out = every_output_prefix(res.status) if res.status is not None else []
-    if uid:
-        out.append(layout.run_prefix(res.namespace, res.kind, res.name, uid) + "/")
-    return out
 
 
 def delete_artifacts(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> list[str]:
@@ -39,6 +30,7 @@ def delete_artifacts(ctx: Context, body: dict[str, Any], logger: logging.Logger)
     if res is None:
         logger.warning("keeping the artifacts: the spec is invalid, so what it wrote is unknown")
         return []
+    others: list[Resource] = []
     if isinstance(res, DatasetVersion):
         try:
             others = [m for kind in KINDS for b in ctx.kube.list(GROUP_VERSION, kind, None)
@@ -46,12 +38,14 @@ def delete_artifacts(ctx: Context, body: dict[str, Any], logger: logging.Logger)
         except KubeError as exc:  # cannot tell who references it: keeping is the safe answer
             logger.warning("keeping the dataset version's data: listing resources failed: %s", exc)
             return []
-        why = dataset_version_in_use(res, others)
-        if why:
-            logger.info("keeping the dataset version's data: %s", why)
-            return []
+    prefixes, why = artifacts_to_delete(res, others)
+    if not prefixes:
+        logger.info("keeping the artifacts: %s", why)
+        return []
+    if meta.get("uid"):  # the cluster runtime's run records (step results) go with it
+        prefixes.append(layout.run_prefix(res.namespace, res.kind, res.name, meta["uid"]) + "/")
     removed = []
-    for prefix in prefixes_to_delete(res, meta.get("uid")):
+    for prefix in prefixes:
         for key in list(ctx.store.list(prefix)):
             ctx.store.delete(key)
         removed.append(prefix)
