@@ -36,6 +36,11 @@ with open(os.environ["FAKE_STEP_CALLS"], "a") as fh:
 print(f"connecting with key {os.environ.get('AWS_SECRET_ACCESS_KEY')}", flush=True)
 Path(os.environ["FAKE_STEP_CALLS"] + ".env").write_text(
     "secret-received" if os.environ.get("AWS_SECRET_ACCESS_KEY") else "no-secret")
+if step == "train":
+    # As the real trainer does: progress.json in the store while it trains.
+    progress = Path(spec["store"].removeprefix("file://"), spec["experiment_prefix"], "progress.json")
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text(json.dumps({"epoch": 1, "epochs": 2, "metrics": {"loss": 0.5}, "phase": "Training"}))
 if spec["name"] in os.environ.get("FAKE_STEP_FAIL", "").split(","):
     print(f"error: {spec['name']}: out of memory at epoch 3", file=sys.stderr)
     sys.exit(1)
@@ -43,10 +48,6 @@ if step == "dataset-version":
     content = Path(spec["spec"]["source"]["uri"], "labels.txt").read_text()
     result = {"digest": hashlib.sha256(content.encode()).hexdigest(), "classes": content.split()}
 elif step == "train":
-    # As the real trainer does: progress.json in the store while it trains.
-    progress = Path(spec["store"].removeprefix("file://"), spec["experiment_prefix"], "progress.json")
-    progress.parent.mkdir(parents=True, exist_ok=True)
-    progress.write_text(json.dumps({"epoch": 1, "epochs": 2, "metrics": {"loss": 0.5}}))
     time.sleep(0.2)
     result = {"datasetDigest": spec["dataset"]["digest"], "experimentUri": spec["experiment_prefix"],
               "bestMetric": {"name": "accuracy", "value": 0.75, "epoch": 1}}
@@ -193,6 +194,10 @@ def test_a_failure_stops_its_dependents_but_not_independent_resources(env: Env) 
     assert job["phase"] == "Failed"
     assert job["message"] == "det: out of memory at epoch 3"  # the step's last error line
     assert next(c for c in job["conditions"] if c["type"] == "Ready")["reason"] == "StepFailed"
+    # The trainer died saying "Training": its progress.json now agrees with the status.
+    progress = json.loads((env.tmp / "store" / job["outputPrefix"] / "progress.json").read_text())
+    assert progress["phase"] == "Failed" and "out of memory" in progress["message"]
+    assert job["runs"][-1]["phase"] == "Failed"
     bench = env.status("Benchmark", "det-benchmark")
     assert bench["phase"] == "Failed"
     assert bench["conditions"][0]["reason"] == "DependencyFailed"
