@@ -11,6 +11,7 @@ a new run no longer has are removed); an Event is posted on every phase change.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -272,6 +273,7 @@ def reconcile_dependents(ctx: Context, res: Resource, logger: logging.Logger) ->
     triggered: a dependent whose inputs changed starts a new run; one that waited starts at last)."""
     from kubeforge.operator.serving import reconcile_serving  # serving builds on this module
 
+    owners = {(o.get("kind"), o.get("name")) for o in (res.metadata.model_extra or {}).get("ownerReferences") or []}
     bodies: dict[tuple[str, str], dict[str, Any]] = {}
     for kind in DEPENDENT_KINDS:
         try:
@@ -279,9 +281,19 @@ def reconcile_dependents(ctx: Context, res: Resource, logger: logging.Logger) ->
                 bodies[(kind, body["metadata"]["name"])] = body
         except KubeError as exc:
             logger.warning("listing %s to find what references %s failed: %s", kind, res.key(), exc)
-    models = {key: m for key, body in bodies.items() if (m := resource_of(body)) is not None}
+    # Parsing every resource of a namespace per success would be quadratic: only those whose spec names
+    # this one, or that own it (a TrainingJob's `<job>-data`), can reference it.
+    needle = json.dumps(res.name)
+    models = {key: m for key, body in bodies.items()
+              if (needle in json.dumps(body.get("spec") or {}) or key in owners)
+              and (m := resource_of(body)) is not None}
+
+    def spec_of(kind: str, name: str) -> Resource | None:
+        found = models.get((kind, name))
+        return found if found is not None or (kind, name) not in bodies else resource_of(bodies[(kind, name)])
+
     for (kind, name), model in models.items():
-        refs = references(model, lambda k, n: models.get((k, n)))
+        refs = references(model, spec_of)
         if not any(r.kind == res.kind and r.name == res.name for r in refs):
             continue
         body = bodies[(kind, name)]
