@@ -25,7 +25,7 @@ from kubeforge.local import printing, serving
 from kubeforge.local.manifests import ManifestError, load_manifests, resource_label
 from kubeforge.local.runner import Runner, summary_table
 from kubeforge.local.runspec import RunSpecError
-from kubeforge.local.state import Record, StateDir, StateError, resolve_state_dir, resolve_store_uri
+from kubeforge.local.state import Record, StateDir, StateError, local_store_uri, resolve_state_dir
 from kubeforge.store import StoreError, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,7 +87,7 @@ def run_command(
 ) -> None:
     """Validate the manifests, order them by their references, and run every step that changed."""
     state = _state(state_dir)
-    store_uri = resolve_store_uri(store, state.root)
+    store_uri = local_store_uri(store, state.root)
     console = _out()
     loaded = load_manifests(file)
     runner = Runner(state, store_uri, console)
