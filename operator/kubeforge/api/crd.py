@@ -219,10 +219,13 @@ def resource_schema(resource: type[ResourceBase]) -> dict[str, Any]:
     description = _first_line(sys.modules[resource.__module__].__doc__)
     if description:
         schema["description"] = description
+    spec.setdefault("description", f"What the user asks of the {kind}.")
+    status.setdefault("description", f"What the {kind} did and produced, written by the operator or the local runner.")
     schema["properties"] = {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": {"type": "object"},
+        "apiVersion": {"type": "string", "description": f"The API group and version: {API_GROUP}/{API_VERSION}."},
+        "kind": {"type": "string", "description": f"The kind: {kind}."},
+        "metadata": {"type": "object", "description": "Standard object metadata: name, namespace, labels, "
+                     "annotations."},
         "spec": spec,
         "status": status,
     }
