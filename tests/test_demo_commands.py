@@ -79,16 +79,18 @@ def test_printed_commands_read_the_demos_state(tmp_path: Path, case: str) -> Non
     _stub(start / "bin" / "kubeforge", log)
     user_env = _env(log)
     if case == "exported":  # `export KUBEFORGE_STATE_DIR=...` in the user's shell: the demo and the user see it
-        user_env = _env(log, KUBEFORGE_STATE_DIR="mystate", KUBEFORGE_STORE=str(tmp_path / "elsewhere"))
+        user_env = _env(log, KUBEFORGE_STATE_DIR="mystate", KUBEFORGE_STORE="../elsewhere")
     demo_env = dict(user_env)
     if case == "one-shot":  # `KUBEFORGE_STATE_DIR=... make demo`: only the demo sees it
-        demo_env.update(KUBEFORGE_STATE_DIR="mystate", KUBEFORGE_STORE=str(tmp_path / "elsewhere"))
+        demo_env.update(KUBEFORGE_STATE_DIR="mystate", KUBEFORGE_STORE="../elsewhere")  # relative to the start
 
     commands = _run_demo(start, "bin/kubeforge", log, demo_env)  # relative, as make passes .venv/bin/kubeforge
     demo_calls = _entries(log)
     run = next(c for c in demo_calls if c["args"][:1] == ["run"])
     expected_state = start / ("mystate" if case != "default" else ".kubeforge")
     assert run["state"] == str(expected_state)
+    if case != "default":
+        assert run["store"] == (tmp_path / "elsewhere").as_uri()
     assert {c["state"] for c in demo_calls} == {run["state"]}, "every demo command uses one state directory"
 
     assert [c[1:3] for c in commands] == [["get", "trainingjobs"], ["describe", "trainingjob"],

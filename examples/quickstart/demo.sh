@@ -15,7 +15,10 @@ case "$KF" in */*) KF_RUN=$(realpath -m "$KF") ;; *) KF_RUN=$KF ;; esac
 state_flag=""
 [ -z "${KUBEFORGE_STATE_DIR:-}" ] || state_flag=$(printf ' --state-dir %q' "$(realpath -m "$KUBEFORGE_STATE_DIR")")
 store_flag=""
-[ -z "${KUBEFORGE_STORE:-}" ] || store_flag=$(printf ' --store %q' "$KUBEFORGE_STORE")
+if [ -n "${KUBEFORGE_STORE:-}" ]; then
+  case "$KUBEFORGE_STORE" in *://*) ;; *) KUBEFORGE_STORE=$(realpath -m "$KUBEFORGE_STORE"); export KUBEFORGE_STORE ;; esac
+  store_flag=$(printf ' --store %q' "$KUBEFORGE_STORE")
+fi
 KUBEFORGE_STATE_DIR=$(realpath -m "${KUBEFORGE_STATE_DIR:-.kubeforge}")
 export KUBEFORGE_STATE_DIR
 cd "$(dirname "$0")/../.."
