@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kubeforge-installed
+# The demo's scratch files; its state is where `kubeforge get` looks: ./.kubeforge or $KUBEFORGE_STATE_DIR.
 DEMO_DIR ?= .kubeforge/demo
 
 .PHONY: demo test lint install system-deps clean

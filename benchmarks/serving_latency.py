@@ -2,7 +2,7 @@
 
 Run after `make demo` (or any `kubeforge run` that serves a model):
 
-    .venv/bin/python benchmarks/serving_latency.py [--service shapes] [--state-dir .kubeforge/demo/state]
+    .venv/bin/python benchmarks/serving_latency.py [--service shapes] [--state-dir DIR]
 
 Both sides get the same preprocessed input; the ORT side runs the very export Triton
 serves. Requests are sequential (one image, batch 1), after a warm-up. Prints a table,
@@ -16,7 +16,6 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -53,13 +52,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--service", default="shapes")
     parser.add_argument("--namespace", default="default")
-    parser.add_argument("--state-dir", default=".kubeforge/demo/state")
+    parser.add_argument("--state-dir", default=None,
+                        help="The local runner's state (default: $KUBEFORGE_STATE_DIR or ./.kubeforge, where make demo "
+                             "keeps it).")
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (Triton's model uses 1).")
     args = parser.parse_args()
 
-    ep = service_endpoint(args.service, args.namespace, Path(args.state_dir))
+    ep = service_endpoint(args.service, args.namespace, args.state_dir)
     store = open_store(ep.store_uri)
     meta = ModelMeta.model_validate_json(store.get_bytes(ep.model_meta_key))
     onnx_bytes = store.get_bytes(f"{ep.experiment_prefix}/{layout.ONNX_EXPORT}")

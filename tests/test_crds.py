@@ -165,7 +165,8 @@ def test_schemas_are_structural(kind: str) -> None:
     schema = schema_of(kind)
     assert structural_problems(schema, kind) == []
     props = schema["properties"]
-    assert props["metadata"] == {"type": "object"}
+    # metadata is the API server's to validate: typed, described, nothing more.
+    assert props["metadata"]["type"] == "object" and set(props["metadata"]) == {"type", "description"}
     assert props["status"]["x-kubernetes-preserve-unknown-fields"] is True
     # Only status keeps unknown fields (Kopf's progress); spec typos are pruned, not stored.
     assert "x-kubernetes-preserve-unknown-fields" not in props["spec"]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from kubeforge.api import TrainingJob, parse_resource
 from kubeforge.cli.main import app
 from kubeforge.local.printing import human_duration, table_rows
-from kubeforge.local.state import Record, StateDir, StateError, resolve_store_uri, run_digest, service_endpoint
+from kubeforge.local.state import Record, StateDir, StateError, local_store_uri, run_digest, service_endpoint
 from kubeforge.steps.runs import train_run
 from kubeforge.steps.spec import DatasetRef
 
@@ -73,10 +73,15 @@ def test_record_round_trip_and_atomic_layout(tmp_path: Path) -> None:
 
 def test_store_uri_defaults_to_the_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBEFORGE_STORE", raising=False)
-    assert resolve_store_uri(None, tmp_path) == (tmp_path / "store").as_uri()
+    assert local_store_uri(None, tmp_path) == (tmp_path / "store").as_uri()
     monkeypatch.setenv("KUBEFORGE_STORE", "s3://bucket/dev")
-    assert resolve_store_uri(None, tmp_path) == "s3://bucket/dev"
-    assert resolve_store_uri("s3://other/x", tmp_path) == "s3://other/x"
+    assert local_store_uri(None, tmp_path) == "s3://bucket/dev"
+    assert local_store_uri("s3://other/x", tmp_path) == "s3://other/x"
+    monkeypatch.delenv("KUBEFORGE_STORE")
+    monkeypatch.setenv("KUBEFORGE_STATE_DIR", str(tmp_path / "st"))
+    assert local_store_uri() == (tmp_path / "st" / "store").as_uri()  # the state dir as every command resolves it
+    monkeypatch.chdir(tmp_path)
+    assert local_store_uri("plain/dir") == (tmp_path / "plain" / "dir").as_uri()
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [

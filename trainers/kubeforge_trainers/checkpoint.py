@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kubeforge.atomic_file import atomic_path
 from kubeforge.store import layout
 from kubeforge_trainers.progress import ArtifactSink
 
@@ -66,15 +67,14 @@ class CheckpointManager:
 
     def _write(self, rel: str, state: dict[str, Any]) -> None:
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         self._publish(rel, path)
 
     def _copy(self, src_rel: str, rel: str) -> None:
         path = self.root / rel
-        shutil.copyfile(self.root / src_rel, path)
+        with atomic_path(path) as tmp:  # a reader of best.pt never sees half a copy
+            shutil.copyfile(self.root / src_rel, tmp)
         self._publish(rel, path)
 
     def _publish(self, rel: str, path: Path) -> None:

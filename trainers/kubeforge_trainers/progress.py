@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kubeforge.atomic_file import atomic_write_bytes
 from kubeforge.store import layout
 
 T = TypeVar("T")
@@ -40,11 +41,7 @@ class DirSink:
         self.root = root
 
     def put_bytes(self, rel: str, data: bytes) -> None:
-        dest = self.root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".tmp-{dest.name}")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        atomic_write_bytes(self.root / rel, data)
 
     def put_file(self, rel: str, path: Path) -> None:
         dest = self.root / rel

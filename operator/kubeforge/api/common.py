@@ -151,6 +151,8 @@ class ResourceBase(ApiModel):
     plural: ClassVar[str]
     short_names: ClassVar[list[str]]
     printer_columns: ClassVar[list[PrinterColumn]]
+    # CRD categories: `kubectl get kubeforge` (and `kubeforge get kubeforge`) lists every kind in one.
+    categories: ClassVar[tuple[str, ...]] = ("kubeforge",)
     # True: the CRD rejects any change of spec after creation (a CEL rule).
     immutable_spec: ClassVar[bool] = False
 

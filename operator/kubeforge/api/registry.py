@@ -30,6 +30,20 @@ def kind_for(name: str) -> type[Resource]:
     raise KeyError(f"unknown kind {name!r}; expected one of {', '.join(KINDS)}")
 
 
+def kinds_for(name: str) -> list[type[Resource]]:
+    """One kind (as `kind_for`), or every kind in a category (`kubeforge`), like `kubectl get`."""
+    wanted = name.lower()
+    in_category = [cls for cls in KINDS.values() if wanted in cls.categories]
+    if in_category:
+        return in_category
+    try:
+        return [kind_for(name)]
+    except KeyError:
+        categories = sorted({c for cls in KINDS.values() for c in cls.categories})
+        raise KeyError(f"unknown kind {name!r}; expected one of {', '.join(KINDS)} "
+                       f"(or a plural or short name), or the category {', '.join(categories)}") from None
+
+
 def parse_resource(obj: dict[str, Any]) -> Resource:
     """Validate one manifest. Raises ValueError for a foreign kind, ValidationError for bad fields."""
     if not isinstance(obj, dict):

@@ -1,7 +1,7 @@
 """`kubeforge datasets diff | verify | gc | lineage`: compare, check and clean dataset versions.
 
-A VERSION is `dataset@digest` (a unique digest prefix will do) or the name of a DatasetVersion
-in the local runner's state (`[namespace/]name`, its recorded digest).
+A VERSION argument is read by `kubeforge.cli.version_ref` (`dataset@digest` with a unique prefix
+of 6+ characters, or a DatasetVersion name of the local state), as for every datasets command.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from typing import Annotated
 
 import typer
 
+from kubeforge.cli.version_ref import (
+    VERSION_HELP,
+    NamespaceOption,
+    ResolvedVersion,
+    StateOption,
+    StoreOption,
+    resolve_version,
+)
 from kubeforge.store.base import Store
-
-StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Store URI [$KUBEFORGE_STORE, else the local runner's store].")
-]
-StateOption = Annotated[str | None, typer.Option("--state-dir", help="State directory for DatasetVersion names.")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -34,55 +37,36 @@ def _open(store: str | None, state_dir: str | None) -> Store:
         raise _fail(str(exc)) from None
 
 
-def resolve_version(ref: str, store: Store, state_dir: str | None = None) -> tuple[str, str]:
-    """(dataset, digest) of `dataset@digest[prefix]` or a DatasetVersion name; raises ValueError saying why not."""
-    from kubeforge.datasets.versions import is_manifest_key
+def _resolve(ref: str, store: str | None, state_dir: str | None, namespace: str) -> ResolvedVersion:
+    """resolve_version, its errors (and the store's) as one red line and exit 1."""
+    from kubeforge.store import StoreError
 
-    if "@" in ref:
-        dataset, prefix = ref.split("@", 1)
-        if len(prefix) == 64:
-            return dataset, prefix
-        if len(prefix) < 4:
-            raise ValueError(f"{ref}: give at least 4 characters of the digest")
-        found = sorted({k.split("/")[2] for k in store.list(f"datasets/{dataset}/{prefix}")
-                        if is_manifest_key(k)})
-        if len(found) != 1:
-            what = "no version" if not found else f"{len(found)} versions"
-            raise ValueError(f"{ref}: {what} of dataset {dataset!r} with a digest starting {prefix!r} in {store.uri}")
-        return dataset, found[0]
-    from kubeforge.api import DatasetVersion
-    from kubeforge.local.state import StateDir, resolve_state_dir
-
-    namespace, _, name = ref.rpartition("/")
-    state = StateDir(resolve_state_dir(state_dir))
-    record = state.load("DatasetVersion", namespace or "default", name)
-    res = record.resource if record is not None else None
-    if not isinstance(res, DatasetVersion) or res.status is None or not res.status.digest:
-        raise ValueError(f"{ref}: no DatasetVersion of that name with a digest in {state.root} "
-                         "(give dataset@digest for a version outside the local state)")
-    return res.spec.dataset, res.status.digest
+    try:
+        return resolve_version(ref, store=store, state_dir=state_dir, namespace=namespace)
+    except (ValueError, StoreError) as exc:
+        raise _fail(str(exc)) from None
 
 
-def _load(ref: str, store: Store, state_dir: str | None):  # type: ignore[no-untyped-def]
+def _load(version: ResolvedVersion):  # type: ignore[no-untyped-def]
     from kubeforge.datasets.versions import CorruptManifestError, load_columnar
     from kubeforge.store import StoreError
 
     try:
-        dataset, digest = resolve_version(ref, store, state_dir)
-        return load_columnar(store, dataset, digest)
+        return load_columnar(version.store, version.dataset, version.digest)
     except KeyError:
-        raise _fail(f"{ref}: not in {store.uri}") from None
+        raise _fail(f"{version}: not in {version.store.uri}") from None
     except (ValueError, CorruptManifestError, StoreError) as exc:
         raise _fail(str(exc)) from None
 
 
 def diff(
-    a: Annotated[str, typer.Argument(help="The old version: dataset@digest or a DatasetVersion name.")],
+    a: Annotated[str, typer.Argument(help=f"The old version: {VERSION_HELP}")],
     b: Annotated[str, typer.Argument(help="The new version.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full diff as JSON.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="File names listed per section.")] = 20,
     store: StoreOption = None,
     state_dir: StateOption = None,
+    namespace: NamespaceOption = "default",
 ) -> None:
     """Images added/removed/modified, annotations added/removed/changed, per-class deltas from A to B."""
     from rich.console import Console
@@ -90,8 +74,7 @@ def diff(
 
     from kubeforge.datasets.diff import diff_manifests
 
-    st = _open(store, state_dir)
-    d = diff_manifests(_load(a, st, state_dir), _load(b, st, state_dir))
+    d = diff_manifests(_load(_resolve(a, store, state_dir, namespace)), _load(_resolve(b, store, state_dir, namespace)))
     if as_json:
         typer.echo(json.dumps(d.to_json(), indent=2))
         return
@@ -119,22 +102,23 @@ def diff(
 
 
 def verify(
-    version: Annotated[str, typer.Argument(help="dataset@digest or a DatasetVersion name.")],
+    version: Annotated[str, typer.Argument(help=VERSION_HELP)],
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel reads.")] = 8,
     store: StoreOption = None,
     state_dir: StateOption = None,
+    namespace: NamespaceOption = "default",
 ) -> None:
     """Re-hash every blob of a version; exit 1 naming every missing or altered one."""
     from kubeforge.datasets.integrity import verify_version
     from kubeforge.datasets.versions import CorruptManifestError
     from kubeforge.store import StoreError
 
-    st = _open(store, state_dir)
+    found = _resolve(version, store, state_dir, namespace)
+    st = found.store
     try:
-        dataset, digest = resolve_version(version, st, state_dir)
-        report = verify_version(st, dataset, digest, workers=workers)
+        report = verify_version(st, found.dataset, found.digest, workers=workers)
     except KeyError:
-        raise _fail(f"{version}: not in {st.uri}") from None
+        raise _fail(f"{found}: not in {st.uri}") from None
     except (ValueError, CorruptManifestError, StoreError) as exc:
         raise _fail(str(exc)) from None
     for p in report.problems:
@@ -175,19 +159,20 @@ def gc(
 
 
 def lineage(
-    version: Annotated[str, typer.Argument(help="dataset@digest or a DatasetVersion name.")],
+    version: Annotated[str, typer.Argument(help=VERSION_HELP)],
     check: Annotated[bool, typer.Option("--replay", help="Rebuild it from its parents; exit 1 unless the digest "
                                         "matches.")] = False,
     store: StoreOption = None,
     state_dir: StateOption = None,
+    namespace: NamespaceOption = "default",
 ) -> None:
     """Print a derived version's parents and operations (lineage.json)."""
     from kubeforge.datasets.lineage import LineageError, read_lineage, replay
     from kubeforge.datasets.operations import OperationError
 
-    st = _open(store, state_dir)
+    resolved = _resolve(version, store, state_dir, namespace)
+    st, dataset, digest = resolved.store, resolved.dataset, resolved.digest
     try:
-        dataset, digest = resolve_version(version, st, state_dir)
         found = read_lineage(st, dataset, digest)
         if found is None:
             raise _fail(f"{dataset}@{digest}: no lineage.json: an imported version (a derived DatasetVersion "

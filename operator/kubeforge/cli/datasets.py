@@ -9,13 +9,12 @@ from typing import Annotated
 
 import typer
 
+from kubeforge.cli.version_ref import VERSION_HELP, NamespaceOption, StateOption, StoreOption
+
 app = typer.Typer(no_args_is_help=True)
 synth_app = typer.Typer(no_args_is_help=True, help="Generate seeded synthetic datasets.")
 app.add_typer(synth_app, name="synth")
 
-StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Store URI [$KUBEFORGE_STORE, else the local runner's store].")
-]
 
 
 def _store_uri(option: str | None) -> str:
@@ -114,82 +113,67 @@ def import_(
     )
 
 
-def _resolve_version(version: str, store: str | None, namespace: str) -> tuple[str, str, str]:
-    """(dataset, digest or a prefix, store URI) for `dataset@digest` or a DatasetVersion name."""
-    from kubeforge.local.state import StateDir, resolve_state_dir
-
-    if "@" in version:
-        dataset, _, digest = version.partition("@")
-        return dataset, digest, _store_uri(store)
-    state = StateDir(resolve_state_dir())
-    record = state.get("DatasetVersion", namespace, version)
-    status = record.resource.status
-    digest = getattr(status, "digest", None)
-    if not digest:
-        raise ValueError(f"DatasetVersion {namespace}/{version} has no digest yet (phase {record.phase})")
-    return record.resource.spec.dataset, digest, store or record.store or _store_uri(None)  # type: ignore[union-attr]
-
-
 @app.command("export")
 def export(
-    version: Annotated[str, typer.Argument(help="dataset@digest (a unique prefix will do) or a DatasetVersion name.")],
+    version: Annotated[str, typer.Argument(help=VERSION_HELP)],
     fmt: Annotated[str, typer.Option("--format", help="coco, voc, yolo, supervisely or imagefolder.")],
     out: Annotated[str, typer.Option("--out", help="A new (or empty) directory, or s3://bucket/prefix/.")],
     store: StoreOption = None,
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="For a DatasetVersion name.")] = "default",
+    state_dir: StateOption = None,
+    namespace: NamespaceOption = "default",
 ) -> None:
     """Write a stored version in a dataset format, images fetched from the store's blobs."""
+    from kubeforge.cli.version_ref import resolve_version
     from kubeforge.datasets.export import ExportError, export_version
     from kubeforge.datasets.versions import CorruptManifestError
-    from kubeforge.local.state import StateError
-    from kubeforge.store import StoreError, open_store
+    from kubeforge.store import StoreError
 
     try:
-        dataset, digest, store_uri = _resolve_version(version, store, namespace)
-        result = export_version(open_store(store_uri), dataset, digest, fmt, out)
-    except (ExportError, CorruptManifestError, StateError, StoreError, ValueError) as exc:
+        found = resolve_version(version, store=store, state_dir=state_dir, namespace=namespace)
+        result = export_version(found.store, found.dataset, found.digest, fmt, out)
+    except (ExportError, CorruptManifestError, StoreError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for what, count in sorted(result.losses.items()):
         typer.echo(f"not representable in {fmt}: {what} ({count})", err=True)
-    typer.echo(f"exported {dataset}@{digest[:12]} as {fmt}: {result.images} images, {result.files} files\n"
+    typer.echo(f"exported {found.dataset}@{found.digest[:12]} as {fmt}: {result.images} images, {result.files} files\n"
                f"{result.location}")
 
 
 @app.command("checkout")
 def checkout(
-    version: Annotated[str, typer.Argument(help="dataset@digest (a unique prefix will do) or a DatasetVersion name.")],
+    version: Annotated[str, typer.Argument(help=VERSION_HELP)],
     folder: Annotated[Path, typer.Argument(help="The working folder: made exactly the version's files.")],
     store: StoreOption = None,
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="For a DatasetVersion name.")] = "default",
+    state_dir: StateOption = None,
+    namespace: NamespaceOption = "default",
     force: Annotated[bool, typer.Option("--force", help="Also into a non-empty unknown folder.")] = False,
 ) -> None:
     """Restore a version's files into a folder in place, writing only those that differ (like `dvc checkout`)."""
+    from kubeforge.cli.version_ref import resolve_version
     from kubeforge.datasets.checkout import CheckoutError, checkout_version
-    from kubeforge.datasets.export import ExportError, resolve_digest
+    from kubeforge.datasets.export import ExportError
     from kubeforge.datasets.versions import CorruptManifestError
-    from kubeforge.local.state import StateError
-    from kubeforge.store import StoreError, open_store
+    from kubeforge.store import StoreError
 
     try:
-        dataset, digest, store_uri = _resolve_version(version, store, namespace)
-        st = open_store(store_uri)
-        digest = resolve_digest(st, dataset, digest)
-        result = checkout_version(st, dataset, digest, folder, force=force)
+        found = resolve_version(version, store=store, state_dir=state_dir, namespace=namespace)
+        result = checkout_version(found.store, found.dataset, found.digest, folder, force=force)
     except KeyError:
         typer.echo(f"error: {version}: not in the store", err=True)
         raise typer.Exit(1) from None
-    except (CheckoutError, ExportError, CorruptManifestError, StateError, StoreError, ValueError) as exc:
+    except (CheckoutError, ExportError, CorruptManifestError, StoreError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"checked out {dataset}@{digest[:12]}: {result.files} files, {result.written} written, "
+    typer.echo(f"checked out {found.dataset}@{found.digest[:12]}: {result.files} files, {result.written} written, "
                f"{result.removed} removed\n{result.folder}")
 
 
 @app.command("inspect")
 def inspect(
     dataset: Annotated[str, typer.Argument(help="The dataset name.")],
-    digest: Annotated[str | None, typer.Argument(help="The version digest (default: list the versions).")] = None,
+    digest: Annotated[str | None, typer.Argument(
+        help="The version's digest or a unique prefix of 6+ characters (default: list the versions).")] = None,
     store: StoreOption = None,
 ) -> None:
     """List a dataset's versions, or show one version's classes and counts."""
@@ -197,19 +181,29 @@ def inspect(
     from rich.table import Table
 
     from kubeforge.datasets.stats import compute_stats
-    from kubeforge.datasets.versions import CorruptManifestError, is_manifest_key, load_manifest
+    from kubeforge.datasets.versions import (
+        CorruptManifestError,
+        UnknownVersionError,
+        expand_digest,
+        list_versions,
+        load_manifest,
+    )
     from kubeforge.store import StoreError, open_store
 
     st = open_store(_store_uri(store))
     if digest is None:
-        versions = sorted({k.split("/")[2] for k in st.list(f"datasets/{dataset}/") if is_manifest_key(k)})
+        versions = list_versions(st, dataset)
         if not versions:
             typer.echo(f"no versions of dataset {dataset!r} in {st.uri}", err=True)
             raise typer.Exit(1)
         typer.echo("\n".join(versions))
         return
     try:
+        digest = expand_digest(st, dataset, digest)  # a unique prefix will do, as for every VERSION
         manifest = load_manifest(st, dataset, digest)
+    except UnknownVersionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except KeyError:
         typer.echo(f"error: no version {digest} of dataset {dataset!r} in {st.uri}", err=True)
         raise typer.Exit(1) from None

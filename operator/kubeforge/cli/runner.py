@@ -18,12 +18,14 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
+from kubeforge import API_GROUP
 from kubeforge.api import InferenceService, Phase, kind_for
+from kubeforge.api.registry import kinds_for
 from kubeforge.core.usage import artifacts_to_delete
 from kubeforge.local import printing, serving
 from kubeforge.local.manifests import ManifestError, load_manifests, resource_label
 from kubeforge.local.runner import Runner, summary_table
-from kubeforge.local.state import Record, StateDir, StateError, resolve_state_dir, resolve_store_uri
+from kubeforge.local.state import Record, StateDir, StateError, local_store_uri, resolve_state_dir
 from kubeforge.store import StoreError, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +87,7 @@ def run_command(
 ) -> None:
     """Validate the manifests, order them by their references, and run every step that changed."""
     state = _state(state_dir)
-    store_uri = resolve_store_uri(store, state.root)
+    store_uri = local_store_uri(store, state.root)
     console = _out()
     loaded = load_manifests(file)
     runner = Runner(state, store_uri, console)
@@ -114,7 +116,8 @@ def run_command(
 
 @user_errors
 def get_command(
-    kind: Annotated[str, typer.Argument(help="Kind, plural or short name (e.g. trainingjobs, tj).")],
+    kind: Annotated[str, typer.Argument(
+        help="Kind, plural or short name (e.g. trainingjobs, tj), or `kubeforge` for every kind.")],
     name: Annotated[str | None, typer.Argument(help="One resource; all when left out.")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="wide | yaml | json")] = None,
     namespace: NamespaceOpt = "default",
@@ -124,23 +127,45 @@ def get_command(
     """List resources the way `kubectl get` does (the TrainingJob table is the experiments table)."""
     if output not in (None, "wide", "yaml", "json"):
         raise StateError(f"--output {output!r}: expected wide, yaml or json")
-    cls = kind_for(kind)
+    classes = kinds_for(kind)
     state = _state(state_dir)
-    kind_name = cls.model_fields["kind"].default
-    if name is not None:
-        records = [state.get(kind_name, namespace, name)]
-    else:
-        records = state.list(kind_name, None if all_namespaces else namespace)
+    by_kind: list[tuple[type[Any], list[Record]]] = []
+    for cls in classes:
+        kind_name = cls.model_fields["kind"].default
+        if name is not None:
+            # One name across a category: the kinds that have it (kubectl says NotFound per kind).
+            found = state.load(kind_name, namespace, name)
+            if found is None and len(classes) == 1:
+                state.get(kind_name, namespace, name)  # raises its "not found" error
+            records = [found] if found is not None else []
+        else:
+            records = state.list(kind_name, None if all_namespaces else namespace)
+        by_kind.append((cls, records))
+    every = [r for _, records in by_kind for r in records]
+    if name is not None and not every:
+        raise StateError(f"no resource named {name!r} of the kinds {', '.join(c.__name__ for c in classes)} "
+                         f"in namespace {namespace} of the state directory {state.root}")
     if output in ("json", "yaml"):
-        obj = records[0].resource.dump() if name is not None else printing.list_object(records)
+        single = name is not None and len(classes) == 1
+        obj = every[0].resource.dump() if single else printing.list_object(every)
         print(json.dumps(obj, indent=2) if output == "json" else yaml.safe_dump(obj, sort_keys=False), end="\n")
         return
-    if not records:
+    if not every:
         where = "any namespace" if all_namespaces else f"{namespace} namespace"
         _err().print(f"No resources found in {where}.")
         return
-    print(printing.render_table(printing.table_rows(cls, records, wide=output == "wide",
-                                                    all_namespaces=all_namespaces)))
+    tables = []
+    for cls, records in by_kind:
+        if not records:
+            continue
+        rows = printing.table_rows(cls, records, wide=output == "wide", all_namespaces=all_namespaces)
+        if len(classes) > 1:
+            # As kubectl prints several kinds: NAME is `kind.group/name`, one table per kind.
+            col = rows[0].index("NAME")
+            for row in rows[1:]:
+                row[col] = f"{cls.__name__.lower()}.{API_GROUP}/{row[col]}"
+        tables.append(printing.render_table(rows))
+    print("\n\n".join(tables))
 
 
 @user_errors

@@ -26,7 +26,7 @@ from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.formats.voc import write_voc
 from kubeforge.datasets.formats.yolo import write_yolo
 from kubeforge.datasets.manifest import Manifest
-from kubeforge.datasets.versions import is_manifest_key, load_manifest
+from kubeforge.datasets.versions import expand_digest, load_manifest
 from kubeforge.store.base import Store
 
 MARKER = ".kubeforge-export.json"
@@ -36,7 +36,7 @@ WRITERS: dict[str, Callable[[Manifest, ExportTree], None]] = {
 }
 EXPORT_FORMATS = tuple(WRITERS)
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_manifest", "export_version", "resolve_digest"]
+__all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_manifest", "export_version"]
 
 
 @dataclass
@@ -47,25 +47,11 @@ class ExportResult:
     losses: dict[str, int] = field(default_factory=dict)  # what the format could not hold -> count
 
 
-def resolve_digest(store: Store, dataset: str, digest: str) -> str:
-    """A full digest from a unique prefix (at least 6 characters) of one of the dataset's versions."""
-    if len(digest) == 64:
-        return digest
-    if len(digest) < 6:
-        raise ExportError(f"version {dataset}@{digest}: give at least 6 characters of the digest")
-    found = sorted({k.split("/")[2] for k in store.list(f"datasets/{dataset}/") if k.startswith(
-        f"datasets/{dataset}/{digest}") and is_manifest_key(k)})
-    if len(found) != 1:
-        what = "no version" if not found else f"{len(found)} versions ({', '.join(f[:12] for f in found)})"
-        raise ExportError(f"version {dataset}@{digest}: {what} of dataset {dataset!r} in {store.uri} match")
-    return found[0]
-
-
 def export_version(
     store: Store, dataset: str, digest: str, fmt: str, out: str | Path, *, workers: int = 8
 ) -> ExportResult:
     """Write version `dataset@digest` (a unique prefix is enough) as `fmt` to `out` (a folder or s3://)."""
-    digest = resolve_digest(store, dataset, digest)
+    digest = expand_digest(store, dataset, digest)  # UnknownVersionError (a ValueError) when it names none
     try:
         manifest = load_manifest(store, dataset, digest)
     except KeyError:

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from kubeforge.atomic_file import atomic_write_bytes
+
 DEFAULT_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 KNOWN_SHAPES = frozenset(DEFAULT_CLASSES)
 CIRCLE_VERTICES = 32  # polygon approximation of a circle: within 0.5% of its true area
@@ -157,11 +159,6 @@ def _check_classes(classes: Sequence[str]) -> list[str]:
     return names
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Write-then-rename: an interrupted run never leaves a truncated file that looks complete.
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -195,7 +192,7 @@ def generate_shapes_coco(
         kinds = [names[int(k)] for k in rng.integers(0, len(names), size=count)]
         data, shapes = _draw(rng, size, kinds, (0.15, 0.45))
         file_name = f"{i:06d}.png"
-        _write_atomic(images_dir / file_name, data)
+        atomic_write_bytes(images_dir / file_name, data)
         images.append({"id": i + 1, "file_name": file_name, "width": size, "height": size})
         for shape in shapes:
             annotations.append({
@@ -214,7 +211,7 @@ def generate_shapes_coco(
         "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(names)],
     }
     ann_path = out / "annotations.json"
-    _write_atomic(ann_path, json.dumps(coco, separators=(",", ":")).encode())
+    atomic_write_bytes(ann_path, json.dumps(coco, separators=(",", ":")).encode())
     return ann_path
 
 
@@ -236,5 +233,5 @@ def generate_shapes_imagefolder(
         for i in range(n_per_class):
             # Offset the stream per class so classes do not share backgrounds image by image.
             data, _ = _draw(_rng(seed, k * 1_000_003 + i), size, [name], (0.35, 0.8))
-            _write_atomic(class_dir / f"{i:04d}.png", data)
+            atomic_write_bytes(class_dir / f"{i:04d}.png", data)
     return out

@@ -41,6 +41,40 @@ def is_manifest_key(key: str) -> bool:
     return len(parts) == 4 and parts[0] == "datasets" and not parts[1].startswith(".") and parts[3] in MANIFEST_NAMES
 
 
+# Fewer digest characters name a version too loosely: 6 hex are 16.7 million values.
+MIN_DIGEST_PREFIX = 6
+
+
+class UnknownVersionError(ValueError):
+    """A `dataset@digest` names no version of the store, or more than one."""
+
+
+def list_versions(store: Store, dataset: str, prefix: str = "") -> list[str]:
+    """Digests of the dataset's versions in the store (those starting with `prefix`), sorted."""
+    return sorted({k.split("/")[2] for k in store.list(f"datasets/{dataset}/{prefix}") if is_manifest_key(k)})
+
+
+def expand_digest(store: Store, dataset: str, digest: str) -> str:
+    """The full digest of `dataset@digest`, where `digest` is the full digest or a unique prefix of
+    at least MIN_DIGEST_PREFIX characters. UnknownVersionError names the candidates when it is not."""
+    label = f"{dataset}@{digest}"
+    if len(digest) == 64:
+        return digest
+    if len(digest) < MIN_DIGEST_PREFIX:
+        raise UnknownVersionError(f"{label}: give at least {MIN_DIGEST_PREFIX} characters of the digest")
+    found = list_versions(store, dataset, digest)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise UnknownVersionError(f"{label}: {len(found)} versions of dataset {dataset!r} in {store.uri} start "
+                                  f"with {digest!r}: {', '.join(f[:12] for f in found)}; give more characters")
+    others = list_versions(store, dataset)
+    known = (f"its versions: {', '.join(f[:12] for f in others[:10])}{', ...' if len(others) > 10 else ''}"
+             if others else "it has no versions there")
+    raise UnknownVersionError(f"{label}: no version of dataset {dataset!r} in {store.uri} starts with "
+                              f"{digest!r} ({known})")
+
+
 def version_exists(store: Store, dataset: str, digest: str) -> bool:
     return store.exists(layout.dataset_manifest_key(dataset, digest)) or store.exists(parquet_keys(dataset, digest)[0])
 

@@ -41,17 +41,13 @@ def resolve_state_dir(option: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def resolve_store_uri(option: str | None, state_dir: Path) -> str:
-    """--store, else $KUBEFORGE_STORE, else file://<state>/store. Plain paths become file:// URIs."""
-    uri = option or os.environ.get(ENV_STORE) or (state_dir / "store").as_uri()
+def local_store_uri(option: str | Path | None = None, state_dir: str | Path | None = None) -> str:
+    """The one default store of the CLI and the local runner: --store, else $KUBEFORGE_STORE, else
+    file://<state-dir>/store (state dir as `resolve_state_dir`). Plain paths become file:// URIs."""
+    uri = str(option or os.environ.get(ENV_STORE) or (resolve_state_dir(state_dir) / "store").as_uri())
     if "://" not in uri:
         uri = Path(uri).expanduser().resolve().as_uri()
     return uri
-
-
-def local_store_uri(option: str | None = None, state_dir: str | Path | None = None) -> str:
-    """The store the local runner uses (--store, $KUBEFORGE_STORE, else <state-dir>/store): the CLI's default."""
-    return resolve_store_uri(option, resolve_state_dir(state_dir))
 
 
 def run_digest(run: StepRun) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -11,16 +10,19 @@ from kubeforge.store.local import LocalStore
 
 ENV_STORE = "KUBEFORGE_STORE"
 ENV_S3_ENDPOINT = "KUBEFORGE_S3_ENDPOINT"  # host:port or http(s)://host:port
-DEFAULT_LOCAL_STORE = ".kubeforge/store"
 
 
-def open_store(uri: str | None = None) -> Store:
+def open_store(uri: str) -> Store:
     """`file:///dir`, a plain path, or `s3://bucket/prefix`.
 
+    There is no default here: a caller names its store (the CLI's default, $KUBEFORGE_STORE or
+    the state directory's store, is `kubeforge.local.state.local_store_uri`; the operator's is
+    its settings; a step's is its run spec), so no two places can disagree about it.
     S3 credentials come only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
     and the endpoint from KUBEFORGE_S3_ENDPOINT, so they never appear in specs or status.
     """
-    uri = uri or os.environ.get(ENV_STORE) or DEFAULT_LOCAL_STORE
+    if not uri:
+        raise StoreError("no store URI given: expected file:///path, a directory path or s3://bucket/prefix")
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return LocalStore(Path(parsed.path if parsed.scheme == "file" else uri))

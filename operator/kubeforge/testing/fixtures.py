@@ -163,17 +163,21 @@ def triton_backend_dir() -> Any:
 
 @pytest.fixture(scope="module")
 def kube_emulator() -> Iterator[Any]:
-    """A `KubeEmulator` for the test module, with crds/*.yaml applied (kubeforge.io kinds discoverable).
+    """A `KubeEmulator` for the test module, with the kubeforge.io CRDs applied (kinds discoverable).
 
-    Shared by a module: give each test its own namespace (`kube_namespace`) so they do not meet.
+    The CRDs come from the API models through the generator of `kubeforge crds generate` (the very
+    text it writes to crds/, which a test keeps in step), not from the source tree: the fixture
+    works from an installed wheel. Shared by a module: give each test its own namespace
+    (`kube_namespace`) so they do not meet.
     """
-    from pathlib import Path
+    import yaml
 
+    from kubeforge.api.crd import generate_all
     from kubeforge.testing.kube_emulator import KubeEmulator
 
-    crds = Path(__file__).resolve().parents[3] / "crds"
     with KubeEmulator() as emulator:
-        emulator.apply_crds(crds)
+        for text in generate_all().values():
+            emulator.create(yaml.safe_load(text))
         yield emulator
 
 
