@@ -27,6 +27,7 @@ import yaml
 import kubeforge
 from kubeforge.api.common import now_rfc3339
 from kubeforge.api.training_job import TrainingJobStatus
+from kubeforge.atomic_file import atomic_write_bytes
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.datasets.versions import load_manifest
 from kubeforge.steps.spec import TrainRun
@@ -84,11 +85,7 @@ def download_images(store: Store, manifest: Manifest, names: set[str], root: Pat
         if hashlib.sha256(data).hexdigest() != img.blob:
             raise ValueError(f"{store.url(layout.blob_key(img.blob))}: content does not match its hash "
                              f"(image {img.file_name!r})")
-        dest = blob_path(root, img.blob)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        atomic_write_bytes(blob_path(root, img.blob), data)
     return len(todo)
 
 
