@@ -11,11 +11,15 @@ from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, Resour
 
 
 class BenchmarkModelRef(ApiModel):
+    """A model to evaluate: a TrainingJob's latest successful run, best or last checkpoint."""
+
     training_job: str = Field(min_length=1)
     checkpoint: Literal["best", "last"] = "best"
 
 
 class BenchmarkSpec(ApiModel):
+    """Which models to evaluate on which data; two or more are compared."""
+
     dataset_version: str | None = Field(
         default=None, description="Evaluate on this version (default: the first model's training data)."
     )
@@ -28,6 +32,8 @@ class BenchmarkSpec(ApiModel):
 
 
 class BenchmarkStatus(StatusBase):
+    """Where the metrics and the report of the current run are, and its headline numbers."""
+
     metrics_uri: str | None = None
     report_uri: str | None = None
     metrics: dict[str, dict[str, float]] = Field(

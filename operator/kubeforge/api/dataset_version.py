@@ -39,6 +39,8 @@ class DatasetSource(ApiModel):
 
 
 class DatasetVersionSpec(ApiModel):
+    """Import raw data (source), or derive from other versions (parents with operations)."""
+
     dataset: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The dataset this is a version of.")
     source: DatasetSource | None = Field(
         default=None, description="Import raw data. Exactly one of source, or parents with operations."
@@ -97,6 +99,8 @@ class ImageSizeStats(ApiModel):
 
 
 class DatasetStats(ApiModel):
+    """Counts of the version's images, annotations and classes."""
+
     images: int
     annotations: int
     classes: int
@@ -112,6 +116,8 @@ class SkippedFile(ApiModel):
 
 
 class DatasetVersionStatus(StatusBase):
+    """The version's content digest, classes, stats, lineage and changes from its parent."""
+
     digest: str | None = Field(default=None, description="sha256 of the version manifest.")
     manifest_uri: str | None = None
     task: str | None = None

@@ -11,6 +11,8 @@ from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, Resour
 
 
 class ServedModelRef(ApiModel):
+    """The model to serve: a TrainingJob's latest successful run, or a pinned run."""
+
     training_job: str = Field(min_length=1)
     run: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{6,64}$",
@@ -21,6 +23,8 @@ class ServedModelRef(ApiModel):
 
 
 class RuntimeSpec(ApiModel):
+    """Triton's settings for the served model."""
+
     max_batch_size: int = Field(default=8, ge=0, le=1024, description="0 disables batching.")
     dynamic_batching: bool = True
     max_queue_delay_microseconds: int = Field(default=100, ge=0)
@@ -28,6 +32,8 @@ class RuntimeSpec(ApiModel):
 
 
 class InferenceServiceSpec(ApiModel):
+    """Which model to serve on Triton, how, and with how many replicas."""
+
     model: ServedModelRef
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     replicas: int = Field(default=1, ge=0, le=100)
@@ -35,6 +41,8 @@ class InferenceServiceSpec(ApiModel):
 
 
 class InferenceServiceStatus(StatusBase):
+    """Where the model is served and which TrainingJob run it is."""
+
     url: str | None = Field(default=None, description="HTTP endpoint (Open Inference Protocol v2).")
     grpc_url: str | None = None
     ready: bool = False

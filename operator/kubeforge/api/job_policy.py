@@ -43,5 +43,7 @@ class JobPolicy(ApiModel):
 
 
 class DistributedSpec(ApiModel):
+    """Multi-node or multi-process training (torchrun in an indexed Job)."""
+
     nodes: int = Field(default=1, ge=1, le=1024, description="Pods (an indexed Job) when greater than 1.")
     processes_per_node: int = Field(default=1, ge=1, le=64, description="torchrun --nproc-per-node.")

@@ -15,6 +15,8 @@ Task = Literal["classification", "object-detection", "instance-segmentation", "s
 
 
 class ModelSpec(ApiModel):
+    """The architecture to train and what it starts from (`kubeforge explain` lists the fields)."""
+
     framework: Literal["torchvision"] = "torchvision"
     name: str = Field(min_length=1, description="Architecture, e.g. resnet18 or ssdlite320_mobilenet_v3_large.")
     pretrained: bool = Field(
@@ -28,12 +30,16 @@ class ModelSpec(ApiModel):
 
 
 class SplitSpec(ApiModel):
+    """How images are split into train and val (recorded in train_val_split.json of each run)."""
+
     method: Literal["random"] = "random"
     train_percent: float = Field(default=80.0, gt=0, lt=100)
     seed: int = 0
 
 
 class OptimizerSpec(ApiModel):
+    """The optimizer and its settings."""
+
     type: Literal["SGD", "AdamW"] = "AdamW"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
@@ -41,6 +47,8 @@ class OptimizerSpec(ApiModel):
 
 
 class SchedulerSpec(ApiModel):
+    """The learning-rate schedule, per iteration, with an optional linear warm-up."""
+
     type: Literal["none", "step", "cosine"] = "cosine"
     step_size: int = Field(default=10, ge=1, description="step: epochs between decays.")
     gamma: float = Field(default=0.1, gt=0, le=1, description="step: decay factor.")
@@ -48,6 +56,8 @@ class SchedulerSpec(ApiModel):
 
 
 class Hyperparameters(ApiModel):
+    """Training hyperparameters. Changing any of them is a new run (earlier runs stay)."""
+
     epochs: int = Field(default=10, ge=1, le=100000)
     batch_size: int = Field(default=8, ge=1, le=4096)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -57,12 +67,16 @@ class Hyperparameters(ApiModel):
 
 
 class ResourcesSpec(ApiModel):
+    """What one training pod requests (cluster mode): GPUs, CPU and memory."""
+
     gpu: int = Field(default=0, ge=0)
     cpu: str | None = None
     memory: str | None = None
 
 
 class BenchmarkToggle(ApiModel):
+    """Evaluate the best checkpoint when training succeeds (a Benchmark `<job>-benchmark`)."""
+
     enabled: bool = False
 
 
@@ -73,6 +87,8 @@ class TrainingDataSource(DatasetSource):
 
 
 class TrainingJobSpec(JobPolicy):
+    """What to train, on which data, how, and what to export."""
+
     dataset_version: str | None = Field(
         default=None, min_length=1, description="The DatasetVersion to train on. Exactly one of this or source."
     )
@@ -106,18 +122,24 @@ class TrainingJobSpec(JobPolicy):
 
 
 class Progress(ApiModel):
+    """The last finished epoch of the current run, mirrored from its progress.json."""
+
     epoch: int = 0
     epochs: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class BestMetric(ApiModel):
+    """The best validation metric of the current run and the epoch it was reached."""
+
     name: str
     value: float
     epoch: int
 
 
 class TrainingJobStatus(StatusBase):
+    """What the current run produced; every run is listed in `runs`."""
+
     dataset_digest: str | None = None
     experiment_uri: str | None = None
     progress: Progress | None = None
