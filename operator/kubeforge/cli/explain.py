@@ -134,9 +134,9 @@ def explain_text(target: str, recursive: bool = False) -> str:
             for name, child in props.items():
                 req = " -required-" if name in (holder.get("required") or []) else ""
                 lines.append(f"   {name}  <{type_name(child)}>{req}")
-                said = [child["description"]] if child.get("description") else []
+                said = [child["description"].rstrip(".")] if child.get("description") else []
                 if said or constraints(child):
-                    lines += _wrap("; ".join(said + constraints(child)), "     ")
+                    lines += _wrap("; ".join(said + constraints(child)) + ".", "     ")
                 lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
