@@ -28,6 +28,14 @@ STEPS: dict[str, tuple[type, str]] = {
 }
 
 TERMINATION_LOG = Path("/dev/termination-log")
+# Overrides TERMINATION_LOG where a "pod" is a plain local process (the test pod runner plays the
+# kubelet and reads the message from a file of its own): it must never write into the host's /dev.
+TERMINATION_LOG_ENV = "KUBEFORGE_TERMINATION_LOG"
+
+
+def termination_log_path() -> Path:
+    """Where the kubelet reads the termination message: the container's `terminationMessagePath`."""
+    return Path(os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG)
 
 
 def run_step(step: str, spec_path: Path) -> dict[str, Any]:
@@ -49,9 +57,10 @@ class StepFailedError(RuntimeError):
 def _report_failure(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     # Kubernetes copies this file into the pod status; the operator puts it in the condition.
-    if TERMINATION_LOG.parent.is_dir() and os.access(TERMINATION_LOG.parent, os.W_OK):
+    path = termination_log_path()
+    if path.parent.is_dir() and os.access(path.parent, os.W_OK):
         try:
-            TERMINATION_LOG.write_text(message[-4000:])
+            path.write_text(message[-4000:])
         except OSError:
             pass
 

@@ -21,6 +21,7 @@ import kopf
 from kubeforge import API_GROUP, API_VERSION
 from kubeforge.operator import builders as b
 from kubeforge.operator.cleanup import delete_artifacts
+from kubeforge.operator.lost_jobs import fail_for_deleted_job
 from kubeforge.operator.reconcile import Context, owner_of_job, reconcile_step, refresh_progress, sync_from_job
 from kubeforge.operator.refs import model_of
 from kubeforge.operator.serving import reconcile_serving
@@ -123,6 +124,7 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="step-job")
     def job_event(event: dict[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
         if event.get("type") == "DELETED":
+            fail_for_deleted_job(ctx, _plain(body), logger)
             return
         on_owned_change(ctx, _plain(body), logger, job=True)
 

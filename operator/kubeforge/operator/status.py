@@ -24,6 +24,7 @@ JOB_RUNNING = "JobRunning"
 JOB_SUSPENDED = "JobSuspended"
 JOB_SUCCEEDED = "Succeeded"
 JOB_FAILED = "JobFailed"
+JOB_DELETED = "JobDeleted"  # the step Job was deleted before it finished
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 OOM_KILLED = "OOMKilled"
