@@ -55,12 +55,16 @@ class Context:
 
 def write_status(ctx: Context, body: dict[str, Any], patch: dict[str, Any], logger: logging.Logger | None = None,
                  ) -> None:
-    """Patch status; post an Event and count the phase when the phase changes."""
+    """Patch status; post an Event and count the phase when the phase (or Ready) changes."""
     meta = body["metadata"]
     old = body.get("status") or {}
     ctx.kube.patch(GROUP_VERSION, body["kind"], meta["namespace"], meta["name"], {"status": patch}, "status")
     phase = patch.get("phase")
-    if phase and phase != old.get("phase"):
+    # An Event on every phase change, and on a change of Ready within a phase (an InferenceService
+    # stays Running while it goes Ready): `kubectl describe` must show when it started serving.
+    was_ready = next((c.get("status") for c in old.get("conditions") or [] if c.get("type") == "Ready"), None)
+    is_ready = next((c.get("status") for c in patch.get("conditions") or [] if c.get("type") == "Ready"), was_ready)
+    if phase and (phase != old.get("phase") or is_ready != was_ready):
         kind = "Warning" if phase == Phase.FAILED else "Normal"
         reason = next((c["reason"] for c in patch.get("conditions", []) if c["type"] == "Ready"), phase)
         kopf.event(body, type=kind, reason=reason, message=f"{phase}: {patch.get('message', '')}"[:1024])
