@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from kubeforge.testing.kube_operator import SECRET, condition, status_of, wait_phase
+from kubeforge.testing.triton_config import onnxruntime_load_problems, parse_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -190,6 +191,10 @@ def test_quickstart_goes_ready_through_the_operator(cluster: dict[str, Any], sha
     assert isvc["url"] == f"http://shapes.{ns}.svc:8000"
     asked, served = runner.served_repositories["shapes"]
     assert asked == isvc["repositoryUri"] and asked.endswith("/onnxruntime") and served.endswith("/python")
+    # What the cluster's NGC Triton would load from that prefix: the onnxruntime variant of the real export.
+    repo = f"{isvc['outputPrefix']}/onnxruntime/shapes"
+    config = parse_model_config(store.get_bytes(f"{repo}/config.pbtxt").decode())
+    assert onnxruntime_load_problems(config, store.get_bytes(f"{repo}/1/model.onnx")) == []
     row = printer_row(emu, "inferenceservices", emu.get("InferenceService", "shapes", ns))
     assert row | {"Age": None} == {"Model": "shapes-detector", "URL": isvc["url"], "Ready": True,
                                    "Phase": "Running", "Age": None}
