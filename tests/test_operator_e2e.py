@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -247,10 +246,9 @@ def test_step_failures_reach_the_training_job(cluster: dict[str, Any], shapes_so
     assert name in failed["message"] and "deleted" in failed["message"], failed["message"]
     assert condition(failed, "Stalled")["status"] == "True"
     emu.wait_for(lambda: runner.running_pid(name) is None, timeout=15, message="the step process killed")
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped
     assert ("Warning", "JobDeleted") in events_of(emu, ns, "long")
-    time.sleep(1.0)  # room for a (wrong) re-creation of the deleted Job to show up
-    assert step_jobs(emu, ns, "TrainingJob", "long") == []
+    assert step_jobs(emu, ns, "TrainingJob", "long") == []  # a failed run is not silently run again
 
     bad = wait_phase(emu, "TrainingJob", "wrong-class", ns, "Failed", timeout=120)
     assert condition(bad, "Ready")["reason"] == "BackoffLimitExceeded", bad
