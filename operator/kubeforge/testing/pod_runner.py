@@ -57,62 +57,41 @@ than Triton's own readiness.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
-import json
 import logging
 import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from kubeforge.cli.step import TERMINATION_LOG_ENV
 from kubeforge.testing.kube_client import KubeClient
 from kubeforge.testing.kube_objects import ApiError, Body, now_iso
+from kubeforge.testing.kubelet import (
+    NODE_NAME,
+    ContainerConfigError,
+    Kubelet,
+    default_commands,
+    expand_vars,
+    rewrite_paths,
+)
+from kubeforge.testing.triton_deployments import TritonDeployments
 
 log = logging.getLogger(__name__)
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
-NODE_NAME = "pod-runner"
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES = 80, 2048
 KILL_GRACE_SECONDS = 5.0
 # What the image (this venv) brings to every container's environment.
 IMAGE_ENV_NAMES = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-
-
-def default_commands(python: str = sys.executable) -> dict[str, list[str]]:
-    """Container command[0] -> the local command that stands for it (the image is this venv)."""
-    return {"kubeforge": [python, "-m", "kubeforge.cli.main"],
-            "torchrun": [python, "-m", "torch.distributed.run"],
-            "python": [python], "python3": [python]}
-
-
-def expand_vars(text: str, env: Mapping[str, str]) -> str:
-    """`$(VAR)` from `env`, as the kubelet expands command, args and env values; unknown refs stay."""
-    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), text)
-
-
-def rewrite_paths(text: str, mounts: Mapping[str, Path]) -> str:
-    """A path under a mount path (the whole value, or the part after `--flag=`) -> the host folder."""
-    head, sep, value = text.partition("=") if text.startswith("-") else ("", "", text)
-    for mount in sorted(mounts, key=len, reverse=True):
-        base = mount.rstrip("/") or "/"
-        if value == base or value.startswith(base.rstrip("/") + "/"):
-            value = str(mounts[mount]) + value[len(base):]
-            break
-    return f"{head}{sep}{value}"
 
 
 def _condition(type_: str, reason: str, message: str) -> Body:
@@ -128,10 +107,6 @@ def _true(status: Body, type_: str) -> bool:
 def job_finished(job: Body) -> bool:
     status = job.get("status") or {}
     return _true(status, "Complete") or _true(status, "Failed")
-
-
-class ContainerConfigError(Exception):
-    """What the kubelet reports as CreateContainerConfigError (a Secret or ConfigMap it cannot read)."""
 
 
 @dataclass
@@ -150,24 +125,6 @@ class PodProcess:
     deleted: bool = False  # its Job went away: killed, not reported
 
 
-@dataclass
-class TritonInstance:
-    """The local tritonserver standing for one Deployment's pods."""
-
-    deployment_uid: str
-    template_key: str
-    replicas: int
-    thread: threading.Thread | None = None
-    process: Any = None  # kubeforge.serving.triton_server.TritonProcess once ready
-    error: str = ""
-    stop_requested: bool = False
-
-
-@dataclass
-class RunnerState:
-    pods: dict[str, PodProcess] = field(default_factory=dict)  # job uid -> the pod running now
-    tritons: dict[str, TritonInstance] = field(default_factory=dict)  # deployment name -> server
-
 
 class PodRunner:
     """`with PodRunner(api, namespace, workdir) as runner:` plays the controllers while the block runs."""
@@ -179,16 +136,15 @@ class PodRunner:
         self.namespace = namespace
         self.workdir = Path(workdir)
         self.poll = poll
-        self.commands = dict(commands or default_commands())
-        self.image_env = dict(image_env if image_env is not None else
-                              {k: os.environ[k] for k in IMAGE_ENV_NAMES if k in os.environ})
-        self.triton_backend_dir = triton_backend_dir
-        self.triton_ready_timeout = triton_ready_timeout
-        self.state = RunnerState()
-        # (job name, pod name, exit code) of every process that ended, and the repositories served.
+        self.kubelet = Kubelet(api, namespace, image_env if image_env is not None else
+                               {k: os.environ[k] for k in IMAGE_ENV_NAMES if k in os.environ},
+                               commands or default_commands())
+        self.tritons = TritonDeployments(api, namespace, self.workdir, self.kubelet, triton_backend_dir,
+                                         triton_ready_timeout)
+        self.pods: dict[str, PodProcess] = {}  # job uid -> the pod running now
+        # (job name, pod name, exit code) of every process that ended.
         self.finished: list[tuple[str, str, int]] = []
-        self.served_repositories: dict[str, tuple[str, str]] = {}  # deployment -> (asked, served)
-        self.errors: list[str] = []
+        self.errors: list[str] = self.tritons.errors  # one list: the test asserts it stays empty
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -205,10 +161,9 @@ class PodRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
-        for pod in list(self.state.pods.values()):
+        for pod in list(self.pods.values()):
             self._kill(pod)
-        for name in list(self.state.tritons):
-            self._stop_triton(name)
+        self.tritons.stop_all()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -228,13 +183,13 @@ class PodRunner:
     def tick(self) -> None:
         """One pass of every controller (also callable from a test for determinism)."""
         self._sync_jobs()
-        self._sync_deployments()
+        self.tritons.sync()
 
     # --- what tests ask --------------------------------------------------------------------------
     def running_pid(self, job_name: str) -> int | None:
         """The pid of the process running `job_name`'s pod now, if any."""
         with self._lock:
-            for pod in self.state.pods.values():
+            for pod in self.pods.values():
                 if pod.job_name == job_name and pod.proc is not None and pod.proc.poll() is None:
                     return pod.proc.pid
         return None
@@ -246,32 +201,27 @@ class PodRunner:
 
     def endpoint(self, service: str) -> str:
         """The local HTTP URL of the Triton behind Service `service` (what a port-forward gives)."""
-        svc = self.api.get("Service", service, self.namespace)
-        selector = (svc.get("spec") or {}).get("selector") or {}
-        for dep in self.api.list("Deployment", self.namespace):
-            labels = (((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
-            if selector and all(labels.get(k) == v for k, v in selector.items()):
-                inst = self.state.tritons.get(dep["metadata"]["name"])
-                if inst is not None and inst.process is not None:
-                    return str(inst.process.http_url)
-                raise LookupError(f"Service {service}: Deployment {dep['metadata']['name']} has no ready Triton "
-                                  f"({inst.error if inst else 'not started'})")
-        raise LookupError(f"Service {service}: no Deployment matches its selector {selector}")
+        return self.tritons.endpoint(service)
+
+    @property
+    def served_repositories(self) -> dict[str, tuple[str, str]]:
+        """Deployment name -> (the repository it asked for, the one the local Triton serves)."""
+        return self.tritons.served_repositories
 
     # --- Jobs --------------------------------------------------------------------------------------
     def _sync_jobs(self) -> None:
         jobs = {j["metadata"]["uid"]: j for j in self.api.list("Job", self.namespace)}
-        for uid, pod in list(self.state.pods.items()):
+        for uid, pod in list(self.pods.items()):
             job = jobs.get(uid)
             if job is None or job["metadata"].get("deletionTimestamp"):
                 pod.deleted = True
                 self._kill(pod)
                 with self._lock:
-                    del self.state.pods[uid]
+                    del self.pods[uid]
         for uid, job in jobs.items():
             if job_finished(job) or job["metadata"].get("deletionTimestamp"):
                 continue
-            pod = self.state.pods.get(uid)
+            pod = self.pods.get(uid)
             if pod is None:
                 if (job.get("spec") or {}).get("suspend"):
                     continue
@@ -297,13 +247,14 @@ class PodRunner:
                 fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError")
             self._create_pod_object(job, pod, container)
             with self._lock:
-                self.state.pods[meta["uid"]] = pod
+                self.pods[meta["uid"]] = pod
             status = job.get("status") or {}
             self.api.patch_status("Job", meta["name"], {
                 "startTime": status.get("startTime") or now_iso(), "active": 1, "ready": 0, "terminating": 0,
                 "uncountedTerminatedPods": {}}, self.namespace)
         try:
-            cmd, env, cwd = self._container_process(job, pod, container)
+            pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+            cmd, env, cwd = self.kubelet.process(pod_spec, container, pod.pod_name, pod.pod_dir, pod.term_path)
         except ContainerConfigError as exc:
             self._patch_pod(pod, {"phase": "Pending", "containerStatuses": [{
                 "name": container.get("name", ""), "image": container.get("image", ""), "ready": False,
@@ -344,111 +295,6 @@ class PodRunner:
         with contextlib.suppress(ApiError):  # gone with its Job: nothing to report on
             self.api.patch_status("Pod", pod.pod_name, status, self.namespace)
 
-    def _container_process(self, job: Body, pod: PodProcess, container: Body) -> tuple[list[str], dict[str, str],
-                                                                                        str]:
-        pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
-        mounts = self._volumes(pod_spec, container, pod.pod_dir)
-        env = {**self.image_env, **self.container_env(container, pod_meta={"name": pod.pod_name,
-                                                                            "namespace": self.namespace})}
-        env = {k: rewrite_paths(v, mounts) for k, v in env.items()}
-        if "/tmp" in mounts:
-            env["TMPDIR"] = str(mounts["/tmp"])
-        env[TERMINATION_LOG_ENV] = str(pod.term_path)
-        command = [expand_vars(a, env) for a in container.get("command") or []]
-        args = [expand_vars(a, env) for a in container.get("args") or []]
-        if not command:
-            raise ContainerConfigError(f"container {container.get('name')!r}: no command (image entrypoints "
-                                       "are not known to the pod runner)")
-        local = self.commands.get(command[0])
-        if local is None:
-            raise ContainerConfigError(f"container {container.get('name')!r}: no local stand-in for command "
-                                       f"{command[0]!r} (known: {sorted(self.commands)})")
-        argv = [*local, *(rewrite_paths(a, mounts) for a in [*command[1:], *args])]
-        cwd = rewrite_paths(container["workingDir"], mounts) if container.get("workingDir") else str(pod.pod_dir)
-        return argv, env, cwd
-
-    def _volumes(self, pod_spec: Body, container: Body, pod_dir: Path) -> dict[str, Path]:
-        """Write each volume the container mounts into a host folder; mountPath -> folder."""
-        volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
-        mounts: dict[str, Path] = {}
-        for mount in container.get("volumeMounts") or []:
-            volume = volumes.get(mount["name"])
-            if volume is None:
-                raise ContainerConfigError(f"volumeMount {mount['name']!r} names no volume of the pod")
-            if mount.get("subPath"):
-                raise ContainerConfigError(f"volumeMount {mount['name']!r}: subPath is not supported here")
-            folder = pod_dir / "volumes" / mount["name"]
-            folder.mkdir(parents=True, exist_ok=True)
-            if "configMap" in volume:
-                data = self._read("ConfigMap", volume["configMap"]["name"], volume["configMap"].get("optional"))
-                files = {k: v.encode() for k, v in (data.get("data") or {}).items()}
-                files |= {k: base64.b64decode(v) for k, v in (data.get("binaryData") or {}).items()}
-                self._write_items(folder, files, volume["configMap"].get("items"))
-            elif "secret" in volume:
-                data = self._read("Secret", volume["secret"]["secretName"], volume["secret"].get("optional"))
-                self._write_items(folder, secret_data(data), volume["secret"].get("items"))
-            elif "emptyDir" not in volume:
-                raise ContainerConfigError(f"volume {mount['name']!r}: only configMap, secret and emptyDir are "
-                                           "supported here")
-            mounts[mount["mountPath"]] = folder
-        return mounts
-
-    @staticmethod
-    def _write_items(folder: Path, files: Mapping[str, bytes], items: list[Body] | None) -> None:
-        wanted = {i["key"]: i["path"] for i in items} if items else {k: k for k in files}
-        for key, rel in wanted.items():
-            if key not in files:
-                raise ContainerConfigError(f"volume item {key!r} is not in the source object")
-            target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(files[key])
-
-    def _read(self, kind: str, name: str, optional: bool | None) -> Body:
-        obj = self.api.find(kind, name, self.namespace)
-        if obj is None:
-            if optional:
-                return {}
-            raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
-        return obj
-
-    def container_env(self, container: Body, pod_meta: Mapping[str, Any]) -> dict[str, str]:
-        """The container's environment from `envFrom` and `env`, read from the API as the kubelet does."""
-        env: dict[str, str] = {}
-        for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            if "secretRef" in source:
-                ref = source["secretRef"]
-                values = {k: v.decode() for k, v in secret_data(self._read("Secret", ref["name"],
-                                                                           ref.get("optional"))).items()}
-            elif "configMapRef" in source:
-                ref = source["configMapRef"]
-                values = dict(self._read("ConfigMap", ref["name"], ref.get("optional")).get("data") or {})
-            else:
-                raise ContainerConfigError(f"envFrom entry {source} is not supported")
-            env.update({prefix + k: v for k, v in values.items()})
-        for item in container.get("env") or []:
-            if "valueFrom" not in item:
-                env[item["name"]] = expand_vars(str(item.get("value", "")), env)
-                continue
-            source = item["valueFrom"]
-            if "secretKeyRef" in source or "configMapKeyRef" in source:
-                kind, ref = ("Secret", source["secretKeyRef"]) if "secretKeyRef" in source else \
-                    ("ConfigMap", source["configMapKeyRef"])
-                obj = self._read(kind, ref["name"], ref.get("optional"))
-                values = secret_data(obj) if kind == "Secret" else \
-                    {k: v.encode() for k, v in (obj.get("data") or {}).items()}
-                if ref["key"] not in values:
-                    if ref.get("optional"):
-                        continue
-                    raise ContainerConfigError(f'couldn\'t find key {ref["key"]} in {kind} '
-                                               f'{self.namespace}/{ref["name"]}')
-                env[item["name"]] = values[ref["key"]].decode()
-            elif "fieldRef" in source:
-                env[item["name"]] = field_value(source["fieldRef"]["fieldPath"], pod_meta)
-            else:
-                raise ContainerConfigError(f"env {item['name']!r}: valueFrom {sorted(source)} is not supported")
-        return env
-
     def _check_deadline(self, job: Body, pod: PodProcess) -> None:
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         start = (job.get("status") or {}).get("startTime")
@@ -478,7 +324,7 @@ class PodRunner:
                     "containerID": f"local://{pod.proc.pid}"}}}]})
         self.finished.append((pod.job_name, pod.pod_name, exit_code))
         with self._lock:
-            self.state.pods.pop(pod.job_uid, None)
+            self.pods.pop(pod.job_uid, None)
         name, status, spec = job["metadata"]["name"], job.get("status") or {}, job.get("spec") or {}
         if exit_code == 0 and not deadline_exceeded:
             reached = "Reached expected number of succeeded pods"
@@ -533,127 +379,5 @@ class PodRunner:
         if pod.deleted:
             self.finished.append((pod.job_name, pod.pod_name, 128 + signal.SIGTERM))
 
-    # --- Deployments (Triton) ----------------------------------------------------------------------
-    def _sync_deployments(self) -> None:
-        deployments = {d["metadata"]["name"]: d for d in self.api.list("Deployment", self.namespace)}
-        for name, inst in list(self.state.tritons.items()):
-            dep = deployments.get(name)
-            if dep is None or dep["metadata"]["uid"] != inst.deployment_uid or \
-                    dep["metadata"].get("deletionTimestamp"):
-                self._stop_triton(name)
-        for name, dep in deployments.items():
-            spec = dep.get("spec") or {}
-            container = (((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
-            argv = [*(container.get("command") or []), *(container.get("args") or [])]
-            if not argv or Path(argv[0]).name != "tritonserver":
-                continue
-            replicas = int(spec.get("replicas", 1))
-            key = json.dumps(spec.get("template"), sort_keys=True)
-            inst = self.state.tritons.get(name)
-            if inst is not None and (inst.template_key != key or (replicas == 0) != (inst.replicas == 0)):
-                self._stop_triton(name)  # a rollout (Recreate): the old server goes first
-                inst = None
-            if inst is None:
-                inst = TritonInstance(dep["metadata"]["uid"], key, replicas)
-                self.state.tritons[name] = inst
-                if replicas > 0:
-                    inst.thread = threading.Thread(target=self._run_triton, args=(dep, container, inst),
-                                                   name=f"triton-{name}", daemon=True)
-                    inst.thread.start()
-            inst.replicas = replicas
-            self._report_deployment(dep, inst)
 
-    def _run_triton(self, dep: Body, container: Body, inst: TritonInstance) -> None:
-        from kubeforge.serving.triton_repo import CLUSTER_VARIANT, LOCAL_VARIANT
-        from kubeforge.serving.triton_server import TritonError, start_triton
-
-        name = dep["metadata"]["name"]
-        args = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in container.get("args") or [] if "=" in a}
-        asked = args.get("--model-repository", "")
-        served = asked
-        if asked.rstrip("/").endswith(f"/{CLUSTER_VARIANT}"):
-            served = asked.rstrip("/")[: -len(CLUSTER_VARIANT)] + LOCAL_VARIANT
-        self.served_repositories[name] = (asked, served)
-        pod_dir = self.workdir / f"{name}-triton-{uuid.uuid4().hex[:5]}"
-        pod_dir.mkdir(parents=True)
-        try:
-            env = self.container_env(container, {"name": pod_dir.name, "namespace": self.namespace})
-            if env.get("HOME", "").startswith("/tmp"):
-                env["HOME"] = str(pod_dir)
-            process = start_triton(served, args.get("--load-model", name), log_path=pod_dir / "triton.log",
-                                   env=env, ready_timeout=self.triton_ready_timeout,
-                                   backend_dir=self.triton_backend_dir)
-        except (TritonError, ContainerConfigError, ApiError, OSError) as exc:
-            inst.error = str(exc)
-            self.errors.append(f"Deployment {name}: {exc}")
-            return
-        if inst.stop_requested:  # removed while it was starting
-            from kubeforge.serving.triton_server import stop_triton
-
-            stop_triton(process.pid, timeout=5)
-            return
-        inst.process = process
-
-    def _report_deployment(self, dep: Body, inst: TritonInstance) -> None:
-        """The Deployment controller's status: ready once the local Triton answers /v2/health/ready."""
-        replicas = inst.replicas
-        ready = replicas if inst.process is not None else 0
-        generation = dep["metadata"].get("generation", 1)
-        available = ready >= replicas
-        status = {
-            "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready,
-            "conditions": [
-                {"type": "Available", "status": "True" if available else "False",
-                 "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-                 "message": "Deployment has minimum availability." if available else
-                 (inst.error or "Deployment does not have minimum availability.")},
-                {"type": "Progressing", "status": "False" if inst.error else "True",
-                 "reason": "ProgressDeadlineExceeded" if inst.error else
-                 ("NewReplicaSetAvailable" if available else "ReplicaSetUpdated"),
-                 "message": inst.error or f'ReplicaSet "{dep["metadata"]["name"]}" is progressing.'}],
-        }
-        old = dep.get("status") or {}
-        counts = {k: v for k, v in status.items() if k != "conditions"}
-        if {k: old.get(k) for k in counts} != {k: v or None for k, v in counts.items()} or \
-                [(c.get("type"), c.get("status")) for c in old.get("conditions") or []] != \
-                [(c["type"], c["status"]) for c in status["conditions"]]:
-            # The controller leaves zero counts out: null removes them in a merge patch.
-            patch = {**{k: v or None for k, v in counts.items()}, "conditions": status["conditions"],
-                     "observedGeneration": generation}
-            self.api.patch_status("Deployment", dep["metadata"]["name"], patch, self.namespace)
-
-    def _stop_triton(self, name: str) -> None:
-        from kubeforge.serving.triton_server import stop_triton
-
-        inst = self.state.tritons.pop(name, None)
-        if inst is None:
-            return
-        inst.stop_requested = True
-        if inst.process is not None:
-            stop_triton(inst.process.pid, timeout=5)
-            inst.process = None
-
-
-def secret_data(secret: Body) -> dict[str, bytes]:
-    """A Secret's values as the kubelet sees them: `data` decoded. `stringData` is write-only on a real
-    server (merged into `data` on write); the emulator keeps it as sent, so it counts here too."""
-    out = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-    out |= {k: str(v).encode() for k, v in (secret.get("stringData") or {}).items()}
-    return out
-
-
-def field_value(path: str, pod_meta: Mapping[str, Any]) -> str:
-    """The downward API for the fields a pod runner knows: metadata.name, metadata.namespace,
-    metadata.annotations['k'] / labels['k'] (empty here: pods get the template's, not indexed ones)."""
-    if path in ("metadata.name", "metadata.namespace"):
-        return str(pod_meta.get(path.split(".")[1], ""))
-    match = re.fullmatch(r"metadata\.(annotations|labels)\['([^']+)'\]", path)
-    if match:
-        return str((pod_meta.get(match.group(1)) or {}).get(match.group(2), ""))
-    if path == "spec.nodeName":
-        return NODE_NAME
-    raise ContainerConfigError(f"fieldRef {path!r} is not supported here")
-
-
-__all__ = ["PodRunner", "default_commands", "expand_vars", "field_value", "rewrite_paths", "secret_data"]
+__all__ = ["PodRunner", "default_commands", "expand_vars", "rewrite_paths"]
