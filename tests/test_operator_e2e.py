@@ -239,6 +239,10 @@ def test_step_failures_reach_the_training_job(cluster: dict[str, Any], shapes_so
     name = job["metadata"]["name"]
     pid = emu.wait_for(lambda: runner.running_pid(name), timeout=30, message="the pod of long running")
     wait_phase(emu, "TrainingJob", "long", ns, "Running", timeout=30)
+    # The trainer's progress.json reaches status through the operator's timer while it runs.
+    running = emu.wait_for(lambda: (s := status_of(emu, "TrainingJob", "long", ns)).get("progress", {})
+                           .get("epoch", 0) >= 1 and s, timeout=120, message="long's progress in status")
+    assert running["progress"]["epochs"] == 50 and running["phase"] == "Running"
     emu.delete("Job", name, ns)
     failed = wait_phase(emu, "TrainingJob", "long", ns, "Failed", timeout=30)
     ready = condition(failed, "Ready")
@@ -248,6 +252,9 @@ def test_step_failures_reach_the_training_job(cluster: dict[str, Any], shapes_so
     emu.wait_for(lambda: runner.running_pid(name) is None, timeout=15, message="the step process killed")
     assert not Path(f"/proc/{pid}").exists()  # killed and reaped
     assert ("Warning", "JobDeleted") in events_of(emu, ns, "long")
+    # The step unwound on SIGTERM: its progress.json agrees with the status (no run left "Training").
+    progress = cluster["store"].get_json(f"{failed['outputPrefix']}/progress.json")
+    assert progress["phase"] == "Failed", progress
     assert step_jobs(emu, ns, "TrainingJob", "long") == []  # a failed run is not silently run again
 
     bad = wait_phase(emu, "TrainingJob", "wrong-class", ns, "Failed", timeout=120)

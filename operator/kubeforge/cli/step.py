@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +55,23 @@ class StepFailedError(RuntimeError):
 
 
 
+class StepTerminatedError(BaseException):
+    """SIGTERM: the pod was deleted or evicted, or the local runner is stopping the step.
+
+    A BaseException (like KeyboardInterrupt) so no `except Exception` in a step swallows it, and
+    the step's own cleanup runs (a training marks progress.json Failed) before it exits; Python's
+    default for SIGTERM is to die on the spot, leaving progress.json saying "Training".
+    """
+
+
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a container killed by SIGTERM reports
+
+
+def _raise_on_sigterm(signum: int, _frame: object) -> None:
+    raise StepTerminatedError(f"the step was stopped by signal {signal.Signals(signum).name} (its pod was "
+                              "deleted or evicted, or its runner stopped it)")
+
+
 def _report_failure(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     # Kubernetes copies this file into the pod status; the operator puts it in the condition.
@@ -96,11 +114,15 @@ def _make_command(step: str) -> None:
                          help="Also write the result to this key of the run spec's store (cluster mode)."),
         ] = None,
     ) -> None:
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
         try:
             out = run_step(step, spec)
         except (StepFailedError, ValueError, KeyError, OSError) as exc:
             _report_failure(str(exc) if not isinstance(exc, KeyError) else f"missing: {exc}")
             raise typer.Exit(1) from None
+        except StepTerminatedError as exc:
+            _report_failure(str(exc))
+            raise typer.Exit(SIGTERM_EXIT_CODE) from None
         text = json.dumps(out, indent=2, sort_keys=True)
         if not is_result_writer():
             # Every rank would otherwise write (and race on) the same result: rank 0 speaks for the run.
