@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,7 +115,8 @@ def _make_command(step: str) -> None:
                          help="Also write the result to this key of the run spec's store (cluster mode)."),
         ] = None,
     ) -> None:
-        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, _raise_on_sigterm)
         try:
             out = run_step(step, spec)
         except (StepFailedError, ValueError, KeyError, OSError) as exc:
