@@ -149,10 +149,15 @@ def test_quickstart_goes_ready_through_the_operator(cluster: dict[str, Any], sha
     # --- TrainingJob: the operator stops mid-training and a fresh instance takes over -------------
     wait_phase(emu, "TrainingJob", "shapes-detector", ns, "Running", timeout=120)
     train_job = step_jobs(emu, ns, "TrainingJob", "shapes-detector")[0]
-    assert runner.running_pid(train_job["metadata"]["name"]) is not None
+    # Running: the Job has an active pod (the Job controller counts it before its container starts).
+    emu.wait_for(lambda: runner.running_pid(train_job["metadata"]["name"]), timeout=30,
+                 message="the training process running")
     cluster["thread"].stop()
     before = {"jobs": emu.request_count("POST", "jobs"), "configmaps": emu.request_count("POST", "configmaps")}
     uids = {j["metadata"]["name"]: j["metadata"]["uid"] for j in emu.list("Job", ns)}
+    assert not any(c["type"] == "Complete" for c in (emu.get("Job", train_job["metadata"]["name"], ns)
+                                                      .get("status") or {}).get("conditions") or []), \
+        "the training finished before the operator stopped: nothing left to check"
     # The step finishes while no operator runs: its completion must not be lost.
     emu.wait_for(lambda: any(c["type"] == "Complete" for c in
                              (emu.get("Job", train_job["metadata"]["name"], ns).get("status") or {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class TritonInstance:
     process: Any = None  # kubeforge.serving.triton_server.TritonProcess once ready
     error: str = ""
     stop_requested: bool = False
+    # stop() and a server that just became ready must agree on who stops it.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TritonDeployments:
@@ -48,9 +50,13 @@ class TritonDeployments:
         self.served_repositories: dict[str, tuple[str, str]] = {}  # deployment -> (asked, served)
         self.errors: list[str] = []
 
-    def stop_all(self) -> None:
+    def stop_all(self, starting_timeout: float = 60.0) -> None:
+        """Stop every server; one still starting is stopped by its thread once start_triton returns."""
+        threads = [inst.thread for inst in self.servers.values() if inst.thread is not None]
         for name in list(self.servers):
             self.stop(name)
+        for thread in threads:
+            thread.join(starting_timeout)
 
     def endpoint(self, service: str) -> str:
         """The local HTTP URL of the Triton behind Service `service` (what a port-forward gives)."""
@@ -120,12 +126,13 @@ class TritonDeployments:
             inst.error = str(exc)
             self.errors.append(f"Deployment {name}: {exc}")
             return
-        if inst.stop_requested:  # removed while it was starting
-            from kubeforge.serving.triton_server import stop_triton
+        with inst.lock:
+            if not inst.stop_requested:
+                inst.process = process
+                return
+        from kubeforge.serving.triton_server import stop_triton
 
-            stop_triton(process.pid, timeout=5)
-            return
-        inst.process = process
+        stop_triton(process.pid, timeout=5)  # removed while it was starting
 
     def _report(self, dep: Body, inst: TritonInstance) -> None:
         """The Deployment controller's status: ready once the local Triton answers /v2/health/ready."""
@@ -162,7 +169,8 @@ class TritonDeployments:
         inst = self.servers.pop(name, None)
         if inst is None:
             return
-        inst.stop_requested = True
-        if inst.process is not None:
-            stop_triton(inst.process.pid, timeout=5)
-            inst.process = None
+        with inst.lock:
+            inst.stop_requested = True
+            process, inst.process = inst.process, None
+        if process is not None:
+            stop_triton(process.pid, timeout=5)
