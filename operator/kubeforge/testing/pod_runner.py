@@ -222,6 +222,12 @@ class PodRunner:
             if job_finished(job) or job["metadata"].get("deletionTimestamp"):
                 continue
             pod = self.pods.get(uid)
+            if pod is None and int((job.get("spec") or {}).get("completions") or 1) > 1:
+                # One pod per Job here: an indexed, multi-pod Job would be misreported, so it is refused.
+                message = f"Job {job['metadata']['name']}: more than one completion is not emulated"
+                if message not in self.errors:
+                    self.errors.append(message)
+                continue
             if pod is None:
                 if (job.get("spec") or {}).get("suspend"):
                     continue
