@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +31,14 @@ STEPS: dict[str, tuple[type, str]] = {
 }
 
 TERMINATION_LOG = Path("/dev/termination-log")
+# Overrides TERMINATION_LOG where a "pod" is a plain local process (the test pod runner plays the
+# kubelet and reads the message from a file of its own): it must never write into the host's /dev.
+TERMINATION_LOG_ENV = "KUBEFORGE_TERMINATION_LOG"
+
+
+def termination_log_path() -> Path:
+    """Where the kubelet reads the termination message: the container's `terminationMessagePath`."""
+    return Path(os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG)
 
 
 def run_step(step: str, spec_path: Path) -> dict[str, Any]:
@@ -41,12 +51,30 @@ def run_step(step: str, spec_path: Path) -> dict[str, Any]:
     return module.run(spec)
 
 
+class StepTerminatedError(BaseException):
+    """SIGTERM: the pod was deleted or evicted, or the local runner is stopping the step.
+
+    A BaseException (like KeyboardInterrupt) so no `except Exception` in a step swallows it, and
+    the step's own cleanup runs (a training marks progress.json Failed) before it exits; Python's
+    default for SIGTERM is to die on the spot, leaving progress.json saying "Training".
+    """
+
+
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a container killed by SIGTERM reports
+
+
+def _raise_on_sigterm(signum: int, _frame: object) -> None:
+    raise StepTerminatedError(f"the step was stopped by signal {signal.Signals(signum).name} (its pod was "
+                              "deleted or evicted, or its runner stopped it)")
+
+
 def _report_failure(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     # Kubernetes copies this file into the pod status; the operator puts it in the condition.
-    if TERMINATION_LOG.parent.is_dir() and os.access(TERMINATION_LOG.parent, os.W_OK):
+    path = termination_log_path()
+    if path.parent.is_dir() and os.access(path.parent, os.W_OK):
         try:
-            TERMINATION_LOG.write_text(message[-4000:])
+            path.write_text(message[-4000:])
         except OSError:
             pass
 
@@ -82,11 +110,16 @@ def _make_command(step: str) -> None:
                          help="Also write the result to this key of the run spec's store (cluster mode)."),
         ] = None,
     ) -> None:
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, _raise_on_sigterm)
         try:
             out = run_step(step, spec)
         except (StepFailedError, ValueError, KeyError, OSError) as exc:
             _report_failure(str(exc) if not isinstance(exc, KeyError) else f"missing: {exc}")
             raise typer.Exit(1) from None
+        except StepTerminatedError as exc:
+            _report_failure(str(exc))
+            raise typer.Exit(SIGTERM_EXIT_CODE) from None
         text = json.dumps(out, indent=2, sort_keys=True)
         if not is_result_writer():
             # Every rank would otherwise write (and race on) the same result: rank 0 speaks for the run.

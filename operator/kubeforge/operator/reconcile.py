@@ -101,7 +101,7 @@ def status_diff(old: Any, new: Any) -> Any:
 
 def write_status(ctx: Context, body: dict[str, Any], status: StatusBase, logger: logging.Logger | None = None,
                  ) -> bool:
-    """Patch status when it changed; post an Event and count the phase when the phase changed."""
+    """Patch status when it changed; post an Event and count the phase when the phase (or Ready) changed."""
     meta = body["metadata"]
     old = body.get("status") or {}
     new = status.dump()
@@ -111,7 +111,11 @@ def write_status(ctx: Context, body: dict[str, Any], status: StatusBase, logger:
     ctx.kube.patch(GROUP_VERSION, body["kind"], meta["namespace"], meta["name"], {"status": patch}, "status")
     body["status"] = new  # later writes in this reconcile diff against what is there now
     phase = new.get("phase")
-    if phase and phase != old.get("phase"):
+    # An Event on every phase change, and on a change of Ready within a phase (an InferenceService
+    # stays Running while it goes Ready): `kubectl describe` must show when it started serving.
+    was_ready = next((c.get("status") for c in old.get("conditions") or [] if c.get("type") == "Ready"), None)
+    is_ready = next((c.get("status") for c in new.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if phase and (phase != old.get("phase") or is_ready != was_ready):
         kind = "Warning" if phase == Phase.FAILED else "Normal"
         reason = next((c["reason"] for c in new.get("conditions", []) if c["type"] == "Ready"), phase)
         kopf.event(body, type=kind, reason=reason, message=f"{phase}: {new.get('message', '')}"[:1024])
@@ -150,7 +154,10 @@ def _parse(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> Resour
 def start_run(ctx: Context, body: dict[str, Any], res: Resource, run: Any, logger: logging.Logger) -> StatusBase:
     """Create the run's objects (the Job last), make it the current run, supersede an unfinished one."""
     name = b.step_job_name(res, run)
-    if _create_all(ctx, b.step_objects(res, run, ctx.settings)):
+    # Another handler of this resource (its own retry, or a dependency's success) may have started this
+    # very run a moment ago: a create would only meet a 409.
+    exists = ctx.kube.get("batch/v1", "Job", res.namespace, name) is not None
+    if not exists and _create_all(ctx, b.step_objects(res, run, ctx.settings)):
         logger.info("%s: created Job %s for run %s", res.key(), name, run.run_id)
     status, superseded = cs.start_run(_status(res, body), run, res.metadata.generation)
     for record in superseded:
