@@ -32,6 +32,8 @@ def run(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Kopf serves /healthz with aiohttp, whose access log would print every probe of the kubelet.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     settings = OperatorSettings()
     if namespace:
         settings = settings.model_copy(update={"watch_namespaces": list(namespace)})
