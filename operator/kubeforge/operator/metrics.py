@@ -97,7 +97,9 @@ class Metrics:
         """Follow Kopf's pausing and resuming of this process in `kubeforge_operator_active`.
 
         Process-wide (Kopf's peering logger is a module's): for `kubeforge operator run`, one operator
-        per process. Starts at 0, as Kopf starts paused until it has read the peering object.
+        per process. Starts at 0, as Kopf starts paused until it has read the peering object. With
+        several watched namespaces Kopf pauses per namespace and the gauge follows the latest change;
+        they agree, as every replica joins the peering of every namespace it watches.
         """
         self.peering_priority.set(priority)
         self.active.set(0)
