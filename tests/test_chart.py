@@ -261,6 +261,18 @@ def test_peering_object_matches_the_operators_peering_name(loaded: Any) -> None:
     assert not [o for o in namespaced if o["kind"] == "ClusterKopfPeering"]
 
 
+def test_replicas_get_distinct_peering_priorities_unless_one_is_fixed(loaded: Any) -> None:
+    settings = pytest.importorskip("kubeforge.operator.settings")
+    env = env_of(only(render(loaded, {"operator": {"replicas": 2}}), "Deployment", RELEASE))
+    # Empty: each pod draws its own (Kopf pauses every operator of a priority tie).
+    assert env["KUBEFORGE_PEERING_PRIORITY"] == "" and env["KUBEFORGE_PEERING_LIFETIME_SECONDS"] == "60"
+    assert len({settings.OperatorSettings(peering_priority="").peering_priority for _ in range(20)}) > 1
+    fixed = env_of(only(render(loaded, {"peering": {"priority": 2000000}}), "Deployment", RELEASE))
+    assert fixed["KUBEFORGE_PEERING_PRIORITY"] == "2000000"
+    with pytest.raises(helm.HelmRenderError, match=r"peering\.priority must be empty with operator\.replicas > 1"):
+        render(loaded, {"operator": {"replicas": 2}, "peering": {"priority": 5}})
+
+
 # --- CRDs -----------------------------------------------------------------------------------
 
 

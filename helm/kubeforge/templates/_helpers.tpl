@@ -88,3 +88,14 @@ ServiceAccount: the watched ones, or the release namespace when cluster-wide. */
 {{- define "kubeforge.storeBucket" -}}
 {{- .Values.store.url | trimPrefix "s3://" | splitList "/" | first -}}
 {{- end -}}
+
+{{/* KUBEFORGE_PEERING_PRIORITY: empty (random per pod) unless set; a fixed one with several
+replicas would tie them, and Kopf pauses every operator of a tie. */}}
+{{- define "kubeforge.peeringPriority" -}}
+{{- if not (kindIs "invalid" .Values.peering.priority) -}}
+{{- if gt (int .Values.operator.replicas) 1 -}}
+{{- fail "peering.priority must be empty with operator.replicas > 1 (replicas of equal priority all pause; empty gives each pod a random one)" -}}
+{{- end -}}
+{{- .Values.peering.priority | int64 -}}
+{{- end -}}
+{{- end -}}

@@ -1,4 +1,9 @@
-"""`kubeforge operator run`: the Kopf operator with its liveness endpoint and /metrics."""
+"""`kubeforge operator run`: the Kopf operator with its liveness endpoint and /metrics.
+
+`/healthz` (KUBEFORGE_HEALTH_PORT) is Kopf's liveness endpoint: it answers 200 while Kopf's reactor
+runs, also on a paused standby replica (so the chart's probes keep it alive and Ready).
+`/metrics` (KUBEFORGE_METRICS_PORT): see kubeforge.operator.metrics.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +32,18 @@ def run(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Kopf serves /healthz with aiohttp, whose access log would print every probe of the kubelet.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     settings = OperatorSettings()
     if namespace:
         settings = settings.model_copy(update={"watch_namespaces": list(namespace)})
     registry, ctx = build(settings)
+    ctx.metrics.track_peering(settings.peering_priority)
     ctx.metrics.serve(settings.metrics_port)
+    logging.getLogger(__name__).info(
+        "peering %r, priority %d (the live replica with the highest priority is active), lifetime %ds; "
+        "/metrics on :%d, /healthz on :%d", settings.peering_name, settings.peering_priority,
+        settings.peering_lifetime_seconds, settings.metrics_port, settings.health_port)
     kopf.run(
         registry=registry,
         clusterwide=settings.clusterwide,

@@ -59,6 +59,9 @@ def configure(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     settings.peering.name = ours.peering_name
     settings.peering.clusterwide = ours.clusterwide
+    # Replicas must not share a priority (Kopf pauses all of a tie): see OperatorSettings.
+    settings.peering.priority = ours.peering_priority
+    settings.peering.lifetime = ours.peering_lifetime_seconds
     # Our phase-change Events are posted explicitly; Kopf's own go out for warnings and errors only.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "kubeforge-operator"

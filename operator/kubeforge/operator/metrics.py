@@ -1,10 +1,37 @@
-"""Prometheus metrics of one operator instance (its own registry, served on KUBEFORGE_METRICS_PORT)."""
+"""Prometheus metrics of one operator instance (its own registry, served on KUBEFORGE_METRICS_PORT).
+
+Served at `/metrics` (the chart's `metrics` port and Service):
+
+- `kubeforge_reconciles_total{kind}`, `kubeforge_reconcile_errors_total{kind}`: handler calls and
+  unexpected failures per kind (every kind listed from the start, at 0);
+- `kubeforge_resources{kind,phase}`: resources per phase, as this instance last wrote them;
+- `kubeforge_training_epoch` / `kubeforge_training_epochs{namespace,name}`: a TrainingJob's progress;
+- `kubeforge_operator_active`: 1 while this replica handles resources, 0 while Kopf's peering keeps it
+  a standby (another replica has a higher `kubeforge_operator_peering_priority`) or has not yet
+  seen the peering object; `kubeforge_operator_peering_priority`: this replica's priority;
+- `process_*` (memory, CPU, open files, start time) and `python_*` of the operator process.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+from kubeforge.api import KINDS
+
+# Kopf has no hook for its peering pause; it logs each change (kopf/_core/engines/peering.py), and
+# tests/test_operator_peering.py fails if those messages change.
+KOPF_PEERING_LOGGER = "kopf._core.engines.peering"
 
 
 class Metrics:
@@ -20,6 +47,18 @@ class Metrics:
                            ["namespace", "name"], registry=self.registry)
         self.epochs = Gauge("kubeforge_training_epochs", "Planned epochs of a TrainingJob.", ["namespace", "name"],
                             registry=self.registry)
+        self.active = Gauge("kubeforge_operator_active",
+                            "1 while this replica handles resources; 0 while Kopf's peering pauses it.",
+                            registry=self.registry)
+        self.peering_priority = Gauge("kubeforge_operator_peering_priority",
+                                      "Kopf peering priority of this replica (the highest live one is active).",
+                                      registry=self.registry)
+        for kind in KINDS:  # present at 0 from the start: a rate() or an alert needs the series
+            self.reconciles.labels(kind)
+            self.errors.labels(kind)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._phases: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
 
@@ -54,6 +93,36 @@ class Metrics:
                 except KeyError:
                     pass
 
+    def track_peering(self, priority: int) -> None:
+        """Follow Kopf's pausing and resuming of this process in `kubeforge_operator_active`.
+
+        Process-wide (Kopf's peering logger is a module's): for `kubeforge operator run`, one operator
+        per process. Starts at 0, as Kopf starts paused until it has read the peering object. With
+        several watched namespaces Kopf pauses per namespace and the gauge follows the latest change;
+        they agree, as every replica joins the peering of every namespace it watches.
+        """
+        self.peering_priority.set(priority)
+        self.active.set(0)
+        peering_log = logging.getLogger(KOPF_PEERING_LOGGER)
+        if peering_log.getEffectiveLevel() > logging.INFO:
+            peering_log.setLevel(logging.INFO)
+        peering_log.addHandler(_PeeringStateHandler(self.active))
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """/metrics on `port` (a daemon thread)."""
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class _PeeringStateHandler(logging.Handler):
+    """Sets a gauge from Kopf's "Pausing operations…" / "Resuming operations…" peering messages."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        super().__init__(level=logging.INFO)
+        self.gauge = gauge
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Pausing "):  # "… in favour of [peers]" or "… all operators, including self"
+            self.gauge.set(0)
+        elif message.startswith("Resuming operations"):
+            self.gauge.set(1)

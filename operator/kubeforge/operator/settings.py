@@ -8,10 +8,19 @@ as every Job and Triton pod does, and only ever passes the Secret's *name* on.
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Random peering priorities are drawn from 1..PEERING_PRIORITY_MAX: two replicas tie once in a
+# million starts; KUBEFORGE_PEERING_PRIORITY above it outranks every replica.
+PEERING_PRIORITY_MAX = 1_000_000
+
+
+def random_priority() -> int:
+    return 1 + secrets.randbelow(PEERING_PRIORITY_MAX)
 
 
 class OperatorSettings(BaseSettings):
@@ -37,6 +46,14 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
     peering_name: str = "kubeforge"
+    # Kopf pauses an operator while a live peer of HIGHER priority exists, and pauses every one of
+    # them while two share a priority; so replicas must not tie. Unset: random per process
+    # (1..PEERING_PRIORITY_MAX, resolved once at start-up); set it above that range to take over
+    # from the cluster's replicas (a debugging session), never to one value for several replicas.
+    peering_priority: int = Field(default_factory=random_priority, ge=0,
+                                  description="Kopf peering priority; empty = random per process.")
+    peering_lifetime_seconds: int = Field(
+        default=60, ge=2, description="Seconds a replica's keep-alive counts; a standby takes over after it.")
     step_service_account: str = Field(default="", description="ServiceAccount of step pods; empty = namespace default.")
 
     @field_validator("watch_namespaces", mode="before")
@@ -45,6 +62,11 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("peering_priority", mode="before")
+    @classmethod
+    def _random_priority(cls, value: object) -> object:
+        return random_priority() if value == "" else value
 
     @field_validator("job_active_deadline_seconds", "job_ttl_seconds", mode="before")
     @classmethod
