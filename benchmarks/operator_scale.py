@@ -50,9 +50,8 @@ def rss_kb(pid: int, field: str) -> int:
 def watch_jobs(emu: KubeEmulator, seen: dict[str, float], stop: threading.Event) -> None:
     """Record when each TrainingJob's Job first appears (by its kubeforge.io/name label)."""
     while not stop.is_set():
-        url = f"{emu.url}/apis/batch/v1/namespaces/{NS}/jobs?watch=true&timeoutSeconds=5"
         try:
-            with urllib.request.urlopen(url, timeout=30) as rsp:
+            with emu.stream(f"/apis/batch/v1/namespaces/{NS}/jobs?watch=true&timeoutSeconds=5") as rsp:
                 for line in rsp:
                     event = json.loads(line)
                     owner = (event["object"]["metadata"].get("labels") or {}).get("kubeforge.io/name")

@@ -8,7 +8,7 @@ import copy
 import datetime
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Body = dict[str, Any]
@@ -18,13 +18,16 @@ ObjKey = tuple[str, str]  # (namespace or "", name)
 class ApiError(Exception):
     """An API failure rendered as a Kubernetes `Status` object with this HTTP code."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: Body | None = None) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> Body:
-        return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                "code": self.code, "reason": self.reason, "message": self.message}
+        out = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+               "code": self.code, "reason": self.reason, "message": self.message}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
 
 
 @dataclass
@@ -43,6 +46,10 @@ class ResourceType:
     # A CRD's openAPIV3Schema: unknown fields are pruned as a real server does, which is how an
     # operator's own bookkeeping in `status` silently disappears when the schema does not keep it.
     schema: Body | None = None
+    # The compiled `crd_schema.CrdSchema` a custom resource is admitted with (None: stored as sent).
+    crd: Any = field(default=None, compare=False, repr=False)
+    # A built-in kind: validated against the Kubernetes OpenAPI schemas (`core_schema`).
+    builtin: bool = False
 
     @property
     def api_version(self) -> str:
