@@ -46,7 +46,7 @@ def trained(op: dict[str, Any], name: str, dsv: str = "data", **spec: Any) -> di
     owner = emu.create(training_job(name, ns, dsv, **spec))
     job = wait_job(emu, ns, name)
     complete_job(emu, store, owner, job, {"metrics": {"accuracy": 0.9},
-                                          "bestMetric": {"name": "accuracy", "value": 0.9}})
+                                          "bestMetric": {"name": "accuracy", "value": 0.9, "epoch": 1}})
     wait_phase(emu, "TrainingJob", name, ns, "Succeeded")
     return emu.get("TrainingJob", name, ns)
 

@@ -14,6 +14,7 @@ from typing import Any
 from kubeforge.operator.handlers import build
 from kubeforge.operator.settings import OperatorSettings
 from kubeforge.store import layout, open_store
+from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kopf_thread import connection_from_kubeconfig
 from kubeforge.testing.kube_emulator import KopfThread, KubeEmulator
 
@@ -41,7 +42,8 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
     settings = OperatorSettings(store=str(tmp_path / "store"), s3_endpoint="", progress_interval_seconds=1)
     with KubeEmulator() as emu:
         emu.apply_crds(CRDS)
-        registry, _ = build(settings, login=lambda **_: connection_from_kubeconfig(emu.kubeconfig_path))
+        kubeconfig = operator_kubeconfig(emu)  # the chart's ServiceAccount, under the chart's RBAC
+        registry, _ = build(settings, login=lambda **_: connection_from_kubeconfig(kubeconfig))
         with KopfThread(registry, emu.kubeconfig_path):
             emu.create(TJ)
             emu.create(DSV)
@@ -66,9 +68,10 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             KubeEmulator.wait_for(lambda: emu.find("Job", "det-train"), timeout=40)
             emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
                 "name": "det-train-x", "namespace": "default", "labels": {"batch.kubernetes.io/job-name": "det-train"}},
-                "spec": {"containers": []}})
+                "spec": {"containers": [{"name": "step", "image": "trainer:t"}], "restartPolicy": "Never"}})
             emu.patch_status("Pod", "det-train-x", {"containerStatuses": [
-                {"name": "step", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})
+                {"name": "step", "image": "trainer:t", "imageID": "", "ready": False, "restartCount": 0,
+                 "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})
             emu.patch_status("Job", "det-train", {"conditions": [
                 {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
             failed = status_when(emu, "TrainingJob", "det", "Failed")
@@ -78,9 +81,10 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             KubeEmulator.wait_for(lambda: reasons(emu.get("TrainingJob", "det")["status"])["Stalled"][1]
                                   == "SpecChangeRefused", timeout=20)
             jobs = len(emu.list("Job"))
-        registry2, _ = build(settings, login=lambda **_: connection_from_kubeconfig(emu.kubeconfig_path))
+        registry2, _ = build(settings, login=lambda **_: connection_from_kubeconfig(kubeconfig))
         with KopfThread(registry2, emu.kubeconfig_path):
             time.sleep(3)  # resume handlers run on start; give them time to (not) act
             assert len(emu.list("Job")) == jobs == 2
+        assert emu.denials() == []  # the chart's RBAC let the operator do all it did
         events = [e.get("reason") for e in emu.list("Event")]
         assert events.count("SpecChangeRefused") == 1 and "OOMKilled" in events and "Succeeded" in events

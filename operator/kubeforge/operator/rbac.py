@@ -12,7 +12,8 @@ Why each rule:
   `suspend` is patched through.
 - pods (read only): a failed Job's container termination reason (OOMKilled) and message.
 - configmaps: the run spec (`run.json`) of each Job (create; get when it already exists).
-- services / deployments: distributed training's headless Service; Triton serving.
+- services / deployments: distributed training's headless Service; Triton serving (Kopf lists
+  and watches the Deployments it made: their readiness becomes the InferenceService's).
 - events: Kopf posts core v1 Events on every phase change.
 - Kopf itself: CRD and namespace discovery, and peering (one active replica of two).
 No access to Secrets: Jobs and Triton get the store Secret through `envFrom`, which the
@@ -37,7 +38,7 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Kopf: discovery of resources and namespaces.
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],

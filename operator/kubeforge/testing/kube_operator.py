@@ -80,6 +80,25 @@ def complete_job(emu: KubeEmulator, store: Any, owner: dict[str, Any], job: dict
     }, meta["namespace"])
 
 
+def create_pod(emu: KubeEmulator, job: dict[str, Any], suffix: str = "x1") -> dict[str, Any]:
+    """Play the Job controller: the pod it makes from the Job's template (labels, spec, owner)."""
+    template = job["spec"]["template"]
+    meta = job["metadata"]
+    return emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": f"{meta['name']}-{suffix}", "namespace": meta["namespace"],
+        "labels": {**(template.get("metadata") or {}).get("labels", {}), "batch.kubernetes.io/job-name": meta["name"]},
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+                             "controller": True}]}, "spec": template["spec"]})
+
+
+def terminate_pod(emu: KubeEmulator, pod: dict[str, Any], reason: str, exit_code: int, message: str = "") -> None:
+    """Play the kubelet: every container of the pod terminated so."""
+    terminated = {"reason": reason, "exitCode": exit_code, **({"message": message} if message else {})}
+    emu.patch_status("Pod", pod["metadata"]["name"], {"phase": "Failed", "containerStatuses": [
+        {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": terminated}} for c in pod["spec"]["containers"]]}, pod["metadata"]["namespace"])
+
+
 def start_job(emu: KubeEmulator, job: dict[str, Any]) -> None:
     emu.patch_status("Job", job["metadata"]["name"], {"active": 1, "startTime": "2025-01-01T00:00:00Z"},
                      job["metadata"]["namespace"])
