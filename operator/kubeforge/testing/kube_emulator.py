@@ -231,7 +231,9 @@ class KubeApiHandler(kmock.KubernetesEmulator):
     def _respond(result: Body, options: WriteOptions | None, status: int = 200) -> aiohttp.web.Response:
         response = aiohttp.web.json_response(result, status=status)
         for warning in (options.warnings if options else ())[:50]:
-            response.headers.add("Warning", f'299 - "{warning}"'.replace("\n", " "))
+            # RFC 7234 warn-text: a quoted string, inner quotes escaped (as kube-apiserver sends it).
+            text = warning.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+            response.headers.add("Warning", f'299 - "{text}"')
         return response
 
     def _establish_crd(self, rt: ResourceType, crd: Body) -> Body:
