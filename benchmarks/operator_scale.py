@@ -5,8 +5,9 @@
 The Kubernetes API is the KMock-based emulator (kubeforge.testing.kube_emulator) served over HTTP
 in this process, enforcing what an API server enforces (the Helm chart's RBAC, CRD and core-kind
 schemas); the operator is the real one, `kubeforge operator run`, in its own process, logged in as
-the chart's ServiceAccount through a kubeconfig, so its memory is its own. The DatasetVersion the TrainingJobs train on is
-made Ready up front (as its controller would have), so the measured path is: TrainingJob created ->
+the chart's ServiceAccount through a kubeconfig, so its memory is its own. The DatasetVersion the
+TrainingJobs train on is made Ready up front (as its controller would have), so the measured path
+is: TrainingJob created ->
 operator resolves its DatasetVersion -> ConfigMap + Job created. Creation-to-Job latency is taken
 from a watch on Jobs (the moment the emulator streams the Job's ADDED event).
 

@@ -32,7 +32,8 @@ class WriteOptions:
     def from_query(cls, query: Any) -> WriteOptions:
         value = query.get("fieldValidation") or "Warn"
         if value not in ("Ignore", "Warn", "Strict"):
-            raise ApiError(400, "BadRequest", f'fieldValidation must be one of "Ignore", "Warn", "Strict", not {value!r}')
+            raise ApiError(400, "BadRequest",
+                           f'fieldValidation must be one of "Ignore", "Warn", "Strict", not {value!r}')
         return cls(value)
 
 

@@ -54,7 +54,7 @@ class Compiler:
             slot.append(self.compile(self.definitions[name]))
         return self._refs[name]
 
-    def compile(self, schema: Any) -> Check:  # noqa: C901  (one branch per keyword reads best)
+    def compile(self, schema: Any) -> Check:
         if schema is True or schema == {}:
             return lambda v: True
         if schema is False:
@@ -72,7 +72,7 @@ class Compiler:
                 tests = [self.types[k] for k in kinds]
                 checks.append(tests[0] if len(tests) == 1 else lambda v, ts=tests: any(t(v) for t in ts))
             elif key == "enum":
-                checks.append(lambda v, a=arg: any(v == x and type(v) is type(x) or (
+                checks.append(lambda v, a=arg: any((v == x and type(v) is type(x)) or (
                     isinstance(v, int | float) and isinstance(x, int | float) and v == x
                     and not isinstance(v, bool) and not isinstance(x, bool)) for x in a))
             elif key == "required":

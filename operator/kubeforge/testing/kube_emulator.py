@@ -1,4 +1,5 @@
-"""A Kubernetes API emulator for tests and benchmarks: KMock's emulator, fixed where Kopf needs it.
+"""A Kubernetes API emulator for tests and benchmarks: KMock's emulator, fixed where Kopf needs it,
+and refusing on every request what kube-apiserver refuses.
 
 `KubeEmulator` serves a subclass of `kmock.KubernetesEmulator` over real HTTP on 127.0.0.1 (a free
 port) from its own thread and event loop, so a Kopf operator in another thread (`KopfThread`)
@@ -11,8 +12,29 @@ request it ever served. The subclass keeps kmock's discovery endpoints and error
 serves resource requests from `kube_store.ObjectStore` (see there for the semantics) without
 remembering them, so routing time stays flat however long a test runs.
 
-Not emulated: schema validation (test manifests against the CRD schemas instead), admission,
-RBAC, server-side apply field ownership (apply-patch is treated as a merge patch), strategic
+Enforced on every request, as a cluster does:
+- Authentication: a bearer token per user. `kubeconfig_path` (and this client) is the admin, in
+  `system:masters`; `service_account_token(ns, name)` gives an existing ServiceAccount's token,
+  `kubeconfig_for(token)` a kubeconfig for it; no token is `system:anonymous`; an unknown one 401.
+- RBAC (`rbac_authorizer`): Roles, ClusterRoles and their bindings stored here decide every
+  resource request (verb from the method, subresources as `jobs/status`, namespace or cluster
+  scope, resourceNames); a refusal is the API server's 403 Status, and is recorded (`denials()`).
+  Discovery paths are open to authenticated users. The operator's tests install the Helm chart's
+  rendered RBAC (`chart_rbac`) and run the operator as the chart's ServiceAccount.
+- Admission (`admission`) of every create, update, patch and status write: custom resources by
+  their CRD's openAPIV3Schema (`crd_schema`: pruning, structural defaults, types/enums/ranges/
+  lengths/patterns/items/required/nullable/formats, CEL rules with oldSelf, 422 naming each
+  field); built-in kinds by the Kubernetes 1.31 OpenAPI schemas (`core_schema`, 400 for a wrong
+  type, 422 otherwise) plus kube-apiserver's rules for names, labels, annotations, Jobs,
+  Deployments and pod templates (`object_meta`); unknown fields dropped with a Warning header, or
+  refused with 400 under `?fieldValidation=Strict`. A write that changes a section of a custom
+  resource re-validates that section only (validation ratcheting, Kubernetes 1.30+).
+
+Not emulated: built-in defaulting (a Job's backoffLimit, a pod's restartPolicy...) and most of the
+hand-written validation of built-in kinds (immutable fields of Jobs and Deployments, resource
+quantities' syntax); CEL rules inside list items and map values and `messageExpression`; aggregated
+ClusterRoles, impersonation, RBAC escalation checks, admission webhooks, quotas, Pod Security
+admission; server-side apply field ownership (apply-patch is treated as a merge patch), strategic
 merge of lists (treated as a merge patch), pagination (`limit` returns everything), controllers
 (nothing runs Jobs or Deployments: tests play the controllers by patching status).
 """
@@ -34,10 +56,10 @@ import kmock
 import yaml
 from kmock._internal import rendering
 
-from kubeforge.testing.kopf_thread import KopfThread  # noqa: F401  (re-exported: one import for tests)
-from kubeforge.testing.kube_client import KubeClient
 from kubeforge.testing.admission import WriteOptions
 from kubeforge.testing.crd_schema import CrdSchema
+from kubeforge.testing.kopf_thread import KopfThread  # noqa: F401  (re-exported: one import for tests)
+from kubeforge.testing.kube_client import KubeClient
 from kubeforge.testing.kube_store import ApiError, Body, ObjectStore, ResourceType
 from kubeforge.testing.rbac_authorizer import (
     AUTHENTICATED,

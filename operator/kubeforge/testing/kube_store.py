@@ -8,7 +8,8 @@ What a real API server does that matters to an operator, and this store does too
 a monotonic resourceVersion, generation bumped on spec changes, creationTimestamp; 409 for a
 stale resourceVersion or a duplicate name; 422 for a failed JSON-patch `test`; the `status`
 subresource (the main endpoint ignores status, /status ignores the rest); admission of every
-write (`admission`: schemas, defaults, metadata rules); deletion that waits for finalizers; garbage collection of dependents by ownerReferences; label and field selectors;
+write (`admission`: schemas, defaults, metadata rules); deletion that waits for finalizers;
+garbage collection of dependents by ownerReferences; label and field selectors;
 watches that resume from a resourceVersion (410 Gone once it fell out of the kept history).
 """
 

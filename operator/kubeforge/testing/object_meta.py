@@ -124,7 +124,8 @@ def pod_spec_errors(path: str, spec: Any) -> list[FieldError]:
             name = (container or {}).get("name") or ""
             errors += [fe.invalid(f"{where}.name", name, p) for p in _label(name)]
             if name in seen:
-                errors.append(fe.FieldError(f"{where}.name", "FieldValueDuplicate", f"Duplicate value: {json.dumps(name)}"))
+                errors.append(fe.FieldError(f"{where}.name", "FieldValueDuplicate",
+                                            f"Duplicate value: {json.dumps(name)}"))
             seen.add(name)
             for j, env in enumerate(container.get("env") or []):
                 if not ENV_NAME.match((env or {}).get("name") or ""):
