@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeforge.operator.settings import OperatorSettings
 from kubeforge.testing.chart_rbac import chart_accounts, install_chart_rbac, operator_kubeconfig
 from kubeforge.testing.kube_client import KubeClient
-from kubeforge.testing.kube_emulator import KubeEmulator
-from kubeforge.testing.kube_operator import training_job
+from kubeforge.testing.kube_emulator import KopfThread, KubeEmulator
+from kubeforge.testing.kube_operator import build_operator, dataset_version, training_job
 
 RBAC = "rbac.authorization.k8s.io/v1"
 
@@ -199,3 +200,17 @@ def test_a_namespaced_install_grants_only_in_the_watched_namespaces(emu: KubeEmu
     assert operator.request("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions")[0] == 200
     with operator.stream("/api/v1/namespaces?watch=true&timeoutSeconds=1") as watch:
         assert watch.status == 200
+
+
+def test_a_clusterwide_operator_under_the_charts_rbac_is_refused_nothing(emu: KubeEmulator, tmp_path: Any) -> None:
+    """The chart's default install: one operator for the whole cluster (cluster-wide lists and watches)."""
+    settings = OperatorSettings(store=str(tmp_path / "store"), s3_endpoint="", progress_interval_seconds=1)
+    registry, _ = build_operator(settings, emu)
+    with KopfThread(registry, emu.kubeconfig_path, clusterwide=True):
+        emu.create(dataset_version("v", "t-1"))
+        emu.create(dataset_version("w", "t-2"))
+        emu.wait_for(lambda: emu.find("Job", "v-dataset-version", "t-1")
+                     and emu.find("Job", "w-dataset-version", "t-2"), message="a Job in each namespace")
+        emu.wait_for(lambda: (emu.get("DatasetVersion", "w", "t-2").get("status") or {}).get("phase") == "Pending",
+                     message="status written")
+    assert emu.denials() == []

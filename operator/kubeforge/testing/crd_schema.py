@@ -241,11 +241,33 @@ class CrdSchema:
 
     def admit(self, obj: Body, old: Body | None, subresource: str | None,
               unknown: list[str] | None = None) -> Body:
-        """`obj` pruned (unknown paths appended to `unknown`) and defaulted."""
-        kept = {k: obj[k] for k in IDENTITY if k in obj}
-        rest = prune({k: v for k, v in obj.items() if k not in IDENTITY}, self.schema, (), unknown)
-        default(rest, self.schema)
-        return {**kept, **rest}
+        """`obj` pruned (unknown paths appended to `unknown`) and defaulted.
+
+        A section equal to the stored one is taken as it is: it was pruned and defaulted when
+        written (most writes of an operator touch only metadata or only status)."""
+        props = self.schema.get("properties") or {}
+        if old is None or self.schema.get("x-kubernetes-preserve-unknown-fields"):
+            kept = {k: obj[k] for k in IDENTITY if k in obj}
+            rest = prune({k: v for k, v in obj.items() if k not in IDENTITY}, self.schema, (), unknown)
+            default(rest, self.schema)
+            return {**kept, **rest}
+        out: Body = {}
+        for key, value in obj.items():
+            if key in IDENTITY or (key in old and old[key] == value):
+                out[key] = value
+            elif key not in props:
+                if unknown is not None:
+                    unknown.append(key)
+            elif value is None and not props[key].get("nullable"):
+                continue  # a null non-nullable field is dropped (then defaulted below, if it has a default)
+            else:
+                out[key] = prune(value, props[key], (key,), unknown)
+                default(out[key], props[key])
+        for key, sub in props.items():
+            if key not in out and key not in IDENTITY and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+                default(out[key], sub)
+        return out
 
     def errors(self, obj: Body, old: Body | None, subresource: str | None) -> list[FieldError]:
         """Every field error of an admitted object (sections a write left unchanged are skipped)."""
