@@ -291,3 +291,24 @@ def test_a_refused_write_changes_nothing(emu: KubeEmulator) -> None:
     before = len(emu.list("Job", NS))
     refused(emu, job(name="nope", restartPolicy="Always"))
     assert len(emu.list("Job", NS)) == before
+
+
+def test_a_changed_crd_schema_applies_to_new_writes_and_to_what_is_stored() -> None:
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.demo.io"},
+           "spec": {"group": "demo.io", "scope": "Namespaced",
+                    "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                            "size": {"type": "integer"}}}}}}}]}}
+    with KubeEmulator() as emu:
+        emu.create(crd)
+        emu.create({"apiVersion": "demo.io/v1", "kind": "Gadget", "metadata": {"name": "g", "namespace": NS},
+                    "spec": {"size": 5}})
+        props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        props["size"]["maximum"] = 3
+        props["color"] = {"type": "string", "default": "red"}
+        emu.patch("CustomResourceDefinition", "gadgets.demo.io", {"spec": crd["spec"]}, None)
+        assert emu.get("Gadget", "g", NS)["spec"] == {"size": 5, "color": "red"}  # defaulted on read
+        with pytest.raises(ApiError, match=r"spec\.size in body should be less than or equal to 3"):
+            emu.patch("Gadget", "g", {"spec": {"size": 4}}, NS)

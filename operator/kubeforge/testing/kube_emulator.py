@@ -237,6 +237,8 @@ class KubeApiHandler(kmock.KubernetesEmulator):
         elif method in ("PATCH", "PUT") and name:
             result = self.store.update(rt, namespace, name, sub, raw.content_type or "", payload,
                                        replace=method == "PUT", options=options)
+            if plural == "customresourcedefinitions" and sub is None:
+                result = self._establish_crd(rt, result)  # a changed schema applies from now on
             return self._respond(result, options)
         elif method == "DELETE" and name:
             result = self.store.delete(rt, namespace, name)
@@ -275,6 +277,11 @@ class KubeApiHandler(kmock.KubernetesEmulator):
                 crd=CrdSchema(names["kind"], spec["group"], v["name"], schema) if schema else None,
             ))
         self.register(types)
+        for new in types:  # stored objects read as the new schema says (pruned and defaulted on read)
+            if new.crd is not None:
+                objects = self.store.objects[new.key]
+                for key, obj in list(objects.items()):
+                    objects[key] = new.crd.admit(obj, None, None)
         conditions = [{"type": t, "status": "True", "reason": "InitialNamesAccepted",
                        "message": ""} for t in ("NamesAccepted", "Established")]
         return self.store.update(rt, None, crd["metadata"]["name"], "status", "application/merge-patch+json",
