@@ -12,7 +12,8 @@ operator resolves its DatasetVersion -> ConfigMap + Job created. Creation-to-Job
 from a watch on Jobs (the moment the emulator streams the Job's ADDED event).
 
 The last line printed is one JSON object: created, with_job, seconds_until_all, median_s, p99_s,
-peak_rss_mb, denied (requests RBAC refused the operator: must be 0) and more.
+peak_rss_mb, denied (requests RBAC refused the operator) and rejected (its writes the API server
+refused), both must be 0, and more.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def main() -> None:
         until_all = time.monotonic() - start
         hwm = rss_kb(proc.pid, "VmHWM")
         denied = len(emu.denials(chart_accounts().operator_user))
+        rejected = len(emu.rejected_writes(chart_accounts().operator_user))
         stop.set()
         proc.terminate()
         try:
@@ -165,12 +167,13 @@ def main() -> None:
         "max_s": round(with_job[-1], 3) if with_job else None,
         "peak_rss_mb": round(max(peak["rss"], hwm) / 1024, 1),
         "idle_rss_mb": round(idle_rss / 1024, 1),
-        "jobs_in_api": len(seen), "denied": denied, "operator": "kubeforge operator run (subprocess)",
+        "jobs_in_api": len(seen), "denied": denied, "rejected": rejected,
+        "operator": "kubeforge operator run (subprocess)",
         "api": "KubeEmulator (KMock subclass, HTTP)",
     }
     print(f"{'metric':<22}{'value':>14}")
     for key in ("created", "with_job", "seconds_creating", "seconds_until_all", "median_s", "p99_s", "max_s",
-                "idle_rss_mb", "peak_rss_mb", "denied"):
+                "idle_rss_mb", "peak_rss_mb", "denied", "rejected"):
         print(f"{key:<22}{result[key]!s:>14}")
     if not ok:
         print(f"not every TrainingJob got its Job; operator log: {log}", file=sys.stderr)

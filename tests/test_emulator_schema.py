@@ -312,3 +312,11 @@ def test_a_changed_crd_schema_applies_to_new_writes_and_to_what_is_stored() -> N
         assert emu.get("Gadget", "g", NS)["spec"] == {"size": 5, "color": "red"}  # defaulted on read
         with pytest.raises(ApiError, match=r"spec\.size in body should be less than or equal to 3"):
             emu.patch("Gadget", "g", {"spec": {"size": 4}}, NS)
+
+
+def test_refused_writes_are_recorded_per_user(emu: KubeEmulator) -> None:
+    before = len(emu.rejected_writes())
+    refused(emu, job(name="rec", restartPolicy="Always"))
+    (user, request, message), = emu.rejected_writes()[before:]
+    assert user.name == "kubernetes-admin" and request.startswith("POST /apis/batch/v1/namespaces/ml/jobs")
+    assert "restartPolicy" in message

@@ -86,5 +86,6 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             time.sleep(3)  # resume handlers run on start; give them time to (not) act
             assert len(emu.list("Job")) == jobs == 2
         assert emu.denials() == []  # the chart's RBAC let the operator do all it did
+        assert emu.rejected_writes() == []  # and every object and status it wrote was valid
         events = [e.get("reason") for e in emu.list("Event")]
         assert events.count("SpecChangeRefused") == 1 and "OOMKilled" in events and "Succeeded" in events

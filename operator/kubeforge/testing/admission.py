@@ -39,8 +39,15 @@ class WriteOptions:
 
 def admit(rt: ResourceType, obj: Body, old: Body | None, subresource: str | None,
           options: WriteOptions | None) -> Body:
-    """The object to store, pruned and defaulted; raises the API server's 400 or 422."""
-    options = options or WriteOptions()
+    """The object to store, pruned and defaulted; raises the API server's 400 or 422 (marked `admission`)."""
+    try:
+        return _admit(rt, obj, old, subresource, options or WriteOptions())
+    except ApiError as exc:
+        exc.admission = True  # type: ignore[attr-defined]
+        raise
+
+
+def _admit(rt: ResourceType, obj: Body, old: Body | None, subresource: str | None, options: WriteOptions) -> Body:
     unknown: list[str] = []
     errors: list[fe.FieldError] = []
     name = (obj.get("metadata") or {}).get("name", "")

@@ -139,6 +139,8 @@ class KubeApiHandler(kmock.KubernetesEmulator):
     authorizer: RbacAuthorizer = attrs.field(default=None)
     # Every refused request (user, what it asked): lets a test prove nobody was refused.
     denials: list[tuple[UserInfo, Attributes]] = attrs.field(factory=list)
+    # Every write admission refused (user, request, message): an operator's invalid object or status.
+    rejected: list[tuple[UserInfo, str, str]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -162,6 +164,7 @@ class KubeApiHandler(kmock.KubernetesEmulator):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         parsed = _split_path(raw.path)
+        user = None
         try:
             user = self.authorizer.authenticate(raw.headers.get("Authorization"))
             if parsed is not None:
@@ -169,6 +172,8 @@ class KubeApiHandler(kmock.KubernetesEmulator):
             self.authorizer.authorize_path(user, raw.method, raw.path)
             return await self._serve_discovery(raw)
         except ApiError as exc:
+            if getattr(exc, "admission", False) and user is not None:
+                self.rejected.append((user, f"{raw.method} {raw.path_qs}", exc.message))
             return aiohttp.web.json_response(exc.status(), status=exc.code)
 
     def _authorize(self, user: UserInfo, raw: aiohttp.web.BaseRequest, rt: ResourceType, namespace: str | None,
@@ -465,6 +470,10 @@ class KubeEmulator(KubeClient):
     def denials(self, user: str | None = None) -> list[tuple[UserInfo, Attributes]]:
         """Requests RBAC refused so far (of `user` when given)."""
         return self.call(lambda: [d for d in self.handler.denials if user is None or d[0].name == user])
+
+    def rejected_writes(self, user: str | None = None) -> list[tuple[UserInfo, str, str]]:
+        """Writes admission refused so far (400/422: schemas, metadata rules), of `user` when given."""
+        return self.call(lambda: [r for r in self.handler.rejected if user is None or r[0].name == user])
 
     def request_count(self, method: str, plural: str) -> int:
         return self.handler.counts[(method.upper(), plural)]
