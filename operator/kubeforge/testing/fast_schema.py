@@ -79,7 +79,7 @@ class Compiler:
                 checks.append(lambda v, a=tuple(arg): not isinstance(v, dict) or all(k in v for k in a))
             elif key == "items":
                 item = self.compile(arg)
-                checks.append(lambda v, c=item: not isinstance(v, list) or all(c(x) for x in v))
+                checks.append(lambda v, c=item: not isinstance(v, list) or all(map(c, v)))
             elif key in ("oneOf", "anyOf", "allOf"):
                 subs = [self.compile(s) for s in arg]
                 if key == "oneOf":
@@ -122,26 +122,47 @@ class Compiler:
                     checks.append(self.formats[arg])
             else:
                 raise ValueError(f"fast_schema: keyword {key!r} is not supported")
-        props = {name: self.compile(sub) for name, sub in (schema.get("properties") or {}).items()}
+        # Properties that accept anything (description only) are not even called.
+        props: dict[str, Check | None] = {}
+        for name, sub in (schema.get("properties") or {}).items():
+            check = self.compile(sub)
+            props[name] = None if check is ALWAYS else check
         extra = schema.get("additionalProperties", True)
-        if props or extra is not True:
+        if any(c is not None for c in props.values()) or extra is not True:
             extra_check = None if extra is True else (lambda v: False) if extra is False else self.compile(extra)
+            if extra_check is ALWAYS:
+                extra_check = None
 
-            def object_check(v: Any, props: dict[str, Check] = props, extra: Check | None = extra_check) -> bool:
+            def object_check(v: Any, props: dict[str, Check | None] = props, extra: Check | None = extra_check) -> bool:
                 if not isinstance(v, dict):
                     return True
                 for key, item in v.items():
-                    check = props.get(key, extra)
+                    check = props[key] if key in props else extra
                     if check is not None and not check(item):
                         return False
                 return True
 
             checks.append(object_check)
         if not checks:
-            return lambda v: True
+            return ALWAYS
         if len(checks) == 1:
             return checks[0]
-        return lambda v, cs=tuple(checks): all(c(v) for c in cs)
+        first, *rest = checks
+        if len(rest) == 1:
+            second = rest[0]
+            return lambda v: first(v) and second(v)
+
+        def all_of(v: Any, cs: tuple[Check, ...] = tuple(checks)) -> bool:
+            for c in cs:
+                if not c(v):
+                    return False
+            return True
+
+        return all_of
+
+
+def ALWAYS(v: Any) -> bool:  # a constant: the check of a schema that accepts anything
+    return True
 
 
 def _is_num(v: Any) -> bool:
