@@ -22,6 +22,7 @@ map values: no rule of ours sits there).
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,6 +196,12 @@ class CelRule:
     reason: str = "FieldValueInvalid"
 
 
+@functools.cache
+def cel_environment() -> celpy.Environment:
+    """One CEL environment per process: building its parser takes a quarter of a second."""
+    return celpy.Environment()
+
+
 def _walk_rules(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
     if not isinstance(node, dict):
         return
@@ -228,11 +235,11 @@ class CrdSchema:
         # Asked first: jsonschema (slow) explains only what this predicate found invalid.
         compiler = Compiler(draft4=True, formats={"int32": _int32, "int64": _int64, "date-time": _date_time})
         self.valid = {name: compiler.compile(to_json_schema(sub)) for name, sub in self.sections.items()}
-        env = celpy.Environment()
         self.rules: dict[str, list[CelRule]] = {}
         for path, rule in _walk_rules(schema, ()):
             if not path or path[0] in IDENTITY:
                 continue
+            env = cel_environment()
             text = rule["rule"]
             compiled = CelRule(path, text, rule.get("message") or f"failed rule: {text}",
                                "oldSelf" in text, env.program(env.compile(text)),
