@@ -3,14 +3,17 @@
     .venv/bin/python benchmarks/operator_scale.py [--count 500]
 
 The Kubernetes API is the KMock-based emulator (kubeforge.testing.kube_emulator) served over HTTP
-in this process; the operator is the real one, `kubeforge operator run`, in its own process, logged
-in through a kubeconfig, so its memory is its own. The DatasetVersion the TrainingJobs train on is
-made Ready up front (as its controller would have), so the measured path is: TrainingJob created ->
+in this process, enforcing what an API server enforces (the Helm chart's RBAC, CRD and core-kind
+schemas); the operator is the real one, `kubeforge operator run`, in its own process, logged in as
+the chart's ServiceAccount through a kubeconfig, so its memory is its own. The DatasetVersion the
+TrainingJobs train on is made Ready up front (as its controller would have), so the measured path
+is: TrainingJob created ->
 operator resolves its DatasetVersion -> ConfigMap + Job created. Creation-to-Job latency is taken
 from a watch on Jobs (the moment the emulator streams the Job's ADDED event).
 
 The last line printed is one JSON object: created, with_job, seconds_until_all, median_s, p99_s,
-peak_rss_mb (and more).
+peak_rss_mb, denied (requests RBAC refused the operator) and rejected (its writes the API server
+refused), both must be 0, and more.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from kubeforge.testing.chart_rbac import chart_accounts, operator_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator, kopf_peering_crds
 from kubeforge.testing.kube_operator import dataset_version, training_job
 from kubeforge.testing.seaweedfs import free_ports
@@ -50,9 +54,8 @@ def rss_kb(pid: int, field: str) -> int:
 def watch_jobs(emu: KubeEmulator, seen: dict[str, float], stop: threading.Event) -> None:
     """Record when each TrainingJob's Job first appears (by its kubeforge.io/name label)."""
     while not stop.is_set():
-        url = f"{emu.url}/apis/batch/v1/namespaces/{NS}/jobs?watch=true&timeoutSeconds=5"
         try:
-            with urllib.request.urlopen(url, timeout=30) as rsp:
+            with emu.stream(f"/apis/batch/v1/namespaces/{NS}/jobs?watch=true&timeoutSeconds=5") as rsp:
                 for line in rsp:
                     event = json.loads(line)
                     owner = (event["object"]["metadata"].get("labels") or {}).get("kubeforge.io/name")
@@ -65,7 +68,7 @@ def watch_jobs(emu: KubeEmulator, seen: dict[str, float], stop: threading.Event)
 def start_operator(emu: KubeEmulator, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
     metrics_port, health_port = free_ports(2)
     exe = shutil.which("kubeforge") or str(Path(sys.executable).parent / "kubeforge")
-    env = {**os.environ, "KUBECONFIG": str(emu.kubeconfig_path), "KUBEFORGE_METRICS_PORT": str(metrics_port),
+    env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig(emu)), "KUBEFORGE_METRICS_PORT": str(metrics_port),
            "KUBEFORGE_HEALTH_PORT": str(health_port), "KUBEFORGE_STORE": "s3://bench/store",
            "KUBEFORGE_S3_ENDPOINT": "127.0.0.1:1"}  # the measured path never reads the store
     log = workdir / "operator.log"
@@ -143,6 +146,8 @@ def main() -> None:
             time.sleep(0.1)
         until_all = time.monotonic() - start
         hwm = rss_kb(proc.pid, "VmHWM")
+        denied = len(emu.denials(chart_accounts().operator_user))
+        rejected = len(emu.rejected_writes(chart_accounts().operator_user))
         stop.set()
         proc.terminate()
         try:
@@ -162,12 +167,13 @@ def main() -> None:
         "max_s": round(with_job[-1], 3) if with_job else None,
         "peak_rss_mb": round(max(peak["rss"], hwm) / 1024, 1),
         "idle_rss_mb": round(idle_rss / 1024, 1),
-        "jobs_in_api": len(seen), "operator": "kubeforge operator run (subprocess)",
+        "jobs_in_api": len(seen), "denied": denied, "rejected": rejected,
+        "operator": "kubeforge operator run (subprocess)",
         "api": "KubeEmulator (KMock subclass, HTTP)",
     }
     print(f"{'metric':<22}{'value':>14}")
     for key in ("created", "with_job", "seconds_creating", "seconds_until_all", "median_s", "p99_s", "max_s",
-                "idle_rss_mb", "peak_rss_mb"):
+                "idle_rss_mb", "peak_rss_mb", "denied", "rejected"):
         print(f"{key:<22}{result[key]!s:>14}")
     if not ok:
         print(f"not every TrainingJob got its Job; operator log: {log}", file=sys.stderr)

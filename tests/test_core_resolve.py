@@ -121,3 +121,11 @@ def test_a_version_another_resource_references_is_in_use() -> None:
     assert dataset_version_in_use(base, [version("twin", "1" * 64)]) == \
         "DatasetVersion ml/twin has the same digest"
     assert dataset_version_in_use(base, [version("unrelated", "2" * 64), base]) is None
+
+
+def test_a_model_that_succeeded_before_runs_were_recorded_still_resolves() -> None:
+    """After an operator upgrade, a TrainingJob that succeeded without `runs` is served from its outputPrefix."""
+    old = res("TrainingJob", "clf", {"datasetVersion": "v1", "task": "classification", "model": {"name": "resnet18"}},
+              {"phase": "Succeeded", "outputPrefix": "experiments/ml_shapes/clf_torchvision"})
+    svc = res("InferenceService", "svc", {"model": {"trainingJob": "clf"}})
+    assert build_run(svc, lookup(old), STORE).experiment_prefix == "experiments/ml_shapes/clf_torchvision"  # type: ignore[union-attr]

@@ -11,7 +11,6 @@ import json
 import statistics
 import threading
 import time
-import urllib.request
 from typing import Any
 
 import kopf
@@ -104,8 +103,7 @@ def test_failed_json_patch_test_is_422_and_stale_version_is_409(emu: KubeEmulato
 
 
 def read_watch(emu: KubeEmulator, query: str) -> list[dict[str, Any]]:
-    url = f"{emu.url}/apis/{GROUP}/{VERSION}/{PLURAL}?watch=true&timeoutSeconds=1&{query}"
-    with urllib.request.urlopen(url, timeout=10) as rsp:
+    with emu.stream(f"/apis/{GROUP}/{VERSION}/{PLURAL}?watch=true&timeoutSeconds=1&{query}", timeout=10) as rsp:
         return [json.loads(line) for line in rsp.read().splitlines() if line.strip()]
 
 

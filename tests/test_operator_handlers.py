@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kubeforge.testing.kube_objects import ApiError
 from kubeforge.testing.kube_operator import (
     GV,
     SECRET,
@@ -21,10 +22,12 @@ from kubeforge.testing.kube_operator import (
     TRAINER_GPU,
     complete_job,
     condition,
+    create_pod,
     dataset_version,
     ready_dataset_version,
     start_job,
     status_of,
+    terminate_pod,
     training_job,
     wait_job,
     wait_phase,
@@ -111,10 +114,7 @@ def test_failed_job_reports_its_reason(op: dict[str, Any]) -> None:
     emu.create(dataset_version("bad", ns))
     job = wait_job(emu, ns, "bad")
     name = job["metadata"]["name"]
-    emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "name": f"{name}-x1", "namespace": ns, "labels": {"batch.kubernetes.io/job-name": name}}})
-    emu.patch_status("Pod", f"{name}-x1", {"containerStatuses": [{"name": "step", "state": {"terminated": {
-        "reason": "OOMKilled", "exitCode": 137, "message": "decoding 4000x3000 images"}}}]}, ns)
+    terminate_pod(emu, create_pod(emu, job), "OOMKilled", 137, "decoding 4000x3000 images")
     emu.patch_status("Job", name, {"failed": 3, "conditions": [{
         "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
         "message": "Job has reached the specified backoff limit"}]}, ns)
@@ -126,9 +126,14 @@ def test_failed_job_reports_its_reason(op: dict[str, Any]) -> None:
 
 
 def test_invalid_spec_fails_permanently(op: dict[str, Any]) -> None:
-    """The emulator does not validate schemas: the operator's own validation must say InvalidSpec."""
+    """What the CRD schema refuses never reaches the operator; what only the API models refuse (one of
+    datasetVersion or source) fails with InvalidSpec."""
     emu, ns = op["emu"], op["ns"]
-    emu.create(training_job("broken", ns, "x", hyperparameters={"epochs": -3}))
+    with pytest.raises(ApiError) as refused:
+        emu.create(training_job("broken", ns, "x", hyperparameters={"epochs": -3}))
+    assert refused.value.code == 422
+    assert [c["field"] for c in refused.value.details["causes"]] == ["spec.hyperparameters.epochs"]
+    emu.create(training_job("broken", ns, "x", source={"uri": "s3://raw/x/", "format": "coco", "dataset": "x"}))
     failed = wait_phase(emu, "TrainingJob", "broken", ns, "Failed")
     assert condition(failed, "Ready")["reason"] == "InvalidSpec"
     assert emu.list("Job", ns) == []

@@ -13,6 +13,7 @@ from typing import Any
 from kubeforge.operator.handlers import build
 from kubeforge.operator.settings import OperatorSettings
 from kubeforge.store import layout, open_store
+from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kopf_thread import connection_from_kubeconfig
 from kubeforge.testing.kube_emulator import KopfThread, KubeEmulator
 
@@ -48,7 +49,8 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
     settings = OperatorSettings(store=str(tmp_path / "store"), s3_endpoint="", progress_interval_seconds=1)
     with KubeEmulator() as emu:
         emu.apply_crds(CRDS)
-        registry, _ = build(settings, login=lambda **_: connection_from_kubeconfig(emu.kubeconfig_path))
+        kubeconfig = operator_kubeconfig(emu)  # the chart's ServiceAccount, under the chart's RBAC
+        registry, _ = build(settings, login=lambda **_: connection_from_kubeconfig(kubeconfig))
         with KopfThread(registry, emu.kubeconfig_path):
             emu.create(TJ)
             emu.create(DSV)
@@ -79,9 +81,11 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             train_name = train["metadata"]["name"]
             emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
                 "name": f"{train_name}-x", "namespace": "default",
-                "labels": {"batch.kubernetes.io/job-name": train_name}}, "spec": {"containers": []}})
+                "labels": {"batch.kubernetes.io/job-name": train_name}},
+                "spec": {"containers": [{"name": "step", "image": "trainer:t"}], "restartPolicy": "Never"}})
             emu.patch_status("Pod", f"{train_name}-x", {"containerStatuses": [
-                {"name": "step", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})
+                {"name": "step", "image": "trainer:t", "imageID": "", "ready": False, "restartCount": 0,
+                 "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})
             emu.patch_status("Job", train_name, {"conditions": [
                 {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
             failed = status_when(emu, "TrainingJob", "det", "Failed")
@@ -96,11 +100,13 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             assert status["runId"] != run_id and status["outputPrefix"].endswith(f"/runs/{status['runId']}")
             assert {j["metadata"]["name"] for j in retried} == {train_name, f"det-train-{status['runId'][:8]}"}
             jobs = len(emu.list("Job"))
-        registry2, ctx2 = build(settings, login=lambda **_: connection_from_kubeconfig(emu.kubeconfig_path))
+        registry2, ctx2 = build(settings, login=lambda **_: connection_from_kubeconfig(kubeconfig))
         with KopfThread(registry2, emu.kubeconfig_path):
             # The restarted operator looked at both resources (its resume handlers ran) and made nothing new.
             KubeEmulator.wait_for(lambda: reconciled(ctx2, "TrainingJob") >= 1 and reconciled(ctx2, "DatasetVersion")
                                   >= 1, timeout=20)
             assert len(emu.list("Job")) == jobs == 3
+        assert emu.denials() == []  # the chart's RBAC let the operator do all it did
+        assert emu.rejected_writes() == []  # and every object and status it wrote was valid
         events = [e.get("reason") for e in emu.list("Event")]
         assert "OOMKilled" in events and "Succeeded" in events and events.count("JobCreated") >= 2

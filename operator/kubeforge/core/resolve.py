@@ -15,6 +15,7 @@ from kubeforge.steps import runs
 from kubeforge.steps.spec import DatasetRef, StepRun
 
 Lookup = Callable[[str, str, str], Resource | None]  # (kind, namespace, name) -> resource with status
+LEGACY_RUN_ID = "0" * 10  # the run of a resource that succeeded before run ids existed
 
 
 class Waiting(Exception):  # a state, not an error
@@ -58,6 +59,9 @@ def run_of(ref: Reference, target: Resource | None, who: str) -> RunRecord:
                                       f"waiting for it to succeed", ref.field)
         return found
     latest = status.latest_succeeded()
+    if latest is None and not status.runs and status.phase == Phase.SUCCEEDED and status.output_prefix:
+        # Succeeded before runs were recorded (an upgrade): its one run is where its status says.
+        latest = RunRecord(id=LEGACY_RUN_ID, phase="Succeeded", output_prefix=status.output_prefix)
     if latest is None or not latest.output_prefix:
         raise Waiting(ref.reason, f"{who}: {ref.field}: TrainingJob {ref.name!r} {_state(target)} and has no "
                                   f"successful run yet; waiting for it to {ref.needs}", ref.field)

@@ -175,6 +175,8 @@ def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -
     """DatasetVersion, TrainingJob, Benchmark: make sure the current run's Job exists, then report on it."""
     res = _parse(ctx, body, logger)
     status = _status(res, body)
+    if not status.runs and status.phase == Phase.SUCCEEDED and status.observed_generation == res.metadata.generation:
+        return  # it succeeded before runs were recorded (an operator upgrade): its result stands
     if isinstance(res, TrainingJob) and res.spec.source is not None:
         ensure_data_version(ctx, res, logger)
     try:

@@ -210,10 +210,13 @@ def kopf_operator(kube_emulator: Any) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def kubeforge_operator(kube_emulator: Any, kube_namespace: str, s3_store: Any, seaweedfs: Any,
-                       kopf_operator: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+                       kopf_operator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., dict[str, Any]]]:
     """`kubeforge_operator(**settings)`: the real operator watching this test's namespace, its store this
     test's S3 prefix; returns what the tests use (emulator, namespace, store, settings, context, thread,
-    the store's keys, and `start` to run a fresh operator instance, as after a restart)."""
+    the store's keys, and `start` to run a fresh operator instance, as after a restart).
+
+    The operator logs in as the Helm chart's ServiceAccount; a test fails if RBAC refused it anything or
+    the API server refused an object or status it wrote."""
     from kubeforge.operator import reconcile
     from kubeforge.testing.kube_operator import build_operator, operator_settings
 
@@ -231,4 +234,12 @@ def kubeforge_operator(kube_emulator: Any, kube_namespace: str, s3_store: Any, s
         return {"emu": kube_emulator, "ns": kube_namespace, "store": s3_store, "settings": settings, "ctx": ctx,
                 "thread": thread, "secret": seaweedfs.secret_key, "access": seaweedfs.access_key, "start": restart}
 
-    return start
+    denied_before, rejected_before = len(kube_emulator.denials()), len(kube_emulator.rejected_writes())
+    yield start
+    denied = kube_emulator.denials()[denied_before:]
+    assert not denied, f"the chart's RBAC refused the operator: {denied}"
+    from kubeforge.testing.chart_rbac import chart_accounts
+
+    operator = chart_accounts().operator_user
+    invalid = [r for r in kube_emulator.rejected_writes()[rejected_before:] if r[0].name == operator]
+    assert not invalid, f"the API server refused what the operator wrote: {invalid}"

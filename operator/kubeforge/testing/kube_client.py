@@ -26,8 +26,9 @@ T = TypeVar("T")
 class KubeClient:
     """Create/get/list/patch/delete objects by Kind on the API server at `url`."""
 
-    def __init__(self, url: str = "") -> None:
+    def __init__(self, url: str = "", token: str | None = None) -> None:
         self._url = url
+        self.token = token  # bearer token; None: anonymous
         self._discovered: list[ResourceType] | None = None
 
     @property
@@ -38,18 +39,26 @@ class KubeClient:
                 content_type: str = "application/json") -> tuple[int, Any]:
         """One HTTP call: (status, parsed JSON body). Errors are returned, not raised."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type})
+        headers = {"Content-Type": content_type}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as rsp:
                 return rsp.status, json.loads(rsp.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    def stream(self, path: str, timeout: float = 30) -> Any:
+        """An open streaming GET (a watch) with this client's credentials: iterate its lines."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=timeout)
+
     def _ok(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         status, result = self.request(method, path, body, content_type)
         if status >= 400:
-            raise ApiError(status, (result or {}).get("reason", ""), (result or {}).get("message", ""))
+            result = result if isinstance(result, dict) else {}
+            raise ApiError(status, result.get("reason", ""), result.get("message", ""), result.get("details"))
         return result
 
     def resource(self, kind: str, api_version: str | None = None) -> ResourceType:
@@ -145,7 +154,7 @@ class KubeClient:
         if status == 404 and missing_ok:
             return None
         if status >= 400:
-            raise ApiError(status, body.get("reason", ""), body.get("message", ""))
+            raise ApiError(status, body.get("reason", ""), body.get("message", ""), body.get("details"))
         return body
 
     @staticmethod

@@ -1,5 +1,6 @@
 """Kubernetes object semantics shared by the emulator's store: errors, resource types, selectors,
-structural pruning, JSON merge patch. Pure functions; no I/O.
+JSON merge patch (structural pruning lives with the rest of a CRD schema, in `crd_schema`).
+Pure functions; no I/O.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import copy
 import datetime
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Body = dict[str, Any]
@@ -18,13 +19,16 @@ ObjKey = tuple[str, str]  # (namespace or "", name)
 class ApiError(Exception):
     """An API failure rendered as a Kubernetes `Status` object with this HTTP code."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: Body | None = None) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> Body:
-        return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                "code": self.code, "reason": self.reason, "message": self.message}
+        out = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+               "code": self.code, "reason": self.reason, "message": self.message}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
 
 
 @dataclass
@@ -40,9 +44,13 @@ class ResourceType:
     singular: str = ""
     shortnames: frozenset[str] = frozenset()
     categories: frozenset[str] = frozenset()
-    # A CRD's openAPIV3Schema: unknown fields are pruned as a real server does, which is how an
-    # operator's own bookkeeping in `status` silently disappears when the schema does not keep it.
+    # A CRD's openAPIV3Schema (applied through `crd` below): unknown fields are pruned as a real
+    # server does, which is how an operator's own bookkeeping in `status` silently disappears.
     schema: Body | None = None
+    # The compiled `crd_schema.CrdSchema` a custom resource is admitted with (None: stored as sent).
+    crd: Any = field(default=None, compare=False, repr=False)
+    # A built-in kind: validated against the Kubernetes OpenAPI schemas (`core_schema`).
+    builtin: bool = False
 
     @property
     def api_version(self) -> str:
@@ -123,37 +131,6 @@ def parse_field_selector(text: str | None) -> Callable[[Body], bool]:
 def spec_of(obj: Body) -> Body:
     """Everything that counts as the desired state: not metadata, not status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
-
-
-def prune_object(obj: Body, schema: Body | None) -> Body:
-    """Structural pruning of everything but the object's identity (metadata, apiVersion, kind)."""
-    if schema is None:
-        return obj
-    kept = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
-    rest = prune({k: v for k, v in obj.items() if k not in kept}, schema)
-    return {**kept, **rest}
-
-
-def prune(value: Any, schema: Any) -> Any:
-    """Drop what the schema does not declare, unless x-kubernetes-preserve-unknown-fields says keep."""
-    if not isinstance(schema, dict):
-        return value
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        extra = schema.get("additionalProperties")
-        preserve = schema.get("x-kubernetes-preserve-unknown-fields") or extra is True
-        out = {}
-        for key, item in value.items():
-            if key in props:
-                out[key] = prune(item, props[key])
-            elif isinstance(extra, dict):
-                out[key] = prune(item, extra)
-            elif preserve:
-                out[key] = item
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [prune(item, schema["items"]) for item in value]
-    return value
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

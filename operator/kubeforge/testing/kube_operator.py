@@ -1,6 +1,7 @@
 """Helpers for the operator integration tests: start the real operator, play the Job controller.
 
-Emulated: the Kubernetes API (KubeEmulator, over HTTP) and the Job controller (nothing runs pods
+Emulated: the Kubernetes API (KubeEmulator, over HTTP, enforcing the Helm chart's RBAC on the
+operator's ServiceAccount) and the Job controller (nothing runs pods
 here, so a test patches a Job's status the way the controller would and writes the step's result
 to the real S3 store the way the step would). The operator, Kopf and SeaweedFS are real.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeforge.store import layout
+from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kopf_thread import connection_from_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator
 
@@ -28,10 +30,11 @@ def operator_settings(store_uri: str, s3_endpoint: str, **extra: Any) -> Any:
 
 
 def build_operator(settings: Any, emulator: KubeEmulator) -> tuple[Any, Any]:
-    """(registry, context) of the real operator, logged in to the emulator through its kubeconfig."""
+    """(registry, context) of the real operator, logged in to the emulator as the Helm chart's operator
+    ServiceAccount, so that every request it makes is authorized by the chart's RBAC."""
     from kubeforge.operator.handlers import build
 
-    path = emulator.kubeconfig_path
+    path = operator_kubeconfig(emulator)
     return build(settings, login=lambda **_: connection_from_kubeconfig(path))
 
 
@@ -78,6 +81,25 @@ def complete_job(emu: KubeEmulator, store: Any, owner: dict[str, Any], job: dict
         "active": 0, "succeeded": 1, "startTime": "2025-01-01T00:00:00Z",
         "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}],
     }, meta["namespace"])
+
+
+def create_pod(emu: KubeEmulator, job: dict[str, Any], suffix: str = "x1") -> dict[str, Any]:
+    """Play the Job controller: the pod it makes from the Job's template (labels, spec, owner)."""
+    template = job["spec"]["template"]
+    meta = job["metadata"]
+    return emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": f"{meta['name']}-{suffix}", "namespace": meta["namespace"],
+        "labels": {**(template.get("metadata") or {}).get("labels", {}), "batch.kubernetes.io/job-name": meta["name"]},
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+                             "controller": True}]}, "spec": template["spec"]})
+
+
+def terminate_pod(emu: KubeEmulator, pod: dict[str, Any], reason: str, exit_code: int, message: str = "") -> None:
+    """Play the kubelet: every container of the pod terminated so."""
+    terminated = {"reason": reason, "exitCode": exit_code, **({"message": message} if message else {})}
+    emu.patch_status("Pod", pod["metadata"]["name"], {"phase": "Failed", "containerStatuses": [
+        {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": terminated}} for c in pod["spec"]["containers"]]}, pod["metadata"]["namespace"])
 
 
 def start_job(emu: KubeEmulator, job: dict[str, Any]) -> None:

@@ -7,8 +7,9 @@ written between its list and its watch.
 What a real API server does that matters to an operator, and this store does too: metadata.uid,
 a monotonic resourceVersion, generation bumped on spec changes, creationTimestamp; 409 for a
 stale resourceVersion or a duplicate name; 422 for a failed JSON-patch `test`; the `status`
-subresource (the main endpoint ignores status, /status ignores the rest); deletion that waits for
-finalizers; garbage collection of dependents by ownerReferences; label and field selectors;
+subresource (the main endpoint ignores status, /status ignores the rest); admission of every
+write (`admission`: schemas, defaults, metadata rules); deletion that waits for finalizers;
+garbage collection of dependents by ownerReferences; label and field selectors;
 watches that resume from a resourceVersion (410 Gone once it fell out of the kept history).
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
+from kubeforge.testing.admission import WriteOptions, admit
 from kubeforge.testing.kube_objects import (
     ApiError,
     Body,
@@ -34,7 +36,6 @@ from kubeforge.testing.kube_objects import (
     now_iso,
     parse_field_selector,
     parse_label_selector,
-    prune_object,
     spec_of,
 )
 
@@ -77,6 +78,8 @@ class ObjectStore:
         self._floors: dict[tuple[str, str], int] = collections.defaultdict(int)
         self._watchers: dict[tuple[str, str], set[Watcher]] = collections.defaultdict(set)
         self.types: dict[tuple[str, str], ResourceType] = {}
+        # Called with the resource type of every change (the RBAC authorizer drops its cache).
+        self.listeners: list[Callable[[ResourceType], None]] = []
 
     # --- events ----------------------------------------------------------------------------
     def _emit(self, rt: ResourceType, etype: str, obj: Body, old: Body | None = None) -> None:
@@ -87,6 +90,8 @@ class ObjectStore:
             self._floors[rt.key] = log.popleft()[0]
         for watcher in list(self._watchers[rt.key]):
             watcher.offer(etype, obj, old)
+        for listener in self.listeners:
+            listener(rt)
 
     def subscribe(self, rt: ResourceType, namespace: str | None, name: str | None,
                   label_selector: str | None, field_selector: str | None,
@@ -144,7 +149,7 @@ class ObjectStore:
                 "metadata": {"resourceVersion": str(self.rv), "continue": ""}, "items": items}
 
     # --- writes ----------------------------------------------------------------------------
-    def create(self, rt: ResourceType, namespace: str | None, body: Body) -> Body:
+    def create(self, rt: ResourceType, namespace: str | None, body: Body, options: WriteOptions | None = None) -> Body:
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name"):
@@ -154,13 +159,13 @@ class ObjectStore:
         ns = (namespace or meta.get("namespace") or "default") if rt.namespaced else ""
         if rt.namespaced and namespace and meta.get("namespace") not in (None, namespace):
             raise ApiError(400, "BadRequest", "the namespace of the object does not match the URL")
-        if (ns, meta["name"]) in self.objects[rt.key]:
-            raise ApiError(409, "AlreadyExists", f'{rt.plural}.{rt.group} "{meta["name"]}" already exists')
         if "status" in rt.subresources:
             obj.pop("status", None)  # a real server drops status on create when it is a subresource
-        obj = prune_object(obj, rt.schema)
-        meta = obj["metadata"]
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        obj = admit(rt, obj, None, None, options)  # 400/422 come before 409, as in a cluster
+        meta = obj["metadata"]
+        if (ns, meta["name"]) in self.objects[rt.key]:
+            raise ApiError(409, "AlreadyExists", f'{rt.plural}.{rt.group} "{meta["name"]}" already exists')
         if rt.namespaced:
             meta["namespace"] = ns
         for transient in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
@@ -173,7 +178,7 @@ class ObjectStore:
         return obj
 
     def update(self, rt: ResourceType, namespace: str | None, name: str, subresource: str | None,
-               content_type: str, payload: Any, replace: bool = False) -> Body:
+               content_type: str, payload: Any, replace: bool = False, options: WriteOptions | None = None) -> Body:
         """PATCH (merge, strategic treated as merge, JSON-patch) or PUT (replace=True)."""
         old = self.get(rt, namespace, name)
         if subresource not in (None, "status") or (subresource == "status" and "status" not in rt.subresources):
@@ -201,7 +206,7 @@ class ObjectStore:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.plural}.{rt.group} "{name}": '
                                             "the object has been modified; please apply your changes "
                                             "to the latest version and try again")
-        new = self._keep_invariants(rt, old, new, subresource)
+        new = admit(rt, self._keep_invariants(rt, old, new, subresource), old, subresource, options)
         if new == old:
             return old  # a no-op write changes nothing, not even the resourceVersion
         if spec_of(new) != spec_of(old):
@@ -236,7 +241,7 @@ class ObjectStore:
         else:
             meta.pop("deletionTimestamp", None)  # only DELETE sets it
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
-        return prune_object(new, rt.schema)
+        return new
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str) -> Body:
         old = self.get(rt, namespace, name)
