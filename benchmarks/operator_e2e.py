@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator, kopf_peering_crds
 from kubeforge.testing.pod_runner import PodRunner
 from kubeforge.testing.seaweedfs import SeaweedFS, free_ports
@@ -62,7 +63,7 @@ def start_operator(emu: KubeEmulator, s3: SeaweedFS, workdir: Path) -> subproces
     """`kubeforge operator run -n NS`, as the chart's Deployment runs it; waits for /healthz."""
     metrics_port, health_port = free_ports(2)
     exe = shutil.which("kubeforge") or str(Path(sys.executable).parent / "kubeforge")
-    env = {**os.environ, **s3.env(), "KUBECONFIG": str(emu.kubeconfig_path),
+    env = {**os.environ, **s3.env(), "KUBECONFIG": str(operator_kubeconfig(emu)),
            "KUBEFORGE_STORE": f"s3://{BUCKET}/store", "KUBEFORGE_STORE_SECRET": SECRET,
            "KUBEFORGE_METRICS_PORT": str(metrics_port), "KUBEFORGE_HEALTH_PORT": str(health_port)}
     log = workdir / "operator.log"

@@ -20,6 +20,7 @@ import yaml
 
 from kubeforge.api import KINDS
 from kubeforge.store import layout
+from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator, kopf_peering_crds
 from kubeforge.testing.kube_operator import SECRET, ready_dataset_version, start_job, training_job, wait_job, wait_phase
 from kubeforge.testing.operator_process import OperatorProcess
@@ -58,7 +59,7 @@ def chart_operator(kube_emulator: KubeEmulator, kube_namespace: str, s3_store: A
             kube_emulator.create(crd)
     for peering in (o for o in objects if o["kind"] in ("KopfPeering", "ClusterKopfPeering")):
         kube_emulator.create(peering)  # the chart's hook creates them
-    op = OperatorProcess(kube_emulator.kubeconfig_path, tmp_path, "chart", env, args=tuple(container["args"]),
+    op = OperatorProcess(operator_kubeconfig(kube_emulator), tmp_path, "chart", env, args=tuple(container["args"]),
                          healthz_path=probes.pop(), metrics_path=monitor["spec"]["endpoints"][0]["path"])
     with op:
         yield op

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from kubeforge.operator.settings import PEERING_PRIORITY_MAX, OperatorSettings
+from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator, kopf_peering_crds
 from kubeforge.testing.kube_operator import dataset_version, training_job
 from kubeforge.testing.operator_process import OperatorProcess
@@ -78,13 +79,14 @@ def replicas(kube_emulator: KubeEmulator, peering_env: dict[str, str], tmp_path:
     started: list[OperatorProcess] = []
 
     def start(name: str, **env: str) -> OperatorProcess:
-        op = OperatorProcess(kube_emulator.kubeconfig_path, tmp_path, name, {**peering_env, **env})
+        op = OperatorProcess(operator_kubeconfig(kube_emulator), tmp_path, name, {**peering_env, **env})
         started.append(op)
         return op.start()
 
     yield start
     for op in started:
         op.stop()
+    assert kube_emulator.denials() == []  # the replicas ran as the chart's ServiceAccount, refused nothing
 
 
 def active_alone(emu: KubeEmulator, op: OperatorProcess) -> int:
