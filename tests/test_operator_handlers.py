@@ -204,6 +204,26 @@ def test_reconciling_again_creates_nothing_new_and_a_restart_loses_nothing(op: d
     assert [c["metadata"]["uid"] for c in cms] == [cm["metadata"]["uid"]]
 
 
+def test_a_run_whose_job_finished_and_expired_while_the_operator_was_down_succeeds(op: dict[str, Any]) -> None:
+    """The Job completed and was removed (ttlSecondsAfterFinished) with no operator watching: the step's
+    result in the store is what counts; without one the run fails as JobDeleted."""
+    emu, ns, store = op["emu"], op["ns"], op["store"]
+    done_owner, failed_owner = emu.create(dataset_version("kept", ns)), emu.create(dataset_version("lost", ns))
+    done_job, lost_job = wait_job(emu, ns, "kept"), wait_job(emu, ns, "lost")
+    wait_phase(emu, "DatasetVersion", "kept", ns, "Pending")
+    wait_phase(emu, "DatasetVersion", "lost", ns, "Pending")
+    op["thread"].stop()
+    complete_job(emu, store, done_owner, done_job, {"digest": "c" * 64})
+    for job in (done_job, lost_job):
+        emu.delete("Job", job["metadata"]["name"], ns)
+    op["start"]()
+    assert wait_phase(emu, "DatasetVersion", "kept", ns, "Succeeded")["digest"] == "c" * 64
+    lost = wait_phase(emu, "DatasetVersion", "lost", ns, "Failed")
+    assert condition(lost, "Ready")["reason"] == "JobDeleted" and lost_job["metadata"]["name"] in lost["message"]
+    assert emu.list("Job", ns) == []  # nothing re-created behind the user's back
+    assert failed_owner["metadata"]["uid"] == emu.get("DatasetVersion", "lost", ns)["metadata"]["uid"]
+
+
 def test_handler_progress_survives_schema_pruning(op: dict[str, Any]) -> None:
     """Kopf's progress must survive the CRD schema (the emulator prunes unknown fields as a cluster does).
 

@@ -201,10 +201,21 @@ def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -
 
 
 def job_gone(ctx: Context, body: dict[str, Any], res: Resource, run_id: str, logger: logging.Logger) -> None:
-    """The current run's Job was deleted before it finished: the run failed, and says so."""
+    """The current run's Job is gone before its end was seen: if the step wrote its result (the Job
+    finished and expired while no operator watched), the run succeeded; otherwise it failed, and says so."""
     status = _status(res, body)
     current = status.find_run(run_id)
     if status.run_id != run_id or current is None or current.phase not in ("Pending", "Running"):
+        return
+    key = b.result_key(res, run_id)
+    try:
+        result = ctx.store.get_json(key)
+    except KeyError:
+        result = None
+    except StoreError as exc:
+        raise kopf.TemporaryError(f"reading the result of {res.key()}: {exc}", delay=10) from None
+    if result is not None:
+        _apply(ctx, body, res, status, result, key, current.generation, logger)
         return
     message = (f"the step Job {b.step_job_name(res, run_id)} of run {run_id} was deleted before it finished; "
                "change the spec (or delete and re-create the resource) to run again")
@@ -212,6 +223,22 @@ def job_gone(ctx: Context, body: dict[str, Any], res: Resource, run_id: str, log
     if current.output_prefix:
         settle_progress(ctx.store, current.output_prefix, "Failed", message)
     write_status(ctx, body, status, logger)
+
+
+def _apply(ctx: Context, body: dict[str, Any], res: Resource, status: StatusBase, result: Any, key: str,
+           generation: int | None, logger: logging.Logger) -> StatusBase:
+    """The run succeeded with `result`: validated into status (InvalidResult fails it); dependents follow."""
+    try:
+        status = cs.apply_result(res, status, result, generation)
+    except cs.InvalidResult as exc:
+        cs.fail(status, cs.INVALID_RESULT, f"the step's result at {key}: {exc}", generation)
+        write_status(ctx, body, status, logger)
+        return status
+    _after_success(ctx, res, status)
+    write_status(ctx, body, status, logger)
+    if res.kind != SERVE_KIND:
+        reconcile_dependents(ctx, res, logger)
+    return status
 
 
 def run_id_of(job: dict[str, Any]) -> str | None:
@@ -245,17 +272,7 @@ def sync_from_job(ctx: Context, body: dict[str, Any], res: Resource, job: dict[s
             return status
         except StoreError as exc:
             raise kopf.TemporaryError(f"reading the result of {res.key()}: {exc}", delay=10) from None
-        try:
-            status = cs.apply_result(res, status, result, generation)
-        except cs.InvalidResult as exc:
-            cs.fail(status, cs.INVALID_RESULT, f"the step's result at {key}: {exc}", generation)
-            write_status(ctx, body, status, logger)
-            return status
-        _after_success(ctx, res, status)
-        write_status(ctx, body, status, logger)
-        if res.kind != SERVE_KIND:
-            reconcile_dependents(ctx, res, logger)
-        return status
+        return _apply(ctx, body, res, status, result, key, generation, logger)
     if outcome.phase == Phase.FAILED:
         if current.phase == "Failed":
             return None
