@@ -106,6 +106,9 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             KubeEmulator.wait_for(lambda: reconciled(ctx2, "TrainingJob") >= 1 and reconciled(ctx2, "DatasetVersion")
                                   >= 1, timeout=20)
             assert len(emu.list("Job")) == jobs == 3
+            # Its phase gauges count what exists, though this process wrote none of those phases.
+            gauge = ctx2.metrics.registry.get_sample_value
+            assert gauge("kubeforge_resources", {"kind": "DatasetVersion", "phase": "Succeeded"}) == 1
         assert emu.denials() == []  # the chart's RBAC let the operator do all it did
         assert emu.rejected_writes() == []  # and every object and status it wrote was valid
         events = [e.get("reason") for e in emu.list("Event")]

@@ -94,8 +94,14 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
             ctx.holder.set(info)
         return info
 
-    def counted(kind: str, fn: Callable[[], None]) -> None:
+    def counted(kind: str, fn: Callable[[], None], body: kopf.Body | None = None) -> None:
         ctx.metrics.reconciles.labels(kind).inc()
+        phase = ((body or {}).get("status") or {}).get("phase")
+        if body is not None and phase:
+            # What the phase gauge counts is what exists, also what another replica (before a failover)
+            # or an earlier process wrote, not only this process's own writes.
+            meta = body.get("metadata") or {}
+            ctx.metrics.set_phase(kind, meta.get("namespace", ""), meta.get("name", ""), phase)
         try:
             fn()
         except (kopf.TemporaryError, kopf.PermanentError):
@@ -106,14 +112,14 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
 
     for plural, kind in STEP_KINDS.items():
         def step_handler(body: kopf.Body, logger: logging.Logger, _kind: str = kind, **_: Any) -> None:
-            counted(_kind, lambda: reconcile_step(ctx, _plain(body), logger))
+            counted(_kind, lambda: reconcile_step(ctx, _plain(body), logger), body)
 
         for on in (kopf.on.create, kopf.on.resume):
             on(API_GROUP, API_VERSION, plural, registry=registry, id="reconcile")(step_handler)
         kopf.on.update(API_GROUP, API_VERSION, plural, field="spec", registry=registry, id="reconcile")(step_handler)
 
     def serve_handler(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-        counted("InferenceService", lambda: reconcile_serving(ctx, _plain(body), logger))
+        counted("InferenceService", lambda: reconcile_serving(ctx, _plain(body), logger), body)
 
     for on in (kopf.on.create, kopf.on.resume):
         on(API_GROUP, API_VERSION, SERVE_PLURAL, registry=registry, id="reconcile")(serve_handler)
