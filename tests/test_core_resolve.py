@@ -129,3 +129,20 @@ def test_a_model_that_succeeded_before_runs_were_recorded_still_resolves() -> No
               {"phase": "Succeeded", "outputPrefix": "experiments/ml_shapes/clf_torchvision"})
     svc = res("InferenceService", "svc", {"model": {"trainingJob": "clf"}})
     assert build_run(svc, lookup(old), STORE).experiment_prefix == "experiments/ml_shapes/clf_torchvision"  # type: ignore[union-attr]
+
+
+def test_every_waiting_message_is_marked_so_the_operator_logs_it_as_a_state() -> None:
+    import logging
+
+    from kubeforge.core.resolve import WAITING_MARK
+    from kubeforge.operator.handlers import WaitingIsNotAnError
+
+    with pytest.raises(Waiting) as waiting:
+        build_run(res("InferenceService", "svc", {"model": {"trainingJob": "clf"}}), lookup(), STORE)
+    assert WAITING_MARK in waiting.value.message
+    record = logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, "Handler %r failed temporarily: %s",
+                               ("reconcile", waiting.value.message), None)
+    assert WaitingIsNotAnError().filter(record) and record.levelname == "INFO"
+    store_error = logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, "Handler %r failed temporarily: %s",
+                                    ("reconcile", "reading the result: timed out"), None)
+    assert WaitingIsNotAnError().filter(store_error) and store_error.levelname == "ERROR"

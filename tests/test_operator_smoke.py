@@ -111,5 +111,7 @@ def test_operator_core_smoke(tmp_path: Path) -> None:
             assert gauge("kubeforge_resources", {"kind": "DatasetVersion", "phase": "Succeeded"}) == 1
         assert emu.denials() == []  # the chart's RBAC let the operator do all it did
         assert emu.rejected_writes() == []  # and every object and status it wrote was valid
+        # Waiting for a reference is a state, not an error: no Error Events for it in `kubectl describe`.
+        assert [e["message"] for e in emu.list("Event") if "failed temporarily" in e.get("message", "")] == []
         events = [e.get("reason") for e in emu.list("Event")]
         assert "OOMKilled" in events and "Succeeded" in events and events.count("JobCreated") >= 2

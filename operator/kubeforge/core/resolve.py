@@ -16,6 +16,7 @@ from kubeforge.steps.spec import DatasetRef, StepRun
 
 Lookup = Callable[[str, str, str], Resource | None]  # (kind, namespace, name) -> resource with status
 LEGACY_RUN_ID = "0" * 10  # the run of a resource that succeeded before run ids existed
+WAITING_MARK = "; waiting for "  # in every Waiting message (the operator's logs tell waits from errors by it)
 
 
 class Waiting(Exception):  # a state, not an error
@@ -100,7 +101,8 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
         if "dataset" not in datasets:  # the first model is unknown, so is its data: it is what waits
             first = res.spec.models[0].training_job
             raise Waiting(refs[0].reason, f"{who}: spec.models[0].trainingJob: TrainingJob {first!r} does not "
-                                          "exist; its training data is what this Benchmark evaluates on",
+                                          "exist (its training data is what this Benchmark evaluates on); "
+                                          "waiting for it to exist",
                           "spec.models[0].trainingJob")
         return runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]])
     if isinstance(res, InferenceService):

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from kubeforge import API_GROUP, API_VERSION
+from kubeforge.core.resolve import WAITING_MARK
 from kubeforge.operator import builders as b
 from kubeforge.operator.cleanup import delete_artifacts
 from kubeforge.operator.reconcile import (
@@ -43,8 +44,27 @@ MANAGED = {b.LABEL_MANAGED_BY: b.MANAGED_BY}
 LoginFn = Callable[..., kopf.ConnectionInfo | None]
 
 
+class WaitingIsNotAnError(logging.Filter):
+    """Kopf logs every TemporaryError as an ERROR ("failed temporarily"); a resource waiting for a
+    reference (`kubeforge.core.resolve.Waiting`) is a state, shown in its status: log it as INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "failed temporarily" in str(record.msg) \
+                and WAITING_MARK in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_waiting(logger: logging.Logger | None = None) -> None:
+    """Install WaitingIsNotAnError on Kopf's per-object logger (once)."""
+    target = logger or logging.getLogger("kopf.objects")
+    if not any(isinstance(f, WaitingIsNotAnError) for f in target.filters):
+        target.addFilter(WaitingIsNotAnError())
+
+
 def configure(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     """Kopf's settings for production (and tests, which may preset the watch timeouts)."""
+    quiet_waiting()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration")
