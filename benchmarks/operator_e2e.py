@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,9 @@ import yaml
 
 from kubeforge.testing.chart_rbac import operator_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator, kopf_peering_crds
+from kubeforge.testing.operator_process import OperatorProcess
 from kubeforge.testing.pod_runner import PodRunner
-from kubeforge.testing.seaweedfs import SeaweedFS, free_ports
+from kubeforge.testing.seaweedfs import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -59,28 +59,10 @@ def kubeforge(*args: str, env: dict[str, str], timeout: float = 600) -> str:
     return proc.stdout
 
 
-def start_operator(emu: KubeEmulator, s3: SeaweedFS, workdir: Path) -> subprocess.Popen[bytes]:
-    """`kubeforge operator run -n NS`, as the chart's Deployment runs it; waits for /healthz."""
-    metrics_port, health_port = free_ports(2)
-    exe = shutil.which("kubeforge") or str(Path(sys.executable).parent / "kubeforge")
-    env = {**os.environ, **s3.env(), "KUBECONFIG": str(operator_kubeconfig(emu)),
-           "KUBEFORGE_STORE": f"s3://{BUCKET}/store", "KUBEFORGE_STORE_SECRET": SECRET,
-           "KUBEFORGE_METRICS_PORT": str(metrics_port), "KUBEFORGE_HEALTH_PORT": str(health_port)}
-    log = workdir / "operator.log"
-    proc = subprocess.Popen([exe, "operator", "run", "-n", NS], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the operator exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2) as rsp:
-                if rsp.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the operator was not healthy in 60 s:\n{log.read_text()[-3000:]}")
+def start_operator(emu: KubeEmulator, s3: SeaweedFS, workdir: Path) -> OperatorProcess:
+    """`kubeforge operator run -n NS`, as the chart's Deployment runs it; started once /healthz answers."""
+    env = {**s3.env(), "KUBEFORGE_STORE": f"s3://{BUCKET}/store", "KUBEFORGE_STORE_SECRET": SECRET}
+    return OperatorProcess(operator_kubeconfig(emu), workdir, "e2e", env, args=("operator", "run", "-n", NS)).start()
 
 
 def manifests(source_uri: str, image_size: int, epochs: int) -> list[dict[str, Any]]:
@@ -134,11 +116,7 @@ def main() -> None:
                 with PodRunner(emu, NS, workdir / "pods") as runner:
                     result |= run_flow(emu, runner, env, args, first, raw)
             finally:
-                operator.terminate()
-                try:
-                    operator.wait(20)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
+                operator.stop()
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from kubeforge.testing.chart_rbac import chart_accounts, operator_kubeconfig
 from kubeforge.testing.kube_emulator import KubeEmulator, kopf_peering_crds
 from kubeforge.testing.kube_operator import dataset_version, training_job
-from kubeforge.testing.seaweedfs import free_ports
+from kubeforge.testing.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
@@ -65,27 +61,10 @@ def watch_jobs(emu: KubeEmulator, seen: dict[str, float], stop: threading.Event)
             time.sleep(0.1)
 
 
-def start_operator(emu: KubeEmulator, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    metrics_port, health_port = free_ports(2)
-    exe = shutil.which("kubeforge") or str(Path(sys.executable).parent / "kubeforge")
-    env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig(emu)), "KUBEFORGE_METRICS_PORT": str(metrics_port),
-           "KUBEFORGE_HEALTH_PORT": str(health_port), "KUBEFORGE_STORE": "s3://bench/store",
-           "KUBEFORGE_S3_ENDPOINT": "127.0.0.1:1"}  # the measured path never reads the store
-    log = workdir / "operator.log"
-    proc = subprocess.Popen([exe, "operator", "run", "-n", NS], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the operator exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2) as rsp:
-                if rsp.status == 200:
-                    return proc, log
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the operator was not healthy in 60 s:\n{log.read_text()[-3000:]}")
+def start_operator(emu: KubeEmulator, workdir: Path) -> OperatorProcess:
+    """`kubeforge operator run -n NS` as the chart's ServiceAccount; started once /healthz answers."""
+    env = {"KUBEFORGE_STORE": "s3://bench/store", "KUBEFORGE_S3_ENDPOINT": "127.0.0.1:1"}  # never read here
+    return OperatorProcess(operator_kubeconfig(emu), workdir, "scale", env, args=("operator", "run", "-n", NS)).start()
 
 
 def main() -> None:
@@ -109,7 +88,9 @@ def main() -> None:
             "phase": "Succeeded", "digest": "e" * 64, "observedGeneration": 1,
             "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "observedGeneration": 1,
                             "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}, NS)
-        proc, log = start_operator(emu, workdir)
+        operator = start_operator(emu, workdir)
+        proc, log = operator.proc, operator.log_path
+        assert proc is not None
         peak = {"rss": 0}
         stop = threading.Event()
 
@@ -149,11 +130,7 @@ def main() -> None:
         denied = len(emu.denials(chart_accounts().operator_user))
         rejected = len(emu.rejected_writes(chart_accounts().operator_user))
         stop.set()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        operator.stop()
 
     with_job = sorted(seen[n] - created[n] for n in created if n in seen)
     ok = len(with_job) == args.count
