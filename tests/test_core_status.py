@@ -104,3 +104,24 @@ def test_progress_reads_and_settles_after_a_stop(tmp_path: Path) -> None:
     assert store.get_json("exp/progress.json")["phase"] == "Failed"
     assert settle_progress(store, "exp", "Stopped", "again") is False  # final already: left alone
     assert settle_progress(store, "missing", "Failed", "x") is False
+
+
+def test_a_serve_run_records_the_training_run_it_serves_and_a_swap_is_announced() -> None:
+    from kubeforge.api import InferenceService, InferenceServiceStatus
+    from kubeforge.steps.runs import serve_run
+
+    svc = parse_resource({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc"},
+                          "spec": {"model": {"trainingJob": "det"}}})
+    assert isinstance(svc, InferenceService)
+    first = serve_run(svc, "file:///s", "experiments/x/runs/aaaaaa1111", "aaaaaa1111")
+    status, _ = cs.start_run(InferenceServiceStatus(url="http://x"), first, 1)
+    assert isinstance(status, InferenceServiceStatus)
+    assert (status.training_run, status.experiment_prefix) == ("aaaaaa1111", "experiments/x/runs/aaaaaa1111")
+    assert status.url == "http://x"  # a served model keeps serving while its next run builds
+    assert cs.served_run_notice(svc, None, status) is None  # the first model served: nothing swapped
+    second = serve_run(svc, "file:///s", "experiments/x/runs/bbbbbb2222", "bbbbbb2222")
+    status, _ = cs.start_run(status, second, 1)
+    notice = cs.served_run_notice(svc, "aaaaaa1111", status)
+    assert notice == ("TrainingJob det: serving run bbbbbb2222 instead of run aaaaaa1111; "
+                      "set spec.model.run to pin a run")
+    assert cs.served_run_notice(svc, "bbbbbb2222", status) is None

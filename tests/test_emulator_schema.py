@@ -239,7 +239,7 @@ def builder_objects() -> list[dict[str, Any]]:
                                        "model": {"name": "ssdlite320_mobilenet_v3_large"}, **extra})
         objects += b.step_objects(tj, runs.train_run(tj, settings.store, data), settings)
     isvc = res("InferenceService", "shapes", {"model": {"trainingJob": "det"}, "replicas": 2})
-    objects += b.step_objects(isvc, runs.serve_run(isvc, settings.store, "experiments/x"), settings)
+    objects += b.step_objects(isvc, runs.serve_run(isvc, settings.store, "experiments/x", "abcdef1234"), settings)
     objects += [bs.triton_deployment(isvc, settings, "rev1"), bs.triton_service(isvc)]
     return objects
 

@@ -199,8 +199,9 @@ def isvc(replicas: int = 1, job: str = "det") -> Any:
 
 def test_serve_job_name_changes_with_the_served_model(settings: OperatorSettings) -> None:
     one, two = isvc(job="det"), isvc(job="det2")
-    job1 = b.step_job(one, runs.serve_run(one, settings.store, "experiments/ml_shapes/det_torchvision"), settings)
-    job2 = b.step_job(two, runs.serve_run(two, settings.store, "experiments/ml_shapes/det2_torchvision"), settings)
+    run1 = runs.serve_run(one, settings.store, "experiments/ml_shapes/det_torchvision", "abcdef1234")
+    run2 = runs.serve_run(two, settings.store, "experiments/ml_shapes/det2_torchvision", "abcdef1234")
+    job1, job2 = b.step_job(one, run1, settings), b.step_job(two, run2, settings)
     assert job1["metadata"]["name"].startswith("shapes-serve-") and job1["metadata"]["name"] != job2["metadata"][
         "name"]
     assert container(job1)["command"][:3] == ["kubeforge", "step", "serve"]
@@ -210,14 +211,14 @@ def test_serve_job_name_changes_with_the_served_model(settings: OperatorSettings
 def test_serve_run_ignores_replicas_and_artifact_policy(settings: OperatorSettings) -> None:
     """Scaling (or the deletion policy) is not a new serve run: same Job name, same run hash, no rollout."""
     def job_of(res: Any) -> dict[str, Any]:
-        return b.step_job(res, runs.serve_run(res, settings.store, "experiments/x"), settings)
+        return b.step_job(res, runs.serve_run(res, settings.store, "experiments/x", "abcdef1234"), settings)
 
     base = job_of(isvc(replicas=1))
     scaled = parse_resource({"apiVersion": "kubeforge.io/v1alpha1", "kind": "InferenceService",
                              "metadata": {"name": "shapes", "namespace": "ml", "uid": "uid-s"},
                              "spec": {"model": {"trainingJob": "det"}, "replicas": 5, "artifactPolicy": "Delete"}})
     assert job_of(scaled)["metadata"] == base["metadata"]
-    run = runs.serve_run(scaled, settings.store, "experiments/x")
+    run = runs.serve_run(scaled, settings.store, "experiments/x", "abcdef1234")
     assert "replicas" not in b.run_json(run) and run.spec.model.training_job == "det"
     faster = parse_resource({"apiVersion": "kubeforge.io/v1alpha1", "kind": "InferenceService",
                              "metadata": {"name": "shapes", "namespace": "ml", "uid": "uid-s"},
@@ -276,7 +277,7 @@ def test_secrets_are_never_inlined_and_names_fit(settings: OperatorSettings) -> 
     for res in (tj(), tj(name="z" * 63, distributed={"nodes": 2}, resources={"gpu": 1})):
         objects += b.step_objects(res, runs.train_run(res, settings.store, DS), settings)
     serve = isvc()
-    objects += b.step_objects(serve, runs.serve_run(serve, settings.store, "experiments/x"), settings)
+    objects += b.step_objects(serve, runs.serve_run(serve, settings.store, "experiments/x", "abcdef1234"), settings)
     objects += [bs.triton_deployment(serve, settings, "r"), bs.triton_service(serve)]
     text = json.dumps(objects)
     assert SECRET_VALUE not in text and "AKIA-never-inlined" not in text

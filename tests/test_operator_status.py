@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeforge.api.common import Phase
+from kubeforge.core.status import MAX_MESSAGE
 from kubeforge.operator import status as st
 
 
@@ -59,4 +60,4 @@ def test_deadline_exceeded_and_unknown_reasons() -> None:
 
 def test_long_messages_are_truncated_from_the_front() -> None:
     out = st.job_outcome(job([{"type": "Failed", "status": "True"}]), [pod("Error", "x" * 5000 + "END")])
-    assert len(out.message) <= st.MAX_MESSAGE and out.message.endswith("END")
+    assert len(out.message) <= MAX_MESSAGE and out.message.endswith("END")

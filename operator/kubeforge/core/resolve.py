@@ -106,14 +106,6 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
                           "spec.models[0].trainingJob")
         return runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]])
     if isinstance(res, InferenceService):
-        return runs.serve_run(res, store, prefix(models["served"][0]))
+        served = models["served"][0]
+        return runs.serve_run(res, store, prefix(served), served.id)
     raise TypeError(f"no step for {type(res).__name__}")
-
-
-def served_run_id(res: InferenceService, lookup: Lookup) -> str | None:
-    """The TrainingJob run an InferenceService's run serves (for its status)."""
-    ref = references(res)[0]
-    try:
-        return run_of(ref, lookup(ref.kind, res.namespace, ref.name), res.key()).id
-    except Waiting:
-        return None

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubeforge.api import KINDS, DatasetVersion, InferenceService, Resource, TrainingJob
+from kubeforge.api import KINDS, DatasetVersion, InferenceService, InferenceServiceStatus, Resource, TrainingJob
 from kubeforge.api.common import Phase, RunPhase, RunRecord, StatusBase, now_rfc3339
 from kubeforge.api.owned import benchmark_name
 from kubeforge.steps.runs import output_prefix
@@ -119,7 +119,19 @@ def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple
     status.output_prefix = output_prefix(run)
     status.start_time = now_rfc3339()
     status.completion_time = None
+    if isinstance(run, ServeRun) and isinstance(status, InferenceServiceStatus):
+        status.training_run, status.experiment_prefix = run.training_run, run.experiment_prefix
     return status, superseded
+
+
+def served_run_notice(res: InferenceService, before: str | None, status: StatusBase) -> str | None:
+    """What to tell the user when a new serve run swaps the served TrainingJob run (never silently):
+    None when nothing was served before or the same run is served."""
+    now = status.training_run if isinstance(status, InferenceServiceStatus) else None
+    if not before or before == now:
+        return None
+    pin = "" if res.spec.model.run else "; set spec.model.run to pin a run"
+    return f"TrainingJob {res.spec.model.training_job}: serving run {now} instead of run {before}{pin}"
 
 
 def mark_running(status: StatusBase) -> None:
@@ -133,7 +145,7 @@ def fail(status: StatusBase, reason: str, message: str, generation: int | None) 
     return set_phase(status, Phase.FAILED, reason, message, generation)
 
 
-def apply_result(res: Resource, status: StatusBase, result: dict[str, Any], generation: int | None,
+def apply_result(res: Resource, status: StatusBase, result: Any, generation: int | None,
                  ) -> StatusBase:
     """The current run succeeded with `result` (the step's partial status, camelCase): merged into the
     status and validated against the kind's status model; InvalidResult names the field otherwise."""

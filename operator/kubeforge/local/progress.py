@@ -7,44 +7,37 @@ another terminal shows the epoch while training runs.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
-from kubeforge.store import StoreError, layout, open_store
+from kubeforge.api.training_job import Progress
+from kubeforge.core.progress import read_progress
+from kubeforge.store import open_store
 
 POLL_SECONDS = 2.0
 
 
 class ProgressWatcher:
-    """Polls `<experiment>/progress.json` on a daemon thread and calls `on_progress` when it changes."""
+    """Polls `<run prefix>/progress.json` on a daemon thread and calls `on_progress` when it changes."""
 
-    def __init__(self, store_uri: str, experiment_prefix: str, on_progress: Callable[[dict[str, Any]], None],
+    def __init__(self, store_uri: str, run_prefix: str, on_progress: Callable[[Progress], None],
                  interval: float = POLL_SECONDS) -> None:
-        self.store_uri = store_uri
-        self.key = f"{experiment_prefix.rstrip('/')}/{layout.PROGRESS}"
+        self.store = open_store(store_uri)
+        self.run_prefix = run_prefix
         self.on_progress = on_progress
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kubeforge-progress", daemon=True)
-        self._last: bytes | None = None
+        self._last: Progress | None = None
 
-    def poll(self) -> dict[str, Any] | None:
-        """One read; returns the progress when it changed since the last read."""
-        try:
-            data = open_store(self.store_uri).get_bytes(self.key)
-        except (KeyError, StoreError):
-            return None  # not written yet, or the store blinked: the next poll tries again
-        if data == self._last:
+    def poll(self) -> Progress | None:
+        """One read (the core's, as the operator's timer reads it); the progress when it changed."""
+        progress = read_progress(self.store, self.run_prefix)
+        if progress is None or progress == self._last:
             return None
-        self._last = data
-        try:
-            progress = json.loads(data)
-        except json.JSONDecodeError:
-            return None
-        return progress if isinstance(progress, dict) else None
+        self._last = progress
+        return progress
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

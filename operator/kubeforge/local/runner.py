@@ -24,10 +24,11 @@ from rich.text import Text
 
 from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
 from kubeforge.api.common import StatusBase, now_rfc3339
+from kubeforge.api.training_job import Progress
 from kubeforge.atomic_file import atomic_write_text
 from kubeforge.core import status as cs
-from kubeforge.core.progress import progress_status, settle_progress
-from kubeforge.core.resolve import Lookup, Waiting, build_run, served_run_id
+from kubeforge.core.progress import settle_progress
+from kubeforge.core.resolve import Lookup, Waiting, build_run
 from kubeforge.local import serving
 from kubeforge.local.graph import Node, Plan, build_plan
 from kubeforge.local.manifests import LoadedResource, ResourceKey, display_path
@@ -113,7 +114,7 @@ class Runner:
         return get
 
     def _unchanged(self, prev: Record | None, digest: str) -> bool:
-        if prev is None or prev.spec_hash != digest or prev.store != self.store_uri:
+        if prev is None or prev.spec_hash != digest:  # the run spec names the store too
             return False
         status = prev.resource.status
         if isinstance(prev.resource, InferenceService):
@@ -221,7 +222,12 @@ class Runner:
             return Outcome(node.key, "unchanged", 0.0, prev)
 
         record = self._new_record(node, prev, digest)
+        before = getattr(record.resource.status, "training_run", None)
         status, _ = cs.start_run(self._status(record), run, record.resource.metadata.generation)
+        if isinstance(node.resource, InferenceService):
+            notice = cs.served_run_notice(node.resource, before, status)
+            if notice:
+                self.console.print(f"[yellow]![/] {node.label}: {notice}")
         cs.mark_running(status)
         cs.set_phase(status, Phase.RUNNING, "Running", f"{STEP_NAMES[node.resource.kind]} step running, run "
                      f"{run.run_id}", record.resource.metadata.generation)
@@ -246,7 +252,7 @@ class Runner:
                                        record.resource.metadata.generation))
             self._stopped(record, message)
             raise
-        result: dict[str, Any] = {}
+        result: Any = {}
         if error is None:
             result, error = self._read_result(run_dir)
         if error is None:
@@ -268,10 +274,7 @@ class Runner:
         if not isinstance(node.resource, TrainingJob) or not experiment:
             return contextlib.nullcontext()
 
-        def update(data: dict[str, Any]) -> None:
-            progress = progress_status(data)
-            if progress is None:
-                return  # a progress file from a newer trainer: keep the last good one
+        def update(progress: Progress) -> None:
             status = self._status(record)
             status.progress = progress  # type: ignore[attr-defined]
             self._save(record, status)
@@ -311,7 +314,7 @@ class Runner:
             return None
         return last_error or last_line or f"{step} step exited with code {code}"
 
-    def _read_result(self, run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    def _read_result(self, run_dir: Path) -> tuple[Any, str | None]:
         path = run_dir / "result.json"
         try:
             text = redact(path.read_text(), self.secrets)
@@ -319,14 +322,11 @@ class Runner:
             return {}, f"the step exited 0 but wrote no result to {path}"
         atomic_write_text(path, text)  # keep only the redacted form on disk
         try:
-            result = json.loads(text)
+            return json.loads(text), None  # what it must be is the core's to say (apply_result)
         except json.JSONDecodeError as exc:
             return {}, f"{path}: not JSON ({exc})"
-        if not isinstance(result, dict):
-            return {}, f"{path}: expected a JSON object (a partial status), got {type(result).__name__}"
-        return result, None
 
-    def _succeed(self, node: Node, record: Record, result: dict[str, Any], run_dir: Path, run: StepRun
+    def _succeed(self, node: Node, record: Record, result: Any, run_dir: Path, run: StepRun
                  ) -> str | None:
         res = node.resource
         generation = record.resource.metadata.generation
@@ -340,15 +340,7 @@ class Runner:
                 fields = serving.start(self.store_uri, run.output_prefix, res.name, run_dir, self.env)
             except Exception as exc:  # the launcher's failures vary (timeout, exit, bad repository)
                 return f"tritonserver did not become ready: {redact(str(exc), self.secrets)}"
-            before = status.training_run
             status = InferenceServiceStatus.model_validate({**status.dump(), **fields})
-            status.experiment_prefix = run.experiment_prefix
-            status.training_run = served_run_id(res, self._lookup({}))
-            if before and before != status.training_run:
-                # Never a silent swap: say which run replaces which (pin spec.model.run to stay on one).
-                self.console.print(f"[yellow]![/] {node.label}: now serving run {status.training_run} of TrainingJob "
-                                   f"{res.spec.model.training_job} instead of run {before}"
-                                   + ("" if res.spec.model.run else "; set spec.model.run to pin a run"))
             cs.set_phase(status, Phase.RUNNING, cs.SERVING, f"{fields['url']} model {fields['modelName']}",
                          generation, ready=True)
         self._save(record, status)

@@ -191,11 +191,8 @@ def reconcile_step(ctx: Context, body: dict[str, Any], logger: logging.Logger) -
         start_run(ctx, body, res, run, logger)
         return
     job = ctx.kube.get("batch/v1", "Job", res.namespace, b.step_job_name(res, run))
-    if job is None:
-        current = status.find_run(run.run_id)
-        if current is None or current.phase in ("Succeeded", "Failed"):
-            return  # finished, and its Job expired (ttlSecondsAfterFinished): nothing to redo
-        job_gone(ctx, body, res, run.run_id, logger)
+    if job is None:  # finished and expired (ttlSecondsAfterFinished), or deleted: job_gone tells which
+        job_gone(ctx, body, res, run.run_id, logger)  # type: ignore[arg-type]
         return
     sync_from_job(ctx, body, res, job, logger)
 

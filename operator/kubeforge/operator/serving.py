@@ -15,9 +15,9 @@ from typing import Any
 import kopf
 
 from kubeforge.api import InferenceService, InferenceServiceStatus
-from kubeforge.api.common import Phase
+from kubeforge.api.common import Phase, StatusBase
 from kubeforge.core import status as cs
-from kubeforge.core.resolve import Waiting, build_run, served_run_id
+from kubeforge.core.resolve import Waiting, build_run
 from kubeforge.operator import builders as b
 from kubeforge.operator import builders_serving as bs
 from kubeforge.operator import status as st
@@ -26,6 +26,7 @@ from kubeforge.operator.reconcile import (
     _parse,
     _status,
     _wait,
+    job_gone,
     start_run,
     sync_from_job,
     write_status,
@@ -47,28 +48,27 @@ def reconcile_serving(ctx: Context, body: dict[str, Any], logger: logging.Logger
         return
     if status.run_id != run.run_id:
         before = status.training_run if isinstance(status, InferenceServiceStatus) else None
-        status = start_run(ctx, body, res, run, logger)
-        assert isinstance(status, InferenceServiceStatus)
-        status.training_run = served_run_id(res, ctx.lookup())
-        status.experiment_prefix = run.experiment_prefix  # type: ignore[union-attr]
-        write_status(ctx, body, status, logger)
-        if before and before != status.training_run:
-            # Never a silent swap: say which run replaces which (pin spec.model.run to stay on one).
-            kopf.event(body, type="Normal", reason="ServedRunChanged", message=(
-                f"TrainingJob {res.spec.model.training_job}: serving run {status.training_run} instead of run "
-                f"{before}" + ("" if res.spec.model.run else "; set spec.model.run to pin a run")))
+        notice = cs.served_run_notice(res, before, start_run(ctx, body, res, run, logger))
+        if notice:
+            kopf.event(body, type="Normal", reason="ServedRunChanged", message=notice)
         _delete_stale_serve_jobs(ctx, res, keep=b.step_job_name(res, run))
         return
-    current = status.find_run(run.run_id)
-    job = ctx.kube.get("batch/v1", "Job", res.namespace, b.step_job_name(res, run))
-    if current is not None and current.phase != "Succeeded":
-        if job is None:  # its Job expired or was deleted before it built the repository: build again
-            ctx.kube.create(b.step_objects(res, run, ctx.settings)[-1])
+    assert run.run_id
+    if not _built(status, run.run_id):
+        job = ctx.kube.get("batch/v1", "Job", res.namespace, b.step_job_name(res, run))
+        if job is None:
+            job_gone(ctx, body, res, run.run_id, logger)
+        else:
+            sync_from_job(ctx, body, res, job, logger)
+        if not _built(_status(res, body), run.run_id):
             return
-        sync_from_job(ctx, body, res, job, logger)
-        if st.job_outcome(job).phase != Phase.SUCCEEDED:
-            return
-    ensure_serving(ctx, body, res, run.run_id or "", logger)
+    ensure_serving(ctx, body, res, run.run_id, logger)
+
+
+def _built(status: StatusBase, run_id: str) -> bool:
+    """Whether the serve run `run_id` built its repository (then the Deployment may serve it)."""
+    record = status.find_run(run_id)
+    return record is not None and record.phase == "Succeeded"
 
 
 def _delete_stale_serve_jobs(ctx: Context, res: InferenceService, keep: str) -> None:
@@ -104,7 +104,7 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
     assert isinstance(status, InferenceServiceStatus)
     status.url, status.grpc_url, status.ready = bs.service_url(res), bs.grpc_url(res), ready
     status.model_name, status.repository_uri = bs.model_name(res), bs.repository_uri(res, ctx.settings)
-    reason = st.SERVING if ready else st.DEPLOYMENT_PROGRESSING
+    reason = cs.SERVING if ready else st.DEPLOYMENT_PROGRESSING
     served = f"{res.spec.model.training_job} (run {status.training_run})" if status.training_run else \
         res.spec.model.training_job
     message = (f"serving {served} at {status.url}" if ready else

@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeforge.api.common import Phase
-from kubeforge.api.references import WAITING_FOR_DATASET_VERSION, WAITING_FOR_EXPORT, WAITING_FOR_MODELS
-from kubeforge.core.status import MAX_MESSAGE, SERVING, truncate
+from kubeforge.core.status import truncate
 
-__all__ = ["MAX_MESSAGE", "SERVING", "WAITING_FOR_DATASET_VERSION", "WAITING_FOR_EXPORT", "WAITING_FOR_MODELS",
-           "truncate"]
-
-# Reasons (CamelCase), shared with the handlers and the tests.
+# Reasons (CamelCase) of the cluster runtime; the shared ones (Waiting…, Succeeded, StepFailed,
+# InvalidResult, Serving) are the core's and the API's.
 JOB_CREATED = "JobCreated"
 JOB_PENDING = "JobPending"
 JOB_RUNNING = "JobRunning"

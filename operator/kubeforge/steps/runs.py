@@ -98,13 +98,14 @@ def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: 
                         output_prefix=output)
 
 
-def serve_run(res: InferenceService, store: str, experiment: str) -> ServeRun:
-    """`experiment`: the run prefix of the served TrainingJob run. The repository prefix is fixed: it is
-    what Triton serves, rebuilt by each serve run."""
+def serve_run(res: InferenceService, store: str, experiment: str, training_run: str) -> ServeRun:
+    """`experiment`: the prefix of the served TrainingJob run `training_run`. The repository prefix is
+    fixed: it is what Triton serves, rebuilt by each serve run."""
     rid = run_id(res.kind, res.spec, {"experiment": experiment}, SERVE_RUN_IGNORES)
     return ServeRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
                     spec=_spec_without(res.spec, SERVE_RUN_IGNORES), experiment_prefix=experiment,
-                    output_prefix=layout.serving_prefix(res.namespace, res.name), model_name=res.name)
+                    training_run=training_run, output_prefix=layout.serving_prefix(res.namespace, res.name),
+                    model_name=res.name)
 
 
 def output_prefix(run: Any) -> str | None:

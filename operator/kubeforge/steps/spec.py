@@ -72,7 +72,8 @@ class BenchmarkRun(_Run):
 class ServeRun(_Run):
     step: Literal["serve"] = "serve"
     spec: InferenceServiceSpec
-    experiment_prefix: str = Field(description="The served TrainingJob's experiment.")
+    experiment_prefix: str = Field(description="The served TrainingJob run's prefix (its export, model_meta.json).")
+    training_run: str | None = Field(default=None, description="The id of that TrainingJob run.")
     output_prefix: str = Field(description="Where the Triton model repository goes.")
     model_name: str = Field(description="The Triton model name.")
 
