@@ -76,6 +76,12 @@ def _state(state_dir: Path | None) -> StateDir:
     return StateDir(resolve_state_dir(state_dir))
 
 
+def state_record(kind: str, name: str, namespace: str, state_dir: Path | None) -> tuple[StateDir, Record]:
+    """The state directory and one resource's record in it (a clear StateError when it is not there)."""
+    state = _state(state_dir)
+    return state, state.get(kind_for(kind).model_fields["kind"].default, namespace, name)
+
+
 @user_errors
 def run_command(
     file: Annotated[list[Path], typer.Option(
@@ -176,10 +182,8 @@ def describe_command(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Show one resource's spec, status, conditions and artifact URIs."""
-    state = _state(state_dir)
-    kind_name = kind_for(kind).model_fields["kind"].default
-    record = state.get(kind_name, namespace, name)
-    run_dir = state.run_dir(kind_name, namespace, name)
+    state, record = state_record(kind, name, namespace, state_dir)
+    run_dir = state.run_dir(*record.key)
     print(printing.describe(record, str(run_dir) if run_dir.is_dir() else None))
 
 
@@ -238,11 +242,9 @@ def delete_command(
 ) -> None:
     """Forget a resource (and what it owns); a served model is stopped first. Store artifacts are kept,
     unless its spec.artifactPolicy is Delete (then every run's output goes, but never data still in use)."""
-    state = _state(state_dir)
-    kind_name = kind_for(kind).model_fields["kind"].default
-    record = state.get(kind_name, namespace, name)
+    state, record = state_record(kind, name, namespace, state_dir)
     owned = [r for r in state.list(namespace=namespace)
-             if any(o.get("kind") == kind_name and o.get("name") == name
+             if any(o.get("kind") == record.resource.kind and o.get("name") == name
                     for o in (r.resource.metadata.model_extra or {}).get("ownerReferences") or [])]
     going = {r.key for r in [*owned, record]}
     for rec in [*owned, record]:
@@ -264,12 +266,10 @@ def logs_command(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Print the output of a resource's last step run (or its tritonserver log with --server)."""
-    state = _state(state_dir)
-    kind_name = kind_for(kind).model_fields["kind"].default
-    state.get(kind_name, namespace, name)  # a clear error for an unknown resource
-    path = state.run_dir(kind_name, namespace, name) / ("triton.log" if server else "step.log")
+    state, record = state_record(kind, name, namespace, state_dir)
+    path = state.run_dir(*record.key) / ("triton.log" if server else "step.log")
     if not path.is_file():
-        raise StateError(f"{resource_label(kind_name, namespace, name)}: no {path.name} at {path} (has it run?)")
+        raise StateError(f"{resource_label(*record.key)}: no {path.name} at {path} (has it run?)")
     print(path.read_text(errors="replace"), end="")
 
 

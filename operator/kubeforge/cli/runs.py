@@ -13,8 +13,7 @@ from typing import Annotated
 
 import typer
 
-from kubeforge.api import kind_for
-from kubeforge.cli.runner import NamespaceOpt, StateDirOpt, _state, user_errors
+from kubeforge.cli.runner import NamespaceOpt, StateDirOpt, state_record, user_errors
 from kubeforge.local import printing
 
 
@@ -27,9 +26,7 @@ def runs_command(
     state_dir: StateDirOpt = None,
 ) -> None:
     """List a resource's runs (the current one marked *): id, phase, generation, times, store prefix."""
-    state = _state(state_dir)
-    kind_name = kind_for(kind).model_fields["kind"].default
-    record = state.get(kind_name, namespace, name)
+    _, record = state_record(kind, name, namespace, state_dir)
     if output == "json":
         status = record.resource.status
         print(json.dumps([r.dump() for r in status.runs] if status else [], indent=2))
