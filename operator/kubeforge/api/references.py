@@ -90,8 +90,3 @@ def references(res: Resource, lookup: SpecLookup | None = None) -> list[Referenc
         return [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
                           WAITING_FOR_EXPORT, run=res.spec.model.run)]
     raise TypeError(f"no references declared for {type(res).__name__}")
-
-
-def names(res: Resource, kind: str, lookup: SpecLookup | None = None) -> set[str]:
-    """The names of every `kind` that `res` references."""
-    return {ref.name for ref in references(res, lookup) if ref.kind == kind}

@@ -26,7 +26,6 @@ SUCCEEDED = "Succeeded"
 SERVING = "Serving"
 STEP_FAILED = "StepFailed"
 INVALID_RESULT = "InvalidResult"
-SUPERSEDED = "Superseded"
 MAX_MESSAGE = 1024
 
 

@@ -35,15 +35,9 @@ def field_path(parts: Iterable[Any]) -> str:
 
 def show(value: Any) -> str:
     """A value as apimachinery prints it in "Invalid value: ..." (objects by their type)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    return json.dumps("object" if isinstance(value, dict) else "array")
+    if isinstance(value, dict | list):
+        return json.dumps("object" if isinstance(value, dict) else "array")
+    return json.dumps(value)  # scalars as JSON: true, null, 3, "text"
 
 
 def json_type(value: Any) -> str:
