@@ -7,10 +7,11 @@ Benchmark `<job>-benchmark`. Both runtimes create the same objects under the sam
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.benchmark import Benchmark, BenchmarkModelRef, BenchmarkSpec
-from kubeforge.api.common import ObjectMeta
+from kubeforge.api.common import ObjectMeta, ResourceBase
 from kubeforge.api.dataset_version import DatasetSource, DatasetVersion, DatasetVersionSpec
 from kubeforge.api.training_job import TrainingJob
 
@@ -35,12 +36,18 @@ def benchmark_name(job: TrainingJob) -> str:
     return child_name(job.name, "benchmark")
 
 
+def owner_reference(owner: ResourceBase) -> dict[str, Any]:
+    """The controller reference of what `owner` makes (garbage-collected with it, adoptable by no one
+    else); the uid only where an API server set one (the local runner has none)."""
+    ref: dict[str, Any] = {"apiVersion": GROUP_VERSION, "kind": owner.kind, "name": owner.name, "controller": True}
+    if owner.metadata.uid:
+        ref |= {"uid": owner.metadata.uid, "blockOwnerDeletion": True}
+    return ref
+
+
 def _owned_meta(job: TrainingJob, name: str) -> ObjectMeta:
-    owner = {"apiVersion": GROUP_VERSION, "kind": "TrainingJob", "name": job.name, "controller": True}
-    if job.metadata.uid:  # set by an API server; the local runner has none
-        owner |= {"uid": job.metadata.uid, "blockOwnerDeletion": True}
     return ObjectMeta(name=name, namespace=job.namespace, labels={OWNER_LABEL: f"TrainingJob.{job.name}"},
-                      ownerReferences=[owner])
+                      ownerReferences=[owner_reference(job)])
 
 
 def implicit_dataset_version(job: TrainingJob) -> DatasetVersion:

@@ -16,8 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from kubeforge import GROUP_VERSION
-from kubeforge.api import Resource, TrainingJob
+from kubeforge.api import Resource, TrainingJob, owned
 from kubeforge.api.job_policy import JobPolicy
 from kubeforge.api.owned import child_name
 from kubeforge.operator.settings import OperatorSettings
@@ -72,11 +71,9 @@ def labels(res: Resource, component: str) -> dict[str, str]:
 
 def owner_reference(res: Resource) -> dict[str, Any]:
     """The controller reference of a child: garbage-collected with `res`, adoptable by no one else."""
-    uid = res.metadata.uid
-    if not uid:
+    if not res.metadata.uid:
         raise ValueError(f"{res.key()}: metadata.uid is not set; owned objects need the owner's uid")
-    return {"apiVersion": GROUP_VERSION, "kind": res.kind, "name": res.name, "uid": uid,
-            "controller": True, "blockOwnerDeletion": True}
+    return owned.owner_reference(res)
 
 
 def _meta(res: Resource, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:

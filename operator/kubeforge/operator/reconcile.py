@@ -332,11 +332,11 @@ def reconcile_dependents(ctx: Context, res: Resource, logger: logging.Logger) ->
 
 
 def _as_child(model: Resource, job: TrainingJob, component: str) -> dict[str, Any]:
-    """An owned resource from `kubeforge.api.owned`, with the operator's labels and the owner's uid."""
+    """An owned resource from `kubeforge.api.owned` (its owner reference included), with the operator's labels."""
+    b.owner_reference(job)  # refuses an owner without a uid: garbage collection needs it
     obj = model.dump()
     obj.pop("status", None)
     obj["metadata"]["labels"] = {**obj["metadata"].get("labels", {}), **b.labels(job, component)}
-    obj["metadata"]["ownerReferences"] = [b.owner_reference(job)]
     return obj
 
 
