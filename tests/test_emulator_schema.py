@@ -74,7 +74,8 @@ def test_every_openapi_keyword_is_enforced_and_all_errors_are_reported(emu: Kube
     assert body["message"].startswith('TrainingJob.kubeforge.io "bad" is invalid: [')
     assert causes(body) == {
         "spec.classes": "Invalid value: 0: spec.classes in body should have at least 1 items",
-        "spec.model.framework": 'Unsupported value: "keras": supported values: "torchvision"',
+        "spec.model.framework": 'Unsupported value: "keras": supported values: "torchvision", "timm", "smp", '
+                                    '"custom"',
         "spec.model.imageSize": 'Invalid value: "string": spec.model.imageSize in body must be of type integer: '
                                 '"string"',
         "spec.split.trainPercent": "Invalid value: 100: spec.split.trainPercent in body should be less than 100",

@@ -222,7 +222,7 @@ def test_coco_ap_matches_pycocotools() -> None:
 
 
 def test_parity_matching_pairs_same_detections_only() -> None:
-    from kubeforge_trainers.export import _match
+    from kubeforge_trainers.export import match_detections as _match
 
     torch_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60], [0, 0, 10, 13]], np.float32)
     onnx_boxes = np.array([[20, 20, 30, 30.5], [0, 0, 10, 10.2], [70, 70, 80, 80]], np.float32)
@@ -256,8 +256,8 @@ def test_checkpoints_best_last_periodic_load_weights_only(tmp_path: Path) -> Non
 
 
 def test_model_registry_and_shapes() -> None:
-    assert MODELS["ssdlite320_mobilenet_v3_large"].default_image_size == 160
-    assert MODELS["resnet18"].default_image_size == 64
+    assert MODELS[("torchvision", "ssdlite320_mobilenet_v3_large")].default_image_size == 160
+    assert MODELS[("torchvision", "resnet18")].default_image_size == 64
     logits = build_model("resnet18", "classification", 5, None, False).eval()(torch.rand(2, 3, 64, 64))
     assert logits.shape == (2, 5)
     det = build_model("ssdlite320_mobilenet_v3_large", "object-detection", 2, 96, False).eval()

@@ -1,9 +1,10 @@
-"""Kubeforge's training runtime: built-in torchvision trainers and a small SDK for custom ones.
+"""Kubeforge's training runtime: built-in trainers and a small SDK for custom ones.
 
 Laid out like torchvision's `references/`: `data` (datasets from a manifest), `split`,
-`models` (the built-in registry), `optim`, `engine` (one epoch of training, evaluation),
-`checkpoint`, `progress`, `export` (ONNX and its parity check), `sdk` (the plug-in
-interface) and `torchvision_trainer` (the built-in trainers, written against the SDK).
+`models` (builds the registry's models, `kubeforge.models.catalog`), `tasks` (what differs per
+task: datasets, loss, evaluation, export outputs), `optim`, `engine` (one epoch of training),
+`checkpoint`, `progress`, `export` (ONNX and its parity check), `sdk` (the plug-in interface)
+and `builtin_trainer` (the torchvision, timm and smp trainers, written against the SDK).
 """
 
 from kubeforge_trainers.sdk import TrainContext, Trainer, TrainResult, get_trainer, register_trainer

@@ -8,7 +8,7 @@ consumer of the export feeds it.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,27 @@ from kubeforge.store import layout
 PIXEL_SCALE = np.float32(1 / 255)
 # Boxes smaller than this (input pixels) after resizing carry no signal and trip torchvision's checks.
 MIN_BOX_SIDE = 1.0
+
+
+# (image uint8 HWC, boxes xyxy float32 [N,4] or None, mask [H,W] or [N,H,W] or None) -> the same, augmented.
+# The one place training data is augmented, so images, boxes and masks always move together.
+Augment = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None],
+                   tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
+
+
+def flip_augment(image: np.ndarray, boxes: np.ndarray | None, mask: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Horizontal flip with probability 0.5: the default when the spec declares no augmentations."""
+    if random.random() >= 0.5:
+        return image, boxes, mask
+    width = image.shape[1]
+    image = image[:, ::-1]
+    if boxes is not None:
+        boxes = boxes.copy()
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    if mask is not None:
+        mask = mask[..., ::-1]
+    return image, boxes, mask
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,8 @@ class _ManifestImages(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, manifest: Manifest, file_names: Sequence[str], cache_dir: Path, size: int, train: bool
+        self, manifest: Manifest, file_names: Sequence[str], cache_dir: Path, size: int, train: bool,
+        augment: Augment | None = None,
     ) -> None:
         index = {img.file_name: i for i, img in enumerate(manifest.images)}
         missing = [n for n in file_names if n not in index]
@@ -86,6 +108,7 @@ class _ManifestImages(torch.utils.data.Dataset):
         self.cache_dir = cache_dir
         self.size = size
         self.train = train
+        self.augment = augment or flip_augment
         self._pixels: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -103,9 +126,10 @@ class _ManifestImages(torch.utils.data.Dataset):
             self._pixels[i] = load_resized(path, self.size)
         return self._pixels[i]
 
-    def _flip(self) -> bool:
-        # Horizontal flip is the one augmentation: label-preserving for every task here.
-        return self.train and random.random() < 0.5
+    def augmented(self, image: np.ndarray, boxes: np.ndarray | None = None, mask: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Training samples go through `augment`; validation samples are returned as they are."""
+        return self.augment(image, boxes, mask) if self.train else (image, boxes, mask)
 
 
 class ClassificationDataset(_ManifestImages):
@@ -113,18 +137,16 @@ class ClassificationDataset(_ManifestImages):
 
     def __init__(
         self, manifest: Manifest, file_names: Sequence[str], classes: Sequence[SelectedClass],
-        cache_dir: Path, size: int, train: bool = False,
+        cache_dir: Path, size: int, train: bool = False, augment: Augment | None = None,
     ) -> None:
         label_of = {c.category_id: k for k, c in enumerate(classes)}
         by_name = {img.file_name: img for img in manifest.images}
         kept = [n for n in file_names if n in by_name and by_name[n].category_id in label_of]
-        super().__init__(manifest, kept, cache_dir, size, train)
+        super().__init__(manifest, kept, cache_dir, size, train, augment)
         self.labels = [label_of[self.image(i).category_id] for i in range(len(self))]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        arr = self.pixels(i)
-        if self._flip():
-            arr = arr[:, ::-1]
+        arr, _, _ = self.augmented(self.pixels(i))
         return to_tensor(arr), self.labels[i]
 
 
@@ -138,9 +160,9 @@ class DetectionDataset(_ManifestImages):
 
     def __init__(
         self, manifest: Manifest, file_names: Sequence[str], classes: Sequence[SelectedClass],
-        cache_dir: Path, size: int, train: bool = False,
+        cache_dir: Path, size: int, train: bool = False, augment: Augment | None = None,
     ) -> None:
-        super().__init__(manifest, file_names, cache_dir, size, train)
+        super().__init__(manifest, file_names, cache_dir, size, train, augment)
         label_of = {c.category_id: k + 1 for k, c in enumerate(classes)}
         per_image = manifest.annotations_by_image()
         self.targets: list[tuple[np.ndarray, np.ndarray]] = []
@@ -161,13 +183,11 @@ class DetectionDataset(_ManifestImages):
             ))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        arr = self.pixels(i)
         boxes, labels = self.targets[i]
-        boxes = boxes.copy()
-        if self._flip():
-            arr = arr[:, ::-1]
-            boxes[:, [0, 2]] = self.size - boxes[:, [2, 0]]
-        return to_tensor(arr), {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}
+        arr, moved, _ = self.augmented(self.pixels(i), boxes)
+        assert moved is not None
+        return to_tensor(arr), {"boxes": torch.from_numpy(np.ascontiguousarray(moved)),
+                                "labels": torch.from_numpy(labels)}
 
     def coco_ground_truth(self, num_classes: int) -> dict[str, Any]:
         """The val targets as a COCO dict (input pixels, category ids 1..K) for AP."""

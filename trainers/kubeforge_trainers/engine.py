@@ -6,13 +6,14 @@ import contextlib
 import io
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from kubeforge_trainers.data import DetectionDataset, detection_collate
+if TYPE_CHECKING:
+    from kubeforge_trainers.tasks.base import TaskKind
 
 Track = Callable[[Iterable[Any], int, str], Iterator[Any]]
 
@@ -21,44 +22,35 @@ def _plain(items: Iterable[Any], total: int, description: str) -> Iterator[Any]:
     yield from items
 
 
-def train_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, detection: bool,
-                 seed: int, sampler: torch.utils.data.DistributedSampler | None = None
-                 ) -> torch.utils.data.DataLoader:
+def train_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
+                 collate: Callable[[list[Any]], Any] | None, seed: int,
+                 sampler: torch.utils.data.DistributedSampler | None = None) -> torch.utils.data.DataLoader:
     """Shuffled batches; with a `sampler` (distributed), only this rank's shard, which it shuffles."""
     # drop_last only when there is more than one batch: a size-1 tail batch breaks batch norm.
     # Counted on what this process iterates: its shard when distributed.
     drop_last = (len(sampler) if sampler is not None else len(dataset)) > batch_size  # type: ignore[arg-type]
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=drop_last,
-        num_workers=num_workers, collate_fn=detection_collate if detection else None,
-        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers, collate_fn=collate, generator=torch.Generator().manual_seed(seed),
     )
 
 
-def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, detection: bool
-                ) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=detection_collate if detection else None,
-    )
+def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
+                collate: Callable[[list[Any]], Any] | None) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                       collate_fn=collate)
 
 
 def train_one_epoch(
     model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, detection: bool,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, task: TaskKind,
     epoch: int, track: Track = _plain,
 ) -> dict[str, float]:
     """Returns the mean training loss and the lr at the end of the epoch."""
     model.train()
     total, count = 0.0, 0
-    for images, targets in track(loader, len(loader), f"epoch {epoch} train"):
-        if detection:
-            images = [img.to(device) for img in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
-            loss = sum(losses.values())
-        else:
-            loss = nn.functional.cross_entropy(model(images.to(device)), targets.to(device))
+    for batch in track(loader, len(loader), f"epoch {epoch} train"):
+        loss, n = task.loss(model, batch, device)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -68,24 +60,9 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total += value * len(images)
-        count += len(images)
+        total += value * n
+        count += n
     return {"train_loss": total / max(count, 1), "lr": float(optimizer.param_groups[0]["lr"])}
-
-
-@torch.no_grad()
-def evaluate_classification(
-    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, track: Track = _plain
-) -> dict[str, float]:
-    model.eval()
-    loss, correct, count = 0.0, 0, 0
-    for images, labels in track(loader, len(loader), "val"):
-        logits = model(images.to(device))
-        labels = labels.to(device)
-        loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-        count += len(labels)
-    return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
 
 
 @torch.no_grad()
@@ -127,11 +104,3 @@ def coco_ap(ground_truth: dict[str, Any], results: list[dict[str, Any]]) -> dict
         ev.run()
     # stats[0] = AP@[.5:.95], stats[1] = AP@.5; -1 would mean "no ground truth" (excluded above).
     return {"val_AP": max(float(ev.stats[0]), 0.0), "val_AP50": max(float(ev.stats[1]), 0.0)}
-
-
-def evaluate_detection(
-    model: nn.Module, dataset: DetectionDataset, loader: torch.utils.data.DataLoader, device: torch.device,
-    num_classes: int, track: Track = _plain,
-) -> dict[str, float]:
-    predictions = predict_detections(model, loader, device, track)
-    return coco_ap(dataset.coco_ground_truth(num_classes), coco_detection_results(predictions))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
+from kubeforge.models.meta import InputSpec, ModelMeta
 from kubeforge_trainers.models import ModelInfo
 
 OPSET = 17
@@ -24,52 +24,37 @@ INPUT_NAME = "images"
 MATCH_IOU = 0.5
 
 
-class DetectionExport(nn.Module):
-    """One image in, `boxes` xyxy (input pixels), `scores`, `labels` (0-based) out."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        det = self.model([images[0]])[0]
-        # torchvision reserves 0 for background; consumers index `classes` from 0.
-        return det["boxes"], det["scores"], det["labels"] - 1
-
-
 def model_meta(info: ModelInfo, classes: list[str], size: int) -> ModelMeta:
-    detection = info.task == "object-detection"
-    batch = 1 if detection else -1
-    if detection:
-        outputs = [TensorSpec(name="boxes", dtype="float32", shape=[-1, 4]),
-                   TensorSpec(name="scores", dtype="float32", shape=[-1]),
-                   TensorSpec(name="labels", dtype="int64", shape=[-1])]
-    else:
-        outputs = [TensorSpec(name="logits", dtype="float32", shape=[-1, len(classes)])]
+    from kubeforge_trainers.tasks import task_kind
+
+    kind = task_kind(info.task)
+    batched = kind.batched_export
     return ModelMeta(
         task=info.task,  # type: ignore[arg-type]
-        framework="torchvision", architecture=info.name, classes=classes,
-        input=InputSpec(name=INPUT_NAME, dtype="float32", shape=[batch, 3, size, size], height=size, width=size,
-                        dynamic_batch=not detection),
-        outputs=outputs, normalization={"mean": list(info.mean), "std": list(info.std)}, onnx_opset=OPSET,
+        framework=info.framework, architecture=info.name, classes=classes,
+        input=InputSpec(name=INPUT_NAME, dtype="float32", shape=[-1 if batched else 1, 3, size, size], height=size,
+                        width=size, dynamic_batch=batched),
+        outputs=kind.outputs(classes, size), normalization={"mean": list(info.mean), "std": list(info.std)},
+        onnx_opset=OPSET,
     )
 
 
 def export_onnx(model: nn.Module, meta: ModelMeta, path: Path) -> None:
     """Trace-based export (`dynamo=False`): the path that handles torchvision's detection NMS."""
+    from kubeforge_trainers.tasks import task_kind
+
+    kind = task_kind(meta.task)
     model = model.eval().cpu()
     size = meta.input.height
     path.parent.mkdir(parents=True, exist_ok=True)
-    detection = meta.task == "object-detection"
-    module: nn.Module = DetectionExport(model) if detection else model
-    example = torch.rand(1 if detection else 2, 3, size, size)
-    dynamic = None if detection else {INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}
+    example = torch.rand(2 if kind.batched_export else 1, 3, size, size)
     with warnings.catch_warnings():
         # Tracing warns about Python control flow that is constant for a fixed input size.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), str(path), input_names=[INPUT_NAME], output_names=[o.name for o in meta.outputs],
-            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+            kind.export_module(model), (example,), str(path), input_names=[INPUT_NAME],
+            output_names=[o.name for o in meta.outputs], dynamic_axes=kind.dynamic_axes(meta.classes),
+            opset_version=OPSET, dynamo=False,
         )
 
 
@@ -91,38 +76,20 @@ class Parity:
 
 
 def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[torch.Tensor]) -> Parity:
-    """Run both on `images` ([3,S,S] each); detection compares matched detections only."""
+    """Run torch and ONNX Runtime on the same real images ([3,S,S] each); the task compares them."""
     import onnxruntime as ort
+
+    from kubeforge_trainers.tasks import task_kind
 
     if not images:
         raise ValueError("parity check: no validation images to run")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model = model.eval().cpu()
-    if meta.task == "classification":
-        batch = torch.stack(images)
-        with torch.no_grad():
-            expected = model(batch).numpy()
-        (got,) = session.run(["logits"], {INPUT_NAME: batch.numpy()})
-        diff = float(np.abs(expected - got).max())
-        return Parity(max_abs_diff=diff, images=len(images), per_output={"logits": diff})
-    wrapper = DetectionExport(model).eval()
-    worst = {"boxes": 0.0, "scores": 0.0}
-    mismatches = []
-    matched = unmatched = 0
-    for i, img in enumerate(images):
-        with torch.no_grad():
-            tb, ts, tl = (t.numpy() for t in wrapper(img[None]))
-        ob, os_, ol = session.run(["boxes", "scores", "labels"], {INPUT_NAME: img[None].numpy()})
-        if len(tb) != len(ob):
-            mismatches.append({"image": i, "torch": len(tb), "onnx": len(ob)})
-        pairs = _match(tb, tl, ob, ol)
-        matched += len(pairs)
-        unmatched += len(tb) - len(pairs)
-        for t_idx, o_idx in pairs:
-            worst["boxes"] = max(worst["boxes"], float(np.abs(tb[t_idx] - ob[o_idx]).max()))
-            worst["scores"] = max(worst["scores"], float(abs(ts[t_idx] - os_[o_idx])))
-    return Parity(max_abs_diff=max(worst.values()), images=len(images), per_output=worst,
-                  count_mismatches=mismatches, matched=matched, unmatched=unmatched)
+    names = [o.name for o in meta.outputs]
+
+    def onnx_outputs(batch: torch.Tensor) -> list[Any]:
+        return list(session.run(names, {INPUT_NAME: batch.numpy()}))
+
+    return task_kind(meta.task).parity(model.eval().cpu(), onnx_outputs, images)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,7 +101,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _match(tb: np.ndarray, tl: np.ndarray, ob: np.ndarray, ol: np.ndarray) -> list[tuple[int, int]]:
+def match_detections(tb: np.ndarray, tl: np.ndarray, ob: np.ndarray, ol: np.ndarray) -> list[tuple[int, int]]:
     """Pair torch and ONNX detections of the same label by overlap, one to one.
 
     Why not compare by position: scores that differ in the last bit reorder near-ties, and at the

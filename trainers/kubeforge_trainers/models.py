@@ -1,4 +1,9 @@
-"""The built-in model registry: torchvision architectures by name, with their defaults."""
+"""Builds every model of the registry (`kubeforge.models.catalog`) from its framework's code.
+
+Every built model takes float32 RGB in [0, 1]: normalisation is part of the module (or of the
+detector's own transform), so training, checkpoints and the ONNX export share one graph and
+consumers only scale pixels (`kubeforge.models.preprocess`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ import torchvision
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-# ImageNet statistics: torchvision classifiers expect them; the export puts them in the graph.
+from kubeforge.models import catalog
+from kubeforge.models.catalog import ModelEntry
+
+# ImageNet statistics: torchvision/timm classifiers and smp encoders expect them.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 # SSDlite rescales [0, 1] to [-1, 1] inside its own transform (torchvision's choice).
@@ -23,33 +31,54 @@ DETECTIONS_PER_IMAGE = 100
 
 @dataclass(frozen=True)
 class ModelInfo:
-    name: str
-    task: str
-    default_image_size: int
-    # mean/std that the model (or its export wrapper) applies to [0, 1] input.
+    """A registry entry with what building it needs to know."""
+
+    entry: ModelEntry
     mean: list[float]
     std: list[float]
-    build: Callable[[int, int, bool], nn.Module]  # (num_classes, image_size, pretrained)
+    build: Callable[[int, int, bool, str | None], nn.Module]  # (num_classes, size, pretrained, encoder)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def task(self) -> str:
+        return self.entry.task
+
+    @property
+    def framework(self) -> str:
+        return self.entry.framework
+
+    @property
+    def default_image_size(self) -> int:
+        return self.entry.default_image_size
 
 
 class PretrainedWeightsError(RuntimeError):
     """The published weights could not be fetched (offline, no cache)."""
 
 
+WEIGHTS_WAYS_OUT = ("Pre-populate the cache ($TORCH_HOME/hub/checkpoints for torchvision, $HF_HOME for timm and "
+                    "smp encoders), start from a checkpoint in the store (spec.model.checkpoint), or set "
+                    "pretrained: false.")
+
+
 def _with_weights(name: str, fn: Callable[[], nn.Module]) -> nn.Module:
     try:
         return fn()
-    except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError
-        if "download" in str(exc).lower() or isinstance(exc, OSError):
+    except (OSError, RuntimeError, ValueError) as exc:  # urllib's URLError is an OSError; HF raises its own
+        text = str(exc).lower()
+        if isinstance(exc, OSError) or any(w in text for w in ("download", "connect", "offline", "resolve")):
             raise PretrainedWeightsError(
-                f"spec.model.pretrained: could not fetch torchvision's published weights for {name!r} "
-                f"({exc}). Pre-populate $TORCH_HOME/hub/checkpoints or set pretrained: false."
+                f"spec.model.pretrained: could not fetch the published weights for {name!r} ({exc}). "
+                + WEIGHTS_WAYS_OUT
             ) from exc
         raise
 
 
-class NormalizedClassifier(nn.Module):
-    """A classifier taking [0, 1] input: normalisation is part of the module.
+class Normalized(nn.Module):
+    """A network taking [0, 1] input: normalisation is part of the module.
 
     Training, checkpoints and the ONNX export then share one graph, so the export cannot
     drift from what was trained and consumers only scale pixels to [0, 1].
@@ -65,8 +94,14 @@ class NormalizedClassifier(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
-def _classifier(name: str) -> Callable[[int, int, bool], nn.Module]:
-    def build(num_classes: int, image_size: int, pretrained: bool) -> nn.Module:
+# Checkpoints written before the registry name the wrapper's class in no key, so the name is free.
+NormalizedClassifier = Normalized
+
+
+# --- classification -------------------------------------------------------------------------
+
+def _torchvision_classifier(name: str) -> Callable[[int, int, bool, str | None], nn.Module]:
+    def build(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
         ctor = getattr(torchvision.models, name)
         if not pretrained:
             net = ctor(weights=None, num_classes=num_classes)
@@ -74,7 +109,7 @@ def _classifier(name: str) -> Callable[[int, int, bool], nn.Module]:
             # Published heads have 1000 classes: load them, then replace the last layer.
             net = _with_weights(name, lambda: ctor(weights="DEFAULT"))
             _replace_head(net, num_classes)
-        return NormalizedClassifier(net, IMAGENET_MEAN, IMAGENET_STD)
+        return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
 
     return build
 
@@ -87,7 +122,35 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
     model.classifier[-1] = nn.Linear(last.in_features, num_classes)  # type: ignore[index]
 
 
-def _ssdlite(num_classes: int, image_size: int, pretrained: bool) -> nn.Module:
+def timm_classifier(name: str) -> Callable[[int, int, bool, str | None], nn.Module]:
+    def build(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
+        import timm
+
+        if not timm.list_models(name):
+            raise ValueError(f"spec.model.name: timm has no model {name!r}")
+        if pretrained:
+            net = _with_weights(name, lambda: timm.create_model(name, pretrained=True, num_classes=num_classes))
+        else:
+            net = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        cfg = getattr(net, "pretrained_cfg", None) or {}
+        mean = list(cfg.get("mean", IMAGENET_MEAN))
+        std = list(cfg.get("std", IMAGENET_STD))
+        return Normalized(net, mean, std)
+
+    return build
+
+
+# --- detection and instance segmentation ----------------------------------------------------
+
+def _fixed_transform(model: nn.Module, size: int, mean: list[float], std: list[float], divisible: int) -> None:
+    # Constructors resize to their own sizes (800-1333, 320): train and export at S x S so no
+    # resize happens inside the graph and boxes come out in input pixels.
+    model.transform = GeneralizedRCNNTransform(
+        size, size, mean, std, size_divisible=divisible, fixed_size=(size, size)
+    )
+
+
+def _ssdlite(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     # +1: torchvision detectors reserve label 0 for background.
@@ -100,40 +163,144 @@ def _ssdlite(num_classes: int, image_size: int, pretrained: bool) -> nn.Module:
         )
     else:
         model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1)
-    # The constructor fixes 320x320; train and export at S x S so no resize happens inside the
-    # graph and boxes come out in input pixels (RECIPES: 160 px trains ~4x faster than 320).
-    model.transform = GeneralizedRCNNTransform(
-        image_size, image_size, SSDLITE_MEAN, SSDLITE_STD, size_divisible=1, fixed_size=(image_size, image_size)
-    )
+    # RECIPES: 160 px trains ~4x faster than 320.
+    _fixed_transform(model, image_size, SSDLITE_MEAN, SSDLITE_STD, 1)
     model.detections_per_img = DETECTIONS_PER_IMAGE
     return model
 
 
-MODELS: dict[str, ModelInfo] = {
-    name: ModelInfo(name, "classification", 64, IMAGENET_MEAN, IMAGENET_STD, _classifier(name))
-    for name in ("resnet18", "mobilenet_v3_small", "mobilenet_v3_large")
-}
-MODELS["ssdlite320_mobilenet_v3_large"] = ModelInfo(
-    "ssdlite320_mobilenet_v3_large", "object-detection", 160, SSDLITE_MEAN, SSDLITE_STD, _ssdlite
-)
+def _torchvision_detector(name: str) -> Callable[[int, int, bool, str | None], nn.Module]:
+    """Faster R-CNN, RetinaNet, FCOS, Mask R-CNN: ImageNet backbone weights when pretrained."""
+
+    def build(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
+        ctor = getattr(torchvision.models.detection, name)
+        kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes + 1}
+        if pretrained:
+            model = _with_weights(name, lambda: ctor(weights_backbone="DEFAULT", **kwargs))
+        else:
+            model = ctor(weights_backbone=None, **kwargs)
+        _fixed_transform(model, image_size, IMAGENET_MEAN, IMAGENET_STD, 32)
+        for attr in ("detections_per_img",):  # RetinaNet / FCOS
+            if hasattr(model, attr):
+                setattr(model, attr, DETECTIONS_PER_IMAGE)
+        roi_heads = getattr(model, "roi_heads", None)
+        if roi_heads is not None:  # Faster / Mask R-CNN
+            roi_heads.detections_per_img = DETECTIONS_PER_IMAGE
+        return model
+
+    return build
 
 
-def model_info(name: str, task: str) -> ModelInfo:
-    """Look up a built-in model; errors list what exists for the task."""
-    info = MODELS.get(name)
-    known = sorted(n for n, m in MODELS.items() if m.task == task)
-    if info is None:
-        raise ValueError(f"spec.model.name: unknown model {name!r} for task {task}; built-in models are {known}")
-    if info.task != task:
-        raise ValueError(
-            f"spec.model.name: {name!r} is a {info.task} model, but spec.task is {task}; use one of {known}"
+# --- semantic segmentation ------------------------------------------------------------------
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         )
-    return info
 
 
-def build_model(name: str, task: str, num_classes: int, image_size: int | None, pretrained: bool) -> nn.Module:
-    info = model_info(name, task)
-    return info.build(num_classes, image_size or info.default_image_size, pretrained)
+class VanillaUNet(nn.Module):
+    """Ronneberger et al.'s UNet (5 levels, widths 16-256; batch norm). smp has no encoder-free UNet."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.down = nn.ModuleList()
+        cin = 3
+        for w in widths:
+            self.down.append(_DoubleConv(cin, w))
+            cin = w
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(cin, w, 2, stride=2))
+            self.fuse.append(_DoubleConv(2 * w, w))
+            cin = w
+        self.head = nn.Conv2d(cin, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = nn.functional.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1]), strict=True):
+            x = fuse(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+def _vanilla_unet(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
+    if pretrained:
+        raise PretrainedWeightsError("spec.model.pretrained: the vanilla unet has no published weights; "
+                                     "set pretrained: false or pick unet11, unet16, albunet or linknet34")
+    return Normalized(VanillaUNet(num_classes), IMAGENET_MEAN, IMAGENET_STD)
+
+
+# name -> (smp architecture, fixed encoder or None for spec.model.encoder)
+SMP_ARCHITECTURES: dict[str, tuple[str, str | None]] = {
+    "unet11": ("Unet", "vgg11"),
+    "unet16": ("Unet", "vgg16"),
+    "albunet": ("Unet", "resnet34"),
+    "linknet34": ("Linknet", "resnet34"),
+    "deeplabv3plus": ("DeepLabV3Plus", None),
+    "fpn": ("FPN", None),
+}
+
+
+def _smp(name: str) -> Callable[[int, int, bool, str | None], nn.Module]:
+    def build(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
+        import segmentation_models_pytorch as smp
+
+        arch, fixed = SMP_ARCHITECTURES[name]
+        encoder_name = fixed or encoder or catalog.DEFAULT_SMP_ENCODER
+        ctor = getattr(smp, arch)
+        weights = "imagenet" if pretrained else None
+        net = _with_weights(f"{name} ({encoder_name} encoder)",
+                            lambda: ctor(encoder_name=encoder_name, encoder_weights=weights, classes=num_classes))
+        return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
+
+    return build
+
+
+def _builder(entry: ModelEntry) -> Callable[[int, int, bool, str | None], nn.Module]:
+    if entry.framework == "timm":
+        return timm_classifier(entry.name)
+    if entry.framework == "smp":
+        return _vanilla_unet if entry.name == "unet" else _smp(entry.name)
+    if entry.task == "classification":
+        return _torchvision_classifier(entry.name)
+    if entry.name == "ssdlite320_mobilenet_v3_large":
+        return _ssdlite
+    return _torchvision_detector(entry.name)
+
+
+def _norm(entry: ModelEntry) -> tuple[list[float], list[float]]:
+    if entry.name == "ssdlite320_mobilenet_v3_large":
+        return SSDLITE_MEAN, SSDLITE_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+MODELS: dict[tuple[str, str], ModelInfo] = {
+    (e.framework, e.name): ModelInfo(e, *_norm(e), _builder(e)) for e in catalog.ENTRIES
+}
+
+
+def model_info(name: str, task: str, framework: str = "torchvision", encoder: str | None = None) -> ModelInfo:
+    """The registry's entry; errors name the field and list what exists for the task."""
+    entry = catalog.check_model(framework, name, task, encoder)
+    if entry is not None:
+        return MODELS[(framework, name)]
+    # A timm name that is not listed but timm knows.
+    unlisted = ModelEntry(name, "classification", "timm", "timm", 224, 0.0, True)
+    return ModelInfo(unlisted, IMAGENET_MEAN, IMAGENET_STD, timm_classifier(name))
+
+
+def build_model(name: str, task: str, num_classes: int, image_size: int | None, pretrained: bool,
+                framework: str = "torchvision", encoder: str | None = None) -> nn.Module:
+    info = model_info(name, task, framework, encoder)
+    return info.build(num_classes, image_size or info.default_image_size, pretrained, encoder)
 
 
 def load_matching(model: nn.Module, state: dict[str, Any]) -> list[str]:

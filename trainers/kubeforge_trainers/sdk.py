@@ -49,6 +49,8 @@ class TrainContext:
     progress: ProgressReporter
     image_size: int | None = None
     pretrained: bool = False
+    # smp architectures that take an encoder (spec.model.encoder).
+    encoder: str | None = None
     # Local path of a checkpoint to initialise weights from (fine-tuning another run).
     init_checkpoint: Path | None = None
     # Local path of this run's own last checkpoint to continue from (a restarted pod).
@@ -94,6 +96,16 @@ class Trainer(ABC):
     def default_hyperparameters(self, model: str) -> Hyperparameters:
         return Hyperparameters()
 
+    def check_model(self, model: str, task: str, encoder: str | None = None) -> None:
+        """Refuse a model this trainer cannot build for `task`; the message names the field."""
+        if self.models.get(model) is None:
+            known = sorted(n for n, t in self.models.items() if t == task)
+            raise ValueError(f"spec.model.name: {self.name} has no model {model!r} for {task}; it has {known}")
+        if self.models[model] != task:
+            raise ValueError(f"spec.model.name: {model!r} is a {self.models[model]} model but spec.task is {task}")
+        if encoder is not None:
+            raise ValueError(f"spec.model.encoder: {self.name} models take no encoder")
+
     @abstractmethod
     def train(self, ctx: TrainContext) -> TrainResult: ...
 
@@ -115,23 +127,19 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    import kubeforge_trainers.torchvision_trainer  # noqa: F401  (registers the built-ins)
+    import kubeforge_trainers.builtin_trainer  # noqa: F401  (registers the built-ins)
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         ep.load()
 
 
-def get_trainer(framework: str, model: str, task: str) -> Trainer:
+def get_trainer(framework: str, model: str, task: str, encoder: str | None = None) -> Trainer:
     """The trainer for `model.framework`; errors say what is registered."""
     _load_plugins()
     trainer = _REGISTRY.get(framework)
     if trainer is None:
         raise ValueError(f"spec.model.framework: no trainer {framework!r}; registered: {sorted(_REGISTRY)}")
-    if trainer.models.get(model) is None:
-        known = sorted(n for n, t in trainer.models.items() if t == task)
-        raise ValueError(f"spec.model.name: {framework} has no model {model!r} for {task}; it has {known}")
-    if trainer.models[model] != task:
-        raise ValueError(f"spec.model.name: {model!r} is a {trainer.models[model]} model but spec.task is {task}")
+    trainer.check_model(model, task, encoder)
     return trainer
 
 

@@ -10,15 +10,20 @@ from kubeforge import GROUP_VERSION
 from kubeforge.api.common import DNS_LABEL_PATTERN, ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
 from kubeforge.api.dataset_version import DatasetSource
 from kubeforge.api.job_policy import DistributedSpec, JobPolicy
-
-Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
+from kubeforge.models import catalog
+from kubeforge.models.catalog import Framework, Task
 
 
 class ModelSpec(ApiModel):
-    """The architecture to train and what it starts from (`kubeforge explain` lists the fields)."""
+    """The architecture to train and what it starts from (`kubeforge models list` lists the architectures)."""
 
-    framework: Literal["torchvision"] = "torchvision"
-    name: str = Field(min_length=1, description="Architecture, e.g. resnet18 or ssdlite320_mobilenet_v3_large.")
+    framework: Framework | None = Field(
+        default=None,
+        description="torchvision, timm, smp (segmentation-models-pytorch) or custom; default: the registry's "
+        "framework for `name`.",
+    )
+    name: str = Field(min_length=1, description="Architecture, e.g. resnet18, fasterrcnn_resnet50_fpn_v2, unet11.")
+    encoder: str | None = Field(default=None, description="smp deeplabv3plus and fpn: the encoder (default resnet34).")
     pretrained: bool = Field(
         default=False, description="Start from the framework's published weights (downloaded at run time)."
     )
@@ -115,9 +120,11 @@ class TrainingJobSpec(JobPolicy):
         return self
 
     @model_validator(mode="after")
-    def _supported_task(self) -> TrainingJobSpec:
-        if self.task not in ("classification", "object-detection"):
-            raise ValueError(f"task {self.task!r} is not supported yet; expected classification or object-detection")
+    def _registered_model(self) -> TrainingJobSpec:
+        # Refused here, when manifests are read, not after a step started.
+        if self.model.framework is None:
+            self.model.framework = catalog.default_framework(self.model.name, self.task)  # type: ignore[assignment]
+        catalog.check_model(self.model.framework, self.model.name, self.task, self.model.encoder)
         return self
 
 

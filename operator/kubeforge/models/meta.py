@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubeforge.models.catalog import Task
+
 
 class TensorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +42,7 @@ class InputSpec(TensorSpec):
 class ModelMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["classification", "object-detection"]
+    task: Task
     framework: str
     architecture: str
     classes: list[str] = Field(min_length=1, description="In output order.")

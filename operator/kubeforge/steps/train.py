@@ -175,7 +175,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     if manifest.task != job.task:
         raise ValueError(f"spec.task is {job.task} but dataset version {spec.dataset.dataset}@"
                          f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
-    trainer = get_trainer(job.model.framework, job.model.name, job.task)
+    trainer = get_trainer(job.model.framework or "torchvision", job.model.name, job.task, job.model.encoder)
     classes = resolve_classes(manifest, job.classes)
     # The API's defaults are the one source of truth: run specs arrive with every field filled in,
     # so a trainer's own defaults (default_hyperparameters) are advice for users, not a fallback.
@@ -220,7 +220,8 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
         ctx = TrainContext(
             task=job.task, model_name=job.model.name, manifest=manifest, image_dir=images, split=split,
             classes=classes, hyperparameters=hp, output_dir=out, progress=progress,
-            image_size=job.model.image_size, pretrained=job.model.pretrained, init_checkpoint=init_from,
+            image_size=job.model.image_size, pretrained=job.model.pretrained, encoder=job.model.encoder,
+            init_checkpoint=init_from,
             resume_from=resume_from, device=device, export=list(job.export),
             run_args=spec.model_dump(mode="json", by_alias=True),
         )

@@ -1,4 +1,7 @@
-"""The built-in trainers: torchvision classifiers and detectors, written against the SDK."""
+"""The built-in trainers (torchvision, timm, smp): one loop over the registry's models, per task.
+
+Written against the SDK like a custom trainer; what differs per task is in `tasks`.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +13,29 @@ from typing import Any
 import torch
 
 from kubeforge.api.training_job import Hyperparameters, OptimizerSpec, SchedulerSpec
+from kubeforge.models import catalog
 from kubeforge.store import layout
 from kubeforge_trainers import distributed, engine
 from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
-from kubeforge_trainers.data import ClassificationDataset, DetectionDataset
 from kubeforge_trainers.export import check_parity, export_onnx, model_meta
-from kubeforge_trainers.models import MODELS, build_model, load_matching, model_info
+from kubeforge_trainers.models import load_matching, model_info
 from kubeforge_trainers.optim import build_optimizer, build_scheduler, iterations_per_epoch, validate_hyperparameters
 from kubeforge_trainers.progress import Stopwatch
 from kubeforge_trainers.sdk import MetricValue, TrainContext, Trainer, TrainResult, register_trainer
-
-# The metric that picks the best checkpoint, per task.
-BEST_METRIC = {"classification": "val_accuracy", "object-detection": "val_AP50"}
-# Real validation images the parity check runs (detection runs one image per call).
-PARITY_IMAGES = {"classification": 8, "object-detection": 3}
+from kubeforge_trainers.tasks import task_kind
 
 
-@register_trainer
-class TorchvisionTrainer(Trainer):
-    name = "torchvision"
-    models = {name: info.task for name, info in MODELS.items()}
+class BuiltinTrainer(Trainer):
+    """The registry's models of one framework (`kubeforge.models.catalog`)."""
+
+    def check_model(self, model: str, task: str, encoder: str | None = None) -> None:
+        catalog.check_model(self.name, model, task, encoder)
 
     def default_hyperparameters(self, model: str) -> Hyperparameters:
         # Detection: the measured from-scratch recipe (RECIPES.md): AdamW 1e-3, 50 warm-up, cosine.
         # On 400 synthetic 160 px shapes, 2 shared cores: 8 epochs ~15 s each -> val AP50 0.94;
         # 12 epochs -> 0.97.
-        if MODELS[model].task == "object-detection":
+        if self.models.get(model) in ("object-detection", "instance-segmentation"):
             return Hyperparameters(
                 epochs=8, batch_size=8, optimizer=OptimizerSpec(type="AdamW", lr=1e-3, weight_decay=1e-4),
                 scheduler=SchedulerSpec(type="cosine", warmup_iterations=50),
@@ -46,22 +46,21 @@ class TorchvisionTrainer(Trainer):
         )
 
     def train(self, ctx: TrainContext) -> TrainResult:
-        info = model_info(ctx.model_name, ctx.task)
+        info = model_info(ctx.model_name, ctx.task, self.name, ctx.encoder)
         size = ctx.image_size or info.default_image_size
-        detection = ctx.task == "object-detection"
+        kind = task_kind(ctx.task)
         hp = ctx.hyperparameters
         dist_env = distributed.current()
         device = distributed.device_for(ctx.device)
-        dataset_cls = DetectionDataset if detection else ClassificationDataset
-        train_ds = dataset_cls(ctx.manifest, ctx.split.train, ctx.classes, ctx.image_dir, size, train=True)
-        val_ds = dataset_cls(ctx.manifest, ctx.split.val, ctx.classes, ctx.image_dir, size, train=False)
+        train_ds = kind.dataset(ctx.manifest, ctx.split.train, ctx.classes, ctx.image_dir, size, train=True)
+        val_ds = kind.dataset(ctx.manifest, ctx.split.val, ctx.classes, ctx.image_dir, size, train=False)
         if len(val_ds) == 0:
             raise ValueError(f"split: the validation split has no images of the selected classes {ctx.class_names}")
         validate_hyperparameters(hp, len(train_ds), ctx.task)
 
         # Seeded initial weights: the same run spec replays the same run (on the same hardware).
         torch.manual_seed(ctx.split.seed)
-        model = build_model(info.name, ctx.task, len(ctx.classes), size, ctx.pretrained)
+        model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
         if ctx.init_checkpoint is not None:
             skipped = load_matching(model, load_checkpoint(ctx.init_checkpoint)["model"])
             ctx.progress.console.print(
@@ -74,7 +73,7 @@ class TorchvisionTrainer(Trainer):
         optimizer = build_optimizer(model, hp.optimizer)
         scheduler = build_scheduler(optimizer, hp.scheduler, hp.epochs, iters)
 
-        metric_name = BEST_METRIC[ctx.task]
+        metric_name = kind.metric
         best = MetricValue(metric_name, float("-inf"), 0)
         start_epoch = 0
         manager = CheckpointManager(ctx.output_dir, ctx.progress.sink, hp.checkpoint_every)
@@ -97,7 +96,7 @@ class TorchvisionTrainer(Trainer):
                 samples += len(batch[0])
                 yield batch
 
-        val_loader = engine.eval_loader(val_ds, hp.batch_size, hp.num_workers, detection)
+        val_loader = engine.eval_loader(val_ds, hp.batch_size, hp.num_workers, kind.collate())
         ctx.progress.phase("Training")
         metrics = dict(ctx.progress.metrics)
         for epoch in range(start_epoch + 1, hp.epochs + 1):
@@ -108,18 +107,14 @@ class TorchvisionTrainer(Trainer):
             torch.manual_seed(ctx.split.seed * 100_003 + epoch + dist_env.rank)
             if sampler is not None:
                 sampler.set_epoch(epoch)  # a new permutation each epoch, the same one on every rank
-            loader = engine.train_loader(train_ds, hp.batch_size, hp.num_workers, detection, ctx.split.seed + epoch,
-                                         sampler)
-            metrics = engine.train_one_epoch(trained, loader, optimizer, scheduler, device, detection, epoch, counted)
+            loader = engine.train_loader(train_ds, hp.batch_size, hp.num_workers, kind.collate(),
+                                         ctx.split.seed + epoch, sampler)
+            metrics = engine.train_one_epoch(trained, loader, optimizer, scheduler, device, kind, epoch, counted)
             metrics["train_loss"] = distributed.mean(metrics["train_loss"])
             if dist_env.is_main:
                 # Rank 0 evaluates the whole val split on the plain module: a DDP forward would wait
                 # for collectives the idle ranks never join.
-                if detection:
-                    metrics |= engine.evaluate_detection(model, val_ds, val_loader, device, len(ctx.classes),
-                                                         ctx.progress.track)
-                else:
-                    metrics |= engine.evaluate_classification(model, val_loader, device, ctx.progress.track)
+                metrics |= kind.evaluate(model, val_ds, val_loader, device, len(ctx.classes), ctx.progress.track)
                 is_best = metrics[metric_name] > best.value
                 if is_best:
                     best = MetricValue(metric_name, metrics[metric_name], epoch)
@@ -153,7 +148,7 @@ class TorchvisionTrainer(Trainer):
                 model.load_state_dict(load_checkpoint(best_path)["model"])
             onnx_path = ctx.output_dir / layout.ONNX_EXPORT
             export_onnx(model, meta, onnx_path)
-            samples = [val_ds[i][0] for i in range(min(len(val_ds), PARITY_IMAGES[ctx.task]))]
+            samples = [val_ds[i][0] for i in range(min(len(val_ds), kind.parity_images))]
             parity = check_parity(model, meta, onnx_path, samples).to_json()
             files[layout.ONNX_EXPORT] = onnx_path
         seconds = [float(r["seconds"]) for r in ctx.progress.history if "seconds" in r]  # type: ignore[arg-type]
@@ -163,3 +158,13 @@ class TorchvisionTrainer(Trainer):
             files=files, model_meta=meta, onnx=onnx_path, parity=parity,
             world_size=dist_env.world_size, samples_per_rank=samples_per_rank,
         )
+
+
+def _register(framework: str) -> None:
+    register_trainer(type(f"{framework.title()}Trainer", (BuiltinTrainer,), {
+        "name": framework, "models": {e.name: e.task for e in catalog.entries(framework=framework)},
+    }))
+
+
+for _framework in ("torchvision", "timm", "smp"):
+    _register(_framework)

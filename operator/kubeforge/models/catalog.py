@@ -1,0 +1,195 @@
+"""The model registry: every architecture a TrainingJob can name, by framework and task.
+
+This module is the one list, and it imports nothing heavy: the API validates `spec.model`
+against it when a manifest is read (before anything runs), `kubeforge models list` prints it,
+and the trainers build from it (`kubeforge_trainers.builders` maps each entry to code; a test
+checks that every entry builds and that `params_m` is what it builds).
+
+`timm` takes any model timm knows (`timm.list_models()`), checked when timm is installed; the
+entries listed here are the ones we test. `custom` models are listed by their own trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
+TASKS: tuple[Task, ...] = ("classification", "object-detection", "instance-segmentation", "semantic-segmentation")
+Framework = Literal["torchvision", "timm", "smp", "custom"]
+FRAMEWORKS: tuple[Framework, ...] = ("torchvision", "timm", "smp", "custom")
+
+# Parameter counts are for a head of this many classes (heads differ per dataset).
+REFERENCE_CLASSES = 10
+# Encoders for the smp architectures that take one (`spec.model.encoder`); all have ImageNet weights.
+SMP_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "efficientnet-b0",
+                "efficientnet-b3", "vgg11", "vgg16")
+DEFAULT_SMP_ENCODER = "resnet34"
+# The metric that picks the best checkpoint and stops early, per task (higher is better).
+VALIDATION_METRIC: dict[str, str] = {
+    "classification": "val_accuracy",
+    "object-detection": "val_AP",
+    "instance-segmentation": "val_mask_AP",
+    "semantic-segmentation": "val_mIoU",
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: Task
+    framework: Framework
+    family: str
+    default_image_size: int
+    params_m: float  # millions, at REFERENCE_CLASSES classes
+    pretrained_weights: bool  # published weights exist (ImageNet backbone or the whole model)
+    description: str = ""
+    # smp architectures that take `spec.model.encoder`; others refuse it.
+    encoder: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "task": self.task, "framework": self.framework, "family": self.family,
+                "defaultImageSize": self.default_image_size, "parametersM": self.params_m,
+                "pretrainedWeights": self.pretrained_weights, "encoder": self.encoder,
+                "description": self.description}
+
+
+def _e(name: str, task: Task, framework: Framework, family: str, size: int, params_m: float, weights: bool = True,
+       description: str = "", encoder: str | None = None) -> ModelEntry:
+    return ModelEntry(name, task, framework, family, size, params_m, weights, description, encoder)
+
+
+_C: Task = "classification"
+_D: Task = "object-detection"
+_I: Task = "instance-segmentation"
+_S: Task = "semantic-segmentation"
+
+ENTRIES: tuple[ModelEntry, ...] = (
+    # Classification, torchvision. 64 px by default: the generated shapes and CPU runs; set
+    # imageSize: 224 with pretrained weights on real photos.
+    _e("resnet18", _C, "torchvision", "ResNet", 64, 11.18),
+    _e("resnet34", _C, "torchvision", "ResNet", 64, 21.29),
+    _e("resnet50", _C, "torchvision", "ResNet", 64, 23.53),
+    _e("resnet101", _C, "torchvision", "ResNet", 64, 42.52),
+    _e("efficientnet_b0", _C, "torchvision", "EfficientNet", 64, 4.02),
+    _e("efficientnet_b1", _C, "torchvision", "EfficientNet", 64, 6.53),
+    _e("efficientnet_b2", _C, "torchvision", "EfficientNet", 64, 7.72),
+    _e("efficientnet_b3", _C, "torchvision", "EfficientNet", 64, 10.71),
+    _e("efficientnet_v2_s", _C, "torchvision", "EfficientNet", 64, 20.19),
+    _e("convnext_tiny", _C, "torchvision", "ConvNeXt", 64, 27.83),
+    _e("convnext_small", _C, "torchvision", "ConvNeXt", 64, 49.46),
+    _e("mobilenet_v2", _C, "torchvision", "MobileNet", 64, 2.24),
+    _e("mobilenet_v3_small", _C, "torchvision", "MobileNet", 64, 1.53),
+    _e("mobilenet_v3_large", _C, "torchvision", "MobileNet", 64, 4.21),
+    # Classification, timm: any timm name works; these are the ones the tests train.
+    _e("resnet18", _C, "timm", "timm", 64, 11.18, description="any timm model name is accepted"),
+    _e("efficientnet_b0", _C, "timm", "timm", 64, 4.02, description="any timm model name is accepted"),
+    _e("mobilenetv3_small_050", _C, "timm", "timm", 64, 0.58, description="any timm model name is accepted"),
+    # Detection, torchvision.
+    _e("ssdlite320_mobilenet_v3_large", _D, "torchvision", "SSD", 160, 2.33,
+       description="ImageNet backbone weights"),
+    _e("fasterrcnn_resnet50_fpn_v2", _D, "torchvision", "Faster R-CNN", 512, 43.3),
+    _e("fasterrcnn_mobilenet_v3_large_fpn", _D, "torchvision", "Faster R-CNN", 320, 19.0),
+    _e("retinanet_resnet50_fpn_v2", _D, "torchvision", "RetinaNet", 512, 36.54),
+    _e("fcos_resnet50_fpn", _D, "torchvision", "FCOS", 512, 32.14),
+    # Instance segmentation, torchvision.
+    _e("maskrcnn_resnet50_fpn_v2", _I, "torchvision", "Mask R-CNN", 512, 45.93),
+    # Semantic segmentation: the UNet family as the UNet training apps name it, on smp.
+    _e("unet", _S, "smp", "UNet", 128, 1.94, weights=False,
+       description="vanilla UNet (5 levels, 16-256 channels), trained from scratch"),
+    _e("unet11", _S, "smp", "UNet", 256, 18.26, description="UNet with a VGG11 encoder"),
+    _e("unet16", _S, "smp", "UNet", 256, 23.75, description="UNet with a VGG16 encoder"),
+    _e("albunet", _S, "smp", "UNet", 256, 24.44, description="UNet with a ResNet34 encoder"),
+    _e("linknet34", _S, "smp", "LinkNet", 256, 21.77, description="LinkNet with a ResNet34 encoder"),
+    _e("deeplabv3plus", _S, "smp", "DeepLabV3+", 256, 22.44, encoder=DEFAULT_SMP_ENCODER,
+       description="spec.model.encoder picks the encoder"),
+    _e("fpn", _S, "smp", "FPN", 256, 23.16, encoder=DEFAULT_SMP_ENCODER,
+       description="spec.model.encoder picks the encoder"),
+)
+
+
+def entries(task: str | None = None, framework: str | None = None) -> list[ModelEntry]:
+    return [e for e in ENTRIES if (task is None or e.task == task) and (framework is None or e.framework == framework)]
+
+
+def find(framework: str, name: str) -> ModelEntry | None:
+    for e in ENTRIES:
+        if e.framework == framework and e.name == name:
+            return e
+    return None
+
+
+def frameworks_of(name: str) -> list[str]:
+    return sorted({e.framework for e in ENTRIES if e.name == name})
+
+
+def _names(task: str) -> str:
+    listed = [f"{e.name} ({e.framework})" for e in entries(task)]
+    return ", ".join(listed) if listed else "none"
+
+
+def default_framework(name: str, task: str) -> str:
+    """The framework a bare `model.name` means: the registry's framework for it (torchvision first)."""
+    for framework in FRAMEWORKS:
+        entry = find(framework, name)
+        if entry is not None and entry.task == task:
+            return framework
+    owners = frameworks_of(name)
+    return owners[0] if owners else "torchvision"
+
+
+def check_model(framework: str, name: str, task: str, encoder: str | None = None) -> ModelEntry | None:
+    """Refuse what the registry lacks; the message names the field and lists what `task` has.
+
+    Returns the entry (None for `custom` and for timm names that are not listed but timm knows).
+    """
+    if task not in TASKS:
+        raise ValueError(f"spec.task: expected one of {list(TASKS)}, got {task!r}")
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"spec.model.framework: expected one of {list(FRAMEWORKS)}, got {framework!r}")
+    if framework == "custom":
+        return None
+    entry = find(framework, name)
+    if entry is None and framework == "timm":
+        if task != "classification":
+            raise ValueError(f"spec.model.framework: timm models are classifiers; spec.task is {task}. "
+                             f"Models for {task}: {_names(task)}")
+        _check_timm_name(name)
+        if encoder is not None:
+            raise ValueError("spec.model.encoder: only the smp architectures deeplabv3plus and fpn take an encoder")
+        return None
+    if entry is None:
+        also = [f for f in frameworks_of(name) if f != framework]
+        hint = f" ({name!r} is a {also[0]} model: set spec.model.framework: {also[0]})" if also else ""
+        raise ValueError(f"spec.model.name: no {framework} model {name!r} for {task}{hint}. "
+                         f"Models for {task}: {_names(task)}")
+    if entry.task != task:
+        raise ValueError(f"spec.model.name: {name!r} is a {entry.task} model, but spec.task is {task}. "
+                         f"Models for {task}: {_names(task)}")
+    if encoder is not None and entry.encoder is None:
+        takes = [e.name for e in ENTRIES if e.encoder is not None]
+        raise ValueError(f"spec.model.encoder: {name!r} has a fixed encoder; only {takes} take one")
+    if encoder is not None and encoder not in SMP_ENCODERS:
+        raise ValueError(f"spec.model.encoder: expected one of {list(SMP_ENCODERS)}, got {encoder!r}")
+    return entry
+
+
+def _check_timm_name(name: str) -> None:
+    """timm's own list, when timm is installed here; otherwise the trainer checks it when the run starts."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None:
+        return
+    import timm
+
+    if not timm.list_models(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ValueError(f"spec.model.name: timm has no model {name!r}; similar names: {close} "
+                         "(`python -c 'import timm; print(timm.list_models())'` lists them all)")
+
+
+def as_json(task: str | None = None) -> list[dict[str, object]]:
+    return [e.to_json() for e in entries(task)]
+
+
+__all__ = ["ENTRIES", "FRAMEWORKS", "TASKS", "ModelEntry", "check_model", "entries", "find"]
