@@ -27,8 +27,11 @@ PIXEL_SCALE = np.float32(1 / 255)
 MIN_BOX_SIDE = 1.0
 
 
-# (image uint8 HWC, boxes xyxy float32 [N,4] or None, mask [H,W] or [N,H,W] or None) -> the same, augmented.
-# The one place training data is augmented, so images, boxes and masks always move together.
+# (image uint8 HWC, boxes xyxy float32 [N,4] or None, mask [H,W] class ids or [N,H,W] instances or None)
+# -> the same, augmented. The one place training data is augmented, so images, boxes and masks always
+# move together. Contract: the output has the input's size and the same N boxes/instances in the same
+# order (clipped to the image, possibly degenerate); the dataset then drops boxes thinner than
+# MIN_BOX_SIDE together with their labels and masks, so labels never need to pass through here.
 Augment = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None],
                    tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
 
