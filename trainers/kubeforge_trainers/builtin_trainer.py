@@ -18,6 +18,7 @@ from kubeforge.store import layout
 from kubeforge_trainers import distributed, engine
 from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
 from kubeforge_trainers.export import check_parity, export_onnx, model_meta
+from kubeforge_trainers.export_formats import extra_exports
 from kubeforge_trainers.models import load_matching, model_info
 from kubeforge_trainers.optim import build_optimizer, build_scheduler, iterations_per_epoch, validate_hyperparameters
 from kubeforge_trainers.progress import Stopwatch
@@ -139,7 +140,7 @@ class BuiltinTrainer(Trainer):
         meta_path = ctx.output_dir / layout.MODEL_META
         meta_path.write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
         files[layout.MODEL_META] = meta_path
-        onnx_path, parity = None, None
+        onnx_path, parity, exports = None, None, []
         if "onnx" in ctx.export:
             ctx.progress.phase("Exporting")
             # Export what the best checkpoint holds: that is the model the run reports.
@@ -151,11 +152,14 @@ class BuiltinTrainer(Trainer):
             samples = [val_ds[i][0] for i in range(min(len(val_ds), kind.parity_images))]
             parity = check_parity(model, meta, onnx_path, samples).to_json()
             files[layout.ONNX_EXPORT] = onnx_path
+            exports = extra_exports(ctx.export, model, meta, onnx_path, ctx.output_dir, samples)
+            for record in exports:
+                files.update(record.files)
         seconds = [float(r["seconds"]) for r in ctx.progress.history if "seconds" in r]  # type: ignore[arg-type]
         return TrainResult(
             best_metric=best, metrics=metrics, epochs_run=hp.epochs - start_epoch,
             seconds_per_epoch=sum(seconds) / len(seconds) if seconds else None,
-            files=files, model_meta=meta, onnx=onnx_path, parity=parity,
+            files=files, model_meta=meta, onnx=onnx_path, parity=parity, exports=exports,
             world_size=dist_env.world_size, samples_per_rank=samples_per_rank,
         )
 

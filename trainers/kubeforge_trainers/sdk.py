@@ -84,6 +84,8 @@ class TrainResult:
     model_meta: ModelMeta | None = None
     onnx: Path | None = None
     parity: dict[str, Any] | None = None
+    # Formats after ONNX (export_formats.ExportRecord): OpenVINO, TensorRT (or why it was skipped).
+    exports: list[Any] = field(default_factory=list)
     # Processes that trained (torchrun's WORLD_SIZE) and the training samples each saw over the run.
     world_size: int = 1
     samples_per_rank: list[int] | None = None

@@ -108,7 +108,12 @@ class TrainingJobSpec(JobPolicy):
     split: SplitSpec = Field(default_factory=SplitSpec)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    export: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"])
+    export: list[Literal["onnx", "openvino", "tensorrt"]] = Field(
+        default_factory=lambda: ["onnx"],
+        description="Formats to export the best checkpoint to. openvino and tensorrt are converted from the ONNX "
+        "export (so need onnx); tensorrt needs TensorRT and a GPU and is skipped, with the reason in "
+        "status.exports, elsewhere.",
+    )
     benchmark: BenchmarkToggle = Field(default_factory=BenchmarkToggle)
     artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
@@ -117,6 +122,14 @@ class TrainingJobSpec(JobPolicy):
     def _one_data_reference(self) -> TrainingJobSpec:
         if (self.dataset_version is None) == (self.source is None):
             raise ValueError("give exactly one of datasetVersion (an existing DatasetVersion) or source (raw data)")
+        return self
+
+    @model_validator(mode="after")
+    def _exports_from_onnx(self) -> TrainingJobSpec:
+        if self.export and "onnx" not in self.export:
+            raise ValueError(f"export: {self.export} are converted from the ONNX export; add onnx to the list")
+        if len(set(self.export)) != len(self.export):
+            raise ValueError(f"export: duplicate formats in {self.export}")
         return self
 
     @model_validator(mode="after")
@@ -144,6 +157,15 @@ class BestMetric(ApiModel):
     epoch: int
 
 
+class ExportStatus(ApiModel):
+    """One exported format of the current run: where it is and how close it is to torch, or why it is not."""
+
+    format: str
+    uri: str | None = None
+    parity_max_abs_diff: float | None = Field(default=None, description="Largest difference from torch on val images.")
+    skipped: str | None = Field(default=None, description="Why this format was not produced here.")
+
+
 class TrainingJobStatus(StatusBase):
     """What the current run produced; every run is listed in `runs`."""
 
@@ -154,6 +176,7 @@ class TrainingJobStatus(StatusBase):
     metrics: dict[str, float] = Field(default_factory=dict)
     onnx_uri: str | None = None
     onnx_parity_max_abs_diff: float | None = None
+    exports: list[ExportStatus] = Field(default_factory=list, description="Every exported format (onnx included).")
     benchmark: str | None = Field(default=None, description="The Benchmark created for the best checkpoint.")
 
 

@@ -20,6 +20,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "chart": ("kubeforge.cli.chart", "Sync the Helm chart with the generated CRDs and RBAC rules."),
     "datasets": ("kubeforge.cli.datasets", "Dataset tools: synthetic data, import, inspect."),
     "store": ("kubeforge.cli.store", "Look into the artifact store."),
+    "models": ("kubeforge.cli.models", "The model registry: what a TrainingJob can train."),
     "step": ("kubeforge.cli.step", "Run one step (what a Kubernetes Job runs)."),
     "operator": ("kubeforge.cli.operator", "Run the Kubernetes operator (Kopf)."),
 }

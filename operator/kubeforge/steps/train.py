@@ -259,12 +259,19 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
         status["onnxUri"] = store.url(sink.key(layout.ONNX_EXPORT))
     if result.parity is not None:
         status["onnxParityMaxAbsDiff"] = result.parity["maxAbsDiff"]
+    if result.onnx is not None:
+        onnx_record = {"format": "onnx", "uri": status["onnxUri"]}
+        if result.parity is not None:
+            onnx_record["parityMaxAbsDiff"] = result.parity["maxAbsDiff"]
+        status["exports"] = [onnx_record] + [r.to_status(lambda rel: store.url(sink.key(rel)))
+                                             for r in result.exports]
     TrainingJobStatus.model_validate(status)  # the result must be a valid partial status
     store.put_json(sink.key(layout.EXPERIMENT_INFO), {
         "status": "Succeeded", "startTime": started, "completionTime": now_rfc3339(),
         "durationSeconds": round(time.perf_counter() - t0, 3), "trainSeconds": round(train_seconds, 3),
         "secondsPerEpoch": result.seconds_per_epoch, "epochsRun": result.epochs_run, "resumed": resume_from is not None,
         "bestMetric": best, "metrics": status["metrics"], "onnxParity": result.parity,
+        "exportParity": {r.format: r.parity for r in result.exports if r.parity is not None},
         "datasetDigest": spec.dataset.digest, "runSpecDigest": digest, "classes": [c.name for c in classes],
         "artifacts": dict(sorted(artifacts.items())), "result": status,
         "worldSize": result.world_size, "samplesPerRank": result.samples_per_rank,

@@ -53,6 +53,10 @@ METRICS_LOG = "metrics.jsonl"
 CHECKPOINT_BEST = "checkpoints/best.pt"
 CHECKPOINT_LAST = "checkpoints/last.pt"
 ONNX_EXPORT = "export/model.onnx"
+# OpenVINO IR converted from the ONNX export (the .bin sits beside the .xml) and a TensorRT engine.
+OPENVINO_EXPORT = "export/openvino/model.xml"
+OPENVINO_WEIGHTS = "export/openvino/model.bin"
+TENSORRT_EXPORT = "export/model.plan"
 
 
 def run_prefix(namespace: str, kind: str, name: str, uid: str) -> str:

@@ -1,0 +1,87 @@
+"""Each classifier family of the registry trains an epoch through the train step, exports to ONNX and
+OpenVINO IR with parity figures, and records why TensorRT was skipped (no GPU here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+
+from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
+from kubeforge.datasets.synth import generate_shapes_imagefolder
+from kubeforge.datasets.versions import write_version
+from kubeforge.models.meta import ModelMeta
+from kubeforge.steps import train
+from kubeforge.steps.spec import DatasetRef, TrainRun
+from kubeforge.store import LocalStore, layout
+
+torch.set_num_threads(2)
+pytestmark = pytest.mark.slow
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, DatasetRef]:
+    root = tmp_path_factory.mktemp("families")
+    store = LocalStore(root / "store")
+    src = root / "src"
+    generate_shapes_imagefolder(src, n_per_class=6, size=SIZE, seed=3)
+    names = sorted(p.name for p in src.iterdir())
+    images = []
+    for k, name in enumerate(names):
+        for f in sorted((src / name).glob("*.png")):
+            data = f.read_bytes()
+            images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=SIZE,
+                                        height=SIZE, bytes=len(data), category_id=k + 1))
+    manifest = Manifest(dataset="fam", task="classification",
+                        categories=[Category(id=k + 1, name=n) for k, n in enumerate(names)], images=images)
+    return store, DatasetRef(dataset="fam", digest=write_version(store, manifest)[0])
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.mark.parametrize(("framework", "name"), [
+    ("torchvision", "efficientnet_b0"), ("torchvision", "convnext_tiny"), ("torchvision", "mobilenet_v2"),
+    ("timm", "mobilenetv3_small_050"),
+])
+def test_family_trains_and_exports(setup: tuple[LocalStore, DatasetRef], framework: str, name: str) -> None:
+    store, ref = setup
+    job = f"{framework}-{name}".replace("_", "-")
+    spec = TrainRun.model_validate({
+        "store": store.uri, "namespace": "default", "name": job, "dataset": ref.model_dump(),
+        "experiment_prefix": layout.experiment_prefix("default", ref.dataset, job, framework),
+        "spec": {"datasetVersion": "v", "task": "classification",
+                 "model": {"framework": framework, "name": name, "imageSize": SIZE},
+                 "export": ["onnx", "openvino", "tensorrt"],
+                 "hyperparameters": {"epochs": 1, "batchSize": 8, "scheduler": {"type": "none"}}},
+    })
+    result = train.run(spec)
+    prefix = spec.experiment_prefix
+    meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
+    assert (meta.framework, meta.architecture, meta.task) == (framework, name, "classification")
+    exports = {e["format"]: e for e in result["exports"]}
+    assert set(exports) == {"onnx", "openvino", "tensorrt"}
+    assert exports["onnx"]["parityMaxAbsDiff"] < 1e-3
+    assert exports["openvino"]["parityMaxAbsDiff"] < 1e-3
+    assert "GPU" in exports["tensorrt"]["skipped"] or "not installed" in exports["tensorrt"]["skipped"]
+    info = store.get_json(f"{prefix}/{layout.EXPERIMENT_INFO}")
+    assert info["exportParity"]["openvino"]["images"] > 0
+    # The IR in the store runs and agrees with the ONNX export on new input.
+    xml = Path(store.url(f"{prefix}/{layout.OPENVINO_EXPORT}"))
+    assert xml.with_suffix(".bin").is_file()
+    x = np.random.default_rng(0).random((3, 3, SIZE, SIZE), dtype=np.float32)
+    compiled = ov.Core().compile_model(str(xml), "CPU")
+    got = compiled(x)[compiled.output("logits")]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(store.url(f"{prefix}/{layout.ONNX_EXPORT}"), providers=["CPUExecutionProvider"])
+    (want,) = session.run(["logits"], {meta.input.name: x})
+    assert got.shape == (3, len(meta.classes)) and float(np.abs(got - want).max()) < 1e-3
+    assert json.loads(json.dumps(result)) == result
