@@ -85,3 +85,37 @@ def test_family_trains_and_exports(setup: tuple[LocalStore, DatasetRef], framewo
     (want,) = session.run(["logits"], {meta.input.name: x})
     assert got.shape == (3, len(meta.classes)) and float(np.abs(got - want).max()) < 1e-3
     assert json.loads(json.dumps(result)) == result
+
+
+def test_starts_from_published_weights_in_the_store(setup: tuple[LocalStore, DatasetRef], tmp_path: Path) -> None:
+    """Air-gapped clusters: a published .pth (a bare torchvision state dict, 1000 classes) uploaded to the
+    store is what `spec.model.checkpoint` starts from; the head, whose shape differs, stays fresh."""
+    import torchvision
+
+    store, ref = setup
+    published = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(published, path)
+    store.put_file("weights/resnet18.pth", path)
+
+    def spec(name: str, checkpoint: str) -> TrainRun:
+        return TrainRun.model_validate({
+            "store": store.uri, "namespace": "default", "name": name, "dataset": ref.model_dump(),
+            "experiment_prefix": layout.experiment_prefix("default", ref.dataset, name, "torchvision"),
+            "spec": {"datasetVersion": "v", "task": "classification",
+                     "model": {"name": "resnet18", "imageSize": SIZE, "checkpoint": checkpoint},
+                     # An lr this small leaves the convolutions where the weights put them.
+                     "hyperparameters": {"epochs": 1, "batchSize": 8, "scheduler": {"type": "none"},
+                                         "optimizer": {"type": "SGD", "lr": 1e-12, "momentum": 0.0,
+                                                       "weightDecay": 0.0}}},
+        })
+
+    run = spec("from-pth", store.url("weights/resnet18.pth"))
+    train.run(run)
+    ckpt = torch.load(Path(store.url(f"{run.experiment_prefix}/{layout.CHECKPOINT_LAST}")), weights_only=True)
+    assert torch.allclose(ckpt["model"]["net.conv1.weight"], published["conv1.weight"])
+    assert ckpt["model"]["net.fc.weight"].shape[0] == 3  # the dataset's classes, not ImageNet's
+    with pytest.raises(ValueError, match=r"spec\.model\.checkpoint: .*does not exist"):
+        train.run(spec("missing", "weights/nope.pth"))
+    with pytest.raises(ValueError, match=r"spec\.model\.checkpoint: 's3://other/w.pth' is not in the run's store"):
+        train.run(spec("elsewhere", "s3://other/w.pth"))

@@ -16,7 +16,7 @@ from kubeforge.api.training_job import Hyperparameters, OptimizerSpec, Scheduler
 from kubeforge.models import catalog
 from kubeforge.store import layout
 from kubeforge_trainers import distributed, engine
-from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
+from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, load_weights, restore
 from kubeforge_trainers.export import check_parity, export_onnx, model_meta
 from kubeforge_trainers.export_formats import extra_exports
 from kubeforge_trainers.models import load_matching, model_info
@@ -63,7 +63,7 @@ class BuiltinTrainer(Trainer):
         torch.manual_seed(ctx.split.seed)
         model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
         if ctx.init_checkpoint is not None:
-            skipped = load_matching(model, load_checkpoint(ctx.init_checkpoint)["model"])
+            skipped = load_matching(model, load_weights(ctx.init_checkpoint))
             ctx.progress.console.print(
                 f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
             )

@@ -32,6 +32,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+def load_weights(path: Path) -> dict[str, Any]:
+    """Weights to start from: a checkpoint's `model`, or a plain state dict (a published `.pth`)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not loadable weights ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        return data["model"]
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data
+    raise ValueError(f"{path}: expected a Kubeforge checkpoint (a dict with 'model') or a state dict of tensors")
+
+
 def restore(
     ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,

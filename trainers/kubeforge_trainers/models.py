@@ -304,8 +304,22 @@ def build_model(name: str, task: str, num_classes: int, image_size: int | None, 
 
 
 def load_matching(model: nn.Module, state: dict[str, Any]) -> list[str]:
-    """Load the tensors whose names and shapes match (fine-tuning from another run); returns skipped names."""
+    """Load the tensors whose names and shapes match (fine-tuning); returns the names kept fresh.
+
+    `state` is a checkpoint's `model` or a plain state dict of the bare network (a published
+    `.pth`), whose names lack the `net.` prefix of the normalising wrapper: both are tried and the
+    reading that matches more tensors wins. Matching nothing is an error: the weights are for
+    another architecture.
+    """
     own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
-    model.load_state_dict(usable, strict=False)
-    return sorted(set(own) - set(usable))
+
+    def usable(prefix: str) -> dict[str, torch.Tensor]:
+        return {prefix + k: v for k, v in state.items()
+                if prefix + k in own and isinstance(v, torch.Tensor) and v.shape == own[prefix + k].shape}
+
+    best = max((usable(""), usable("net.")), key=len)
+    if not best:
+        raise ValueError(f"the starting weights match none of the model's {len(own)} tensors by name and shape "
+                         f"(they have {len(state)}, e.g. {sorted(state)[:3]}): weights of another architecture?")
+    model.load_state_dict(best, strict=False)
+    return sorted(set(own) - set(best))

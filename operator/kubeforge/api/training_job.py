@@ -30,7 +30,11 @@ class ModelSpec(ApiModel):
     image_size: int | None = Field(
         default=None, ge=32, le=4096, description="Square input size in pixels (default: the model's own)."
     )
-    checkpoint: str | None = Field(default=None, description="Start from this checkpoint URI instead.")
+    checkpoint: str | None = Field(
+        default=None,
+        description="Start from these weights in the store (a key, or a URI inside the store): a Kubeforge "
+        "checkpoint or a plain state dict such as a published .pth, for clusters that cannot download weights.",
+    )
     from_training_job: str | None = Field(default=None, description="Start from this TrainingJob's best checkpoint.")
 
 
@@ -122,6 +126,12 @@ class TrainingJobSpec(JobPolicy):
     def _one_data_reference(self) -> TrainingJobSpec:
         if (self.dataset_version is None) == (self.source is None):
             raise ValueError("give exactly one of datasetVersion (an existing DatasetVersion) or source (raw data)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_starting_point(self) -> TrainingJobSpec:
+        if self.model.checkpoint and self.model.from_training_job:
+            raise ValueError("model: give at most one of checkpoint and fromTrainingJob")
         return self
 
     @model_validator(mode="after")

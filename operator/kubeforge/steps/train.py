@@ -213,9 +213,14 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
                 if store.exists(sink.key(rel)):
                     store.get_file(sink.key(rel), out / rel)
             resume_from = out / layout.CHECKPOINT_LAST
-        if spec.init_checkpoint:
+        init_key = spec.init_checkpoint
+        if job.model.checkpoint:
+            from kubeforge.steps.checkpoints import store_key
+
+            init_key = store_key(store, job.model.checkpoint)
+        if init_key:
             init_from = out / "init" / "checkpoint.pt"
-            store.get_file(spec.init_checkpoint, init_from)
+            store.get_file(init_key, init_from)
         device = _device(spec)
         ctx = TrainContext(
             task=job.task, model_name=job.model.name, manifest=manifest, image_dir=images, split=split,
