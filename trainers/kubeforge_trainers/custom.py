@@ -37,7 +37,7 @@ from pydantic.alias_generators import to_camel
 
 from kubeforge.api.training_job import Hyperparameters
 from kubeforge.datasets.export import WRITERS
-from kubeforge.datasets.formats.tree import ExportTree
+from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.manifest import Category, Manifest
 from kubeforge.models.catalog import Task
 from kubeforge.models.meta import InputSpec, ModelMeta
@@ -196,7 +196,11 @@ class FunctionTrainer(Trainer):
         size = ctx.image_size or chosen.image_size
         who = f"custom trainer {self.name!r}"
         ctx.progress.phase("Preparing")
-        data = prepare_dataset(ctx, self.models_file.data_format, ctx.output_dir / "data")
+        try:
+            data = prepare_dataset(ctx, self.models_file.data_format, ctx.output_dir / "data")
+        except ExportError as exc:
+            raise ValueError(f"{self.home / MODELS_FILE}: dataFormat {self.models_file.data_format} cannot hold "
+                             f"this {ctx.task} dataset: {exc}") from exc
         if not data.val_manifest.images:
             raise ValueError(f"split: the validation split has no images of the selected classes {data.classes}")
         work = ctx.output_dir / "trainer"

@@ -8,6 +8,7 @@ and metrics; Kubeforge checks them, writes model_meta.json and uploads everythin
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def train(data: Any, hyperparameters: dict[str, Any], log: Any, model: Any, outp
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         metrics = {"train_loss": sum(losses) / len(losses), "val_accuracy": accuracy(net, x_val, y_val)}
         log.metrics(epoch, metrics)
         if metrics["val_accuracy"] > best["value"]:
@@ -72,7 +73,10 @@ def train(data: Any, hyperparameters: dict[str, Any], log: Any, model: Any, outp
     net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     net.eval()
     onnx_path = output_dir / "model.onnx"
-    torch.onnx.export(net, (torch.rand(1, 3, model.image_size, model.image_size),), str(onnx_path),
-                      input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the trace-based exporter's deprecation notice
+        torch.onnx.export(net, (torch.rand(1, 3, model.image_size, model.image_size),), str(onnx_path),
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
     return {"onnx": onnx_path, "checkpoint": checkpoint, "metrics": metrics, "bestMetric": best}
