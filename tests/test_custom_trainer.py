@@ -81,8 +81,8 @@ def write_probe(root: Path, package: str, data_format: str, defaults: dict[str, 
         "dataFormat": data_format,
         "models": [{"name": "probe", "task": "classification", "imageSize": 40}],
     }))
-    (pkg / "hyperparameters.yaml").write_text(yaml.safe_dump(defaults or {"mode": "ok", "optimizer": {"lr": 0.1,
-                                                                                                      "betas": [1, 2]}}))
+    defaults = defaults or {"mode": "ok", "optimizer": {"lr": 0.1, "betas": [1, 2]}}
+    (pkg / "hyperparameters.yaml").write_text(yaml.safe_dump(defaults))
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +167,11 @@ def test_merge_is_deep() -> None:
 
 
 def test_entrypoint_errors_name_the_field(probes: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="spec.model.entrypoint: no trainer 'nope' in the 'kubeforge.trainers'"):
+    with pytest.raises(ValueError, match=r"spec\.model\.entrypoint: no trainer 'nope' in the 'kubeforge\.trainers'"):
         load_custom_trainer("nope")
     with pytest.raises(ValueError, match=r"spec.model.entrypoint: cannot import 'no_such_pkg.mod' \(No module named"):
         load_custom_trainer("no_such_pkg.mod:train")
-    with pytest.raises(ValueError, match="module 'probe_coco.trainer' has no 'fit'"):
+    with pytest.raises(ValueError, match=r"module 'probe_coco\.trainer' has no 'fit'"):
         load_custom_trainer("probe_coco.trainer:fit")
     bare = tmp_path / "bare_trainer"
     bare.mkdir()
@@ -200,7 +200,7 @@ def test_entry_point_group_finds_an_installed_trainer(tmp_path: Path, monkeypatc
     with pytest.raises(ValueError, match=r"spec.model.name: tinycnn has no model 'resnet18' for classification; "
                                          r"it has \['tinycnn', 'tinycnn-wide'\]"):
         trainer.check_model("resnet18", "classification")
-    with pytest.raises(ValueError, match="'tinycnn' is a classification model but spec.task is object-detection"):
+    with pytest.raises(ValueError, match=r"'tinycnn' is a classification model but spec\.task is object-detection"):
         trainer.check_model("tinycnn", "object-detection")
 
 
