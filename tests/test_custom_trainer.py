@@ -66,6 +66,8 @@ def train(data, hyperparameters, log, model, output_dir):
         del result["checkpoint"]
     if mode == "missing-file":
         result["onnx"] = "nowhere.onnx"
+    if mode == "overwrite":
+        result["files"] = {"run_spec.json": "seen.json"}
     if mode == "bad-best":
         result["bestMetric"] = {"name": "val_accuracy"}
     return result
@@ -269,6 +271,7 @@ def test_custom_run_lands_in_the_standard_layout(store: LocalStore, dataset: Dat
     ("bad-best", r"train\(\) returned an invalid result: bestMetric.value: Field required; bestMetric.epoch"),
     ("missing-file", r"train\(\) returned onnx 'nowhere.onnx', but there is no such file"),
     ("pickled-checkpoint", r"checkpoint .*best.pt: torch.load\(..., weights_only=True\) cannot read it"),
+    ("overwrite", r"returned files\['run_spec.json'\]: expected a path inside the experiment that is none of"),
     ("wrong-size", r"input 'images' has shape \[-1, 3, 48, 48\]; expected \[B, 3, 40, 40\]"),
     ("wrong-output", r"does not meet the classification contract .*needs outputs \['logits'\]; missing \['logits'\]"),
 ])

@@ -51,6 +51,10 @@ HYPERPARAMETERS_FILE = "hyperparameters.yaml"
 DataFormat = Literal["coco", "voc", "yolo", "imagefolder", "supervisely", "manifest"]
 # The raw manifest (manifest.json, images at their file names) for trainers that read no standard format.
 MANIFEST_FORMAT = "manifest"
+# What the train step writes itself: a trainer's extra `files` may not replace them.
+RESERVED = frozenset({layout.EXPERIMENT_INFO, layout.MODEL_META, layout.HYPERPARAMETERS, layout.TRAIN_VAL_SPLIT,
+                      layout.RUN_SPEC, layout.PROGRESS, layout.METRICS_LOG})
+RESERVED_FOLDERS = frozenset({"checkpoints", "export", "logs", "runs"})
 # Validation images the export is run on before it is accepted.
 SMOKE_IMAGES = 4
 
@@ -192,6 +196,11 @@ class FunctionTrainer(Trainer):
         return merge(self.defaults, parameters or {})
 
     def train(self, ctx: TrainContext) -> TrainResult:
+        from kubeforge_trainers import distributed
+
+        if distributed.current().world_size > 1:
+            raise ValueError("spec.distributed: a custom trainer trains in one process; distributed training is for "
+                             "the built-in trainers")
         chosen = self.model(ctx.model_name)
         size = ctx.image_size or chosen.image_size
         who = f"custom trainer {self.name!r}"
@@ -226,9 +235,10 @@ class FunctionTrainer(Trainer):
             files[layout.ONNX_EXPORT] = out.onnx
             files[layout.MODEL_META] = meta_path
         for rel, path in out.files.items():
-            if rel in files or rel.startswith("/") or ".." in rel.split("/"):
-                raise ValueError(f"{who}: returned files[{rel!r}]: a path inside the experiment that is not one of "
-                                 f"the standard files {sorted(files)}")
+            parts = rel.split("/")
+            if rel in RESERVED or parts[0] in RESERVED_FOLDERS or rel.startswith("/") or ".." in parts:
+                raise ValueError(f"{who}: returned files[{rel!r}]: expected a path inside the experiment that is none "
+                                 f"of Kubeforge's own ({sorted(RESERVED)}, {sorted(RESERVED_FOLDERS)}/)")
             files[rel] = path
         seconds = ctx.progress.epoch_seconds
         best = out.best_metric
