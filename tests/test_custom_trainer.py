@@ -19,8 +19,8 @@ import yaml
 from pydantic import ValidationError
 
 from kubeforge.api.training_job import TrainingJobSpec
-from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_imagefolder
+from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 from kubeforge.datasets.versions import write_version
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
@@ -74,14 +74,45 @@ def train(data, hyperparameters, log, model, output_dir):
 '''
 
 
-def write_probe(root: Path, package: str, data_format: str, defaults: dict[str, Any] | None = None) -> None:
+# A detector that finds the same two boxes everywhere: enough to check formats and the detection contract.
+DETECTOR = '''
+import json
+
+import torch
+from torch import nn
+
+
+class Fixed(nn.Module):
+    def forward(self, images):
+        zero = images.mean() * 0
+        boxes = torch.tensor([[1.0, 2.0, 20.0, 30.0], [5.0, 5.0, 40.0, 40.0]]) + zero
+        return boxes, torch.tensor([0.9, 0.4]) + zero, torch.tensor([1, 0], dtype=torch.int64)
+
+
+def train(data, hyperparameters, log, model, output_dir):
+    files = sorted(str(p.relative_to(data.train)) for p in data.train.rglob("*") if p.is_file())
+    texts = {f: (data.train / f).read_text() for f in files if f.endswith((".json", ".yaml", ".txt", ".xml"))}
+    (output_dir / "seen.json").write_text(json.dumps({"files": files, "texts": texts, "classes": data.classes}))
+    torch.save({"model": {}}, output_dir / "best.pt")
+    size = model.image_size
+    torch.onnx.export(Fixed(), (torch.rand(1, 3, size, size),), str(output_dir / "model.onnx"),
+                      input_names=["images"], output_names=["boxes", "scores", "labels"], opset_version=17,
+                      dynamo=False)
+    log.metrics(1, {"val_AP": 0.1})
+    return {"onnx": "model.onnx", "checkpoint": "best.pt", "metrics": {"val_AP": 0.1},
+            "bestMetric": {"name": "val_AP", "value": 0.1, "epoch": 1}, "files": {"seen.json": "seen.json"}}
+'''
+
+
+def write_probe(root: Path, package: str, data_format: str, defaults: dict[str, Any] | None = None,
+                task: str = "classification", source: str = PROBE) -> None:
     pkg = root / package
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "trainer.py").write_text(textwrap.dedent(PROBE))
+    (pkg / "trainer.py").write_text(textwrap.dedent(source))
     (pkg / "models.yaml").write_text(yaml.safe_dump({
         "dataFormat": data_format,
-        "models": [{"name": "probe", "task": "classification", "imageSize": 40}],
+        "models": [{"name": "probe", "task": task, "imageSize": 64}],
     }))
     defaults = defaults or {"mode": "ok", "optimizer": {"lr": 0.1, "betas": [1, 2]}}
     (pkg / "hyperparameters.yaml").write_text(yaml.safe_dump(defaults))
@@ -108,6 +139,24 @@ def dataset(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Data
     return DatasetRef(dataset="shapes-cls", digest=write_version(store, manifest)[0])
 
 
+@pytest.fixture(scope="module")
+def detection(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
+    src = tmp_path_factory.mktemp("det")
+    coco = json.loads(generate_shapes_coco(src, n_images=10, size=64, seed=2).read_text())
+    index, images = {}, []
+    for im in coco["images"]:
+        data = (src / "images" / im["file_name"]).read_bytes()
+        index[im["id"]] = len(images)
+        images.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
+                                    height=im["height"], bytes=len(data)))
+    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
+                               area=a["area"]) for a in coco["annotations"]]
+    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
+    manifest = Manifest(dataset="shapes-det", task="object-detection", categories=cats, images=images,
+                        annotations=anns)
+    return DatasetRef(dataset="shapes-det", digest=write_version(store, manifest)[0])
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
@@ -118,6 +167,8 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("probes")
     for fmt in ("coco", "imagefolder", "manifest"):
         write_probe(root, f"probe_{fmt}", fmt)
+    for fmt in ("coco", "yolo", "voc"):
+        write_probe(root, f"detector_{fmt}", fmt, task="object-detection", source=DETECTOR)
     sys.path.insert(0, str(root))
     try:
         yield root
@@ -233,9 +284,38 @@ def test_data_arrive_in_the_asked_format_with_class_indices(store: LocalStore, d
     assert seen["hyperparameters"] == want
     assert yaml.safe_load(store.get_bytes(f"{prefix}/{layout.HYPERPARAMETERS}")) == want
     assert store.get_json(f"{prefix}/{layout.RUN_SPEC}")["hyperparameters"] == want
-    assert seen["size"] == 40 and seen["name"] == "probe"
+    assert seen["size"] == 64 and seen["name"] == "probe"
     assert status["bestMetric"] == {"name": "val_accuracy", "value": 0.5, "epoch": 1}
     assert status["progress"]["epoch"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
+def test_a_detector_gets_objects_with_class_indices_and_meets_the_contract(store: LocalStore, detection: DatasetRef,
+                                                                           probes: Path, fmt: str) -> None:
+    spec_ = run_spec(store, detection, f"det-{fmt}", {"name": "probe", "entrypoint": f"detector_{fmt}.trainer:train"},
+                     task="object-detection", classes=["triangle", "circle"])
+    train.run(spec_)
+    prefix = spec_.experiment_prefix
+    seen = store.get_json(f"{prefix}/seen.json")
+    assert seen["classes"] == ["triangle", "circle"]
+    texts = seen["texts"]
+    if fmt == "coco":
+        (coco_text,) = [t for f, t in texts.items() if f.endswith(".json") and not f.startswith(".")]
+        coco = json.loads(coco_text)
+        assert [(c["id"], c["name"]) for c in coco["categories"]] == [(0, "triangle"), (1, "circle")]
+        assert coco["annotations"] and {a["category_id"] for a in coco["annotations"]} <= {0, 1}
+    if fmt == "yolo":
+        (data_yaml,) = [t for f, t in texts.items() if f.endswith(".yaml")]
+        assert yaml.safe_load(data_yaml)["names"] == ["triangle", "circle"]
+        rows = [line for f, t in texts.items() if f.endswith(".txt") and "labels/" in f for line in t.splitlines()]
+        assert rows and {int(r.split()[0]) for r in rows} <= {0, 1}
+    if fmt == "voc":
+        xml = [t for f, t in texts.items() if f.endswith(".xml")]
+        assert xml and not any("<name>square</name>" in t for t in xml)
+        assert any("<name>triangle</name>" in t or "<name>circle</name>" in t for t in xml)
+    meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
+    assert meta.task == "object-detection" and meta.input.shape == [1, 3, 64, 64] and not meta.input.dynamic_batch
+    assert [o.name for o in meta.outputs] == ["boxes", "scores", "labels"]
 
 
 def test_a_format_that_cannot_hold_the_task_is_named(store: LocalStore, dataset: DatasetRef, probes: Path) -> None:
@@ -247,7 +327,7 @@ def test_a_format_that_cannot_hold_the_task_is_named(store: LocalStore, dataset:
 
 def test_custom_run_lands_in_the_standard_layout(store: LocalStore, dataset: DatasetRef, probes: Path) -> None:
     spec_ = run_spec(store, dataset, "probe-layout", {"name": "probe", "entrypoint": "probe_imagefolder.trainer:train",
-                                                      "imageSize": 48})
+                                                      "imageSize": 72})
     status = train.run(spec_)
     prefix = spec_.experiment_prefix
     info = store.get_json(f"{prefix}/{layout.EXPERIMENT_INFO}")
@@ -258,7 +338,7 @@ def test_custom_run_lands_in_the_standard_layout(store: LocalStore, dataset: Dat
     meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
     assert (meta.framework, meta.architecture, meta.task) == ("custom", "probe", "classification")
     assert meta.classes == ["circle", "square", "triangle"]
-    assert (meta.input.name, meta.input.height, meta.input.dynamic_batch) == ("images", 48, True)
+    assert (meta.input.name, meta.input.height, meta.input.dynamic_batch) == ("images", 72, True)
     assert [o.name for o in meta.outputs] == ["logits"] and meta.onnx_opset == 17
     assert status["onnxUri"].endswith(layout.ONNX_EXPORT) and "onnxParityMaxAbsDiff" not in status
     assert json.loads(store.get_bytes(f"{prefix}/{layout.PROGRESS}"))["phase"] == "Succeeded"
@@ -272,7 +352,7 @@ def test_custom_run_lands_in_the_standard_layout(store: LocalStore, dataset: Dat
     ("missing-file", r"train\(\) returned onnx 'nowhere.onnx', but there is no such file"),
     ("pickled-checkpoint", r"checkpoint .*best.pt: torch.load\(..., weights_only=True\) cannot read it"),
     ("overwrite", r"returned files\['run_spec.json'\]: expected a path inside the experiment that is none of"),
-    ("wrong-size", r"input 'images' has shape \[-1, 3, 48, 48\]; expected \[B, 3, 40, 40\]"),
+    ("wrong-size", r"input 'images' has shape \[-1, 3, 72, 72\]; expected \[B, 3, 64, 64\]"),
     ("wrong-output", r"does not meet the classification contract .*needs outputs \['logits'\]; missing \['logits'\]"),
 ])
 def test_a_bad_result_is_refused_naming_what_is_wrong(store: LocalStore, dataset: DatasetRef, probes: Path,
