@@ -22,7 +22,10 @@ class ModelSpec(ApiModel):
         description="torchvision, timm, smp (segmentation-models-pytorch) or custom; default: the registry's "
         "framework for `name`.",
     )
-    name: str = Field(min_length=1, description="Architecture, e.g. resnet18, fasterrcnn_resnet50_fpn_v2, unet11.")
+    name: str = Field(
+        min_length=1, description="Architecture, e.g. resnet18, fasterrcnn_resnet50_fpn_v2, unet11 (framework custom: "
+        "a name in the trainer's models.yaml)."
+    )
     encoder: str | None = Field(default=None, description="smp deeplabv3plus and fpn: the encoder (default resnet34).")
     pretrained: bool = Field(
         default=False, description="Start from the framework's published weights (downloaded at run time)."
