@@ -14,6 +14,8 @@ reports progress through `ctx.progress`, writes files under `ctx.output_dir` and
         def train(self, ctx): ...
 
 Trainers in other packages are found through the `kubeforge.trainers` entry-point group.
+A TrainingJob names one with `model: {framework: custom, entrypoint: ...}`, which may also be a plain
+`train` function with its models.yaml (`kubeforge_trainers.custom`, docs/custom-models.md).
 """
 
 from __future__ import annotations
