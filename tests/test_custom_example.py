@@ -94,7 +94,7 @@ def test_custom_training_job_succeeds_into_the_standard_layout(example_run: dict
     assert info["status"] == "Succeeded" and info["epochsRun"] == 3
     # hyperparameters.yaml: the example's defaults with the TrainingJob's parameters merged over them.
     hp = yaml.safe_load(store.get_bytes(f"{prefix}/{layout.HYPERPARAMETERS}"))
-    assert hp == {"epochs": 3, "batchSize": 16, "lr": 0.005, "weightDecay": 0.0001, "seed": 0}
+    assert hp == {"epochs": 3, "batchSize": 16, "lr": 0.003, "weightDecay": 0.0005, "seed": 0}
     meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
     assert (meta.framework, meta.architecture, meta.classes) == ("custom", "tinycnn", ["circle", "square", "triangle"])
 
