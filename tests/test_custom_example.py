@@ -137,3 +137,22 @@ def test_triton_serves_the_custom_model_as_onnx_runtime_runs_it(example_run: dic
     got = client.infer(isvc["status"]["modelName"], [inp]).as_numpy("logits")
     assert got is not None and got.shape == (2, 3)
     assert np.allclose(got, want, atol=1e-5), f"max abs diff {np.abs(got - want).max()}"
+
+
+def test_an_entrypoint_that_is_not_installed_fails_the_run_naming_it(example_run: dict[str, Any],
+                                                                     tmp_path: Path) -> None:
+    env = example_run["env"]
+    bad = yaml.safe_load((example_run["manifests"] / "02-train.yaml").read_text())
+    bad["metadata"]["name"] = "shapes-missing"
+    bad["spec"]["model"]["entrypoint"] = "not-installed"
+    shutil.copy(example_run["manifests"] / "01-dataset.yaml", tmp_path / "01-dataset.yaml")
+    shutil.copytree(example_run["manifests"] / "data", tmp_path / "data")
+    (tmp_path / "02-train.yaml").write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "kubeforge.cli.main", "run", "-f", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    status = get_json("trainingjob", "shapes-missing", env)["status"]
+    assert status["phase"] == "Failed"
+    message = " ".join(c.get("message", "") for c in status["conditions"])
+    assert "spec.model.entrypoint: no trainer 'not-installed' in the 'kubeforge.trainers' entry-point group" in message
+    assert "tinycnn" in message  # what is installed
