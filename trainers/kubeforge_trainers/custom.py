@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from kubeforge.api.training_job import Hyperparameters
-from kubeforge.datasets.export import WRITERS
+from kubeforge.datasets.export import EXPORT_FORMATS, WRITERS
 from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.manifest import Category, Manifest
 from kubeforge.models.catalog import Task
@@ -48,9 +48,10 @@ from kubeforge_trainers.sdk import ENTRY_POINT_GROUP, MetricValue, TrainContext,
 
 MODELS_FILE = "models.yaml"
 HYPERPARAMETERS_FILE = "hyperparameters.yaml"
-DataFormat = Literal["coco", "voc", "yolo", "imagefolder", "supervisely", "manifest"]
 # The raw manifest (manifest.json, images at their file names) for trainers that read no standard format.
 MANIFEST_FORMAT = "manifest"
+# What a trainer may ask for: every format `kubeforge datasets export` writes, and the manifest.
+DATA_FORMATS = (*EXPORT_FORMATS, MANIFEST_FORMAT)
 # What the train step writes itself: a trainer's extra `files` may not replace them.
 RESERVED = frozenset({layout.EXPERIMENT_INFO, layout.MODEL_META, layout.HYPERPARAMETERS, layout.TRAIN_VAL_SPLIT,
                       layout.RUN_SPEC, layout.PROGRESS, layout.METRICS_LOG})
@@ -77,8 +78,15 @@ class CustomModel(_Model):
 class ModelsFile(_Model):
     """models.yaml."""
 
-    data_format: DataFormat
+    data_format: str
     models: list[CustomModel] = Field(min_length=1)
+
+    @field_validator("data_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in DATA_FORMATS:
+            raise ValueError(f"expected one of {list(DATA_FORMATS)}, got {value!r}")
+        return value
 
     @field_validator("models")
     @classmethod
@@ -122,8 +130,8 @@ class ModelChoice:
 class PreparedDataset:
     """The TrainingJob's data in the trainer's format: `train` and `val` are two folders in that format.
 
-    Class `i` is `classes[i]`, and it is category id `i` in every file written (COCO, VOC, YOLO,
-    Supervisely, the manifest); ImageFolder names its folders after `classes`.
+    Class `i` is `classes[i]`: category id `i` wherever a format writes ids (COCO, YOLO, the manifest);
+    VOC, Supervisely and ImageFolder write the class names.
     """
 
     root: Path
