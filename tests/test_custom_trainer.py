@@ -379,3 +379,28 @@ def test_the_example_trains_and_fine_tunes(store: LocalStore, dataset: DatasetRe
     tuned = run_spec(store, dataset, "tinycnn-tuned", {**model, "parameters": {"epochs": 1}})
     tuned = tuned.model_copy(update={"init_checkpoint": f"{first.experiment_prefix}/{layout.CHECKPOINT_BEST}"})
     assert train.run(tuned)["progress"]["epoch"] == 1
+
+
+def test_an_entrypoint_may_name_an_sdk_trainer_class_but_not_a_module(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "class_trainer.py").write_text(textwrap.dedent('''
+        import yaml
+
+        from kubeforge_trainers.sdk import Trainer
+
+
+        class Lab(Trainer):
+            name = "lab"
+            models = {"labnet": "object-detection"}
+
+            def train(self, ctx):
+                raise NotImplementedError
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    trainer = load_custom_trainer("class_trainer:Lab")
+    assert type(trainer).__name__ == "Lab" and trainer.models == {"labnet": "object-detection"}
+    with pytest.raises(ValueError, match=r"module 'class_trainer' has no 'Nope'"):
+        load_custom_trainer("class_trainer:Nope")
+    with pytest.raises(ValueError, match=r"spec\.model\.entrypoint: 'class_trainer:yaml' is a module; expected a "
+                                         r"train function or a kubeforge_trainers\.sdk\.Trainer class"):
+        load_custom_trainer("class_trainer:yaml")
