@@ -184,7 +184,7 @@ def test_dataset_version_spec_has_an_immutability_rule() -> None:
 
 @pytest.mark.parametrize(
     ("path", "value"),
-    [("spec.source.uri", "s3://raw/shapes-v2/"), ("spec.source.format", "imagefolder"), ("spec.parent", "shapes-v0")],
+    [("spec.source.uri", "s3://raw/shapes-v2/"), ("spec.source.format", "voc"), ("spec.parent", "shapes-v0")],
 )
 def test_changing_a_dataset_version_spec_is_refused(path: str, value: str) -> None:
     old = example("DatasetVersion")

@@ -20,7 +20,8 @@ from kubeforge.cli import crds as crds_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
-EXAMPLES = sorted((REPO / "examples").glob("**/*.yaml"))
+# YAML inside an example's Python package is its data (a custom trainer's models.yaml), not a manifest.
+EXAMPLES = sorted(p for p in (REPO / "examples").glob("**/*.yaml") if not (p.parent / "__init__.py").exists())
 
 
 def load(kind: str) -> dict[str, Any]:

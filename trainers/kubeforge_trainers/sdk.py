@@ -14,6 +14,8 @@ reports progress through `ctx.progress`, writes files under `ctx.output_dir` and
         def train(self, ctx): ...
 
 Trainers in other packages are found through the `kubeforge.trainers` entry-point group.
+A TrainingJob names one with `model: {framework: custom, entrypoint: ...}`, which may also be a plain
+`train` function with its models.yaml (`kubeforge_trainers.custom`, docs/custom-models.md).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class TrainContext:
     export: list[str] = field(default_factory=lambda: ["onnx"])
     # Plain JSON of the run spec; stored in checkpoints as `args` to replay the run.
     run_args: dict[str, Any] = field(default_factory=dict)
+    # What the run trains with (Trainer.run_parameters): custom trainers read their hyperparameters here.
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -98,6 +102,12 @@ class Trainer(ABC):
     def default_hyperparameters(self, model: str) -> Hyperparameters:
         return Hyperparameters()
 
+    def run_parameters(self, model: str, hyperparameters: Hyperparameters,
+                       parameters: dict[str, Any] | None) -> dict[str, Any]:
+        """What the run trains with, recorded in hyperparameters.yaml and run_spec.json (built-ins:
+        spec.hyperparameters; custom trainers: their defaults under spec.model.parameters)."""
+        return hyperparameters.dump()
+
     def check_model(self, model: str, task: str, encoder: str | None = None) -> None:
         """Refuse a model this trainer cannot build for `task`; the message names the field."""
         if self.models.get(model) is None:
@@ -135,8 +145,15 @@ def _load_plugins() -> None:
         ep.load()
 
 
-def get_trainer(framework: str, model: str, task: str, encoder: str | None = None) -> Trainer:
-    """The trainer for `model.framework`; errors say what is registered."""
+def get_trainer(framework: str, model: str, task: str, encoder: str | None = None,
+                entrypoint: str | None = None) -> Trainer:
+    """The trainer for `model.framework` (`custom`: the one `model.entrypoint` names); errors say what exists."""
+    if framework == "custom":
+        from kubeforge_trainers.custom import load_custom_trainer
+
+        custom = load_custom_trainer(entrypoint)
+        custom.check_model(model, task, encoder)
+        return custom
     _load_plugins()
     trainer = _REGISTRY.get(framework)
     if trainer is None:

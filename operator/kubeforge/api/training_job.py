@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,7 +22,10 @@ class ModelSpec(ApiModel):
         description="torchvision, timm, smp (segmentation-models-pytorch) or custom; default: the registry's "
         "framework for `name`.",
     )
-    name: str = Field(min_length=1, description="Architecture, e.g. resnet18, fasterrcnn_resnet50_fpn_v2, unet11.")
+    name: str = Field(
+        min_length=1, description="Architecture, e.g. resnet18, fasterrcnn_resnet50_fpn_v2, unet11 (framework custom: "
+        "a name in the trainer's models.yaml)."
+    )
     encoder: str | None = Field(default=None, description="smp deeplabv3plus and fpn: the encoder (default resnet34).")
     pretrained: bool = Field(
         default=False, description="Start from the framework's published weights (downloaded at run time)."
@@ -36,6 +39,36 @@ class ModelSpec(ApiModel):
         "checkpoint or a plain state dict such as a published .pth, for clusters that cannot download weights.",
     )
     from_training_job: str | None = Field(default=None, description="Start from this TrainingJob's best checkpoint.")
+    # Custom models (framework: custom; docs/custom-models.md).
+    image: str | None = Field(
+        default=None, min_length=1,
+        description="framework custom: the container image holding the trainer (built FROM the Kubeforge trainer "
+        "image); the training Job runs it. Required for custom, refused otherwise.",
+    )
+    entrypoint: str | None = Field(
+        default=None, min_length=1, pattern=r"^[A-Za-z_][\w.-]*(:[A-Za-z_][\w.]*)?$",
+        description="framework custom: the trainer, as its name in the `kubeforge.trainers` entry-point group "
+        "(e.g. tinycnn) or as an import path `package.module:function`. Required for custom, refused otherwise.",
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="framework custom: the trainer's own hyperparameters, merged over its hyperparameters.yaml "
+        "defaults, passed to its train function and recorded in the run (free-form; spec.hyperparameters does not "
+        "apply to custom models).",
+    )
+
+    @model_validator(mode="after")
+    def _custom_fields(self) -> ModelSpec:
+        custom_only = [f for f in ("image", "entrypoint", "parameters") if getattr(self, f) is not None]
+        if self.framework == "custom":
+            missing = [f for f in ("image", "entrypoint") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"spec.model.{missing[0]}: required when framework is custom "
+                                 "(see docs/custom-models.md)")
+        elif custom_only:
+            raise ValueError(f"spec.model.{custom_only[0]}: only for framework custom, "
+                             f"but framework is {self.framework or 'the registry default'}")
+        return self
 
 
 class SplitSpec(ApiModel):

@@ -178,6 +178,13 @@ def step_command(res: Resource, key: str) -> list[str]:
     return ["kubeforge", *args]
 
 
+def step_image(res: Resource, settings: OperatorSettings) -> str:
+    """A custom model trains in its own image (built FROM the trainer image, so it has `kubeforge step`)."""
+    if isinstance(res, TrainingJob) and res.spec.model.framework == "custom" and res.spec.model.image:
+        return res.spec.model.image
+    return settings.trainer_gpu_image if uses_gpu(res) else settings.trainer_image
+
+
 def step_job(res: Resource, run: StepRun, settings: OperatorSettings) -> dict[str, Any]:
     """The `batch/v1` Job that runs `res`'s step."""
     policy = _policy(res)
@@ -204,7 +211,7 @@ def step_job(res: Resource, run: StepRun, settings: OperatorSettings) -> dict[st
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": settings.trainer_gpu_image if uses_gpu(res) else settings.trainer_image,
+        "image": step_image(res, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": step_command(res, result_key(res, run)),
         "envFrom": [{"secretRef": {"name": settings.store_secret}}],

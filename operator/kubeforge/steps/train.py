@@ -175,26 +175,31 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     if manifest.task != job.task:
         raise ValueError(f"spec.task is {job.task} but dataset version {spec.dataset.dataset}@"
                          f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
-    trainer = get_trainer(job.model.framework or "torchvision", job.model.name, job.task, job.model.encoder)
+    trainer = get_trainer(job.model.framework or "torchvision", job.model.name, job.task, job.model.encoder,
+                          job.model.entrypoint)
     classes = resolve_classes(manifest, job.classes)
     # The API's defaults are the one source of truth: run specs arrive with every field filled in,
     # so a trainer's own defaults (default_hyperparameters) are advice for users, not a fallback.
     hp = job.hyperparameters
+    # What the run trains with: spec.hyperparameters, or a custom trainer's defaults under spec.model.parameters.
+    parameters = trainer.run_parameters(job.model.name, hp, job.model.parameters)
+    epochs = parameters.get("epochs")
+    epochs = epochs if isinstance(epochs, int) and epochs > 0 else hp.epochs
     split = random_split([img.file_name for img in manifest.images], job.split.train_percent, job.split.seed)
 
     main = dist_env.is_main
     # Only rank 0 publishes; the others report to nobody and keep their console quiet.
-    progress = ProgressReporter(sink if main else None, hp.epochs)
+    progress = ProgressReporter(sink if main else None, epochs)
     progress.console.quiet = not main
     progress.phase("Preparing")
     if main:
         store.put_json(sink.key(layout.RUN_SPEC), {
             "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
             "classes": [c.name for c in classes], "categoryIds": [c.category_id for c in classes],
-            "datasetDigest": spec.dataset.digest, "hyperparameters": hp.dump(), "trainer": trainer.name,
+            "datasetDigest": spec.dataset.digest, "hyperparameters": parameters, "trainer": trainer.name,
             "versions": versions(), "worldSize": dist_env.world_size,
         })
-        sink.put_bytes(layout.HYPERPARAMETERS, yaml.safe_dump(hp.dump(), sort_keys=False).encode())
+        sink.put_bytes(layout.HYPERPARAMETERS, yaml.safe_dump(parameters, sort_keys=False).encode())
         sink.put_bytes(layout.TRAIN_VAL_SPLIT, json.dumps(split.to_json(), indent=2).encode())
     images = cache_dir() / "images"
     names = set(split.train) | set(split.val)
@@ -228,7 +233,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
             image_size=job.model.image_size, pretrained=job.model.pretrained, encoder=job.model.encoder,
             init_checkpoint=init_from,
             resume_from=resume_from, device=device, export=list(job.export),
-            run_args=spec.model_dump(mode="json", by_alias=True),
+            run_args=spec.model_dump(mode="json", by_alias=True), parameters=parameters,
         )
         t_train = time.perf_counter()
         try:
