@@ -92,7 +92,7 @@ def test_instance_masks_and_box_order_survive_a_rotation() -> None:
         masks[k, y1:y2, x1:x2] = 1
         image[y1:y2, x1:x2] = 255
     torch.manual_seed(1)
-    out, moved, moved_masks = _augment({"kind": "rotate", "degrees": 30, "p": 1.0})(image, boxes, masks)
+    _, moved, moved_masks = _augment({"kind": "rotate", "degrees": 30, "p": 1.0})(image, boxes, masks)
     assert moved is not None and moved.shape == (3, 4)
     assert moved_masks is not None and moved_masks.shape == (3, SIZE, SIZE)
     for k in range(3):
