@@ -53,6 +53,8 @@ METRICS_LOG = "metrics.jsonl"
 CHECKPOINT_BEST = "checkpoints/best.pt"
 CHECKPOINT_LAST = "checkpoints/last.pt"
 ONNX_EXPORT = "export/model.onnx"
+# A grid of augmented training samples with their boxes/masks, written before the first epoch.
+AUGMENTATION_PREVIEW = "preview/augmentations.png"
 
 
 def run_prefix(namespace: str, kind: str, name: str, uid: str) -> str:
