@@ -106,13 +106,13 @@ class V2Augment:
         if self.empty:
             return image, boxes, mask
         height, width = image.shape[:2]
-        sample: dict[str, Any] = {"image": tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image))
-                                                            .permute(2, 0, 1))}
+        # Copies: the datasets' cached arrays are read-only, and no step may write into them.
+        sample: dict[str, Any] = {"image": tv_tensors.Image(torch.from_numpy(image.copy()).permute(2, 0, 1))}
         if boxes is not None:
-            sample["boxes"] = tv_tensors.BoundingBoxes(torch.from_numpy(np.ascontiguousarray(boxes)),
-                                                       format="XYXY", canvas_size=(height, width))
+            sample["boxes"] = tv_tensors.BoundingBoxes(torch.from_numpy(boxes.copy()), format="XYXY",
+                                                       canvas_size=(height, width))
         if mask is not None:
-            sample["mask"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask)))
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask.copy()))
         out = self.pipeline((height, width))(sample)
         moved_boxes = out["boxes"].numpy().astype(np.float32) if boxes is not None else None
         moved_mask = out["mask"].numpy().astype(mask.dtype) if mask is not None else None

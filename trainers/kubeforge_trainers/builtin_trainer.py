@@ -20,7 +20,7 @@ from kubeforge_trainers import distributed, engine, threads, training_modes
 from kubeforge_trainers.augment import build_augment
 from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
 from kubeforge_trainers.export import check_parity, export_onnx, model_meta
-from kubeforge_trainers.models import freeze_encoder, load_matching, model_info, model_parts
+from kubeforge_trainers.models import freeze_encoder, init_from_checkpoint, model_info
 from kubeforge_trainers.optim import (
     build_optimizer,
     build_scheduler,
@@ -87,11 +87,7 @@ class BuiltinTrainer(Trainer):
         model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
         if ctx.init_checkpoint is not None:
             init = load_checkpoint(ctx.init_checkpoint)
-            # A head trained on other classes (or the same ones in another order) would answer for the
-            # wrong classes even where its shape fits: it starts fresh.
-            other_classes = init.get("classes") is not None and list(init["classes"]) != ctx.class_names
-            fresh = model_parts(model).head if other_classes else ()
-            skipped = load_matching(model, init["model"], fresh)
+            skipped, other_classes = init_from_checkpoint(model, init, ctx.class_names)
             ctx.progress.console.print(
                 f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
                 + (f" (classes {init['classes']} -> {ctx.class_names}: new head)" if other_classes else "")

@@ -370,6 +370,15 @@ def load_matching(model: nn.Module, state: dict[str, Any], keep_fresh: tuple[str
     return sorted(set(own) - set(usable))
 
 
+def init_from_checkpoint(model: nn.Module, checkpoint: dict[str, Any], classes: list[str]) -> tuple[list[str], bool]:
+    """Fine-tuning: load another run's weights; its head starts fresh when it was trained on other classes
+    (or the same ones in another order), since it would answer for the wrong classes even where its shape
+    fits. Returns the names kept fresh and whether the head was."""
+    other_classes = checkpoint.get("classes") is not None and list(checkpoint["classes"]) != list(classes)
+    fresh = model_parts(model).head if other_classes else ()
+    return load_matching(model, checkpoint["model"], fresh), other_classes
+
+
 def freeze_encoder(model: nn.Module) -> int:
     """`spec.model.freezeEncoder`: no gradients for the encoder; returns how many tensors were frozen."""
     parts = model_parts(model)
