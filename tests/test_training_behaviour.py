@@ -142,7 +142,7 @@ def test_unknown_validation_metric_is_refused_when_the_manifest_is_read() -> Non
         TrainingJobSpec.model_validate(spec | {"hyperparameters": {"validationMetric": "val_accuracy"}})
     ok = TrainingJobSpec.model_validate(spec | {"hyperparameters": {"validationMetric": "val_AP50"}})
     assert ok.hyperparameters.validation_metric == "val_AP50"
-    with pytest.raises(ValidationError, match="earlyStopping.patience"):
+    with pytest.raises(ValidationError, match=r"earlyStopping\.patience"):
         Hyperparameters.model_validate({"earlyStopping": {"patience": 0}})
 
 
@@ -176,7 +176,8 @@ def _train(tmp: Path, name: str, hp: dict[str, Any], seed: int = 3, augmentation
     out.mkdir()
     ctx = TrainContext(
         task="classification", model_name="resnet18", manifest=manifest, image_dir=tmp / "cache",
-        split=random_split([i.file_name for i in manifest.images], 75, seed), classes=resolve_classes(manifest, classes),
+        split=random_split([i.file_name for i in manifest.images], 75, seed),
+        classes=resolve_classes(manifest, classes),
         hyperparameters=Hyperparameters.model_validate({"batchSize": 4, "scheduler": {"type": "none"}} | hp),
         output_dir=out, progress=ProgressReporter(DirSink(out), hp.get("epochs", 10)), image_size=32, export=[],
         augmentations=None if augmentations is None else TypeAdapter(list[Augmentation]).validate_python(augmentations),
