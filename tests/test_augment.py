@@ -199,3 +199,32 @@ def test_declared_augmentations_load_with_their_defaults(tmp_path: Path) -> None
     rotate, crop = loaded.resource.spec.augmentations  # type: ignore[attr-defined]
     assert (rotate.kind, rotate.degrees, rotate.p) == ("rotate", 10.0, 0.5)
     assert crop.scale == [0.5, 1.0]
+
+
+def test_preview_draws_targets_and_leaves_the_run_generators_alone(tmp_path: Path) -> None:
+    import random
+
+    from kubeforge_trainers.preview import draw_sample, save_preview
+
+    class Samples(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return torch.rand(3, 32, 32), {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]),
+                                           "labels": torch.tensor([1])}
+
+    torch.manual_seed(9)
+    random.seed(9)
+    expected = (torch.rand(1), random.random())
+    torch.manual_seed(9)
+    random.seed(9)
+    assert save_preview(Samples(), ["thing"], tmp_path / "p.png", seed=0) == 12
+    assert (torch.rand(1), random.random()) == expected
+    grid = Image.open(tmp_path / "p.png")
+    assert grid.width == 4 * 160 + 3 * 4 and grid.height == 3 * 160 + 2 * 4
+    # A semantic mask is overlaid where it labels pixels, and only there.
+    mask = torch.zeros(32, 32, dtype=torch.int64)
+    mask[:, 16:] = 1
+    tile = np.asarray(draw_sample(torch.zeros(3, 32, 32), mask, ["road"]))
+    assert tile[80, 20].sum() == 0 and tile[80, 140].sum() > 0

@@ -288,3 +288,21 @@ def test_freeze_encoder_trains_the_head_only(tmp_path: Path) -> None:
     assert torch.equal(after["net.layer1.0.conv1.weight"], before["net.layer1.0.conv1.weight"])
     assert not torch.equal(after["net.fc.weight"], before["net.fc.weight"])
     assert math.isfinite(float(after["net.fc.weight"].abs().sum()))
+
+
+def test_the_gradient_scaler_path_clips_the_unscaled_gradients() -> None:
+    """The mixed-precision step order (scale, unscale, clip, step) on the CPU's GradScaler: same weights as
+    without it. The GPU's autocast itself needs a GPU (none here)."""
+    plain, _, _ = _linear_run(batch_size=4, accumulation=2, clip=0.05, lr=1.0)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 3, 4, 4, generator=gen)
+    labels = torch.randint(0, 3, (16,), generator=gen)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=4)
+    settings = engine.StepSettings(accumulation=2, clip_norm=0.05, scaler=torch.amp.GradScaler("cpu", init_scale=1024))
+    engine.train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"), Classification(), 1,
+                           settings=settings)
+    torch.testing.assert_close(_weights(model), _weights(plain), rtol=0, atol=1e-6)
