@@ -228,3 +228,33 @@ def test_preview_draws_targets_and_leaves_the_run_generators_alone(tmp_path: Pat
     mask[:, 16:] = 1
     tile = np.asarray(draw_sample(torch.zeros(3, 32, 32), mask, ["road"]))
     assert tile[80, 20].sum() == 0 and tile[80, 140].sum() > 0
+
+
+def test_the_crd_admits_every_kind_and_applies_no_other_kinds_defaults() -> None:
+    """The CRD holds the union as one object (a structural schema has no unions): every kind's fields
+    pass the API server, unknown ones do not, and no default of one kind lands on another."""
+    import yaml
+
+    from kubeforge.api.crd import crd_filename
+    from kubeforge.api.registry import KINDS, parse_resource
+    from kubeforge.testing.crd_schema import CrdSchema
+
+    path = Path(__file__).resolve().parents[1] / "crds" / crd_filename(KINDS["TrainingJob"])
+    openapi = yaml.safe_load(path.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema = CrdSchema("TrainingJob", "kubeforge.io", "v1alpha1", openapi)
+    job = yaml.safe_load(JOB.format(augmentations="""[{kind: flip, vertical: true, p: 0.3}, {kind: rotate, degrees: 5},
+      {kind: scaleCrop, scale: [0.4, 1.0], ratio: [0.5, 2.0]}, {kind: colorJitter, hue: 0.1},
+      {kind: blur, kernelSize: 7, sigma: [0.5, 1.0]}, {kind: cutout, holes: 3, size: 0.1}]"""))
+    unknown: list[str] = []
+    admitted = schema.admit(job, None, None, unknown)
+    assert not unknown and not list(schema.errors(admitted, None, None))
+    # The API server's defaulting added nothing a kind does not have: pydantic still accepts every item.
+    parsed = parse_resource(admitted)
+    assert [a.kind for a in parsed.spec.augmentations] == ["flip", "rotate", "scaleCrop", "colorJitter", "blur",
+                                                           "cutout"]
+    bad = yaml.safe_load(JOB.format(augmentations="[{kind: mixup}, {kind: flip, alpha: 1}]"))
+    unknown = []
+    admitted = schema.admit(bad, None, None, unknown)
+    errors = [f"{e.field}: {e.detail}" for e in schema.errors(admitted, None, None)]
+    assert any("spec.augmentations[0].kind" in e for e in errors), errors
+    assert any("alpha" in u for u in unknown), unknown
