@@ -173,7 +173,7 @@ def _train(tmp: Path, name: str, hp: dict[str, Any], seed: int = 3, augmentation
            classes: list[str] | None = None, **ctx_fields: Any) -> tuple[TrainResult, Path]:
     manifest = _manifest(tmp / "cache")
     out = tmp / name
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     ctx = TrainContext(
         task="classification", model_name="resnet18", manifest=manifest, image_dir=tmp / "cache",
         split=random_split([i.file_name for i in manifest.images], 75, seed),
@@ -234,6 +234,35 @@ def test_deterministic_runs_give_identical_weights(tmp_path: Path) -> None:
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0] if weights[0][k].is_floating_point())
     assert not torch.are_deterministic_algorithms_enabled()  # the mode ends with the run
+
+
+class _Interrupted(Classification):
+    """A pod killed during epoch 2's evaluation: epoch 1's checkpoint is the last one written."""
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 2:
+            raise KeyboardInterrupt("killed")
+        return super().evaluate(*args, **kwargs)
+
+
+def test_a_resumed_run_replays_the_augmentations_it_would_have_drawn(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    hp = {"epochs": 2, "deterministic": True}
+    augs = [{"kind": "rotate", "degrees": 30, "p": 0.8}, {"kind": "scaleCrop"}, {"kind": "cutout"}]
+    _, straight = _train(tmp_path / "straight", "run", hp, augmentations=augs)
+    with monkeypatch.context() as patch:
+        patch.setitem(TASKS, "classification", _Interrupted())
+        with pytest.raises(KeyboardInterrupt):
+            _train(tmp_path / "resumed", "run", hp, augmentations=augs)
+    resumed_dir = tmp_path / "resumed" / "run"
+    assert load_checkpoint(resumed_dir / layout.CHECKPOINT_LAST)["epoch"] == 1
+    result, _ = _train(tmp_path / "resumed", "run", hp, augmentations=augs,
+                       resume_from=resumed_dir / layout.CHECKPOINT_LAST)
+    assert result.epochs_run == 1
+    a = load_checkpoint(straight / layout.CHECKPOINT_LAST)["model"]
+    b = load_checkpoint(resumed_dir / layout.CHECKPOINT_LAST)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---------------------------------------------------------------- fine-tuning
