@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 
 PREVIEW_SAMPLES = 12
 COLUMNS = 4
-# Tiles are scaled up to at least this many pixels so 64 px inputs stay readable.
-MIN_TILE = 160
+# Tiles are scaled to this many pixels: 64 px inputs stay readable, 512 px ones keep the report small.
+TILE = 160
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
           (140, 86, 75), (227, 119, 194)]
 
@@ -61,12 +61,15 @@ def draw_sample(image: torch.Tensor, target: Any, classes: Sequence[str]) -> Ima
         caption = ", ".join(_name(classes, int(k) - 1) for k in np.unique(ids) if k > 0)
     else:
         caption = _name(classes, int(target))
-    scale = max(1, -(-MIN_TILE // tile.shape[0]))
-    picture = Image.fromarray(tile).resize((tile.shape[1] * scale, tile.shape[0] * scale), Image.NEAREST)
+    scale = TILE / tile.shape[0]
+    resample = Image.NEAREST if scale >= 1 else Image.BILINEAR
+    picture = Image.fromarray(tile).resize((round(tile.shape[1] * scale), TILE), resample)
     draw = ImageDraw.Draw(picture)
     for (x1, y1, x2, y2), label in boxes:
-        draw.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1], outline=_color(label - 1), width=2)
-        draw.text((x1 * scale + 2, y1 * scale + 1), _name(classes, label - 1), fill=_color(label - 1))
+        left, top = x1 * scale, y1 * scale
+        right, bottom = max(left, x2 * scale - 1), max(top, y2 * scale - 1)
+        draw.rectangle([left, top, right, bottom], outline=_color(label - 1), width=2)
+        draw.text((left + 2, top + 1), _name(classes, label - 1), fill=_color(label - 1))
     if caption:
         draw.rectangle([0, 0, picture.width, 12], fill=(0, 0, 0))
         draw.text((2, 0), caption, fill=(255, 255, 255))
