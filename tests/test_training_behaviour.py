@@ -315,6 +315,7 @@ def test_freeze_encoder_trains_the_head_only(tmp_path: Path) -> None:
     after = load_checkpoint(out / layout.CHECKPOINT_LAST)["model"]
     before = start.state_dict()
     assert torch.equal(after["net.layer1.0.conv1.weight"], before["net.layer1.0.conv1.weight"])
+    assert torch.equal(after["net.bn1.running_mean"], before["net.bn1.running_mean"])  # statistics too
     assert not torch.equal(after["net.fc.weight"], before["net.fc.weight"])
     assert math.isfinite(float(after["net.fc.weight"].abs().sum()))
 

@@ -387,4 +387,8 @@ def freeze_encoder(model: nn.Module) -> int:
         if parts.is_encoder(name):
             param.requires_grad_(False)
             frozen += 1
+    for name, module in model.named_modules():
+        if parts.is_encoder(name) and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            # Its running statistics are part of the weights it starts from: momentum 0 keeps them.
+            module.momentum = 0.0
     return frozen
