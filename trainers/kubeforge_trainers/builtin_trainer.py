@@ -20,7 +20,7 @@ from kubeforge_trainers import distributed, engine, threads, training_modes
 from kubeforge_trainers.augment import build_augment
 from kubeforge_trainers.checkpoint import CheckpointManager, load_checkpoint, restore
 from kubeforge_trainers.export import check_parity, export_onnx, model_meta
-from kubeforge_trainers.models import freeze_encoder, init_from_checkpoint, model_info
+from kubeforge_trainers.models import ModelInfo, freeze_encoder, init_from_checkpoint, model_info
 from kubeforge_trainers.optim import (
     build_optimizer,
     build_scheduler,
@@ -74,26 +74,8 @@ class BuiltinTrainer(Trainer):
         if len(val_ds) == 0:
             raise ValueError(f"split: the validation split has no images of the selected classes {ctx.class_names}")
         validate_hyperparameters(hp, len(train_ds), ctx.task)
-        files: dict[str, Path] = {}
-        if dist_env.is_main:
-            preview = ctx.output_dir / layout.AUGMENTATION_PREVIEW
-            if save_preview(train_ds, ctx.class_names, preview, ctx.split.seed):
-                files[layout.AUGMENTATION_PREVIEW] = preview
-                if ctx.progress.sink is not None:
-                    ctx.progress.sink.put_file(layout.AUGMENTATION_PREVIEW, preview)
-
-        # Seeded initial weights: the same run spec replays the same run (on the same hardware).
-        torch.manual_seed(ctx.split.seed)
-        model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
-        if ctx.init_checkpoint is not None:
-            init = load_checkpoint(ctx.init_checkpoint)
-            skipped, other_classes = init_from_checkpoint(model, init, ctx.class_names)
-            ctx.progress.console.print(
-                f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
-                + (f" (classes {init['classes']} -> {ctx.class_names}: new head)" if other_classes else "")
-            )
-        if ctx.freeze_encoder:
-            ctx.progress.console.print(f"encoder frozen: {freeze_encoder(model)} parameter tensors")
+        files: dict[str, Path] = _preview(ctx, train_ds) if dist_env.is_main else {}
+        model = _initial_model(ctx, info, size)
         step = training_modes.step_settings(hp, device)
         if step.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -219,6 +201,33 @@ class BuiltinTrainer(Trainer):
             files=files, model_meta=meta, onnx=onnx_path, parity=parity,
             world_size=dist_env.world_size, samples_per_rank=samples_per_rank, training=training,
         )
+
+
+def _preview(ctx: TrainContext, train_ds: torch.utils.data.Dataset) -> dict[str, Path]:
+    """The grid of augmented training samples, published before the first epoch."""
+    path = ctx.output_dir / layout.AUGMENTATION_PREVIEW
+    if not save_preview(train_ds, ctx.class_names, path, ctx.split.seed):
+        return {}
+    if ctx.progress.sink is not None:
+        ctx.progress.sink.put_file(layout.AUGMENTATION_PREVIEW, path)
+    return {layout.AUGMENTATION_PREVIEW: path}
+
+
+def _initial_model(ctx: TrainContext, info: ModelInfo, size: int) -> torch.nn.Module:
+    """Seeded initial weights (the same run spec replays the same run on the same hardware), then what
+    fine-tuning asks: another run's weights, a frozen encoder."""
+    torch.manual_seed(ctx.split.seed)
+    model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
+    if ctx.init_checkpoint is not None:
+        init = load_checkpoint(ctx.init_checkpoint)
+        skipped, other_classes = init_from_checkpoint(model, init, ctx.class_names)
+        ctx.progress.console.print(
+            f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
+            + (f" (classes {init['classes']} -> {ctx.class_names}: new head)" if other_classes else "")
+        )
+    if ctx.freeze_encoder:
+        ctx.progress.console.print(f"encoder frozen: {freeze_encoder(model)} parameter tensors")
+    return model
 
 
 def judge_best(judge: MetricJudge) -> MetricValue:
