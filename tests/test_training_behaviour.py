@@ -181,7 +181,8 @@ def _train(tmp: Path, name: str, hp: dict[str, Any], seed: int = 3, augmentation
         hyperparameters=Hyperparameters.model_validate({"batchSize": 4, "scheduler": {"type": "none"}} | hp),
         output_dir=out, progress=ProgressReporter(DirSink(out), hp.get("epochs", 10)), image_size=32, export=[],
         augmentations=None if augmentations is None else TypeAdapter(list[Augmentation]).validate_python(augmentations),
-        **ctx_fields,
+        # One thread: these runs are tiny, and the test machine is shared.
+        **({"cpu": "1"} | ctx_fields),
     )
     return get_trainer("torchvision", "resnet18", "classification").train(ctx), out
 
