@@ -53,6 +53,7 @@ def test_preview_is_published_recorded_and_shown_in_the_report(tmp_path: Path, m
         "augmentations": [{"kind": "flip", "vertical": True}, {"kind": "rotate", "degrees": 10},
                           {"kind": "scaleCrop", "scale": [0.6, 1.0]}, {"kind": "colorJitter"},
                           {"kind": "blur", "p": 0.2}, {"kind": "cutout", "p": 0.2}],
+        "resources": {"cpu": "1"},
     }})
     train.run(spec)
     prefix = spec.experiment_prefix
@@ -63,7 +64,10 @@ def test_preview_is_published_recorded_and_shown_in_the_report(tmp_path: Path, m
     assert grid.format == "PNG" and grid.width > 4 * 64
     training = info["training"]
     assert training["validationMetric"] == "val_AP" and training["gradientAccumulation"] == 2
-    assert training["threads"]["intraOp"] >= 1 and training["stoppedEarly"] is None  # one epoch: nothing to stop
+    assert training["stoppedEarly"] is None  # one epoch: nothing to stop
+    # resources.cpu sized the thread pool (a container's cgroup quota would come first).
+    plan = training["threads"]
+    assert plan["budgetFrom"] == "cgroup" or (plan["budgetFrom"], plan["intraOp"]) == ("resources.cpu", 1), plan
     assert info["result"]["bestMetric"]["name"] == "val_AP"
 
     run = BenchmarkRun.model_validate({
