@@ -57,6 +57,11 @@ class BuiltinTrainer(Trainer):
     def train(self, ctx: TrainContext) -> TrainResult:
         hp = ctx.hyperparameters
         plan = threads.configure(ctx.cpu, hp.num_workers)
+        if plan.workers < plan.workers_requested:
+            ctx.progress.console.print(
+                f"hyperparameters.numWorkers {plan.workers_requested} -> {plan.workers}: the CPU budget is "
+                f"{plan.budget.cpus} ({plan.budget.source}) and the training loop keeps one core"
+            )
         with training_modes.deterministic_mode(hp.deterministic, distributed.device_for(ctx.device)):
             return self._train(ctx, plan)
 

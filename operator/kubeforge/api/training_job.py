@@ -117,7 +117,8 @@ class Hyperparameters(ApiModel):
     deterministic: bool = Field(
         default=False,
         description="Deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN without autotuning): "
-        "the same run spec gives the same weights on the same hardware, usually somewhat slower on a GPU.",
+        "the same run spec gives the same weights on the same hardware, usually somewhat slower on a GPU. An "
+        "operation with no deterministic implementation is logged as a warning, not refused.",
     )
 
 
