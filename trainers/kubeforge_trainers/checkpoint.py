@@ -33,15 +33,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_weights(path: Path) -> dict[str, Any]:
-    """Weights to start from: a checkpoint's `model`, or a plain state dict (a published `.pth`)."""
+    """Weights to start from, as `{"model": state dict, "classes": list or None}`: a Kubeforge
+    checkpoint, or a plain state dict (a published `.pth`, which names no classes)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: not loadable weights ({exc})") from exc
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        return data["model"]
+        return {"model": data["model"], "classes": data.get("classes")}
     if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        return data
+        return {"model": data, "classes": None}
     raise ValueError(f"{path}: expected a Kubeforge checkpoint (a dict with 'model') or a state dict of tensors")
 
 

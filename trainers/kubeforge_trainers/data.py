@@ -51,6 +51,12 @@ def flip_augment(image: np.ndarray, boxes: np.ndarray | None, mask: np.ndarray |
     return image, boxes, mask
 
 
+def kept_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Which augmented boxes still carry signal (both sides at least MIN_BOX_SIDE): a bool index for
+    the boxes and everything that goes with them (labels, instance masks)."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
+
+
 @dataclass(frozen=True)
 class SelectedClass:
     category_id: int
@@ -189,8 +195,9 @@ class DetectionDataset(_ManifestImages):
         boxes, labels = self.targets[i]
         arr, moved, _ = self.augmented(self.pixels(i), boxes)
         assert moved is not None
-        return to_tensor(arr), {"boxes": torch.from_numpy(np.ascontiguousarray(moved)),
-                                "labels": torch.from_numpy(labels)}
+        keep = kept_boxes(moved)
+        return to_tensor(arr), {"boxes": torch.from_numpy(np.ascontiguousarray(moved[keep])),
+                                "labels": torch.from_numpy(labels[keep])}
 
     def coco_ground_truth(self, num_classes: int) -> dict[str, Any]:
         """The val targets as a COCO dict (input pixels, category ids 1..K) for AP."""

@@ -6,6 +6,7 @@ import contextlib
 import io
 import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,27 +42,67 @@ def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers:
                                        collate_fn=collate)
 
 
+@dataclass
+class StepSettings:
+    """How batches become optimizer steps (hyperparameters gradientAccumulation, gradientClipNorm,
+    mixedPrecision, channelsLast), as `training_modes` resolved them for the device."""
+
+    accumulation: int = 1
+    clip_norm: float | None = None
+    # float16 autocast on CUDA; with it a GradScaler, so small float16 gradients do not flush to zero.
+    autocast: bool = False
+    scaler: torch.amp.GradScaler | None = None
+    # The model and its inputs in channels-last memory format (set by the trainer, on CUDA).
+    channels_last: bool = False
+    # The largest gradient norm seen this epoch, before clipping (None when not clipping).
+    max_grad_norm: float | None = field(default=None, init=False)
+
+
 def train_one_epoch(
     model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, task: TaskKind,
-    epoch: int, track: Track = _plain,
+    epoch: int, track: Track = _plain, settings: StepSettings | None = None,
 ) -> dict[str, float]:
-    """Returns the mean training loss and the lr at the end of the epoch."""
+    """Returns the mean training loss and the lr at the end of the epoch.
+
+    With accumulation k, k consecutive batches make one optimizer (and scheduler) step; each batch's
+    loss is divided by the size of its group, so the step's gradient is the mean over the group's
+    batches (a short last group of the epoch included) — the gradient of one k-times larger batch.
+    """
+    settings = settings or StepSettings()
     model.train()
     total, count = 0.0, 0
-    for batch in track(loader, len(loader), f"epoch {epoch} train"):
-        loss, n = task.loss(model, batch, device)
+    batches = len(loader)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(track(loader, batches, f"epoch {epoch} train")):
+        group_start = i - i % settings.accumulation
+        group_size = min(settings.accumulation, batches - group_start)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=settings.autocast):
+            loss, n = task.loss(model, batch, device)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"epoch {epoch}: training loss is {value}; lower hyperparameters.optimizer.lr or add warm-up"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        scaled = loss / group_size
+        (settings.scaler.scale(scaled) if settings.scaler is not None else scaled).backward()
         total += value * n
         count += n
+        if i + 1 - group_start < group_size:
+            continue
+        if settings.scaler is not None:
+            settings.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        if settings.clip_norm is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, settings.clip_norm))
+            settings.max_grad_norm = max(settings.max_grad_norm or 0.0, norm)
+        if settings.scaler is not None:
+            settings.scaler.step(optimizer)
+            settings.scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
     return {"train_loss": total / max(count, 1), "lr": float(optimizer.param_groups[0]["lr"])}
 
 

@@ -303,19 +303,75 @@ def build_model(name: str, task: str, num_classes: int, image_size: int | None, 
     return info.build(num_classes, image_size or info.default_image_size, pretrained, encoder)
 
 
-def load_matching(model: nn.Module, state: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True)
+class ModelParts:
+    """Module names (prefixes of state_dict keys) of a built model's parts, for fine-tuning.
+
+    `head`: what maps features to this dataset's classes; re-initialised when the classes change.
+    `encoder`: the backbone/encoder `spec.model.freezeEncoder` freezes (a classifier's whole network
+    but its head; a detector's backbone body, not its FPN or heads).
+    """
+
+    head: tuple[str, ...]
+    encoder: tuple[str, ...]
+
+    @staticmethod
+    def covers(prefixes: tuple[str, ...], key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+    def is_head(self, key: str) -> bool:
+        return self.covers(self.head, key)
+
+    def is_encoder(self, key: str) -> bool:
+        return self.covers(self.encoder, key) and not self.is_head(key)
+
+
+def model_parts(model: nn.Module) -> ModelParts:
+    """The head and encoder of every family the registry builds (the one place that knows their names)."""
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    from torchvision.models.detection.ssd import SSD
+
+    if isinstance(model, GeneralizedRCNN):  # Faster R-CNN, Mask R-CNN: box (and mask) class predictors
+        head = ("roi_heads.box_predictor", "roi_heads.mask_predictor.mask_fcn_logits")
+        encoder: tuple[str, ...] = ("backbone.body",)
+    elif isinstance(model, RetinaNet | FCOS):
+        head, encoder = ("head.classification_head.cls_logits",), ("backbone.body",)
+    elif isinstance(model, SSD):  # SSDlite: per-level class convolutions; MobileNet features (not the extras)
+        head, encoder = ("head.classification_head",), ("backbone.features",)
+    elif isinstance(model, Normalized) and isinstance(model.net, VanillaUNet):
+        head, encoder = ("net.head",), ("net.down",)
+    elif isinstance(model, Normalized) and hasattr(model.net, "segmentation_head"):  # smp
+        head, encoder = ("net.segmentation_head",), ("net.encoder",)
+    elif isinstance(model, Normalized) and getattr(model.net, "pretrained_cfg", None):  # timm names its own head
+        head, encoder = (f"net.{model.net.pretrained_cfg['classifier']}",), ("net",)
+    elif isinstance(model, Normalized) and isinstance(getattr(model.net, "fc", None), nn.Linear):  # ResNet
+        head, encoder = ("net.fc",), ("net",)
+    elif isinstance(model, Normalized) and isinstance(getattr(model.net, "classifier", None), nn.Sequential):
+        # EfficientNet, ConvNeXt, MobileNet: the classifier's last Linear (ConvNeXt's norm before it is shared).
+        last = max(i for i, m in enumerate(model.net.classifier) if isinstance(m, nn.Linear))
+        head, encoder = (f"net.classifier.{last}",), ("net",)
+    else:
+        raise ValueError(f"{type(model).__name__}: no known head and encoder (kubeforge_trainers.models.model_parts)")
+    names = {n for n, _ in model.named_modules()}
+    return ModelParts(tuple(h for h in head if h in names), encoder)
+
+
+def load_matching(model: nn.Module, state: dict[str, Any], keep_fresh: tuple[str, ...] = ()) -> list[str]:
     """Load the tensors whose names and shapes match (fine-tuning); returns the names kept fresh.
 
-    `state` is a checkpoint's `model` or a plain state dict of the bare network (a published
-    `.pth`), whose names lack the `net.` prefix of the normalising wrapper: both are tried and the
-    reading that matches more tensors wins. Matching nothing is an error: the weights are for
-    another architecture.
+    `state` is a checkpoint's `model` or a plain state dict of the bare network (a published `.pth`),
+    whose names lack the `net.` prefix of the normalising wrapper: both readings are tried and the one
+    that matches more tensors wins; matching nothing is an error (weights of another architecture).
+    Tensors under `keep_fresh` (module names) keep the new model's initialisation even when their
+    shapes match: a head trained on other classes, say, whose outputs would mean the wrong classes.
     """
     own = model.state_dict()
 
     def usable(prefix: str) -> dict[str, torch.Tensor]:
         return {prefix + k: v for k, v in state.items()
-                if prefix + k in own and isinstance(v, torch.Tensor) and v.shape == own[prefix + k].shape}
+                if prefix + k in own and isinstance(v, torch.Tensor) and v.shape == own[prefix + k].shape
+                and not ModelParts.covers(keep_fresh, prefix + k)}
 
     best = max((usable(""), usable("net.")), key=len)
     if not best:
@@ -323,3 +379,27 @@ def load_matching(model: nn.Module, state: dict[str, Any]) -> list[str]:
                          f"(they have {len(state)}, e.g. {sorted(state)[:3]}): weights of another architecture?")
     model.load_state_dict(best, strict=False)
     return sorted(set(own) - set(best))
+
+
+def init_from_checkpoint(model: nn.Module, checkpoint: dict[str, Any], classes: list[str]) -> tuple[list[str], bool]:
+    """Fine-tuning: load another run's weights; its head starts fresh when it was trained on other classes
+    (or the same ones in another order), since it would answer for the wrong classes even where its shape
+    fits. Returns the names kept fresh and whether the head was."""
+    other_classes = checkpoint.get("classes") is not None and list(checkpoint["classes"]) != list(classes)
+    fresh = model_parts(model).head if other_classes else ()
+    return load_matching(model, checkpoint["model"], fresh), other_classes
+
+
+def freeze_encoder(model: nn.Module) -> int:
+    """`spec.model.freezeEncoder`: no gradients for the encoder; returns how many tensors were frozen."""
+    parts = model_parts(model)
+    frozen = 0
+    for name, param in model.named_parameters():
+        if parts.is_encoder(name):
+            param.requires_grad_(False)
+            frozen += 1
+    for name, module in model.named_modules():
+        if parts.is_encoder(name) and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            # Its running statistics are part of the weights it starts from: momentum 0 keeps them.
+            module.momentum = 0.0
+    return frozen

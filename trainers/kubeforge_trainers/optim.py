@@ -34,11 +34,13 @@ def validate_hyperparameters(hp: Hyperparameters, num_train: int, task: str) -> 
             f"hyperparameters.batchSize: detection needs at least 2 images per batch, got "
             f"batchSize={hp.batch_size} with {num_train} training images"
         )
-    iters = hp.epochs * iterations_per_epoch(num_train, hp.batch_size)
+    steps = optimizer_steps_per_epoch(num_train, hp.batch_size, hp.gradient_accumulation)
+    iters = hp.epochs * steps
     if sched.warmup_iterations >= iters:
         raise ValueError(
             f"hyperparameters.scheduler.warmupIterations ({sched.warmup_iterations}) must be smaller than the "
-            f"total iterations ({iters} = epochs {hp.epochs} x {iters // hp.epochs} per epoch)"
+            f"total optimizer steps ({iters} = epochs {hp.epochs} x {steps} per epoch"
+            + (f" with gradientAccumulation {hp.gradient_accumulation})" if hp.gradient_accumulation > 1 else ")")
         )
     if sched.type == "step" and sched.step_size >= hp.epochs:
         raise ValueError(
@@ -58,6 +60,11 @@ def iterations_per_epoch(num_train: int, batch_size: int) -> int:
     # drop_last when there is more than one batch (see engine.train_loader): a size-1 tail batch
     # breaks batch norm in detectors.
     return max(1, num_train // batch_size) if num_train > batch_size else 1
+
+
+def optimizer_steps_per_epoch(num_train: int, batch_size: int, accumulation: int = 1) -> int:
+    """What the lr schedule counts: one step per `accumulation` batches, a short last group included."""
+    return math.ceil(iterations_per_epoch(num_train, batch_size) / accumulation)
 
 
 def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimizer:
@@ -88,7 +95,7 @@ def lr_factor(spec: SchedulerSpec, iteration: int, iters_per_epoch: int, total_i
 def build_scheduler(
     optimizer: torch.optim.Optimizer, spec: SchedulerSpec, epochs: int, iters_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Stepped once per iteration (engine.train_one_epoch does it)."""
+    """Stepped once per optimizer step (engine.train_one_epoch does it); `iters_per_epoch` counts those."""
     total = epochs * iters_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(spec, it, iters_per_epoch, total)

@@ -63,6 +63,12 @@ class TrainContext:
     run_args: dict[str, Any] = field(default_factory=dict)
     # What the run trains with (Trainer.run_parameters): custom trainers read their hyperparameters here.
     parameters: dict[str, Any] = field(default_factory=dict)
+    # spec.augmentations (kubeforge.api.augmentations models): None = the default flip, [] = none.
+    augmentations: list[Any] | None = None
+    # spec.resources.cpu: the CPU budget when the container has no cgroup quota (kubeforge_trainers.threads).
+    cpu: str | None = None
+    # spec.model.freezeEncoder: train the head only.
+    freeze_encoder: bool = False
 
     @property
     def class_names(self) -> list[str]:
@@ -93,6 +99,9 @@ class TrainResult:
     # Processes that trained (torchrun's WORLD_SIZE) and the training samples each saw over the run.
     world_size: int = 1
     samples_per_rank: list[int] | None = None
+    # How the run trained (camelCase JSON, in experiment_info.json as `training`): what was asked and what
+    # the device allowed (mixed precision, threads), where and why it stopped early.
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer(ABC):

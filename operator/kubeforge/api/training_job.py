@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from kubeforge import GROUP_VERSION
+from kubeforge.api.augmentations import Augmentation
 from kubeforge.api.common import DNS_LABEL_PATTERN, ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
 from kubeforge.api.dataset_version import DatasetSource
 from kubeforge.api.job_policy import DistributedSpec, JobPolicy
@@ -39,6 +40,11 @@ class ModelSpec(ApiModel):
         "checkpoint or a plain state dict such as a published .pth, for clusters that cannot download weights.",
     )
     from_training_job: str | None = Field(default=None, description="Start from this TrainingJob's best checkpoint.")
+    freeze_encoder: bool = Field(
+        default=False,
+        description="Train the head (and detector necks) only: the backbone/encoder keeps the weights it starts "
+        "from (pretrained, checkpoint or fromTrainingJob) and the optimizer never sees its parameters.",
+    )
     # Custom models (framework: custom; docs/custom-models.md).
     image: str | None = Field(
         default=None, min_length=1,
@@ -97,6 +103,17 @@ class SchedulerSpec(ApiModel):
     warmup_iterations: int = Field(default=0, ge=0, description="Linear warm-up, in iterations.")
 
 
+class EarlyStoppingSpec(ApiModel):
+    """Stop training when the validation metric stops improving."""
+
+    patience: int = Field(
+        default=5, ge=1, le=100000, description="Epochs without an improvement of at least minDelta before stopping."
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="The smallest change of the validation metric that counts as an improvement."
+    )
+
+
 class Hyperparameters(ApiModel):
     """Training hyperparameters. Changing any of them is a new run (earlier runs stay)."""
 
@@ -106,6 +123,40 @@ class Hyperparameters(ApiModel):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     num_workers: int = Field(default=0, ge=0, le=64)
     checkpoint_every: int | None = Field(default=None, ge=1, description="Also keep a checkpoint every N epochs.")
+    validation_metric: str | None = Field(
+        default=None, min_length=1,
+        description="The validation metric that picks the best checkpoint and drives early stopping; default: "
+        "the task's (classification val_accuracy, object-detection val_AP, instance-segmentation val_mask_AP, "
+        "semantic-segmentation val_mIoU). val_loss is minimised, every other metric maximised.",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None,
+        description="Stop when the validation metric has not improved for `patience` epochs (default: train "
+        "all epochs). The best checkpoint is kept either way.",
+    )
+    gradient_clip_norm: float | None = Field(
+        default=None, gt=0, le=1e6,
+        description="Clip the global L2 norm of the gradients to this value before each optimizer step.",
+    )
+    gradient_accumulation: int = Field(
+        default=1, ge=1, le=1024,
+        description="Batches per optimizer step: the effective batch is batchSize x this. The learning-rate "
+        "schedule (warmupIterations included) counts optimizer steps.",
+    )
+    mixed_precision: bool = Field(
+        default=False,
+        description="On a GPU: float16 autocast with a gradient scaler. On a CPU it stays off (recorded in "
+        "experiment_info.json).",
+    )
+    channels_last: bool = Field(
+        default=False, description="On a GPU: channels-last memory format (faster convolutions on tensor cores)."
+    )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN without autotuning): "
+        "the same run spec gives the same weights on the same hardware, usually somewhat slower on a GPU. An "
+        "operation with no deterministic implementation is logged as a warning, not refused.",
+    )
 
 
 class ResourcesSpec(ApiModel):
@@ -144,6 +195,11 @@ class TrainingJobSpec(JobPolicy):
     classes: list[str] | None = Field(default=None, min_length=1, description="Train on these classes only.")
     split: SplitSpec = Field(default_factory=SplitSpec)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    augmentations: list[Augmentation] | None = Field(
+        default=None, max_length=32,
+        description="Training-time augmentations, applied in order to images, boxes and masks together "
+        "(validation images are never augmented). Absent: a horizontal flip with p 0.5. An empty list: none.",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     export: list[Literal["onnx", "openvino", "tensorrt"]] = Field(
         default_factory=lambda: ["onnx"],
@@ -173,6 +229,14 @@ class TrainingJobSpec(JobPolicy):
             raise ValueError(f"export: {self.export} are converted from the ONNX export; add onnx to the list")
         if len(set(self.export)) != len(self.export):
             raise ValueError(f"export: duplicate formats in {self.export}")
+
+    @model_validator(mode="after")
+    def _reported_validation_metric(self) -> TrainingJobSpec:
+        metric = self.hyperparameters.validation_metric
+        reported = catalog.REPORTED_METRICS[self.task]
+        if metric is not None and metric not in reported:
+            raise ValueError(f"hyperparameters.validationMetric: {self.task} reports {list(reported)}; "
+                             f"got {metric!r}")
         return self
 
     @model_validator(mode="after")

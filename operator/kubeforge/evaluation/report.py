@@ -156,7 +156,17 @@ def _samples_html(samples: Sequence[Sample], task: str) -> str:
     return f"<h3>Samples</h3>{legend if task == 'object-detection' else ''}<div class='samples'>{figs}</div>"
 
 
-def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample], figs: _Figures) -> str:
+def _preview_html(png_base64: str | None) -> str:
+    """The grid of augmented training samples the model's run saved (what the model was shown)."""
+    if not png_base64:
+        return ""
+    return ("<h3>Training augmentations</h3><p class='muted'>training samples as the model saw them, "
+            "augmentations applied, with their labels</p>"
+            f'<img alt="augmented training samples" style="max-width:100%" src="data:image/png;base64,{png_base64}">')
+
+
+def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample], figs: _Figures,
+                   preview: str | None = None) -> str:
     task, metrics = model["task"], model["metrics"]
     info = _kv_table([
         ["TrainingJob", name], ["architecture", f"{model.get('framework', '')}/{model.get('architecture', '')}"],
@@ -190,7 +200,7 @@ def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample
     return (
         f"<section><h2>{escape(name)}</h2>{info}{notes_html}<h3>Headline metrics</h3>{headline}"
         f"<div class='figs'>{plots}</div><h3>Per class</h3>{_per_class_table(task, metrics)}"
-        f"{_samples_html(samples, task)}</section>"
+        f"{_samples_html(samples, task)}{_preview_html(preview)}</section>"
     )
 
 
@@ -224,9 +234,12 @@ def _comparison_section(doc: Mapping[str, Any], figs: _Figures) -> str:
     return f"<section><h2>Comparison</h2>{warn}{table}<div class='figs'>{plots}</div></section>"
 
 
-def render_report(doc: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]] | None = None) -> str:
-    """The whole page for a metrics document (the content of metrics.json)."""
+def render_report(doc: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]] | None = None,
+                  previews: Mapping[str, str] | None = None) -> str:
+    """The whole page for a metrics document (the content of metrics.json); `previews`: base64 PNG grids of
+    augmented training samples, by model."""
     samples = samples or {}
+    previews = previews or {}
     figs = _Figures()
     ds = doc["dataset"]
     bench = doc.get("benchmark", {})
@@ -240,7 +253,7 @@ def render_report(doc: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]
     if len(doc["modelOrder"]) > 1:
         sections.append(_comparison_section(doc, figs))
     for name in doc["modelOrder"]:
-        sections.append(_model_section(name, doc["models"][name], samples.get(name, []), figs))
+        sections.append(_model_section(name, doc["models"][name], samples.get(name, []), figs, previews.get(name)))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title><style>{CSS}</style>"

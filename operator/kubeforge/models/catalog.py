@@ -32,6 +32,15 @@ VALIDATION_METRIC: dict[str, str] = {
     "instance-segmentation": "val_mask_AP",
     "semantic-segmentation": "val_mIoU",
 }
+# Every validation metric a task's evaluation reports (`spec.hyperparameters.validationMetric` picks one).
+REPORTED_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("val_accuracy", "val_loss"),
+    "object-detection": ("val_AP", "val_AP50"),
+    "instance-segmentation": ("val_mask_AP",),
+    "semantic-segmentation": ("val_mIoU",),
+}
+# Metrics where lower is better; every other one is maximised.
+MINIMISED_METRICS = frozenset({"val_loss"})
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ model_meta.json and train_val_split.json from the store; writes `metrics.json`, 
 
 from __future__ import annotations
 
+import base64
 import sys
 import tempfile
 import time
@@ -227,6 +228,14 @@ def _comparison(doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]
     }
 
 
+def _augmentation_preview(store: Store, ref: BenchmarkModel) -> tuple[str, str] | None:
+    """(URI, base64 PNG) of the grid of augmented training samples the model's run saved, if it did."""
+    key = f"{ref.experiment_prefix.rstrip('/')}/{layout.AUGMENTATION_PREVIEW}"
+    if not store.exists(key):
+        return None
+    return store.url(key), base64.b64encode(store.get_bytes(key)).decode("ascii")
+
+
 def run(spec: BenchmarkRun) -> dict[str, Any]:
     """Evaluate every model of the run; returns the Benchmark's partial status (camelCase)."""
     order = [m.training_job for m in spec.models]
@@ -240,11 +249,15 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[Sample]] = {}
     used: dict[str, list[int]] = {}
+    previews: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="kubeforge-bench-") as tmp:
         for ref in spec.models:
             models[ref.training_job], samples[ref.training_job], used[ref.training_job] = evaluate_model(
                 spec, store, manifest, images, ref, Path(tmp)
             )
+            preview = _augmentation_preview(store, ref)
+            if preview is not None:
+                models[ref.training_job]["augmentationPreviewUri"], previews[ref.training_job] = preview
     doc: dict[str, Any] = {
         "kind": "BenchmarkMetrics",
         "formatVersion": 1,
@@ -262,7 +275,7 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     prefix = spec.output_prefix.rstrip("/")
     metrics_key, report_key = f"{prefix}/{METRICS_FILE}", f"{prefix}/{REPORT_FILE}"
     store.put_json(metrics_key, doc)
-    store.put_bytes(report_key, render_report(doc, samples).encode("utf-8"))
+    store.put_bytes(report_key, render_report(doc, samples, previews).encode("utf-8"))
     first = models[order[0]]
     if first["task"] == "object-detection":
         ap50 = first["metrics"].get("AP50")

@@ -234,6 +234,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
             init_checkpoint=init_from,
             resume_from=resume_from, device=device, export=list(job.export),
             run_args=spec.model_dump(mode="json", by_alias=True), parameters=parameters,
+            augmentations=job.augmentations, cpu=job.resources.cpu, freeze_encoder=job.model.freeze_encoder,
         )
         t_train = time.perf_counter()
         try:
@@ -284,6 +285,6 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
         "exportParity": {r.format: r.parity for r in result.exports if r.parity is not None},
         "datasetDigest": spec.dataset.digest, "runSpecDigest": digest, "classes": [c.name for c in classes],
         "artifacts": dict(sorted(artifacts.items())), "result": status,
-        "worldSize": result.world_size, "samplesPerRank": result.samples_per_rank,
+        "worldSize": result.world_size, "samplesPerRank": result.samples_per_rank, "training": result.training,
     })
     return distributed.broadcast(status)

@@ -57,6 +57,8 @@ ONNX_EXPORT = "export/model.onnx"
 OPENVINO_EXPORT = "export/openvino/model.xml"
 OPENVINO_WEIGHTS = "export/openvino/model.bin"
 TENSORRT_EXPORT = "export/model.plan"
+# A grid of augmented training samples with their boxes/masks, written before the first epoch.
+AUGMENTATION_PREVIEW = "preview/augmentations.png"
 
 
 def run_prefix(namespace: str, kind: str, name: str, uid: str) -> str:
