@@ -229,6 +229,7 @@ class TrainingJobSpec(JobPolicy):
             raise ValueError(f"export: {self.export} are converted from the ONNX export; add onnx to the list")
         if len(set(self.export)) != len(self.export):
             raise ValueError(f"export: duplicate formats in {self.export}")
+        return self
 
     @model_validator(mode="after")
     def _reported_validation_metric(self) -> TrainingJobSpec:
