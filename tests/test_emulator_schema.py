@@ -114,8 +114,11 @@ def test_unknown_fields_are_pruned_warned_or_refused_as_field_validation_says(em
 def test_schema_defaults_are_applied_as_the_api_server_applies_them(emu: KubeEmulator) -> None:
     created = emu.create(training_job("defaults", NS, "d", hyperparameters={"batchSize": 2}, split=None))
     spec = created["spec"]
-    assert spec["hyperparameters"] == {"epochs": 10, "batchSize": 2, "numWorkers": 0}  # inside what exists
-    assert spec["model"] == {"framework": "torchvision", "name": "resnet18", "pretrained": False}
+    assert spec["hyperparameters"] == {"epochs": 10, "batchSize": 2, "numWorkers": 0, "gradientAccumulation": 1,
+                                       "mixedPrecision": False, "channelsLast": False,
+                                       "deterministic": False}  # inside what exists
+    assert spec["model"] == {"framework": "torchvision", "name": "resnet18", "pretrained": False,
+                             "freezeEncoder": False}
     assert "split" not in spec and "optimizer" not in spec["hyperparameters"]  # null dropped; no parent, no default
     assert (spec["artifactPolicy"], spec["suspend"]) == ("Retain", False)
     # Re-applying the manifest without the defaults changes nothing (same generation).
