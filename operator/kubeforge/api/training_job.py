@@ -125,6 +125,7 @@ class TrainingJobSpec(JobPolicy):
         if self.model.framework is None:
             self.model.framework = catalog.default_framework(self.model.name, self.task)  # type: ignore[assignment]
         catalog.check_model(self.model.framework, self.model.name, self.task, self.model.encoder)
+        catalog.check_image_size(self.model.framework, self.model.name, self.model.image_size)
         return self
 
 

@@ -6,7 +6,8 @@ The export takes one image per call (torchvision detectors take a list of images
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,38 @@ class DetectionExport(nn.Module):
         return det["boxes"], det["scores"], det["labels"] - 1
 
 
+def _score_threshold_owners(model: nn.Module) -> list[tuple[Any, str]]:
+    """Where a torchvision detector keeps its score threshold (SSD/RetinaNet/FCOS on the model, R-CNNs in roi_heads)."""
+    owners = [(m, attr) for m in (model, getattr(model, "roi_heads", None)) if m is not None
+              for attr in ("score_thresh",) if hasattr(m, attr)]
+    if not owners:
+        raise ValueError(f"{type(model).__name__}: no score_thresh attribute to lower for the parity check")
+    return owners
+
+
+@contextlib.contextmanager
+def lowered_score_threshold(model: nn.Module, threshold: float) -> Iterator[None]:
+    owners = _score_threshold_owners(model)
+    saved = [getattr(m, attr) for m, attr in owners]
+    try:
+        for m, attr in owners:
+            setattr(m, attr, threshold)
+        yield
+    finally:
+        for (m, attr), value in zip(owners, saved, strict=True):
+            setattr(m, attr, value)
+
+
 class Detection(TaskKind):
     name = "object-detection"
     parity_images = 3
     batched_export = False
+    # Low enough that an untrained head's detections survive, high enough to stay under the per-image cap
+    # of mostly real candidates rather than a tail of near-zero ones.
+    parity_score_threshold = 0.001
+
+    def lowered_score_threshold(self, model: nn.Module, threshold: float) -> contextlib.AbstractContextManager[None]:
+        return lowered_score_threshold(model, threshold)
 
     def dataset(self, manifest: Manifest, names: Sequence[str], classes: Sequence[SelectedClass], image_dir: Path,
                 size: int, train: bool, augment: Augment | None = None) -> torch.utils.data.Dataset:
