@@ -188,6 +188,15 @@ def _check_timm_name(name: str) -> None:
                          "(`python -c 'import timm; print(timm.list_models())'` lists them all)")
 
 
+def trains_on(task: str, dataset_task: str) -> bool:
+    """Whether a dataset version of `dataset_task` holds what a `task` model learns from.
+
+    Object annotations (boxes with optional polygon/RLE segmentations) are one dataset for both object
+    tasks: a COCO import is an object-detection manifest, and Mask R-CNN trains on its segmentations.
+    """
+    return task == dataset_task or (task == "instance-segmentation" and dataset_task == "object-detection")
+
+
 # Families whose feature pyramid halves the input five times (strides 4-32, RetinaNet/FCOS add 64 and 128
 # as extra levels on P5): an input that is not a multiple of 32 would be padded inside the graph, so the
 # export would compute on pixels nobody sent and the mask head would paste onto a padded canvas.
