@@ -28,7 +28,9 @@ class ModelSpec(ApiModel):
         default=False, description="Start from the framework's published weights (downloaded at run time)."
     )
     image_size: int | None = Field(
-        default=None, ge=32, le=4096, description="Square input size in pixels (default: the model's own)."
+        default=None, ge=32, le=4096,
+        description="Square input size in pixels (default: the model's own). Faster R-CNN, RetinaNet, FCOS and "
+        "Mask R-CNN take a multiple of 32 of at least 64 (their feature pyramid's coarsest stride).",
     )
     checkpoint: str | None = Field(default=None, description="Start from this checkpoint URI instead.")
     from_training_job: str | None = Field(default=None, description="Start from this TrainingJob's best checkpoint.")
