@@ -53,8 +53,10 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Path) -> None:
     with warnings.catch_warnings():
         # Tracing warns about Python control flow that is constant for a fixed input size.
         warnings.simplefilter("ignore")
+        # eval() on the wrapper too: the exporter restores the mode of the module it was given, and a
+        # fresh wrapper is in training mode, which would leave `model` training after the export.
         torch.onnx.export(
-            kind.export_module(model), (example,), str(path), input_names=[INPUT_NAME],
+            kind.export_module(model).eval(), (example,), str(path), input_names=[INPUT_NAME],
             output_names=[o.name for o in meta.outputs], dynamic_axes=kind.dynamic_axes(meta.classes),
             opset_version=OPSET, dynamo=False,
         )
