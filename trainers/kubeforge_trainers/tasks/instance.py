@@ -12,6 +12,7 @@ image and thresholded at MASK_THRESHOLD, see `kubeforge.models.meta`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,12 @@ class InstanceSegmentation(Detection):
 
     def dataset(self, manifest: Manifest, names: Sequence[str], classes: Sequence[SelectedClass], image_dir: Path,
                 size: int, train: bool, augment: Augment | None = None) -> torch.utils.data.Dataset:
-        return InstanceDataset(manifest, names, classes, image_dir, size, train=train, augment=augment)
+        ds = InstanceDataset(manifest, names, classes, image_dir, size, train=train, augment=augment)
+        if ds.boxes_as_masks:
+            # stderr: a step's stdout carries its result.
+            print(f"{'train' if train else 'val'} split: {ds.boxes_as_masks} object(s) have no segmentation; "
+                  "they count as their filled boxes", file=sys.stderr, flush=True)
+        return ds
 
     def evaluate(self, model: nn.Module, dataset: torch.utils.data.Dataset, loader: torch.utils.data.DataLoader,
                  device: torch.device, num_classes: int, track: Track = plain) -> dict[str, float]:
