@@ -83,11 +83,14 @@ class InstanceDataset(_ManifestImages):
         label_of = {c.category_id: k + 1 for k, c in enumerate(classes)}
         per_image = manifest.annotations_by_image()
         self.boxes_as_masks = 0
-        self.targets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Masks kept as RLE (decoded per sample): [N, S, S] bytes for every image would be ~1 MB per
+        # object at 512 px.
+        self.targets: list[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+        self.areas: list[list[float]] = []
         for i in range(len(self)):
             img = self.image(i)
             sx, sy = size / img.width, size / img.height
-            boxes, labels, masks = [], [], []
+            boxes, labels, masks, areas = [], [], [], []
             for ann in per_image[self.indices[i]]:
                 if ann.iscrowd or ann.category_id not in label_of:
                     continue
@@ -102,16 +105,23 @@ class InstanceDataset(_ManifestImages):
                     mask = box_mask(box, size)
                 boxes.append(box)
                 labels.append(label_of[ann.category_id])
-                masks.append(mask)
+                masks.append(mask_to_rle(mask))
+                areas.append(float(mask.sum()))
             self.targets.append((
-                np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                np.asarray(labels, dtype=np.int64),
-                np.asarray(masks, dtype=np.uint8).reshape(-1, size, size),
+                np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64), masks,
             ))
+            self.areas.append(areas)
+
+    def masks(self, i: int) -> np.ndarray:
+        """Image i's instance masks, uint8 [N, S, S]."""
+        rles = self.targets[i][2]
+        if not rles:
+            return np.zeros((0, self.size, self.size), dtype=np.uint8)
+        return np.stack([rle_to_mask(r) for r in rles]).astype(np.uint8)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        boxes, labels, masks = self.targets[i]
-        arr, moved, moved_masks = self.augmented(self.pixels(i), boxes, masks)
+        boxes, labels, _ = self.targets[i]
+        arr, moved, moved_masks = self.augmented(self.pixels(i), boxes, self.masks(i))
         assert moved is not None and moved_masks is not None
         keep = ((moved[:, 2] - moved[:, 0]) >= MIN_BOX_SIDE) & ((moved[:, 3] - moved[:, 1]) >= MIN_BOX_SIDE)
         return to_tensor(arr), {
@@ -124,12 +134,12 @@ class InstanceDataset(_ManifestImages):
         """The val targets as a COCO dict with RLE segmentations (input pixels, category ids 1..K)."""
         images = [{"id": i, "width": self.size, "height": self.size} for i in range(len(self))]
         anns = []
-        for i, (boxes, labels, masks) in enumerate(self.targets):
-            for box, label, mask in zip(boxes.tolist(), labels.tolist(), masks, strict=True):
+        for i, (boxes, labels, rles) in enumerate(self.targets):
+            for box, label, rle, area in zip(boxes.tolist(), labels.tolist(), rles, self.areas[i], strict=True):
                 anns.append({
                     "id": len(anns) + 1, "image_id": i, "category_id": label,
                     "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                    "segmentation": mask_to_rle(mask.astype(bool)), "area": float(mask.sum()), "iscrowd": 0,
+                    "segmentation": rle, "area": area, "iscrowd": 0,
                 })
         cats = [{"id": k} for k in range(1, num_classes + 1)]
         return {"images": images, "annotations": anns, "categories": cats}
