@@ -13,7 +13,7 @@ image and thresholded at MASK_THRESHOLD, see `kubeforge.models.meta`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from kubeforge_trainers.data import MIN_BOX_SIDE, Augment, SelectedClass, _Manif
 from kubeforge_trainers.tasks.base import Track, plain
 from kubeforge_trainers.tasks.detection import Detection
 
-OUTPUTS = ("boxes", "scores", "labels", "masks")
 # Probabilities this close to the threshold may land on either side in another runtime.
 PARITY_MASK_MARGIN = 1e-3
 
@@ -223,34 +222,9 @@ class InstanceSegmentation(Detection):
     def export_module(self, model: nn.Module) -> nn.Module:
         return InstanceExport(model)
 
-    def parity(self, model: nn.Module, onnx_outputs: Callable[[torch.Tensor], list[Any]],
-               images: list[torch.Tensor]) -> Any:
-        """Matched detections (see `export.match_detections`) and their masks.
-
-        `maxAbsDiff` covers boxes and scores as for detection; `perOutput.masks` is the worst
-        1 - IoU between a matched pair's masks (pixels whose probability sits at the threshold
-        may flip between runtimes, so it is a share of the mask, not a tolerance on values).
-        """
-        from kubeforge_trainers.export import Parity, match_detections
-
-        worst = {"boxes": 0.0, "scores": 0.0}
-        worst_mask = 0.0
-        mismatches = []
-        matched = unmatched = 0
-        for i, img in enumerate(images):
-            with torch.no_grad():
-                det = model([img])[0]
-            tb, ts, probs = det["boxes"].numpy(), det["scores"].numpy(), det["masks"][:, 0].numpy()
-            tl = det["labels"].numpy() - 1  # as the export returns them
-            ob, os_, ol, om = onnx_outputs(img[None])
-            if len(tb) != len(ob):
-                mismatches.append({"image": i, "torch": len(tb), "onnx": len(ob)})
-            pairs = match_detections(tb, tl, ob, ol)
-            matched += len(pairs)
-            unmatched += len(tb) - len(pairs)
-            for t_idx, o_idx in pairs:
-                worst["boxes"] = max(worst["boxes"], float(np.abs(tb[t_idx] - ob[o_idx]).max()))
-                worst["scores"] = max(worst["scores"], float(abs(ts[t_idx] - os_[o_idx])))
-                worst_mask = max(worst_mask, confident_disagreement(probs[t_idx], om[o_idx] > 0))
-        return Parity(max_abs_diff=max(worst.values()), images=len(images), per_output=worst | {"masks": worst_mask},
-                      count_mismatches=mismatches, matched=matched, unmatched=unmatched)
+    def pair_figures(self, ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], t_idx: int,
+                     o_idx: int) -> dict[str, float]:
+        """Detection's figures plus `masks`: the share of the pair's mask pixels that disagree where torch's
+        probability is clear of the threshold (`confident_disagreement`); 0 when the runtimes agree."""
+        masks = confident_disagreement(ours["masks"][t_idx, 0], theirs["masks"][o_idx] > 0)
+        return super().pair_figures(ours, theirs, t_idx, o_idx) | {"masks": masks}
