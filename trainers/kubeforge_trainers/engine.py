@@ -129,19 +129,26 @@ def coco_detection_results(predictions: list[dict[str, np.ndarray]]) -> list[dic
     return results
 
 
-def coco_ap(ground_truth: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
-    """COCO bbox AP (0.5:0.95) and AP50 with faster_coco_eval; 0 when nothing was detected."""
+# COCO iouType -> the metric names it reports.
+AP_NAMES = {"bbox": ("val_AP", "val_AP50"), "segm": ("val_mask_AP", "val_mask_AP50")}
+
+
+def coco_ap(ground_truth: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "bbox") -> dict[str, float]:
+    """COCO AP (0.5:0.95) and AP50 of boxes or, with iou_type "segm", of RLE masks (faster_coco_eval).
+
+    0 when nothing was detected."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     if not ground_truth["annotations"]:
         raise ValueError("val split has no boxes of the selected classes: AP is undefined")
+    ap, ap50 = AP_NAMES[iou_type]
     if not results:
-        return {"val_AP": 0.0, "val_AP50": 0.0}
+        return {ap: 0.0, ap50: 0.0}
     # The COCO API prints its tables; keep the training log to our own lines.
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(ground_truth)
         dt = gt.loadRes(results)
-        ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *_: None)
+        ev = COCOeval_faster(gt, dt, iouType=iou_type, print_function=lambda *_: None)
         ev.run()
     # stats[0] = AP@[.5:.95], stats[1] = AP@.5; -1 would mean "no ground truth" (excluded above).
-    return {"val_AP": max(float(ev.stats[0]), 0.0), "val_AP50": max(float(ev.stats[1]), 0.0)}
+    return {ap: max(float(ev.stats[0]), 0.0), ap50: max(float(ev.stats[1]), 0.0)}

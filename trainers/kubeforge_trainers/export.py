@@ -6,7 +6,9 @@ The export takes float32 RGB in [0, 1] NCHW at the model's square size (the cont
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +53,10 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Path) -> None:
     with warnings.catch_warnings():
         # Tracing warns about Python control flow that is constant for a fixed input size.
         warnings.simplefilter("ignore")
+        # eval() on the wrapper too: the exporter restores the mode of the module it was given, and a
+        # fresh wrapper is in training mode, which would leave `model` training after the export.
         torch.onnx.export(
-            kind.export_module(model), (example,), str(path), input_names=[INPUT_NAME],
+            kind.export_module(model).eval(), (example,), str(path), input_names=[INPUT_NAME],
             output_names=[o.name for o in meta.outputs], dynamic_axes=kind.dynamic_axes(meta.classes),
             opset_version=OPSET, dynamo=False,
         )
@@ -69,27 +73,55 @@ class Parity:
     # Detection only: how many torch detections were compared, and how many found no ONNX partner.
     matched: int = 0
     unmatched: int = 0
+    # Set when the export itself detected nothing to compare and the check ran on a copy of it that
+    # keeps detections down to this score (see `check_parity`).
+    score_threshold: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"maxAbsDiff": self.max_abs_diff, "images": self.images, "perOutput": self.per_output,
-                "countMismatches": self.count_mismatches, "matched": self.matched, "unmatched": self.unmatched}
+        out = {"maxAbsDiff": self.max_abs_diff, "images": self.images, "perOutput": self.per_output,
+               "countMismatches": self.count_mismatches, "matched": self.matched, "unmatched": self.unmatched}
+        if self.score_threshold is not None:
+            out["scoreThreshold"] = self.score_threshold
+        return out
 
 
 def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[torch.Tensor]) -> Parity:
     """Run torch and ONNX Runtime on the same real images ([3,S,S] each); the task compares them."""
-    import onnxruntime as ort
-
     from kubeforge_trainers.tasks import task_kind
 
     if not images:
         raise ValueError("parity check: no validation images to run")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    kind = task_kind(meta.task)
+    model = model.eval().cpu()
+    parity = kind.parity(model, _onnx_runner(path, meta), images)
+    if parity.matched or kind.parity_score_threshold is None:
+        return parity
+    # A detector trained from scratch for an epoch or two may keep nothing above its score threshold,
+    # and "0 of 0 detections agree" proves nothing. The threshold is a constant in the graph, so export
+    # the same weights once more keeping low-score detections and compare those: every op (backbone,
+    # heads, box decoding, NMS) is the export's; only that constant differs.
+    with tempfile.TemporaryDirectory(prefix="kubeforge-parity-") as tmp, \
+            kind.lowered_score_threshold(model, kind.parity_score_threshold):
+        low = Path(tmp) / "parity.onnx"
+        export_onnx(model, meta, low)
+        parity = kind.parity(model, _onnx_runner(low, meta), images)
+    parity.score_threshold = kind.parity_score_threshold
+    return parity
+
+
+def _onnx_runner(path: Path, meta: ModelMeta) -> Callable[[torch.Tensor], list[Any]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Mask R-CNN's paste loop grows its output per detection; ORT warns about every step of it.
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in meta.outputs]
 
     def onnx_outputs(batch: torch.Tensor) -> list[Any]:
         return list(session.run(names, {INPUT_NAME: batch.numpy()}))
 
-    return task_kind(meta.task).parity(model.eval().cpu(), onnx_outputs, images)
+    return onnx_outputs
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -173,6 +173,7 @@ def _torchvision_detector(name: str) -> Callable[[int, int, bool, str | None], n
     """Faster R-CNN, RetinaNet, FCOS, Mask R-CNN: ImageNet backbone weights when pretrained."""
 
     def build(num_classes: int, image_size: int, pretrained: bool, encoder: str | None) -> nn.Module:
+        catalog.check_image_size("torchvision", name, image_size)
         ctor = getattr(torchvision.models.detection, name)
         kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes + 1}
         if pretrained:

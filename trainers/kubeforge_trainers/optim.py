@@ -14,6 +14,8 @@ from torch import nn
 
 from kubeforge.api.training_job import Hyperparameters, OptimizerSpec, SchedulerSpec
 
+# Tasks whose torchvision models train batch norm on per-image feature maps (the batch-size rule below).
+BATCH_NORM_DETECTORS = ("object-detection", "instance-segmentation")
 # Warm-up starts at this fraction of the base lr (torchvision references use 0.001-0.01).
 WARMUP_START_FACTOR = 0.001
 
@@ -28,10 +30,10 @@ def validate_hyperparameters(hp: Hyperparameters, num_train: int, task: str) -> 
         )
     if num_train < 1:
         raise ValueError("split: the training split is empty after class selection")
-    if task == "object-detection" and min(hp.batch_size, num_train) < 2:
+    if task in BATCH_NORM_DETECTORS and min(hp.batch_size, num_train) < 2:
         # Batch norm in train mode cannot normalise one image's 1x1 feature maps.
         raise ValueError(
-            f"hyperparameters.batchSize: detection needs at least 2 images per batch, got "
+            f"hyperparameters.batchSize: {task} needs at least 2 images per batch, got "
             f"batchSize={hp.batch_size} with {num_train} training images"
         )
     steps = optimizer_steps_per_epoch(num_train, hp.batch_size, hp.gradient_accumulation)

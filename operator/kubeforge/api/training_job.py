@@ -32,7 +32,9 @@ class ModelSpec(ApiModel):
         default=False, description="Start from the framework's published weights (downloaded at run time)."
     )
     image_size: int | None = Field(
-        default=None, ge=32, le=4096, description="Square input size in pixels (default: the model's own)."
+        default=None, ge=32, le=4096,
+        description="Square input size in pixels (default: the model's own). Faster R-CNN, RetinaNet, FCOS and "
+        "Mask R-CNN take a multiple of 32 of at least 64 (their feature pyramid's coarsest stride).",
     )
     checkpoint: str | None = Field(
         default=None,
@@ -246,6 +248,7 @@ class TrainingJobSpec(JobPolicy):
         if self.model.framework is None:
             self.model.framework = catalog.default_framework(self.model.name, self.task)  # type: ignore[assignment]
         catalog.check_model(self.model.framework, self.model.name, self.task, self.model.encoder)
+        catalog.check_image_size(self.model.framework, self.model.name, self.model.image_size)
         return self
 
 

@@ -1,4 +1,5 @@
-"""`kubeforge predict SERVICE IMAGE...`: classify or detect with a served model, print a table or JSON."""
+"""`kubeforge predict SERVICE IMAGE...`: classify, detect or segment instances with a served model; print a table
+or JSON, and write instance masks as PNGs with --masks-dir."""
 
 from __future__ import annotations
 
@@ -42,12 +43,15 @@ def predict(
     threshold: Annotated[float, typer.Option(help="Detection score threshold.", min=0.0, max=1.0)] = 0.5,
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    masks_dir: Annotated[Path | None, typer.Option(
+        "--masks-dir", help="Instance segmentation: write each detection's mask here as a PNG "
+        "(<image>_<rank>_<class>.png, the image's size).", file_okay=False)] = None,
 ) -> None:
-    """Send images to a served model and show what it predicts."""
+    """Send images to a served model and show what it predicts (detections with masks for instance segmentation)."""
     from rich.console import Console
     from tritonclient.utils import InferenceServerException
 
-    from kubeforge.serving.client import fetch_meta, predict_images, render_table
+    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_masks
 
     try:
         if url is None:
@@ -57,7 +61,12 @@ def predict(
         else:
             model_name = model or service
             model_meta = ModelMeta.model_validate_json(meta.read_text()) if meta else fetch_meta(url, model_name)
+        if masks_dir is not None and model_meta.task != "instance-segmentation":
+            raise ValueError(f"--masks-dir: model {model_name!r} is {model_meta.task}; only instance-segmentation "
+                             "models predict masks")
         predictions = predict_images(url, model_name, model_meta, list(images), top_k=top_k, threshold=threshold)
+        if masks_dir is not None:
+            write_masks(predictions, masks_dir)
     except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError) as exc:
         # The user gets one line naming what failed, not a traceback.
         typer.echo(f"error: predict {service}: {exc}", err=True)

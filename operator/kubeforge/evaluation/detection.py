@@ -110,9 +110,15 @@ def coco_suite(
 ) -> dict[str, Any]:
     """AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l and per-class AP (IoU .50:.95), as floats or None."""
     gt_dict, results = to_coco(truths, detections, class_names)
+    return coco_stats(gt_dict, results, len(class_names), "bbox")
+
+
+def coco_stats(gt_dict: dict[str, Any], results: list[dict[str, Any]], num_classes: int,
+               iou_type: str) -> dict[str, Any]:
+    """The COCO suite of `to_coco`-shaped inputs for boxes ("bbox") or masks ("segm", RLE or polygons)."""
     coco_gt = COCO(gt_dict)
     coco_dt = coco_gt.loadRes(results)
-    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *a, **k: None)
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=lambda *a, **k: None)
     # The C++ core prints progress to stdout; a step's stdout is its result channel, keep it clean.
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
@@ -125,7 +131,7 @@ def coco_suite(
     precision = np.asarray(evaluator.eval["precision"])
     iou50 = int(np.argmin(np.abs(np.asarray(evaluator.params.iouThrs) - 0.5)))
     per_class = []
-    for k in range(len(class_names)):
+    for k in range(num_classes):
         p_all = precision[:, :, k, 0, -1]
         p50 = precision[iou50, :, k, 0, -1]
         per_class.append({

@@ -18,9 +18,12 @@ import onnxruntime as ort
 from PIL import Image
 
 from kubeforge.evaluation.detection import ImageDetections
+from kubeforge.evaluation.instances import ImageInstances
 from kubeforge.models.meta import ModelMeta
-from kubeforge.models.preprocess import scale_boxes_to_image, to_input
+from kubeforge.models.preprocess import scale_boxes_to_image, scale_masks_to_image, to_input
 
+# The outputs each task's export must have (model_meta.py); others fall back to detection's.
+OUTPUTS = {"classification": ["logits"], "instance-segmentation": ["boxes", "scores", "labels", "masks"]}
 DEFAULT_BATCH = 16  # classification images per ORT call when the batch dimension is dynamic
 
 
@@ -65,6 +68,8 @@ class OnnxModel:
         threads = threads or int(os.environ.get("KUBEFORGE_ORT_THREADS", "0") or 0)
         if threads:
             options.intra_op_num_threads = threads
+        # Errors only: Mask R-CNN's paste loop grows an output per detection and ORT warns at every step.
+        options.log_severity_level = 3
         try:
             session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
         except Exception as exc:  # ORT raises its own types (InvalidGraph, Fail, ...)
@@ -81,7 +86,7 @@ class OnnxModel:
                 f"{self.path}: expected one input named {self.meta.input.name!r} (model_meta.json input.name), "
                 f"the graph has {[i.name for i in inputs]}"
             )
-        wanted = ["logits"] if self.meta.task == "classification" else ["boxes", "scores", "labels"]
+        wanted = OUTPUTS.get(self.meta.task, ["boxes", "scores", "labels"])
         have = [o.name for o in self.session.get_outputs()]
         missing = [name for name in wanted if name not in have]
         if missing:
@@ -134,6 +139,23 @@ class OnnxModel:
             raise ValueError(f"{self.path}: detect() on a {self.meta.task} model")
         boxes, scores, labels = self._run(self._prepare(img)[None], ["boxes", "scores", "labels"])
         self.timings.images += 1
+        return self._detections(boxes, scores, labels, img)
+
+    def segment(self, img: Image.Image) -> ImageInstances:
+        """One image per call: detections and their masks, both scaled back to the image's pixels."""
+        if self.meta.task != "instance-segmentation":
+            raise ValueError(f"{self.path}: segment() on a {self.meta.task} model")
+        boxes, scores, labels, masks = self._run(self._prepare(img)[None], OUTPUTS["instance-segmentation"])
+        self.timings.images += 1
+        detections = self._detections(boxes, scores, labels, img)
+        size = (self.meta.input.height, self.meta.input.width)
+        if masks.shape != (len(detections.scores), *size):
+            raise ValueError(f"{self.path}: output 'masks' has shape {list(masks.shape)}; expected "
+                             f"[{len(detections.scores)}, {size[0]}, {size[1]}] (one mask per detection, input size)")
+        return ImageInstances.from_masks(detections, scale_masks_to_image(masks, img.width, img.height))
+
+    def _detections(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                    img: Image.Image) -> ImageDetections:
         # Tolerate a leading batch axis of 1 ([1, N, 4]); anything else breaks the contract.
         if boxes.ndim == 3 and boxes.shape[0] == 1:
             boxes, scores, labels = boxes[0], scores.reshape(-1), labels.reshape(-1)

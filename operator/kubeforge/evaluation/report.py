@@ -23,6 +23,10 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c
 
 DETECTION_HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
                       "precision", "recall", "f1", "threshold")
+# Instance segmentation: the mask AP first, then the same box metrics as detection.
+INSTANCE_HEADLINE = ("maskAP", "maskAP50", "maskAP75", *DETECTION_HEADLINE)
+# Tasks whose metrics are the detection suite (curves, per-class AP, box samples).
+OBJECT_TASKS = ("object-detection", "instance-segmentation")
 CLASSIFICATION_HEADLINE = ("accuracy", "macroPrecision", "macroRecall", "macroF1",
                            "weightedPrecision", "weightedRecall", "weightedF1")
 
@@ -83,6 +87,8 @@ def _kv_table(rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _headline_names(task: str) -> tuple[str, ...]:
+    if task == "instance-segmentation":
+        return INSTANCE_HEADLINE
     return DETECTION_HEADLINE if task == "object-detection" else CLASSIFICATION_HEADLINE
 
 
@@ -135,7 +141,7 @@ def _confusion_figure(cm: Mapping[str, Any], title: str) -> go.Figure:
 
 def _per_class_table(task: str, metrics: Mapping[str, Any]) -> str:
     rows = metrics.get("perClass", [])
-    if task == "object-detection":
+    if task in OBJECT_TASKS:
         headers = ["class", "AP", "AP50", "precision", "recall", "F1", "TP", "FP", "FN", "support"]
         keys = ["AP", "AP50", "precision", "recall", "f1", "tp", "fp", "fn", "support"]
     else:
@@ -153,7 +159,7 @@ def _samples_html(samples: Sequence[Sample], task: str) -> str:
         for s in samples
     )
     legend = '<p class="muted">green: ground truth; red: predictions at or above the F1-optimal threshold</p>'
-    return f"<h3>Samples</h3>{legend if task == 'object-detection' else ''}<div class='samples'>{figs}</div>"
+    return f"<h3>Samples</h3>{legend if task in OBJECT_TASKS else ''}<div class='samples'>{figs}</div>"
 
 
 def _preview_html(png_base64: str | None) -> str:
@@ -189,7 +195,7 @@ def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample
     names = _headline_names(task)
     shown = [k for k in names if k in metrics]
     headline = _table(["", *shown], [["value", *(metrics[k] for k in shown)]])
-    if task == "object-detection":
+    if task in OBJECT_TASKS:
         iou = metrics.get("iouThreshold")
         plots = figs.html(_pr_figure({name: metrics}, f"Precision-recall at IoU {iou}")) + figs.html(
             _f1_figure({name: metrics}, "F1, precision and recall vs confidence", with_pr=True))
@@ -207,7 +213,7 @@ def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample
 def _comparison_section(doc: Mapping[str, Any], figs: _Figures) -> str:
     order = doc["modelOrder"]
     models = doc["models"]
-    task = doc["dataset"]["task"]
+    task = models[order[0]]["task"]  # an instance-segmentation model is evaluated on an object dataset
     names = [k for k in _headline_names(task) if k != "threshold"]
     rows = [[m, *(models[m]["metrics"].get(k) for k in names), models[m]["timings"].get("msPerImage")] for m in order]
     best: list[int | None] = [None]
@@ -219,7 +225,7 @@ def _comparison_section(doc: Mapping[str, Any], figs: _Figures) -> str:
     warn = ""
     if not doc.get("comparison", {}).get("sameImages", True):
         warn = '<p class="warn">The models were evaluated on different images (each on its own split).</p>'
-    if task == "object-detection":
+    if task in OBJECT_TASKS:
         curves = {m: models[m]["metrics"] for m in order}
         plots = figs.html(_pr_figure(curves, "Precision-recall, all models")) + figs.html(
             _f1_figure(curves, "F1 vs confidence, all models", with_pr=False))

@@ -197,6 +197,39 @@ def _check_timm_name(name: str) -> None:
                          "(`python -c 'import timm; print(timm.list_models())'` lists them all)")
 
 
+def trains_on(task: str, dataset_task: str) -> bool:
+    """Whether a dataset version of `dataset_task` holds what a `task` model learns from.
+
+    Object annotations (boxes with optional polygon/RLE segmentations) are one dataset for both object
+    tasks: a COCO import is an object-detection manifest, and Mask R-CNN trains on its segmentations.
+    """
+    return task == dataset_task or (task == "instance-segmentation" and dataset_task == "object-detection")
+
+
+# Families whose feature pyramid halves the input five times (strides 4-32, RetinaNet/FCOS add 64 and 128
+# as extra levels on P5): an input that is not a multiple of 32 would be padded inside the graph, so the
+# export would compute on pixels nobody sent and the mask head would paste onto a padded canvas.
+SIZE_MULTIPLE: dict[str, int] = {"Faster R-CNN": 32, "RetinaNet": 32, "FCOS": 32, "Mask R-CNN": 32}
+# Below this the FPN's coarsest level (stride 32) is a single cell: nothing left to detect at.
+MIN_FPN_SIZE = 64
+
+
+def check_image_size(framework: str, name: str, size: int | None) -> None:
+    """Refuse an input size the model's feature pyramid cannot take; the message names the field."""
+    entry = find(framework, name)
+    if entry is None or size is None:
+        return
+    multiple = SIZE_MULTIPLE.get(entry.family)
+    if multiple is None:
+        return
+    if size % multiple or size < MIN_FPN_SIZE:
+        below = max(MIN_FPN_SIZE, size // multiple * multiple)
+        above = max(MIN_FPN_SIZE, -(-size // multiple) * multiple)
+        hint = f"{below}" if below == above else f"{below} or {above}"
+        raise ValueError(f"spec.model.imageSize: {name} ({entry.family}) takes a multiple of {multiple} (its feature "
+                         f"pyramid's coarsest stride) of at least {MIN_FPN_SIZE} px, got {size}; try {hint}")
+
+
 def as_json(task: str | None = None) -> list[dict[str, object]]:
     return [e.to_json() for e in entries(task)]
 

@@ -9,6 +9,12 @@ Outputs:
 - object-detection: one image per call (input batch fixed to 1), `boxes` float32 [N, 4]
   xyxy in input pixels, `scores` float32 [N], `labels` int64 [N], 0-based indices into
   `classes`. N varies per image.
+- instance-segmentation: as object-detection, plus `masks` uint8 [N, H, W] (H, W = the input
+  size): each detection's mask pasted into the image, 1 where the mask head's probability is
+  above MASK_THRESHOLD (0.5, what torchvision and COCO evaluation use). Thresholded in the graph,
+  not float probabilities [N, 1, H, W]: every consumer (benchmark, predict) thresholds anyway, and
+  a served response is 4x smaller (100 float masks at 512 px would be 105 MB per image).
+  Scale masks to the original image like boxes: nearest-neighbour resize to its width x height.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubeforge.models.catalog import Task
+
+# Mask probability above which a pixel belongs to the instance (export and evaluation alike).
+MASK_THRESHOLD = 0.5
 
 
 class TensorSpec(BaseModel):

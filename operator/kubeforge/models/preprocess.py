@@ -40,3 +40,13 @@ def scale_boxes_to_image(boxes: np.ndarray, meta: ModelMeta, width: int, height:
     out[:, [0, 2]] *= sx
     out[:, [1, 3]] *= sy
     return out
+
+
+def scale_masks_to_image(masks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Instance masks [N, H, W] at the input size -> bool [N, height, width] (nearest neighbour, like the boxes'
+    stretch undone)."""
+    masks = np.asarray(masks)
+    if masks.shape[1:] == (height, width):
+        return masks.astype(bool)
+    return np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize((width, height), Image.NEAREST)) > 0
+                     for m in masks]) if len(masks) else np.zeros((0, height, width), dtype=bool)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from kubeforge.models.meta import ModelMeta
-from kubeforge.models.preprocess import load_rgb, scale_boxes_to_image, to_input
+from kubeforge.models.preprocess import load_rgb, scale_boxes_to_image, scale_masks_to_image, to_input
 from kubeforge.serving import triton_repo
 
 _NP_TO_TRITON = {"float32": "FP32", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
@@ -36,6 +36,11 @@ class Detection:
     label: int
     score: float
     box: list[float]  # xyxy in the original image's pixels
+    # Instance segmentation: the mask at the original image's size (left out of to_dict), its pixel
+    # count, and the PNG it was written to (`kubeforge predict --masks-dir`).
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    mask_pixels: int | None = None
+    mask_file: str | None = None
 
 
 @dataclass
@@ -48,7 +53,12 @@ class Prediction:
     detections: list[Detection] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for det in out["detections"]:
+            det.pop("mask")
+            if det["mask_pixels"] is None:  # detection models: the same JSON as before masks existed
+                del det["mask_pixels"], det["mask_file"]
+        return out
 
 
 def _host(url: str) -> str:
@@ -89,18 +99,42 @@ def decode_detection(
     width: int, height: int, threshold: float,
 ) -> list[Detection]:
     """Export outputs (input pixels) -> detections in original-image pixels, score >= threshold, best first."""
+    return [det for _, det in _decode(boxes, scores, labels, meta, width, height, threshold)]
+
+
+def _decode(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, meta: ModelMeta,
+    width: int, height: int, threshold: float,
+) -> list[tuple[int, Detection]]:
+    """`decode_detection` with each detection's index in the export's outputs."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    keep = scores >= threshold
-    scaled = scale_boxes_to_image(boxes[keep], meta, width, height)
+    kept = np.flatnonzero(scores >= threshold)
+    scaled = scale_boxes_to_image(boxes[kept], meta, width, height)
     out = []
-    for box, score, label in zip(scaled, scores[keep], labels[keep], strict=True):
+    for index, box, score, label in zip(kept.tolist(), scaled, scores[kept], labels[kept], strict=True):
         if not 0 <= label < len(meta.classes):
             raise ValueError(f"output 'labels' has class index {label}; model_meta.json lists "
                              f"{len(meta.classes)} classes")
-        out.append(Detection(meta.classes[label], int(label), float(score), [float(v) for v in box]))
-    return sorted(out, key=lambda d: -d.score)
+        out.append((index, Detection(meta.classes[label], int(label), float(score), [float(v) for v in box])))
+    return sorted(out, key=lambda pair: -pair[1].score)
+
+
+def decode_instances(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray, meta: ModelMeta,
+    width: int, height: int, threshold: float,
+) -> list[Detection]:
+    """As `decode_detection`, each detection with its mask (uint8 [N, H, W] at the input size) at the image's size."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or len(masks) != np.asarray(scores).size:
+        raise ValueError(f"output 'masks' has shape {list(masks.shape)}; expected [N, H, W] with one mask per "
+                         f"detection ({np.asarray(scores).size})")
+    decoded = _decode(boxes, scores, labels, meta, width, height, threshold)
+    scaled = scale_masks_to_image(masks[[i for i, _ in decoded]], width, height)
+    for (_, det), mask in zip(decoded, scaled, strict=True):
+        det.mask, det.mask_pixels = mask, int(mask.sum())
+    return [det for _, det in decoded]
 
 
 def _open(image: Image.Image | Path | str) -> tuple[str, Image.Image]:
@@ -139,6 +173,11 @@ def predict_images(
         pred = Prediction(image=name, width=img.width, height=img.height, task=meta.task)
         if meta.task == "classification":
             pred.classes = decode_classification(result.as_numpy("logits"), meta, top_k)
+        elif meta.task == "instance-segmentation":
+            pred.detections = decode_instances(
+                result.as_numpy("boxes"), result.as_numpy("scores"), result.as_numpy("labels"),
+                result.as_numpy("masks"), meta, img.width, img.height, threshold,
+            )
         else:
             pred.detections = decode_detection(
                 result.as_numpy("boxes"), result.as_numpy("scores"), result.as_numpy("labels"),
@@ -163,10 +202,33 @@ def render_table(predictions: list[Prediction]) -> Any:
         return table
     table.add_column("score", justify="right")
     table.add_column("box (x1, y1, x2, y2)")
+    masks = bool(predictions) and predictions[0].task == "instance-segmentation"
+    if masks:
+        table.add_column("mask px", justify="right")
+        table.add_column("mask file")
     for pred in predictions:
         if not pred.detections:
-            table.add_row(Path(pred.image).name, "(none)", "", "")
+            table.add_row(Path(pred.image).name, "(none)", "", "", *(["", ""] if masks else []))
         for rank, det in enumerate(pred.detections):
             box = ", ".join(f"{v:.1f}" for v in det.box)
-            table.add_row(Path(pred.image).name if rank == 0 else "", det.class_name, f"{det.score:.3f}", box)
+            extra = [str(det.mask_pixels), det.mask_file or ""] if masks else []
+            table.add_row(Path(pred.image).name if rank == 0 else "", det.class_name, f"{det.score:.3f}", box, *extra)
     return table
+
+
+def write_masks(predictions: list[Prediction], out_dir: Path) -> list[Path]:
+    """Each detection's mask as a PNG (0/255, the image's size): `<image stem>_<rank>_<class>.png`, best first.
+
+    Sets `Detection.mask_file`; returns the files written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for pred in predictions:
+        for rank, det in enumerate(pred.detections):
+            if det.mask is None:
+                continue
+            path = out_dir / f"{Path(pred.image).stem}_{rank:03d}_{det.class_name}.png"
+            Image.fromarray(det.mask.astype(np.uint8) * 255).save(path)
+            det.mask_file = str(path)
+            written.append(path)
+    return written

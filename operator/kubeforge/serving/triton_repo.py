@@ -17,10 +17,11 @@ Batching:
 - classification with a dynamic batch dimension and `runtime.maxBatchSize > 0`: Triton
   batching on; dims leave out the batch dimension, `dynamic_batching` when enabled, and
   the Python model concatenates a dynamic batch into one ONNX Runtime call.
-- object-detection (one image per ORT call, N detections varying per image) and any
-  fixed-batch export: `max_batch_size: 0`, dims are the export's full shapes
-  (`images` [1,3,H,W] -> `boxes` [-1,4], `scores` [-1], `labels` [-1]), so Triton returns
-  exactly what ONNX Runtime returns. Throughput comes from `instance_group.count` instead.
+- object-detection and instance-segmentation (one image per ORT call, N detections varying
+  per image) and any fixed-batch export: `max_batch_size: 0`, dims are the export's full
+  shapes (`images` [1,3,H,W] -> `boxes` [-1,4], `scores` [-1], `labels` [-1], and for
+  instance segmentation `masks` [-1,H,W] TYPE_UINT8), so Triton returns exactly what ONNX
+  Runtime returns. Throughput comes from `instance_group.count` instead.
   Why not batch=1 per request with batching on: every output would gain a leading 1 and
   differ from the export's contract, and a batch of variable-N outputs cannot be stacked.
 

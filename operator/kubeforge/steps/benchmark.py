@@ -25,8 +25,10 @@ from kubeforge.evaluation.classification import classification_metrics
 from kubeforge.evaluation.detection import ImageDetections, detection_metrics
 from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, detection_truth, select_images
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
+from kubeforge.evaluation.instances import ImageInstances, instance_metrics, truth_segmentations
 from kubeforge.evaluation.report import render_report
 from kubeforge.evaluation.report_images import Sample, classification_sample, detection_sample
+from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
 from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun
@@ -37,6 +39,8 @@ REPORT_FILE = "report.html"
 DETECTION_SAMPLES = 4
 CLASSIFICATION_SAMPLES = 6
 DETECTION_STATUS = ("AP", "AP50", "AP75", "precision", "recall", "f1", "threshold")
+# Instance segmentation: COCO mask AP first (evaluation.instances), then the box metrics of detection.
+INSTANCE_STATUS = ("maskAP", "maskAP50", "maskAP75", *DETECTION_STATUS)
 CLASSIFICATION_STATUS = ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1")
 
 
@@ -158,8 +162,41 @@ def _evaluate_detection(
     return metrics, indices, samples
 
 
+def _evaluate_instances(
+    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap, iou: float
+) -> tuple[dict[str, Any], list[int], list[Sample]]:
+    """As `_evaluate_detection`, plus each detection's mask (evaluation.instances)."""
+    truths = detection_truth(manifest, indices, classes)
+    segmentations = truth_segmentations(manifest, indices, classes)
+    evaluated = classes.evaluated()
+    position = np.full(len(classes.model_classes), -1, dtype=np.int64)
+    position[evaluated] = np.arange(len(evaluated))
+    found, dropped = [], 0
+    for n, i in enumerate(indices):
+        raw = model.segment(images.get(i))
+        det = raw.detections
+        keep = position[det.labels] >= 0
+        dropped += int((~keep).sum())
+        found.append(ImageInstances(ImageDetections(det.boxes[keep], det.scores[keep], position[det.labels[keep]]),
+                                    [m for m, k in zip(raw.masks, keep, strict=True) if k]))
+        if (n + 1) % 50 == 0:
+            _log(f"  {n + 1}/{len(indices)} images")
+    names = [classes.model_classes[k] for k in evaluated]
+    metrics = instance_metrics(truths, segmentations, found, names, iou_threshold=iou)
+    metrics["detectionsOfClassesNotInDataset"] = dropped
+    samples = [
+        detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
+                         found[j].detections, names, metrics["threshold"])
+        for j in _spread(len(indices), DETECTION_SAMPLES)
+    ]
+    return metrics, indices, samples
+
+
 def _headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
-    names = DETECTION_STATUS if task == "object-detection" else CLASSIFICATION_STATUS
+    if task == "instance-segmentation":
+        names = INSTANCE_STATUS
+    else:
+        names = DETECTION_STATUS if task == "object-detection" else CLASSIFICATION_STATUS
     return {k: round(float(metrics[k]), 6) for k in names if metrics.get(k) is not None}
 
 
@@ -170,7 +207,7 @@ def evaluate_model(
     start = time.perf_counter()
     files = _ModelFiles(store, run, ref, workdir)
     meta = files.meta
-    if meta.task != manifest.task:
+    if not catalog.trains_on(meta.task, manifest.task):
         raise ValueError(
             f"{files.who}: model_meta.json task is {meta.task!r} but dataset {manifest.dataset!r} "
             f"is {manifest.task!r}"
@@ -184,6 +221,10 @@ def evaluate_model(
     if meta.task == "classification":
         metrics, used, samples = _evaluate_classification(files.who, model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
+    elif meta.task == "instance-segmentation":
+        metrics, used, samples = _evaluate_instances(model, images, manifest, indices, classes,
+                                                     run.spec.iou_threshold)
+        evaluated_names = [meta.classes[k] for k in classes.evaluated()]
     else:
         metrics, used, samples = _evaluate_detection(
             model, images, manifest, indices, classes, run.spec.iou_threshold
@@ -277,7 +318,10 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     store.put_json(metrics_key, doc)
     store.put_bytes(report_key, render_report(doc, samples, previews).encode("utf-8"))
     first = models[order[0]]
-    if first["task"] == "object-detection":
+    if first["task"] == "instance-segmentation":
+        mask_ap = first["metrics"].get("maskAP")
+        headline = f"maskAP={mask_ap:.3f}" if mask_ap is not None else "maskAP=n/a"
+    elif first["task"] == "object-detection":
         ap50 = first["metrics"].get("AP50")
         headline = f"AP50={ap50:.3f}" if ap50 is not None else "AP50=n/a"
     else:

@@ -8,6 +8,7 @@ A new task is a module here registered in `tasks.TASKS`.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ class TaskKind(ABC):
     parity_images: ClassVar[int] = 8
     # False when the model takes a list of images (torchvision detectors): export one image per call.
     batched_export: ClassVar[bool] = True
+    # Detectors: the score down to which the parity check compares when the export keeps nothing.
+    parity_score_threshold: ClassVar[float | None] = None
 
     @property
     def metric(self) -> str:
@@ -75,6 +78,10 @@ class TaskKind(ABC):
 
     def output_names(self, classes: list[str]) -> list[str]:
         return [o.name for o in self.outputs(classes, 1)]
+
+    def lowered_score_threshold(self, model: nn.Module, threshold: float) -> contextlib.AbstractContextManager[None]:
+        """The model keeps detections down to `threshold` inside the block (detectors only)."""
+        raise NotImplementedError(f"{self.name} has no score threshold")
 
     @abstractmethod
     def parity(self, model: nn.Module, onnx_outputs: Callable[[torch.Tensor], list[Any]],

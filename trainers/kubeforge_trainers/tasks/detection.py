@@ -6,7 +6,8 @@ The export takes one image per call (torchvision detectors take a list of images
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,33 @@ class DetectionExport(nn.Module):
         return det["boxes"], det["scores"], det["labels"] - 1
 
 
+@contextlib.contextmanager
+def lowered_score_threshold(model: nn.Module, threshold: float) -> Iterator[None]:
+    """`score_thresh` set to `threshold` inside the block (SSD, RetinaNet, FCOS keep it on the model,
+    Faster/Mask R-CNN in `roi_heads`)."""
+    owners = [m for m in (model, getattr(model, "roi_heads", None)) if m is not None and hasattr(m, "score_thresh")]
+    if not owners:
+        raise ValueError(f"{type(model).__name__}: no score_thresh attribute to lower for the parity check")
+    saved = [m.score_thresh for m in owners]
+    try:
+        for m in owners:
+            m.score_thresh = threshold
+        yield
+    finally:
+        for m, value in zip(owners, saved, strict=True):
+            m.score_thresh = value
+
+
 class Detection(TaskKind):
     name = "object-detection"
     parity_images = 3
     batched_export = False
+    # Every candidate (torchvision keeps scores strictly above the threshold): a head one epoch old may
+    # score everything as background, far below any threshold that still means something.
+    parity_score_threshold = 0.0
+
+    def lowered_score_threshold(self, model: nn.Module, threshold: float) -> contextlib.AbstractContextManager[None]:
+        return lowered_score_threshold(model, threshold)
 
     def dataset(self, manifest: Manifest, names: Sequence[str], classes: Sequence[SelectedClass], image_dir: Path,
                 size: int, train: bool, augment: Augment | None = None) -> torch.utils.data.Dataset:
@@ -69,24 +93,36 @@ class Detection(TaskKind):
 
     def parity(self, model: nn.Module, onnx_outputs: Callable[[torch.Tensor], list[Any]],
                images: list[torch.Tensor]) -> Any:
-        """Matched detections only: see `export.match_detections`."""
+        """Matched detections only: see `export.match_detections`.
+
+        `maxAbsDiff` is the worst of boxes (input pixels) and scores; `pair_figures` says what each
+        matched pair contributes to `perOutput`.
+        """
         from kubeforge_trainers.export import Parity, match_detections
 
-        wrapper = DetectionExport(model).eval()
+        names = self.output_names([])
         worst = {"boxes": 0.0, "scores": 0.0}
         mismatches = []
         matched = unmatched = 0
         for i, img in enumerate(images):
             with torch.no_grad():
-                tb, ts, tl = (t.numpy() for t in wrapper(img[None]))
-            ob, os_, ol = onnx_outputs(img[None])
-            if len(tb) != len(ob):
-                mismatches.append({"image": i, "torch": len(tb), "onnx": len(ob)})
-            pairs = match_detections(tb, tl, ob, ol)
+                det = model.eval()([img])[0]
+            ours = {k: v.numpy() for k, v in det.items()}
+            ours["labels"] = ours["labels"] - 1  # as the export returns them
+            theirs = dict(zip(names, onnx_outputs(img[None]), strict=True))
+            if len(ours["boxes"]) != len(theirs["boxes"]):
+                mismatches.append({"image": i, "torch": len(ours["boxes"]), "onnx": len(theirs["boxes"])})
+            pairs = match_detections(ours["boxes"], ours["labels"], theirs["boxes"], theirs["labels"])
             matched += len(pairs)
-            unmatched += len(tb) - len(pairs)
+            unmatched += len(ours["boxes"]) - len(pairs)
             for t_idx, o_idx in pairs:
-                worst["boxes"] = max(worst["boxes"], float(np.abs(tb[t_idx] - ob[o_idx]).max()))
-                worst["scores"] = max(worst["scores"], float(abs(ts[t_idx] - os_[o_idx])))
-        return Parity(max_abs_diff=max(worst.values()), images=len(images), per_output=worst,
+                for name, value in self.pair_figures(ours, theirs, t_idx, o_idx).items():
+                    worst[name] = max(worst.get(name, 0.0), value)
+        return Parity(max_abs_diff=max(worst["boxes"], worst["scores"]), images=len(images), per_output=worst,
                       count_mismatches=mismatches, matched=matched, unmatched=unmatched)
+
+    def pair_figures(self, ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], t_idx: int,
+                     o_idx: int) -> dict[str, float]:
+        """How far apart one matched pair is: torch's raw outputs (`ours`) vs the export's (`theirs`)."""
+        return {"boxes": float(np.abs(ours["boxes"][t_idx] - theirs["boxes"][o_idx]).max()),
+                "scores": float(abs(ours["scores"][t_idx] - theirs["scores"][o_idx]))}

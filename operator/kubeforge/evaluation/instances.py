@@ -1,0 +1,85 @@
+"""Instance-segmentation metrics: the detection suite on boxes plus the COCO suite on masks.
+
+Boxes are judged exactly as for detection (`detection.detection_metrics`: COCO AP, operating
+point, per-class rows). Masks add COCO's `segm` suite (faster-coco-eval, checked against
+pycocotools in the tests): ground truth as the manifest holds it (polygons or RLE, in image
+pixels; an object without a segmentation is its filled box, as in training), predictions as
+RLE at the image's size. In the result, `maskAP`, `maskAP50`, `maskAP75` are the headline and
+`mask` holds the whole segm suite; `perClass` rows gain `maskAP` and `maskAP50`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kubeforge.datasets.formats.common import mask_to_rle
+from kubeforge.datasets.manifest import Manifest, Segmentation
+from kubeforge.evaluation.detection import ImageDetections, ImageTruth, coco_stats, detection_metrics, to_coco
+from kubeforge.evaluation.groundtruth import ClassMap
+
+
+@dataclass
+class ImageInstances:
+    """A model's instances on one image: detections plus one mask per detection (COCO RLE, image size)."""
+
+    detections: ImageDetections
+    masks: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.masks) != len(self.detections.scores):
+            raise ValueError(f"ImageInstances: {len(self.detections.scores)} detections but {len(self.masks)} masks")
+
+    @classmethod
+    def from_masks(cls, detections: ImageDetections, masks: np.ndarray) -> ImageInstances:
+        """Binary masks [N, H, W] (the image's size) -> RLE."""
+        return cls(detections, [mask_to_rle(m.astype(bool)) for m in masks])
+
+
+def box_polygon(bbox: Sequence[float]) -> list[list[float]]:
+    """A COCO xywh box as a polygon: the segmentation of an object annotated with a box only."""
+    x, y, w, h = bbox
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+def truth_segmentations(manifest: Manifest, indices: Sequence[int], classes: ClassMap) -> list[list[Segmentation]]:
+    """Per selected image, the segmentation of each annotation `groundtruth.detection_truth` keeps, in its order."""
+    per_image = manifest.annotations_by_image()
+    out = []
+    for i in indices:
+        anns = [a for a in per_image[i] if a.category_id in classes.category_to_model]
+        out.append([a.segmentation if a.segmentation else box_polygon(a.bbox) for a in anns])
+    return out
+
+
+def segm_suite(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Segmentation]],
+               instances: Sequence[ImageInstances], class_names: Sequence[str]) -> dict[str, Any]:
+    """COCO's suite on masks (AP, AP50, ..., perClass), as floats or None."""
+    gt_dict, results = to_coco(truths, [inst.detections for inst in instances], class_names)
+    # to_coco lists annotations and results image by image in their given order: attach masks alike.
+    gt_segms = [seg for per_image in segmentations for seg in per_image]
+    if len(gt_segms) != len(gt_dict["annotations"]):
+        raise ValueError(f"{len(gt_dict['annotations'])} ground-truth objects but {len(gt_segms)} segmentations")
+    for ann, seg in zip(gt_dict["annotations"], gt_segms, strict=True):
+        ann["segmentation"] = seg
+    rles = [rle for inst in instances for rle in inst.masks]
+    for res, rle in zip(results, rles, strict=True):
+        res["segmentation"] = rle
+        # A segm result is its mask; COCO derives the box and area from it (a box here would set the area).
+        del res["bbox"]
+    return coco_stats(gt_dict, results, len(class_names), "segm")
+
+
+def instance_metrics(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Segmentation]],
+                     instances: Sequence[ImageInstances], class_names: Sequence[str],
+                     iou_threshold: float = 0.5) -> dict[str, Any]:
+    """The detection suite on boxes plus the mask suite (see the module docstring), JSON-ready."""
+    metrics = detection_metrics(truths, [inst.detections for inst in instances], class_names, iou_threshold)
+    mask = segm_suite(truths, segmentations, instances, class_names)
+    for row, ap in zip(metrics["perClass"], mask.pop("perClass"), strict=True):
+        row["maskAP"], row["maskAP50"] = ap["AP"], ap["AP50"]
+    metrics.update(maskAP=mask["AP"], maskAP50=mask["AP50"], maskAP75=mask["AP75"], mask=mask)
+    return metrics

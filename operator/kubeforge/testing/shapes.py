@@ -1,0 +1,29 @@
+"""Synthetic shapes put into a store as a dataset version, for tests that train (no importer run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.synth import generate_shapes_coco
+from kubeforge.datasets.versions import write_version
+from kubeforge.steps.spec import DatasetRef
+from kubeforge.store import Store
+
+
+def shapes_version(store: Store, src: Path, n_images: int, size: int, seed: int = 1,
+                   dataset: str = "shapes") -> DatasetRef:
+    """An object-detection manifest of generated shapes with their polygon segmentations (blobs, then manifest)."""
+    coco = json.loads(generate_shapes_coco(src, n_images=n_images, size=size, seed=seed).read_text())
+    index, images = {}, []
+    for im in coco["images"]:
+        data = (src / "images" / im["file_name"]).read_bytes()
+        index[im["id"]] = len(images)
+        images.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
+                                    height=im["height"], bytes=len(data)))
+    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
+                               area=a["area"], segmentation=a["segmentation"]) for a in coco["annotations"]]
+    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
+    manifest = Manifest(dataset=dataset, task="object-detection", categories=cats, images=images, annotations=anns)
+    return DatasetRef(dataset=dataset, digest=write_version(store, manifest)[0])
