@@ -49,6 +49,8 @@ class BuiltinTrainer(Trainer):
         info = model_info(ctx.model_name, ctx.task, self.name, ctx.encoder)
         size = ctx.image_size or info.default_image_size
         kind = task_kind(ctx.task)
+        # What the model outputs: the selected classes, plus `__bg__` first for semantic segmentation.
+        class_names = kind.output_classes(ctx.class_names)
         hp = ctx.hyperparameters
         dist_env = distributed.current()
         device = distributed.device_for(ctx.device)
@@ -60,7 +62,7 @@ class BuiltinTrainer(Trainer):
 
         # Seeded initial weights: the same run spec replays the same run (on the same hardware).
         torch.manual_seed(ctx.split.seed)
-        model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
+        model = info.build(len(class_names), size, ctx.pretrained, ctx.encoder)
         if ctx.init_checkpoint is not None:
             skipped = load_matching(model, load_checkpoint(ctx.init_checkpoint)["model"])
             ctx.progress.console.print(
@@ -114,14 +116,14 @@ class BuiltinTrainer(Trainer):
             if dist_env.is_main:
                 # Rank 0 evaluates the whole val split on the plain module: a DDP forward would wait
                 # for collectives the idle ranks never join.
-                metrics |= kind.evaluate(model, val_ds, val_loader, device, len(ctx.classes), ctx.progress.track)
+                metrics |= kind.evaluate(model, val_ds, val_loader, device, len(class_names), ctx.progress.track)
                 is_best = metrics[metric_name] > best.value
                 if is_best:
                     best = MetricValue(metric_name, metrics[metric_name], epoch)
                 state = {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": ctx.run_args,
-                    "classes": ctx.class_names, "best": vars(best).copy(),
+                    "classes": class_names, "best": vars(best).copy(),
                 }
                 manager.save(state, epoch, is_best)
             # Rank 0's metrics on every rank; also the barrier that keeps ranks in the same epoch.
@@ -135,7 +137,7 @@ class BuiltinTrainer(Trainer):
                                seconds_per_epoch=None, files={}, world_size=dist_env.world_size,
                                samples_per_rank=samples_per_rank)
         files = dict(manager.written)
-        meta = model_meta(info, ctx.class_names, size)
+        meta = model_meta(info, class_names, size)
         meta_path = ctx.output_dir / layout.MODEL_META
         meta_path.write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
         files[layout.MODEL_META] = meta_path

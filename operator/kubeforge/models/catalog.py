@@ -33,6 +33,15 @@ VALIDATION_METRIC: dict[str, str] = {
     "semantic-segmentation": "val_mIoU",
 }
 
+# The dataset-version task each training task reads: segmentation trains on object annotations
+# whose `segmentation` (polygons or RLE) carries the masks.
+DATASET_TASK: dict[str, str] = {
+    "classification": "classification",
+    "object-detection": "object-detection",
+    "instance-segmentation": "object-detection",
+    "semantic-segmentation": "object-detection",
+}
+
 
 @dataclass(frozen=True)
 class ModelEntry:

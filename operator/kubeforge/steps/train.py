@@ -30,6 +30,7 @@ from kubeforge.api.training_job import TrainingJobStatus
 from kubeforge.atomic_file import atomic_write_bytes
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.datasets.versions import load_manifest
+from kubeforge.models import catalog
 from kubeforge.steps.spec import TrainRun
 from kubeforge.store import Store, layout, open_store
 
@@ -172,7 +173,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
 
     job = spec.spec
     manifest = load_manifest(store, spec.dataset.dataset, spec.dataset.digest)
-    if manifest.task != job.task:
+    if manifest.task != catalog.DATASET_TASK.get(job.task, job.task):
         raise ValueError(f"spec.task is {job.task} but dataset version {spec.dataset.dataset}@"
                          f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
     trainer = get_trainer(job.model.framework or "torchvision", job.model.name, job.task, job.model.encoder)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from kubeforge_trainers.tasks.base import TaskKind
 from kubeforge_trainers.tasks.classification import Classification
 from kubeforge_trainers.tasks.detection import Detection
+from kubeforge_trainers.tasks.semantic import SemanticSegmentation
 
-TASKS: dict[str, TaskKind] = {t.name: t for t in (Classification(), Detection())}
+TASKS: dict[str, TaskKind] = {t.name: t for t in (Classification(), Detection(), SemanticSegmentation())}
 
 
 def task_kind(task: str) -> TaskKind:
