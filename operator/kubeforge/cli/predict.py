@@ -1,4 +1,4 @@
-"""`kubeforge predict SERVICE IMAGE...`: classify or detect with a served model, print a table or JSON."""
+"""`kubeforge predict SERVICE IMAGE...`: classify, detect or segment with a served model, print a table or JSON."""
 
 from __future__ import annotations
 
@@ -42,12 +42,15 @@ def predict(
     threshold: Annotated[float, typer.Option(help="Detection score threshold.", min=0.0, max=1.0)] = 0.5,
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    masks: Annotated[Path | None, typer.Option(
+        help="Semantic segmentation: write each image's mask here as <image stem>.png, class indices "
+             "(model_meta classes, 0 = __bg__) at the image's own size.", file_okay=False)] = None,
 ) -> None:
     """Send images to a served model and show what it predicts."""
     from rich.console import Console
     from tritonclient.utils import InferenceServerException
 
-    from kubeforge.serving.client import fetch_meta, predict_images, render_table
+    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_mask
 
     try:
         if url is None:
@@ -58,6 +61,7 @@ def predict(
             model_name = model or service
             model_meta = ModelMeta.model_validate_json(meta.read_text()) if meta else fetch_meta(url, model_name)
         predictions = predict_images(url, model_name, model_meta, list(images), top_k=top_k, threshold=threshold)
+        written = [write_mask(p, masks) for p in predictions] if masks is not None else []
     except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError) as exc:
         # The user gets one line naming what failed, not a traceback.
         typer.echo(f"error: predict {service}: {exc}", err=True)
@@ -66,6 +70,8 @@ def predict(
         typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:
         Console(width=120).print(render_table(predictions))
+    for path in written:
+        typer.echo(f"mask: {path}", err=as_json)
 
 
 def register(app: typer.Typer) -> None:

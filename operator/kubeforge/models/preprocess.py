@@ -40,3 +40,13 @@ def scale_boxes_to_image(boxes: np.ndarray, meta: ModelMeta, width: int, height:
     out[:, [0, 2]] *= sx
     out[:, [1, 3]] *= sy
     return out
+
+
+def mask_to_image(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A class-index mask at the model's input size -> the original image's size (nearest neighbour)."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.uint8:
+        mask = mask.astype(np.uint8)
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST), dtype=np.uint8)

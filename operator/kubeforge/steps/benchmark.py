@@ -25,7 +25,9 @@ from kubeforge.evaluation.detection import ImageDetections, detection_metrics
 from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, detection_truth, select_images
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
 from kubeforge.evaluation.report import render_report
-from kubeforge.evaluation.report_images import Sample, classification_sample, detection_sample
+from kubeforge.evaluation.report_images import Sample, classification_sample, detection_sample, segmentation_sample
+from kubeforge.evaluation.segmentation import BACKGROUND, class_mask, confusion, scores, segmentation_metrics
+from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
 from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun
@@ -37,6 +39,8 @@ DETECTION_SAMPLES = 4
 CLASSIFICATION_SAMPLES = 6
 DETECTION_STATUS = ("AP", "AP50", "AP75", "precision", "recall", "f1", "threshold")
 CLASSIFICATION_STATUS = ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1")
+SEGMENTATION_SAMPLES = 4
+SEMANTIC_STATUS = ("mIoU", "meanDice", "pixelAccuracy")
 
 
 def _log(message: str) -> None:
@@ -157,7 +161,32 @@ def _evaluate_detection(
     return metrics, indices, samples
 
 
+def _evaluate_semantic(
+    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
+) -> tuple[dict[str, Any], list[int], list[Sample]]:
+    """Pixels at each image's own size: the predicted mask is resized nearest-neighbour, as `predict`
+    returns it. Objects of dataset classes the model lacks are background (`evaluation.segmentation`)."""
+    num_classes = len(classes.model_classes)
+    per_image = manifest.annotations_by_image()
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    sampled = set(_spread(len(indices), SEGMENTATION_SAMPLES))
+    samples = []
+    predictions = model.segment(images.get(i) for i in indices)
+    for n, (i, predicted) in enumerate(zip(indices, predictions, strict=True)):
+        truth, _ = class_mask(manifest.images[i], per_image[i], classes.category_to_model)
+        image_cm = confusion(truth, predicted, num_classes)
+        cm += image_cm
+        if n in sampled:
+            samples.append(segmentation_sample(manifest.images[i].file_name, images.get(i), truth, predicted,
+                                               scores(image_cm)["mIoU"]))
+        if (n + 1) % 50 == 0:
+            _log(f"  {n + 1}/{len(indices)} images")
+    return segmentation_metrics(cm, classes.model_classes), indices, samples
+
+
 def _headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
+    if task == "semantic-segmentation":
+        return {k: round(float(metrics[k]), 6) for k in SEMANTIC_STATUS if metrics.get(k) is not None}
     names = DETECTION_STATUS if task == "object-detection" else CLASSIFICATION_STATUS
     return {k: round(float(metrics[k]), 6) for k in names if metrics.get(k) is not None}
 
@@ -169,12 +198,14 @@ def evaluate_model(
     start = time.perf_counter()
     files = _ModelFiles(store, run, ref, workdir)
     meta = files.meta
-    if meta.task != manifest.task:
+    if catalog.DATASET_TASK.get(meta.task, meta.task) != manifest.task:
         raise ValueError(
             f"{files.who}: model_meta.json task is {meta.task!r} but dataset {manifest.dataset!r} "
             f"is {manifest.task!r}"
         )
     classes = ClassMap.build(manifest, meta.classes, f"{files.who} model_meta.json")
+    if meta.task == "semantic-segmentation" and BACKGROUND in classes.not_in_dataset:
+        classes.not_in_dataset.remove(BACKGROUND)  # the background is every pixel no object covers
     indices, missing = select_images(manifest, run.spec.split, files.split_doc, files.split_source)
     if not indices:
         raise ValueError(f"{files.who}: dataset {manifest.dataset!r} has no images (split {run.spec.split!r})")
@@ -182,6 +213,9 @@ def evaluate_model(
     model = OnnxModel.load(files.onnx_path, meta)
     if meta.task == "classification":
         metrics, used, samples = _evaluate_classification(files.who, model, images, manifest, indices, classes)
+        evaluated_names = list(meta.classes)
+    elif meta.task == "semantic-segmentation":
+        metrics, used, samples = _evaluate_semantic(model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
     else:
         metrics, used, samples = _evaluate_detection(
@@ -264,7 +298,10 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     store.put_json(metrics_key, doc)
     store.put_bytes(report_key, render_report(doc, samples).encode("utf-8"))
     first = models[order[0]]
-    if first["task"] == "object-detection":
+    if first["task"] == "semantic-segmentation":
+        miou = first["metrics"].get("mIoU")
+        headline = f"mIoU={miou:.3f}" if miou is not None else "mIoU=n/a"
+    elif first["task"] == "object-detection":
         ap50 = first["metrics"].get("AP50")
         headline = f"AP50={ap50:.3f}" if ap50 is not None else "AP50=n/a"
     else:
