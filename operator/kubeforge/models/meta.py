@@ -9,6 +9,10 @@ Outputs:
 - object-detection: one image per call (input batch fixed to 1), `boxes` float32 [N, 4]
   xyxy in input pixels, `scores` float32 [N], `labels` int64 [N], 0-based indices into
   `classes`. N varies per image.
+- semantic-segmentation: `logits` float32 [B, C, H, W] and `mask` uint8 [B, H, W] (the argmax
+  of the logits), at the input size; C = len(classes) and `classes[0]` is `__bg__`, the pixels
+  no object covers. Dynamic batch. Consumers resize `mask` nearest-neighbour to the image
+  (`preprocess.mask_to_image`); see docs/segmentation.md.
 """
 
 from __future__ import annotations
