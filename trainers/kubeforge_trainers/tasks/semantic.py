@@ -28,7 +28,7 @@ from kubeforge_trainers.tasks.base import TaskKind, Track, plain
 
 # Weight of the soft Dice term added to cross-entropy: it lifts small objects, which pixel-wise
 # cross-entropy under-weights next to a background covering most of the image.
-DICE_WEIGHT = 1.0
+DICE_WEIGHT = 0.0
 
 
 class SemanticDataset(_ManifestImages):
