@@ -133,3 +133,18 @@ def test_class_mask_names_the_file_for_bad_segmentation() -> None:
         class_mask(img, [_ann(1, [0, 0, 1, 1], mask_to_rle(np.zeros((5, 5), dtype=bool)))], {1: 1})
     with pytest.raises(ValueError, match=r"a\.png: segmentation polygons need at least 3 points"):
         class_mask(img, [_ann(1, [0, 0, 1, 1], [[0, 0, 1, 1]])], {1: 1})
+
+
+def test_dice_loss_is_zero_for_a_perfect_prediction_and_ignores_crowd_pixels() -> None:
+    import torch
+
+    from kubeforge_trainers.tasks.semantic import dice_loss
+
+    target = torch.tensor([[[0, 1], [2, IGNORE]]])
+    perfect = torch.nn.functional.one_hot(target.clamp_max(2), 3).permute(0, 3, 1, 2).float() * 50
+    assert float(dice_loss(perfect, target)) == pytest.approx(0.0, abs=1e-6)
+    # Whatever is predicted on the ignored pixel does not change the loss.
+    noisy = perfect.clone()
+    noisy[0, :, 1, 1] = torch.tensor([0.0, 50.0, 0.0])
+    assert float(dice_loss(noisy, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(dice_loss(torch.zeros(1, 3, 2, 2), target)) > 0.3

@@ -26,8 +26,9 @@ from kubeforge.models.meta import TensorSpec
 from kubeforge_trainers.data import Augment, SelectedClass, _ManifestImages, to_tensor
 from kubeforge_trainers.tasks.base import TaskKind, Track, plain
 
-# Weight of the soft Dice term added to cross-entropy: it lifts small objects, which pixel-wise
-# cross-entropy under-weights next to a background covering most of the image.
+# Weight of a soft Dice term added to pixel cross-entropy. Off: on the generated shapes (vanilla
+# UNet, 64 px, from scratch) cross-entropy alone trained faster in our runs; Dice can lift small
+# objects on data where the background dominates even more.
 DICE_WEIGHT = 0.0
 
 
@@ -100,8 +101,10 @@ class SemanticSegmentation(TaskKind):
         images, masks = batch
         logits = model(images.to(device))
         masks = masks.to(device)
-        ce = nn.functional.cross_entropy(logits, masks, ignore_index=IGNORE)
-        return ce + DICE_WEIGHT * dice_loss(logits, masks), len(images)
+        loss = nn.functional.cross_entropy(logits, masks, ignore_index=IGNORE)
+        if DICE_WEIGHT:
+            loss = loss + DICE_WEIGHT * dice_loss(logits, masks)
+        return loss, len(images)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, dataset: torch.utils.data.Dataset, loader: torch.utils.data.DataLoader,
