@@ -70,6 +70,8 @@ class BuiltinTrainer(Trainer):
         info = model_info(ctx.model_name, ctx.task, self.name, ctx.encoder)
         size = ctx.image_size or info.default_image_size
         kind = task_kind(ctx.task)
+        # What the model outputs: the selected classes, plus `__bg__` first for semantic segmentation.
+        class_names = kind.output_classes(ctx.class_names)
         hp = ctx.hyperparameters
         dist_env = distributed.current()
         device = distributed.device_for(ctx.device)
@@ -81,7 +83,7 @@ class BuiltinTrainer(Trainer):
             raise ValueError(f"split: the validation split has no images of the selected classes {ctx.class_names}")
         validate_hyperparameters(hp, len(train_ds), ctx.task)
         files: dict[str, Path] = _preview(ctx, train_ds) if dist_env.is_main else {}
-        model = _initial_model(ctx, info, size)
+        model = _initial_model(ctx, info, size, class_names)
         step = training_modes.step_settings(hp, device)
         if step.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -145,7 +147,7 @@ class BuiltinTrainer(Trainer):
             if dist_env.is_main:
                 # Rank 0 evaluates the whole val split on the plain module: a DDP forward would wait
                 # for collectives the idle ranks never join.
-                metrics |= kind.evaluate(model, val_ds, val_loader, device, len(ctx.classes), ctx.progress.track)
+                metrics |= kind.evaluate(model, val_ds, val_loader, device, len(class_names), ctx.progress.track)
                 if judge.name not in metrics:
                     raise ValueError(f"hyperparameters.validationMetric: {ctx.task} evaluation reported "
                                      f"{sorted(k for k in metrics if k.startswith('val_'))}, not {judge.name!r}")
@@ -153,7 +155,7 @@ class BuiltinTrainer(Trainer):
                 state = {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": ctx.run_args,
-                    "classes": ctx.class_names, "best": vars(judge_best(judge)).copy(),
+                    "classes": class_names, "best": vars(judge_best(judge)).copy(),
                     "early_stopping": judge.state(),
                 }
                 if step.scaler is not None:
@@ -182,7 +184,7 @@ class BuiltinTrainer(Trainer):
                                seconds_per_epoch=None, files={}, world_size=dist_env.world_size,
                                samples_per_rank=samples_per_rank, training=training)
         files |= manager.written
-        meta = model_meta(info, ctx.class_names, size)
+        meta = model_meta(info, class_names, size)
         meta_path = ctx.output_dir / layout.MODEL_META
         meta_path.write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
         files[layout.MODEL_META] = meta_path
@@ -222,17 +224,17 @@ def _preview(ctx: TrainContext, train_ds: torch.utils.data.Dataset) -> dict[str,
     return {layout.AUGMENTATION_PREVIEW: path}
 
 
-def _initial_model(ctx: TrainContext, info: ModelInfo, size: int) -> torch.nn.Module:
+def _initial_model(ctx: TrainContext, info: ModelInfo, size: int, class_names: list[str]) -> torch.nn.Module:
     """Seeded initial weights (the same run spec replays the same run on the same hardware), then what
     fine-tuning asks: another run's weights, a frozen encoder."""
     torch.manual_seed(ctx.split.seed)
-    model = info.build(len(ctx.classes), size, ctx.pretrained, ctx.encoder)
+    model = info.build(len(class_names), size, ctx.pretrained, ctx.encoder)
     if ctx.init_checkpoint is not None:
         init = load_weights(ctx.init_checkpoint)
-        skipped, other_classes = init_from_checkpoint(model, init, ctx.class_names)
+        skipped, other_classes = init_from_checkpoint(model, init, class_names)
         ctx.progress.console.print(
             f"initialised from {ctx.init_checkpoint.name}; {len(skipped)} tensors kept fresh"
-            + (f" (classes {init['classes']} -> {ctx.class_names}: new head)" if other_classes else "")
+            + (f" (classes {init['classes']} -> {class_names}: new head)" if other_classes else "")
         )
     if ctx.freeze_encoder:
         ctx.progress.console.print(f"encoder frozen: {freeze_encoder(model)} parameter tensors")

@@ -194,7 +194,11 @@ class TrainingJobSpec(JobPolicy):
     )
     task: Task
     model: ModelSpec
-    classes: list[str] | None = Field(default=None, min_length=1, description="Train on these classes only.")
+    classes: list[str] | None = Field(
+        default=None, min_length=1,
+        description="Train on these classes only, in this output order (default: every category of the dataset, "
+        "by id). Semantic segmentation puts the background class __bg__ in front (index 0).",
+    )
     split: SplitSpec = Field(default_factory=SplitSpec)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     augmentations: list[Augmentation] | None = Field(

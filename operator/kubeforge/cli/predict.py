@@ -1,5 +1,5 @@
-"""`kubeforge predict SERVICE IMAGE...`: classify, detect or segment instances with a served model; print a table
-or JSON, and write instance masks as PNGs with --masks-dir."""
+"""`kubeforge predict SERVICE IMAGE...`: classify, detect or segment with a served model; print a table or JSON,
+and write masks as PNGs with --masks-dir (instance segmentation: one per detection; semantic: one per image)."""
 
 from __future__ import annotations
 
@@ -44,14 +44,15 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     masks_dir: Annotated[Path | None, typer.Option(
-        "--masks-dir", help="Instance segmentation: write each detection's mask here as a PNG "
-        "(<image>_<rank>_<class>.png, the image's size).", file_okay=False)] = None,
+        "--masks-dir", "--masks", help="Segmentation: write masks here as PNGs at the image's size. Instance "
+        "segmentation: one per detection (<image>_<rank>_<class>.png); semantic: one per image (<image stem>.png, "
+        "class indices of model_meta classes, 0 = __bg__).", file_okay=False)] = None,
 ) -> None:
     """Send images to a served model and show what it predicts (detections with masks for instance segmentation)."""
     from rich.console import Console
     from tritonclient.utils import InferenceServerException
 
-    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_masks
+    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_mask, write_masks
 
     try:
         if url is None:
@@ -61,11 +62,14 @@ def predict(
         else:
             model_name = model or service
             model_meta = ModelMeta.model_validate_json(meta.read_text()) if meta else fetch_meta(url, model_name)
-        if masks_dir is not None and model_meta.task != "instance-segmentation":
-            raise ValueError(f"--masks-dir: model {model_name!r} is {model_meta.task}; only instance-segmentation "
+        if masks_dir is not None and model_meta.task not in ("instance-segmentation", "semantic-segmentation"):
+            raise ValueError(f"--masks-dir: model {model_name!r} is {model_meta.task}; only segmentation "
                              "models predict masks")
         predictions = predict_images(url, model_name, model_meta, list(images), top_k=top_k, threshold=threshold)
-        if masks_dir is not None:
+        written = []
+        if masks_dir is not None and model_meta.task == "semantic-segmentation":
+            written = [write_mask(p, masks_dir) for p in predictions]
+        elif masks_dir is not None:
             write_masks(predictions, masks_dir)
     except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError) as exc:
         # The user gets one line naming what failed, not a traceback.
@@ -75,6 +79,8 @@ def predict(
         typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:
         Console(width=120).print(render_table(predictions))
+    for path in written:
+        typer.echo(f"mask: {path}", err=as_json)
 
 
 def register(app: typer.Typer) -> None:

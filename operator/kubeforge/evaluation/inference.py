@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +20,12 @@ from PIL import Image
 from kubeforge.evaluation.detection import ImageDetections
 from kubeforge.evaluation.instances import ImageInstances
 from kubeforge.models.meta import ModelMeta
-from kubeforge.models.preprocess import scale_boxes_to_image, scale_masks_to_image, to_input
+from kubeforge.models.preprocess import mask_to_image, scale_boxes_to_image, scale_masks_to_image, to_input
 
 # The outputs each task's export must have (model_meta.py); others fall back to detection's.
-OUTPUTS = {"classification": ["logits"], "instance-segmentation": ["boxes", "scores", "labels", "masks"]}
-DEFAULT_BATCH = 16  # classification images per ORT call when the batch dimension is dynamic
+OUTPUTS = {"classification": ["logits"], "instance-segmentation": ["boxes", "scores", "labels", "masks"],
+           "semantic-segmentation": ["mask"]}
+DEFAULT_BATCH = 16  # images per ORT call when the batch dimension is dynamic
 
 
 @dataclass
@@ -141,10 +142,10 @@ class OnnxModel:
         self.timings.images += 1
         return self._detections(boxes, scores, labels, img)
 
-    def segment(self, img: Image.Image) -> ImageInstances:
+    def instances(self, img: Image.Image) -> ImageInstances:
         """One image per call: detections and their masks, both scaled back to the image's pixels."""
         if self.meta.task != "instance-segmentation":
-            raise ValueError(f"{self.path}: segment() on a {self.meta.task} model")
+            raise ValueError(f"{self.path}: instances() on a {self.meta.task} model")
         boxes, scores, labels, masks = self._run(self._prepare(img)[None], OUTPUTS["instance-segmentation"])
         self.timings.images += 1
         detections = self._detections(boxes, scores, labels, img)
@@ -182,6 +183,38 @@ class OnnxModel:
             if progress:
                 progress(i + 1)
         return out
+
+    def segment(self, images: Iterable[Image.Image], batch_size: int = DEFAULT_BATCH) -> Iterator[np.ndarray]:
+        """Semantic segmentation: per image, uint8 [H, W] class indices at the image's own size.
+
+        Several images per ORT call when the batch is dynamic; the export's `mask` (input size) is
+        resized nearest-neighbour to each image, as `predict` does.
+        """
+        if self.meta.task != "semantic-segmentation":
+            raise ValueError(f"{self.path}: segment() on a {self.meta.task} model")
+        size = batch_size if self.meta.input.dynamic_batch else 1
+        expected = (self.meta.input.height, self.meta.input.width)
+        pending: list[tuple[np.ndarray, int, int]] = []
+
+        def flush() -> Iterator[np.ndarray]:
+            (masks,) = self._run(np.stack([x for x, _, _ in pending]), ["mask"])
+            if masks.shape != (len(pending), *expected):
+                raise ValueError(f"{self.path}: output 'mask' has shape {list(masks.shape)}; expected "
+                                 f"[{len(pending)}, {expected[0]}, {expected[1]}]")
+            if masks.size and int(masks.max()) >= len(self.meta.classes):
+                raise ValueError(f"{self.path}: output 'mask' has class index {int(masks.max())}; model_meta.json "
+                                 f"lists {len(self.meta.classes)} classes")
+            self.timings.images += len(pending)
+            for mask, (_, w, h) in zip(masks, pending, strict=True):
+                yield mask_to_image(mask, w, h)
+            pending.clear()
+
+        for img in images:
+            pending.append((self._prepare(img), img.width, img.height))
+            if len(pending) == size:
+                yield from flush()
+        if pending:
+            yield from flush()
 
 
 def onnxruntime_version() -> str:

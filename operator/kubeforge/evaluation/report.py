@@ -29,6 +29,7 @@ INSTANCE_HEADLINE = ("maskAP", "maskAP50", "maskAP75", *DETECTION_HEADLINE)
 OBJECT_TASKS = ("object-detection", "instance-segmentation")
 CLASSIFICATION_HEADLINE = ("accuracy", "macroPrecision", "macroRecall", "macroF1",
                            "weightedPrecision", "weightedRecall", "weightedF1")
+SEMANTIC_HEADLINE = ("mIoU", "meanDice", "pixelAccuracy", "backgroundIoU")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
@@ -89,6 +90,8 @@ def _kv_table(rows: Sequence[Sequence[Any]]) -> str:
 def _headline_names(task: str) -> tuple[str, ...]:
     if task == "instance-segmentation":
         return INSTANCE_HEADLINE
+    if task == "semantic-segmentation":
+        return SEMANTIC_HEADLINE
     return DETECTION_HEADLINE if task == "object-detection" else CLASSIFICATION_HEADLINE
 
 
@@ -141,7 +144,10 @@ def _confusion_figure(cm: Mapping[str, Any], title: str) -> go.Figure:
 
 def _per_class_table(task: str, metrics: Mapping[str, Any]) -> str:
     rows = metrics.get("perClass", [])
-    if task in OBJECT_TASKS:
+    if task == "semantic-segmentation":
+        headers = ["class", "IoU", "Dice", "truth pixels", "predicted pixels"]
+        keys = ["iou", "dice", "truthPixels", "predictedPixels"]
+    elif task in OBJECT_TASKS:
         headers = ["class", "AP", "AP50", "precision", "recall", "F1", "TP", "FP", "FN", "support"]
         keys = ["AP", "AP50", "precision", "recall", "f1", "tp", "fp", "fn", "support"]
     else:
@@ -159,7 +165,11 @@ def _samples_html(samples: Sequence[Sample], task: str) -> str:
         for s in samples
     )
     legend = '<p class="muted">green: ground truth; red: predictions at or above the F1-optimal threshold</p>'
-    return f"<h3>Samples</h3>{legend if task in OBJECT_TASKS else ''}<div class='samples'>{figs}</div>"
+    if task == "semantic-segmentation":
+        legend = '<p class="muted">left: ground truth; right: predicted mask (one colour per class)</p>'
+    elif task not in OBJECT_TASKS:
+        legend = ""
+    return f"<h3>Samples</h3>{legend}<div class='samples'>{figs}</div>"
 
 
 def _preview_html(png_base64: str | None) -> str:
@@ -213,7 +223,8 @@ def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample
 def _comparison_section(doc: Mapping[str, Any], figs: _Figures) -> str:
     order = doc["modelOrder"]
     models = doc["models"]
-    task = models[order[0]]["task"]  # an instance-segmentation model is evaluated on an object dataset
+    # The models' task: a segmentation model is benchmarked on an object-detection dataset.
+    task = models[order[0]]["task"]
     names = [k for k in _headline_names(task) if k != "threshold"]
     rows = [[m, *(models[m]["metrics"].get(k) for k in names), models[m]["timings"].get("msPerImage")] for m in order]
     best: list[int | None] = [None]
@@ -233,9 +244,11 @@ def _comparison_section(doc: Mapping[str, Any], figs: _Figures) -> str:
         fig = go.Figure()
         for n, m in enumerate(order):
             per = models[m]["metrics"]["perClass"]
-            fig.add_bar(x=[r["class"] for r in per], y=[r["f1"] for r in per], name=m,
+            score = "iou" if task == "semantic-segmentation" else "f1"
+            fig.add_bar(x=[r["class"] for r in per], y=[r[score] for r in per], name=m,
                         marker_color=COLORS[n % len(COLORS)])
-        fig.update_layout(title="F1 per class", barmode="group", yaxis_range=[0, 1.02])
+        title = "IoU per class" if task == "semantic-segmentation" else "F1 per class"
+        fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1.02])
         plots = figs.html(fig)
     return f"<section><h2>Comparison</h2>{warn}{table}<div class='figs'>{plots}</div></section>"
 

@@ -71,3 +71,28 @@ def classification_sample(file_name: str, img: Image.Image, truth: str, predicte
     verdict = "correct" if truth == predicted else "wrong"
     caption = f"{file_name}: true {truth}, predicted {predicted} ({score:.2f}), {verdict}"
     return Sample(file_name=file_name, png_base64=_encode(thumb), caption=caption)
+
+
+# Class colours for mask overlays; index 0 (`__bg__`) is left transparent.
+MASK_PALETTE = np.array([(0, 0, 0), (230, 40, 40), (40, 120, 230), (0, 200, 0), (240, 180, 0), (160, 60, 200),
+                         (0, 190, 190), (230, 100, 160), (120, 80, 30)], dtype=np.uint8)
+
+
+def _overlay(img: Image.Image, mask: np.ndarray) -> Image.Image:
+    colors = MASK_PALETTE[1:][(mask.astype(np.int64) - 1) % (len(MASK_PALETTE) - 1)]
+    painted = (mask > 0) & (mask != 255)
+    arr = np.asarray(img, dtype=np.float32).copy()
+    arr[painted] = 0.45 * arr[painted] + 0.55 * colors[painted]
+    return Image.fromarray(arr.astype(np.uint8))
+
+
+def segmentation_sample(file_name: str, img: Image.Image, truth: np.ndarray, predicted: np.ndarray,
+                        iou: float | None) -> Sample:
+    """Ground truth (left) and the predicted mask (right) over the image, one colour per class."""
+    left, _ = _thumbnail(_overlay(img, truth))
+    right, _ = _thumbnail(_overlay(img, predicted))
+    both = Image.new("RGB", (left.width * 2 + 6, left.height), (255, 255, 255))
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width + 6, 0))
+    score = "n/a" if iou is None else f"{iou:.2f}"
+    return Sample(file_name=file_name, png_base64=_encode(both), caption=f"{file_name}: object mIoU {score}")

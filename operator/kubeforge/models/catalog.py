@@ -42,6 +42,15 @@ REPORTED_METRICS: dict[str, tuple[str, ...]] = {
 # Metrics where lower is better; every other one is maximised.
 MINIMISED_METRICS = frozenset({"val_loss"})
 
+# The dataset-version task each training task reads: segmentation trains on object annotations
+# whose `segmentation` (polygons or RLE) carries the masks.
+DATASET_TASK: dict[str, str] = {
+    "classification": "classification",
+    "object-detection": "object-detection",
+    "instance-segmentation": "object-detection",
+    "semantic-segmentation": "object-detection",
+}
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -203,7 +212,7 @@ def trains_on(task: str, dataset_task: str) -> bool:
     Object annotations (boxes with optional polygon/RLE segmentations) are one dataset for both object
     tasks: a COCO import is an object-detection manifest, and Mask R-CNN trains on its segmentations.
     """
-    return task == dataset_task or (task == "instance-segmentation" and dataset_task == "object-detection")
+    return DATASET_TASK.get(task, task) == dataset_task
 
 
 # Families whose feature pyramid halves the input five times (strides 4-32, RetinaNet/FCOS add 64 and 128

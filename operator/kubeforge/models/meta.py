@@ -15,6 +15,10 @@ Outputs:
   not float probabilities [N, 1, H, W]: every consumer (benchmark, predict) thresholds anyway, and
   a served response is 4x smaller (100 float masks at 512 px would be 105 MB per image).
   Scale masks to the original image like boxes: nearest-neighbour resize to its width x height.
+- semantic-segmentation: `logits` float32 [B, C, H, W] and `mask` uint8 [B, H, W] (the argmax
+  of the logits), at the input size; C = len(classes) and `classes[0]` is `__bg__`, the pixels
+  no object covers. Dynamic batch. Consumers resize `mask` nearest-neighbour to the image
+  (`preprocess.mask_to_image`); see docs/segmentation.md.
 """
 
 from __future__ import annotations

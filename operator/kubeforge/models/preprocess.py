@@ -50,3 +50,13 @@ def scale_masks_to_image(masks: np.ndarray, width: int, height: int) -> np.ndarr
         return masks.astype(bool)
     return np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize((width, height), Image.NEAREST)) > 0
                      for m in masks]) if len(masks) else np.zeros((0, height, width), dtype=bool)
+
+
+def mask_to_image(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A class-index mask at the model's input size -> the original image's size (nearest neighbour)."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.uint8:
+        mask = mask.astype(np.uint8)
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST), dtype=np.uint8)

@@ -16,11 +16,13 @@ import numpy as np
 from PIL import Image
 
 from kubeforge.models.meta import ModelMeta
-from kubeforge.models.preprocess import load_rgb, scale_boxes_to_image, scale_masks_to_image, to_input
+from kubeforge.models.preprocess import load_rgb, mask_to_image, scale_boxes_to_image, scale_masks_to_image, to_input
 from kubeforge.serving import triton_repo
 
 _NP_TO_TRITON = {"float32": "FP32", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
 DEFAULT_CONCURRENCY = 8
+# What a client asks for when the export has more outputs than it decodes (semantic: not the logits).
+REQUESTED_OUTPUTS = {"semantic-segmentation": ["mask"]}
 
 
 @dataclass
@@ -44,6 +46,13 @@ class Detection:
 
 
 @dataclass
+class ClassPixels:
+    class_name: str
+    index: int
+    fraction: float  # of the image's pixels
+
+
+@dataclass
 class Prediction:
     image: str
     width: int
@@ -51,6 +60,9 @@ class Prediction:
     task: str
     classes: list[ClassScore] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
+    # Semantic segmentation: pixel share per class, and the class-index mask at the image's size.
+    pixels: list[ClassPixels] = field(default_factory=list)
+    mask: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -58,6 +70,9 @@ class Prediction:
             det.pop("mask")
             if det["mask_pixels"] is None:  # detection models: the same JSON as before masks existed
                 del det["mask_pixels"], det["mask_file"]
+        out.pop("mask")
+        if self.task != "semantic-segmentation":
+            out.pop("pixels")
         return out
 
 
@@ -137,6 +152,24 @@ def decode_instances(
     return [det for _, det in decoded]
 
 
+def decode_segmentation(mask: np.ndarray, meta: ModelMeta, width: int, height: int
+                        ) -> tuple[np.ndarray, list[ClassPixels]]:
+    """Export `mask` ([H, W] or [1, H, W], input size) -> uint8 class indices at the image's size
+    (nearest neighbour) and each present class's share of the pixels, largest first."""
+    mask = np.asarray(mask)
+    expected = (meta.input.height, meta.input.width)
+    if mask.shape[-2:] != expected or mask.size != expected[0] * expected[1]:
+        raise ValueError(f"output 'mask' has shape {list(mask.shape)}; expected {list(expected)} (model input size)")
+    full = mask_to_image(mask.reshape(expected), width, height)
+    counts = np.bincount(full.reshape(-1), minlength=len(meta.classes))
+    if len(counts) > len(meta.classes):
+        raise ValueError(f"output 'mask' has class index {len(counts) - 1}; model_meta.json lists "
+                         f"{len(meta.classes)} classes")
+    total = max(int(counts.sum()), 1)
+    present = [k for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
+    return full, [ClassPixels(meta.classes[k], int(k), float(counts[k] / total)) for k in present]
+
+
 def _open(image: Image.Image | Path | str) -> tuple[str, Image.Image]:
     if isinstance(image, Image.Image):
         return getattr(image, "filename", "") or "<image>", image.convert("RGB")
@@ -149,7 +182,8 @@ def encode_request(x: np.ndarray, meta: ModelMeta) -> tuple[list[Any], list[Any]
 
     inp = httpclient.InferInput(meta.input.name, list(x.shape), _NP_TO_TRITON[meta.input.dtype])
     inp.set_data_from_numpy(x, binary_data=True)
-    outputs = [httpclient.InferRequestedOutput(o.name, binary_data=True) for o in meta.outputs]
+    names = REQUESTED_OUTPUTS.get(meta.task) or [o.name for o in meta.outputs]
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in names]
     return [inp], outputs
 
 
@@ -178,6 +212,8 @@ def predict_images(
                 result.as_numpy("boxes"), result.as_numpy("scores"), result.as_numpy("labels"),
                 result.as_numpy("masks"), meta, img.width, img.height, threshold,
             )
+        elif meta.task == "semantic-segmentation":
+            pred.mask, pred.pixels = decode_segmentation(result.as_numpy("mask"), meta, img.width, img.height)
         else:
             pred.detections = decode_detection(
                 result.as_numpy("boxes"), result.as_numpy("scores"), result.as_numpy("labels"),
@@ -187,6 +223,16 @@ def predict_images(
     return predictions
 
 
+def write_mask(prediction: Prediction, out_dir: Path) -> Path:
+    """The class-index mask as a grayscale PNG (pixel value = index into model_meta `classes`)."""
+    if prediction.mask is None:
+        raise ValueError(f"{prediction.image}: a {prediction.task} prediction has no mask")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{Path(prediction.image).stem}.png"
+    Image.fromarray(prediction.mask).save(path)  # uint8 [H, W]: 8-bit grayscale
+    return path
+
+
 def render_table(predictions: list[Prediction]) -> Any:
     """A rich Table: one row per class (classification) or detection, grouped by image."""
     from rich.table import Table
@@ -194,6 +240,12 @@ def render_table(predictions: list[Prediction]) -> Any:
     table = Table(title="predictions")
     table.add_column("image")
     table.add_column("class")
+    if predictions and predictions[0].task == "semantic-segmentation":
+        table.add_column("pixels", justify="right")
+        for pred in predictions:
+            for rank, px in enumerate(pred.pixels):
+                table.add_row(Path(pred.image).name if rank == 0 else "", px.class_name, f"{px.fraction:.1%}")
+        return table
     if predictions and predictions[0].task == "classification":
         table.add_column("probability", justify="right")
         for pred in predictions:

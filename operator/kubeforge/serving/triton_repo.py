@@ -14,8 +14,9 @@ because the PyPI tritonserver ships only the Python backend, and an NGC image sh
 ONNX Runtime natively (GPU, no Python in the request path).
 
 Batching:
-- classification with a dynamic batch dimension and `runtime.maxBatchSize > 0`: Triton
-  batching on; dims leave out the batch dimension, `dynamic_batching` when enabled, and
+- classification and semantic segmentation with a dynamic batch dimension and
+  `runtime.maxBatchSize > 0`: Triton batching on (semantic: `images` [3,H,W] -> `logits`
+  [C,H,W], `mask` [H,W] per request); dims leave out the batch dimension, `dynamic_batching` when enabled, and
   the Python model concatenates a dynamic batch into one ONNX Runtime call.
 - object-detection and instance-segmentation (one image per ORT call, N detections varying
   per image) and any fixed-batch export: `max_batch_size: 0`, dims are the export's full
@@ -53,6 +54,8 @@ CONFIG_FILE = "config.pbtxt"
 META_FILE = "model_meta.json"
 META_PARAMETER = "kubeforge.model_meta"
 
+# Tasks whose outputs keep one row per input image, so requests can be stacked into one batch.
+BATCHED_TASKS = ("classification", "semantic-segmentation")
 _TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8"}
 
 
@@ -97,7 +100,7 @@ def _tensor(spec: TensorSpec, batched: bool, where: str) -> TensorConfig:
 
 def supports_batching(meta: ModelMeta) -> bool:
     """Whether Triton may batch requests for this export (see the module docstring)."""
-    return meta.task == "classification" and meta.input.dynamic_batch and meta.input.shape[:1] == [-1]
+    return meta.task in BATCHED_TASKS and meta.input.dynamic_batch and meta.input.shape[:1] == [-1]
 
 
 def build_config(meta: ModelMeta, model_name: str, runtime: RuntimeSpec, variant: Variant) -> ModelConfig:

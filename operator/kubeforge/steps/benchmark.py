@@ -27,7 +27,8 @@ from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, det
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
 from kubeforge.evaluation.instances import ImageInstances, instance_metrics, truth_segmentations
 from kubeforge.evaluation.report import render_report
-from kubeforge.evaluation.report_images import Sample, classification_sample, detection_sample
+from kubeforge.evaluation.report_images import Sample, classification_sample, detection_sample, segmentation_sample
+from kubeforge.evaluation.segmentation import BACKGROUND, class_mask, confusion, scores, segmentation_metrics
 from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
@@ -42,6 +43,8 @@ DETECTION_STATUS = ("AP", "AP50", "AP75", "precision", "recall", "f1", "threshol
 # Instance segmentation: COCO mask AP first (evaluation.instances), then the box metrics of detection.
 INSTANCE_STATUS = ("maskAP", "maskAP50", "maskAP75", *DETECTION_STATUS)
 CLASSIFICATION_STATUS = ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1")
+SEGMENTATION_SAMPLES = 4
+SEMANTIC_STATUS = ("mIoU", "meanDice", "pixelAccuracy")
 
 
 def _log(message: str) -> None:
@@ -173,7 +176,7 @@ def _evaluate_instances(
     position[evaluated] = np.arange(len(evaluated))
     found, dropped = [], 0
     for n, i in enumerate(indices):
-        raw = model.segment(images.get(i))
+        raw = model.instances(images.get(i))
         det = raw.detections
         keep = position[det.labels] >= 0
         dropped += int((~keep).sum())
@@ -192,7 +195,32 @@ def _evaluate_instances(
     return metrics, indices, samples
 
 
+def _evaluate_semantic(
+    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
+) -> tuple[dict[str, Any], list[int], list[Sample]]:
+    """Pixels at each image's own size: the predicted mask is resized nearest-neighbour, as `predict`
+    returns it. Objects of dataset classes the model lacks are background (`evaluation.segmentation`)."""
+    num_classes = len(classes.model_classes)
+    per_image = manifest.annotations_by_image()
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    sampled = set(_spread(len(indices), SEGMENTATION_SAMPLES))
+    samples = []
+    predictions = model.segment(images.get(i) for i in indices)
+    for n, (i, predicted) in enumerate(zip(indices, predictions, strict=True)):
+        truth, _ = class_mask(manifest.images[i], per_image[i], classes.category_to_model)
+        image_cm = confusion(truth, predicted, num_classes)
+        cm += image_cm
+        if n in sampled:
+            samples.append(segmentation_sample(manifest.images[i].file_name, images.get(i), truth, predicted,
+                                               scores(image_cm)["mIoU"]))
+        if (n + 1) % 50 == 0:
+            _log(f"  {n + 1}/{len(indices)} images")
+    return segmentation_metrics(cm, classes.model_classes), indices, samples
+
+
 def _headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
+    if task == "semantic-segmentation":
+        return {k: round(float(metrics[k]), 6) for k in SEMANTIC_STATUS if metrics.get(k) is not None}
     if task == "instance-segmentation":
         names = INSTANCE_STATUS
     else:
@@ -213,6 +241,8 @@ def evaluate_model(
             f"is {manifest.task!r}"
         )
     classes = ClassMap.build(manifest, meta.classes, f"{files.who} model_meta.json")
+    if meta.task == "semantic-segmentation" and BACKGROUND in classes.not_in_dataset:
+        classes.not_in_dataset.remove(BACKGROUND)  # the background is every pixel no object covers
     indices, missing = select_images(manifest, run.spec.split, files.split_doc, files.split_source)
     if not indices:
         raise ValueError(f"{files.who}: dataset {manifest.dataset!r} has no images (split {run.spec.split!r})")
@@ -225,6 +255,9 @@ def evaluate_model(
         metrics, used, samples = _evaluate_instances(model, images, manifest, indices, classes,
                                                      run.spec.iou_threshold)
         evaluated_names = [meta.classes[k] for k in classes.evaluated()]
+    elif meta.task == "semantic-segmentation":
+        metrics, used, samples = _evaluate_semantic(model, images, manifest, indices, classes)
+        evaluated_names = list(meta.classes)
     else:
         metrics, used, samples = _evaluate_detection(
             model, images, manifest, indices, classes, run.spec.iou_threshold
@@ -321,6 +354,9 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     if first["task"] == "instance-segmentation":
         mask_ap = first["metrics"].get("maskAP")
         headline = f"maskAP={mask_ap:.3f}" if mask_ap is not None else "maskAP=n/a"
+    elif first["task"] == "semantic-segmentation":
+        miou = first["metrics"].get("mIoU")
+        headline = f"mIoU={miou:.3f}" if miou is not None else "mIoU=n/a"
     elif first["task"] == "object-detection":
         ap50 = first["metrics"].get("AP50")
         headline = f"AP50={ap50:.3f}" if ap50 is not None else "AP50=n/a"

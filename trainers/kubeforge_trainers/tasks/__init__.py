@@ -6,9 +6,11 @@ from kubeforge_trainers.tasks.base import TaskKind
 from kubeforge_trainers.tasks.classification import Classification
 from kubeforge_trainers.tasks.detection import Detection
 from kubeforge_trainers.tasks.instance import InstanceSegmentation
+from kubeforge_trainers.tasks.semantic import SemanticSegmentation
 
-TASKS: dict[str, TaskKind] = {t.name: t for t in (Classification(), Detection())}
-TASKS[InstanceSegmentation.name] = InstanceSegmentation()
+TASKS: dict[str, TaskKind] = {
+    t.name: t for t in (Classification(), Detection(), InstanceSegmentation(), SemanticSegmentation())
+}
 
 
 def task_kind(task: str) -> TaskKind:

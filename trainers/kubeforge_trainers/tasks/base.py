@@ -44,6 +44,10 @@ class TaskKind(ABC):
     def metric(self) -> str:
         return catalog.VALIDATION_METRIC[self.name]
 
+    def output_classes(self, classes: list[str]) -> list[str]:
+        """The model's output classes for the selected ones (semantic segmentation adds `__bg__`)."""
+        return classes
+
     @abstractmethod
     def dataset(self, manifest: Manifest, names: Sequence[str], classes: Sequence[SelectedClass], image_dir: Path,
                 size: int, train: bool, augment: Augment | None = None) -> torch.utils.data.Dataset:

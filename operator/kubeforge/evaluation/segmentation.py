@@ -1,0 +1,177 @@
+"""Semantic segmentation: class masks from a manifest's objects, and the metrics on them.
+
+One module for both sides, so training (`kubeforge_trainers.tasks.semantic`) and the
+benchmark rasterise ground truth and count IoU the same way.
+
+Class masks (uint8 [H, W], one class index per pixel):
+- index 0 is the background class `BACKGROUND` ("__bg__"), added in front of the selected
+  classes the way the UNet training apps do; object class k of the selection is index k + 1;
+- overlapping objects: larger objects are painted first and smaller ones over them, so a small
+  object lying on a large one stays visible (ties keep annotation order; the later one wins);
+- an object without `segmentation` is painted as its filled box (counted in `MaskStats`);
+- crowd regions (`iscrowd: 1`) are painted `IGNORE`: their pixels count neither in the loss nor
+  in the metrics (COCO's convention for crowds, as detection evaluation does);
+- objects of classes that are not selected stay background: the model learns not to mark them.
+
+Metrics (from a confusion matrix over every evaluated pixel; truth `IGNORE` pixels left out):
+- pixel accuracy: correct pixels / all pixels;
+- IoU_c = TP / (TP + FP + FN) and Dice_c = 2 TP / (2 TP + FP + FN) per class;
+- a class absent from both truth and prediction has no IoU (None in the per-class table) and is
+  left out of the means rather than counted as 0 or 1: nothing was there to get right or wrong;
+- mean IoU / mean Dice average the object classes only: `__bg__` is reported per class but does
+  not count in the means, because on typical data it covers most pixels and would hide how well
+  objects are segmented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from kubeforge.datasets.formats.common import polygons_to_mask, rle_to_mask
+from kubeforge.datasets.manifest import ManifestAnnotation, ManifestImage
+
+BACKGROUND = "__bg__"
+# Truth pixels that are neither right nor wrong (crowd regions); also the loss's ignore_index.
+IGNORE = 255
+MAX_CLASSES = IGNORE  # indices 0..254, __bg__ included
+
+
+def with_background(classes: Sequence[str]) -> list[str]:
+    """The model's output classes: `__bg__` first, then the selected classes."""
+    if BACKGROUND in classes:
+        raise ValueError(f"spec.classes: {BACKGROUND!r} is reserved for the background of semantic segmentation")
+    if len(classes) + 1 > MAX_CLASSES:
+        raise ValueError(f"spec.classes: {len(classes)} classes; semantic segmentation masks hold at most "
+                         f"{MAX_CLASSES - 1} (uint8 indices, {IGNORE} marks ignored pixels)")
+    return [BACKGROUND, *classes]
+
+
+@dataclass
+class MaskStats:
+    """What rasterising a set of images did, for logs and reports."""
+
+    objects: int = 0
+    boxes_filled: int = 0  # objects without a mask, painted as their box
+    crowd: int = 0
+
+    def add(self, other: MaskStats) -> None:
+        self.objects += other.objects
+        self.boxes_filled += other.boxes_filled
+        self.crowd += other.crowd
+
+
+def object_mask(ann: ManifestAnnotation, image: ManifestImage) -> np.ndarray | None:
+    """The object's bool mask at the image's size, or None when it has no `segmentation`."""
+    seg = ann.segmentation
+    if seg is None or (isinstance(seg, list) and not seg):
+        return None
+    h, w = image.height, image.width
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if size is None or "counts" not in seg:
+            raise ValueError(f"{image.file_name}: an annotation's segmentation RLE needs 'size' and 'counts'")
+        if list(size) != [h, w]:
+            raise ValueError(f"{image.file_name}: segmentation RLE size {list(size)} is not the image's "
+                             f"[height, width] [{h}, {w}]")
+        return rle_to_mask(seg)
+    polys = [p for p in seg if len(p) >= 6]
+    if not polys:
+        raise ValueError(f"{image.file_name}: segmentation polygons need at least 3 points (6 numbers) each")
+    return polygons_to_mask(polys, h, w)
+
+
+def _box_mask(ann: ManifestAnnotation, image: ManifestImage) -> np.ndarray:
+    mask = np.zeros((image.height, image.width), dtype=bool)
+    x, y, bw, bh = ann.bbox
+    x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
+    x1, y1 = min(int(np.ceil(x + bw)), image.width), min(int(np.ceil(y + bh)), image.height)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def class_mask(image: ManifestImage, annotations: Sequence[ManifestAnnotation], index_of: Mapping[int, int],
+               size: tuple[int, int] | None = None) -> tuple[np.ndarray, MaskStats]:
+    """uint8 [H, W] class indices for one image (see the module docstring for the rules).
+
+    `index_of` maps manifest category ids to class indices (1.. for objects; 0 is `__bg__`);
+    `size` (height, width) resizes the mask nearest-neighbour (the image is stretched the same way).
+    """
+    stats = MaskStats()
+    painted: list[tuple[float, int, np.ndarray, int]] = []
+    for order, ann in enumerate(annotations):
+        if ann.category_id not in index_of:
+            continue
+        mask = object_mask(ann, image)
+        if mask is None:
+            mask = _box_mask(ann, image)
+            stats.boxes_filled += 1
+        value = IGNORE if ann.iscrowd else index_of[ann.category_id]
+        stats.crowd += bool(ann.iscrowd)
+        stats.objects += 1
+        painted.append((float(mask.sum()), order, mask, value))
+    out = np.zeros((image.height, image.width), dtype=np.uint8)
+    # Larger first, so smaller objects on top of them stay visible; equal areas in annotation order.
+    for _, _, mask, value in sorted(painted, key=lambda p: (-p[0], p[1])):
+        out[mask] = value
+    if size is not None and size != out.shape:
+        out = np.asarray(Image.fromarray(out).resize((size[1], size[0]), Image.NEAREST), dtype=np.uint8)
+    return out, stats
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None = IGNORE) -> np.ndarray:
+    """int64 [C, C]: rows = truth class, columns = predicted class; `ignore_index` truth pixels left out."""
+    truth = np.asarray(truth).reshape(-1).astype(np.int64)
+    pred = np.asarray(pred).reshape(-1).astype(np.int64)
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth has {truth.size} pixels, prediction {pred.size}; expected the same")
+    keep = truth != ignore_index if ignore_index is not None else np.ones_like(truth, dtype=bool)
+    truth, pred = truth[keep], pred[keep]
+    bad = (truth < 0) | (truth >= num_classes) | (pred < 0) | (pred >= num_classes)
+    if bad.any():
+        raise ValueError(f"class indices outside 0..{num_classes - 1}: truth {np.unique(truth[bad]).tolist()[:5]}, "
+                         f"prediction {np.unique(pred[bad]).tolist()[:5]}")
+    return np.bincount(truth * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                                              num_classes)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if len(present) else None
+
+
+def scores(cm: np.ndarray) -> dict[str, Any]:
+    """Pixel accuracy, per-class IoU and Dice (NaN when a class is absent from truth and prediction),
+    and their means over the object classes (index 1..; see the module docstring)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    total = cm.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    return {
+        "pixelAccuracy": float(tp.sum() / total) if total else 0.0,
+        "iou": iou, "dice": dice,
+        "mIoU": _mean(iou[1:]), "meanDice": _mean(dice[1:]),
+        "truthPixels": cm.sum(axis=1).astype(np.int64), "predictedPixels": cm.sum(axis=0).astype(np.int64),
+    }
+
+
+def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """The benchmark's metrics document entry for a confusion matrix (classes[0] is `__bg__`)."""
+    s = scores(cm)
+    per_class = [
+        {"class": name, "iou": None if np.isnan(s["iou"][k]) else float(s["iou"][k]),
+         "dice": None if np.isnan(s["dice"][k]) else float(s["dice"][k]),
+         "truthPixels": int(s["truthPixels"][k]), "predictedPixels": int(s["predictedPixels"][k])}
+        for k, name in enumerate(class_names)
+    ]
+    return {"mIoU": s["mIoU"], "meanDice": s["meanDice"], "pixelAccuracy": s["pixelAccuracy"],
+            "backgroundIoU": per_class[0]["iou"], "perClass": per_class,
+            "confusionMatrix": {"labels": list(class_names), "matrix": np.asarray(cm, dtype=np.int64).tolist()}}

@@ -1,0 +1,150 @@
+"""Semantic segmentation ground truth and metrics (kubeforge.evaluation.segmentation) against
+direct NumPy counts on random masks, with the edge cases the module documents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kubeforge.datasets.formats.common import mask_to_rle
+from kubeforge.datasets.manifest import ManifestAnnotation, ManifestImage
+from kubeforge.evaluation.segmentation import (
+    BACKGROUND,
+    IGNORE,
+    class_mask,
+    confusion,
+    segmentation_metrics,
+    with_background,
+)
+
+
+def _direct(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignore: int | None) -> dict[str, object]:
+    """Per-class IoU/Dice by boolean masks, the textbook way, no confusion matrix."""
+    keep = truth != ignore if ignore is not None else np.ones(truth.shape, dtype=bool)
+    t, p = truth[keep], pred[keep]
+    iou, dice = [], []
+    for c in range(num_classes):
+        inter = np.logical_and(t == c, p == c).sum()
+        union = np.logical_or(t == c, p == c).sum()
+        size = (t == c).sum() + (p == c).sum()
+        iou.append(inter / union if union else None)
+        dice.append(2 * inter / size if size else None)
+    objects = [v for v in iou[1:] if v is not None]
+    dices = [v for v in dice[1:] if v is not None]
+    return {"acc": (t == p).mean(), "iou": iou, "dice": dice,
+            "miou": sum(objects) / len(objects) if objects else None,
+            "mdice": sum(dices) / len(dices) if dices else None}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_direct_numpy_on_random_masks(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    names = [BACKGROUND, "a", "b", "absent", "c"]
+    k = len(names)
+    truth = rng.integers(0, k, size=(4, 33, 47))
+    pred = np.where(rng.random(truth.shape) < 0.6, truth, rng.integers(0, k, size=truth.shape))
+    # Class 3 is absent from truth and prediction everywhere: no IoU, left out of the means.
+    truth[truth == 3] = 1
+    pred[pred == 3] = 2
+    # Some ignored truth pixels (crowd regions): whatever is predicted there does not count.
+    truth[rng.random(truth.shape) < 0.1] = IGNORE
+    cm = sum(confusion(t, p, k) for t, p in zip(truth, pred, strict=True))
+    got = segmentation_metrics(cm, names)
+    want = _direct(truth, pred, k, IGNORE)
+    assert got["pixelAccuracy"] == pytest.approx(want["acc"])
+    for c in range(k):
+        row = got["perClass"][c]
+        assert row["class"] == names[c]
+        if want["iou"][c] is None:
+            assert row["iou"] is None and row["dice"] is None
+        else:
+            assert row["iou"] == pytest.approx(want["iou"][c]) and row["dice"] == pytest.approx(want["dice"][c])
+    assert got["perClass"][3]["iou"] is None
+    assert got["mIoU"] == pytest.approx(want["miou"]) and got["meanDice"] == pytest.approx(want["mdice"])
+    assert got["backgroundIoU"] == pytest.approx(want["iou"][0])
+    assert sum(map(sum, got["confusionMatrix"]["matrix"])) == int((truth != IGNORE).sum())
+
+
+def test_perfect_and_all_wrong_predictions() -> None:
+    truth = np.array([[0, 1], [2, 2]])
+    perfect = segmentation_metrics(confusion(truth, truth, 3), [BACKGROUND, "x", "y"])
+    assert perfect["mIoU"] == 1.0 and perfect["pixelAccuracy"] == 1.0 and perfect["meanDice"] == 1.0
+    wrong = segmentation_metrics(confusion(truth, (truth + 1) % 3, 3), [BACKGROUND, "x", "y"])
+    assert wrong["mIoU"] == 0.0 and wrong["pixelAccuracy"] == 0.0
+    # Only background anywhere: no object class to average.
+    empty = segmentation_metrics(confusion(np.zeros((3, 3)), np.zeros((3, 3)), 2), [BACKGROUND, "x"])
+    assert empty["mIoU"] is None and empty["backgroundIoU"] == 1.0
+
+
+def test_confusion_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="pixels"):
+        confusion(np.zeros((2, 2)), np.zeros((2, 3)), 2)
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        confusion(np.array([0, 5]), np.array([0, 1]), 2)
+
+
+def test_with_background_reserves_the_name() -> None:
+    assert with_background(["cat", "dog"]) == [BACKGROUND, "cat", "dog"]
+    with pytest.raises(ValueError, match=r"spec\.classes: .* is reserved"):
+        with_background(["cat", BACKGROUND])
+
+
+def _image(w: int = 20, h: int = 10) -> ManifestImage:
+    return ManifestImage(file_name="a.png", blob="0" * 64, width=w, height=h, bytes=1)
+
+
+def _ann(cat: int, bbox: list[float], seg: object = None, crowd: int = 0) -> ManifestAnnotation:
+    return ManifestAnnotation(image=0, category_id=cat, bbox=bbox, area=bbox[2] * bbox[3], segmentation=seg,
+                              iscrowd=crowd)
+
+
+def test_class_mask_paints_larger_objects_first_and_fills_boxes() -> None:
+    img = _image()
+    big = _ann(1, [0, 0, 20, 10], [[0, 0, 20, 0, 20, 10, 0, 10]])
+    small = np.zeros((10, 20), dtype=bool)
+    small[2:5, 3:7] = True
+    small_rle = _ann(2, [3, 2, 4, 3], mask_to_rle(small))
+    boxed = _ann(3, [15, 6, 3, 2])  # no segmentation: its box is filled
+    other = _ann(9, [0, 0, 5, 5], [[0, 0, 5, 0, 5, 5, 0, 5]])  # class not selected: stays as it was
+    # The small object comes first in the list and must still end up on top of the big one.
+    mask, stats = class_mask(img, [small_rle, big, boxed, other], {1: 1, 2: 2, 3: 3})
+    assert mask.dtype == np.uint8 and mask.shape == (10, 20)
+    assert (mask[small] == 2).all()
+    assert (mask[6:8, 15:18] == 3).all()
+    rest = np.ones((10, 20), dtype=bool)
+    rest[small] = False
+    rest[6:8, 15:18] = False
+    assert (mask[rest] == 1).all()
+    assert (stats.objects, stats.boxes_filled, stats.crowd) == (3, 1, 0)
+
+
+def test_class_mask_ignores_crowds_and_resizes_nearest() -> None:
+    img = _image(20, 10)
+    crowd = _ann(1, [10, 0, 10, 10], [[10, 0, 20, 0, 20, 10, 10, 10]], crowd=1)
+    obj = _ann(2, [0, 0, 10, 10], [[0, 0, 10, 0, 10, 10, 0, 10]])
+    mask, stats = class_mask(img, [crowd, obj], {1: 1, 2: 2}, size=(4, 8))
+    assert mask.shape == (4, 8) and set(np.unique(mask)) == {2, IGNORE}
+    assert (mask[:, :4] == 2).all() and (mask[:, 4:] == IGNORE).all() and stats.crowd == 1
+
+
+def test_class_mask_names_the_file_for_bad_segmentation() -> None:
+    img = _image()
+    with pytest.raises(ValueError, match=r"a.png: segmentation RLE size \[5, 5\]"):
+        class_mask(img, [_ann(1, [0, 0, 1, 1], mask_to_rle(np.zeros((5, 5), dtype=bool)))], {1: 1})
+    with pytest.raises(ValueError, match=r"a\.png: segmentation polygons need at least 3 points"):
+        class_mask(img, [_ann(1, [0, 0, 1, 1], [[0, 0, 1, 1]])], {1: 1})
+
+
+def test_dice_loss_is_zero_for_a_perfect_prediction_and_ignores_crowd_pixels() -> None:
+    import torch
+
+    from kubeforge_trainers.tasks.semantic import dice_loss
+
+    target = torch.tensor([[[0, 1], [2, IGNORE]]])
+    perfect = torch.nn.functional.one_hot(target.clamp_max(2), 3).permute(0, 3, 1, 2).float() * 50
+    assert float(dice_loss(perfect, target)) == pytest.approx(0.0, abs=1e-6)
+    # Whatever is predicted on the ignored pixel does not change the loss.
+    noisy = perfect.clone()
+    noisy[0, :, 1, 1] = torch.tensor([0.0, 50.0, 0.0])
+    assert float(dice_loss(noisy, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(dice_loss(torch.zeros(1, 3, 2, 2), target)) > 0.3
