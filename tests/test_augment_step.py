@@ -5,37 +5,23 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_coco
-from kubeforge.datasets.versions import write_version
 from kubeforge.steps import benchmark, train
 from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun, DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import shapes_version
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.slow
 
 
 def _shapes(store: LocalStore, src: Path) -> DatasetRef:
-    coco = json.loads(generate_shapes_coco(src, n_images=24, size=64, seed=4).read_text())
-    index, images = {}, []
-    for im in coco["images"]:
-        data = (src / "images" / im["file_name"]).read_bytes()
-        index[im["id"]] = len(images)
-        images.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
-                                    height=im["height"], bytes=len(data)))
-    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
-                               area=a["area"]) for a in coco["annotations"]]
-    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
-    manifest = Manifest(dataset="shapes", task="object-detection", categories=cats, images=images, annotations=anns)
-    return DatasetRef(dataset="shapes", digest=write_version(store, manifest)[0])
+    return shapes_version(store, src, n_images=24, size=64, seed=4)
 
 
 def test_preview_is_published_recorded_and_shown_in_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

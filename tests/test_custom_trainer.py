@@ -19,13 +19,14 @@ import yaml
 from pydantic import ValidationError
 
 from kubeforge.api.training_job import TrainingJobSpec
-from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
+from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
+from kubeforge.datasets.synth import generate_shapes_imagefolder
 from kubeforge.datasets.versions import write_version
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import shapes_version
 from kubeforge_trainers.custom import load_custom_trainer, merge
 
 torch.set_num_threads(2)
@@ -141,20 +142,7 @@ def dataset(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Data
 
 @pytest.fixture(scope="module")
 def detection(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
-    src = tmp_path_factory.mktemp("det")
-    coco = json.loads(generate_shapes_coco(src, n_images=10, size=64, seed=2).read_text())
-    index, images = {}, []
-    for im in coco["images"]:
-        data = (src / "images" / im["file_name"]).read_bytes()
-        index[im["id"]] = len(images)
-        images.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
-                                    height=im["height"], bytes=len(data)))
-    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
-                               area=a["area"]) for a in coco["annotations"]]
-    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
-    manifest = Manifest(dataset="shapes-det", task="object-detection", categories=cats, images=images,
-                        annotations=anns)
-    return DatasetRef(dataset="shapes-det", digest=write_version(store, manifest)[0])
+    return shapes_version(store, tmp_path_factory.mktemp("det"), n_images=10, size=64, seed=2, dataset="shapes-det")
 
 
 @pytest.fixture(autouse=True)

@@ -21,9 +21,9 @@ from kubeforge.models.preprocess import load_rgb, to_input
 from kubeforge.steps import benchmark
 from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun, DatasetRef
 from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import shapes_version
 from kubeforge_trainers.export import export_onnx, model_meta
 from kubeforge_trainers.models import model_info
-from tests.test_semantic_train import shapes_version
 
 NS = "default"
 SIZE = 32

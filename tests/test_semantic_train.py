@@ -4,7 +4,6 @@ recorded, and resumes from checkpoints/last.pt."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_coco
+from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
 from kubeforge.datasets.versions import write_version
 from kubeforge.evaluation.segmentation import BACKGROUND
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
-from kubeforge.store import LocalStore, Store, layout
+from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import shapes_version
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.slow
@@ -29,22 +28,6 @@ pytestmark = pytest.mark.slow
 # The UNet recipe the mIoU test holds to (measured on 2 shared cores; see docs/segmentation.md).
 UNET_IMAGES, UNET_SIZE, UNET_EPOCHS, UNET_BATCH, UNET_LR = 200, 64, 20, 8, 3e-3
 MIN_MIOU, MAX_SECONDS = 0.6, 120.0
-
-
-def shapes_version(store: Store, src: Path, n_images: int, size: int, seed: int = 1) -> DatasetRef:
-    """Generated shapes with their polygons, put into the store as an object-detection version."""
-    coco = json.loads(generate_shapes_coco(src, n_images=n_images, size=size, seed=seed).read_text())
-    index, images = {}, []
-    for im in coco["images"]:
-        data = (src / "images" / im["file_name"]).read_bytes()
-        index[im["id"]] = len(images)
-        images.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
-                                    height=im["height"], bytes=len(data)))
-    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
-                               area=a["area"], segmentation=a["segmentation"]) for a in coco["annotations"]]
-    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
-    manifest = Manifest(dataset="shapes", task="object-detection", categories=cats, images=images, annotations=anns)
-    return DatasetRef(dataset="shapes", digest=write_version(store, manifest)[0])
 
 
 def run_spec(store: LocalStore, ref: DatasetRef, name: str, job: dict[str, Any]) -> TrainRun:

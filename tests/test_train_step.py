@@ -15,13 +15,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
+from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
+from kubeforge.datasets.synth import generate_shapes_imagefolder
 from kubeforge.datasets.versions import write_version
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, Store, layout
+from kubeforge.testing.shapes import shapes_version
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.slow
@@ -33,18 +34,7 @@ EXPECTED = [layout.CHECKPOINT_BEST, layout.CHECKPOINT_LAST, layout.ONNX_EXPORT, 
 
 def _detection_version(store: Store, src: Path) -> DatasetRef:
     """A shapes detection dataset put into the store directly (blobs, then the manifest)."""
-    coco = json.loads(generate_shapes_coco(src, n_images=24, size=96, seed=1).read_text())
-    index, images = {}, []
-    for im in coco["images"]:
-        data = (src / "images" / im["file_name"]).read_bytes()
-        index[im["id"]] = len(images)
-        images.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
-                                    height=im["height"], bytes=len(data)))
-    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
-                               area=a["area"]) for a in coco["annotations"]]
-    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
-    manifest = Manifest(dataset="shapes", task="object-detection", categories=cats, images=images, annotations=anns)
-    return DatasetRef(dataset="shapes", digest=write_version(store, manifest)[0])
+    return shapes_version(store, src, n_images=24, size=96, seed=1)
 
 
 def _classification_version(store: Store, src: Path) -> DatasetRef:
