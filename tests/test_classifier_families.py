@@ -119,3 +119,14 @@ def test_starts_from_published_weights_in_the_store(setup: tuple[LocalStore, Dat
         train.run(spec("missing", "weights/nope.pth"))
     with pytest.raises(ValueError, match=r"spec\.model\.checkpoint: 's3://other/w.pth' is not in the run's store"):
         train.run(spec("elsewhere", "s3://other/w.pth"))
+
+
+def test_an_export_openvino_cannot_convert_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """Mask R-CNN's ONNX graph, for one, holds a Loop OpenVINO cannot convert: the run keeps its ONNX export."""
+    from kubeforge_trainers.export_formats import export_openvino
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    record = export_openvino(torch.nn.Identity(), None, bad, tmp_path, [])  # type: ignore[arg-type]
+    assert record.files == {} and record.skipped is not None
+    assert record.skipped.startswith("OpenVINO could not convert the ONNX export")
