@@ -131,7 +131,8 @@ def test_class_mask_names_the_file_for_bad_segmentation() -> None:
     img = _image()
     with pytest.raises(ValueError, match=r"a.png: segmentation RLE size \[5, 5\]"):
         class_mask(img, [_ann(1, [0, 0, 1, 1], mask_to_rle(np.zeros((5, 5), dtype=bool)))], {1: 1})
-    with pytest.raises(ValueError, match=r"a\.png: segmentation polygons need at least 3 points"):
+    with pytest.raises(ValueError, match=r"a\.png: a segmentation polygon has 4 coordinates; expected an even count "
+                                         r"of at least 6"):
         class_mask(img, [_ann(1, [0, 0, 1, 1], [[0, 0, 1, 1]])], {1: 1})
 
 

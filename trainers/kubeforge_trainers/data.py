@@ -8,7 +8,7 @@ consumer of the export feeds it.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kubeforge.datasets.manifest import Manifest, ManifestImage
+from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
 from kubeforge.models.preprocess import load_rgb
 from kubeforge.store import layout
 
@@ -55,6 +55,25 @@ def kept_boxes(boxes: np.ndarray) -> np.ndarray:
     """Which augmented boxes still carry signal (both sides at least MIN_BOX_SIDE): a bool index for
     the boxes and everything that goes with them (labels, instance masks)."""
     return ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
+
+
+def input_objects(annotations: Sequence[ManifestAnnotation], img: ManifestImage, label_of: Mapping[int, int],
+                  size: int) -> list[tuple[ManifestAnnotation, np.ndarray, int]]:
+    """One image's trainable objects with their boxes in input pixels (xyxy, clipped) and labels.
+
+    Crowd regions and classes outside `label_of` are dropped, and so are boxes thinner than
+    MIN_BOX_SIDE at this size: they carry no signal and trip torchvision's checks.
+    """
+    sx, sy = size / img.width, size / img.height
+    out = []
+    for ann in annotations:
+        if ann.iscrowd or ann.category_id not in label_of:
+            continue
+        x, y, w, h = ann.bbox
+        box = np.clip([x * sx, y * sy, (x + w) * sx, (y + h) * sy], 0, size)
+        if box[2] - box[0] >= MIN_BOX_SIDE and box[3] - box[1] >= MIN_BOX_SIDE:
+            out.append((ann, box, label_of[ann.category_id]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -176,19 +195,10 @@ class DetectionDataset(_ManifestImages):
         per_image = manifest.annotations_by_image()
         self.targets: list[tuple[np.ndarray, np.ndarray]] = []
         for i in range(len(self)):
-            img = self.image(i)
-            sx, sy = size / img.width, size / img.height
-            boxes, labels = [], []
-            for ann in per_image[self.indices[i]]:
-                if ann.iscrowd or ann.category_id not in label_of:
-                    continue
-                x, y, w, h = ann.bbox
-                box = np.clip([x * sx, y * sy, (x + w) * sx, (y + h) * sy], 0, size)
-                if box[2] - box[0] >= MIN_BOX_SIDE and box[3] - box[1] >= MIN_BOX_SIDE:
-                    boxes.append(box)
-                    labels.append(label_of[ann.category_id])
+            objects = input_objects(per_image[self.indices[i]], self.image(i), label_of, size)
             self.targets.append((
-                np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64),
+                np.asarray([box for _, box, _ in objects], dtype=np.float32).reshape(-1, 4),
+                np.asarray([label for _, _, label in objects], dtype=np.int64),
             ))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

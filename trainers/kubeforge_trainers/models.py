@@ -94,10 +94,6 @@ class Normalized(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
-# Checkpoints written before the registry name the wrapper's class in no key, so the name is free.
-NormalizedClassifier = Normalized
-
-
 # --- classification -------------------------------------------------------------------------
 
 def _torchvision_classifier(name: str) -> Callable[[int, int, bool, str | None], nn.Module]:

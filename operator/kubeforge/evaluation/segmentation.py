@@ -79,17 +79,18 @@ def object_mask(ann: ManifestAnnotation, image: ManifestImage) -> np.ndarray | N
             raise ValueError(f"{image.file_name}: segmentation RLE size {list(size)} is not the image's "
                              f"[height, width] [{h}, {w}]")
         return rle_to_mask(seg)
-    polys = [p for p in seg if len(p) >= 6]
-    if not polys:
-        raise ValueError(f"{image.file_name}: segmentation polygons need at least 3 points (6 numbers) each")
-    return polygons_to_mask(polys, h, w)
+    for poly in seg:
+        if len(poly) < 6 or len(poly) % 2:
+            raise ValueError(f"{image.file_name}: a segmentation polygon has {len(poly)} coordinates; expected an "
+                             "even count of at least 6 (x1, y1, x2, y2, x3, y3, ...)")
+    return polygons_to_mask(seg, h, w)
 
 
-def _box_mask(ann: ManifestAnnotation, image: ManifestImage) -> np.ndarray:
-    mask = np.zeros((image.height, image.width), dtype=bool)
-    x, y, bw, bh = ann.bbox
-    x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
-    x1, y1 = min(int(np.ceil(x + bw)), image.width), min(int(np.ceil(y + bh)), image.height)
+def box_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:
+    """A filled xyxy box (pixels) as a bool mask: what an object without a segmentation is painted as."""
+    mask = np.zeros((height, width), dtype=bool)
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])), width), min(int(np.ceil(box[3])), height)
     mask[y0:y1, x0:x1] = True
     return mask
 
@@ -108,7 +109,8 @@ def class_mask(image: ManifestImage, annotations: Sequence[ManifestAnnotation], 
             continue
         mask = object_mask(ann, image)
         if mask is None:
-            mask = _box_mask(ann, image)
+            x, y, bw, bh = ann.bbox
+            mask = box_mask((x, y, x + bw, y + bh), image.height, image.width)
             stats.boxes_filled += 1
         value = IGNORE if ann.iscrowd else index_of[ann.category_id]
         stats.crowd += bool(ann.iscrowd)

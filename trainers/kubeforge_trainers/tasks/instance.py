@@ -1,8 +1,9 @@
 """Instance segmentation with torchvision Mask R-CNN: its own losses, COCO mask AP on the val split.
 
-Targets come from the manifest's object annotations: `segmentation` polygons (rasterised at the
-input size) or COCO RLE (decoded at the image's size, then resized nearest). An object without
-a segmentation trains as its filled box; the dataset counts those (`boxes_as_masks`) so a
+Targets come from the manifest's object annotations: `segmentation` polygons or COCO RLE, drawn at
+the image's size by `kubeforge.evaluation.segmentation.object_mask` (as semantic segmentation and
+the benchmark do), then resized nearest-neighbour. An object without a segmentation trains as its
+filled box; the dataset counts those (`boxes_as_masks`) so a
 dataset of boxes only is visible in the training log rather than silently learning rectangles.
 
 The export takes one image per call and returns `boxes` xyxy in input pixels, `scores`,
@@ -19,51 +20,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from kubeforge.datasets.formats.common import mask_to_rle, polygons_to_mask, rle_to_mask
-from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.formats.common import mask_to_rle, rle_to_mask
+from kubeforge.datasets.manifest import Manifest
+from kubeforge.evaluation.segmentation import box_mask, object_mask
 from kubeforge.models.meta import MASK_THRESHOLD, TensorSpec
+from kubeforge.models.preprocess import mask_to_image
 from kubeforge_trainers import engine
-from kubeforge_trainers.data import MIN_BOX_SIDE, Augment, SelectedClass, _ManifestImages, to_tensor
+from kubeforge_trainers.data import Augment, SelectedClass, _ManifestImages, input_objects, kept_boxes, to_tensor
 from kubeforge_trainers.tasks.base import Track, plain
 from kubeforge_trainers.tasks.detection import Detection
 
 # Probabilities this close to the threshold may land on either side in another runtime.
 PARITY_MASK_MARGIN = 1e-3
-
-
-def object_mask(ann: ManifestAnnotation, img: ManifestImage, size: int) -> np.ndarray | None:
-    """The object's mask at size x size (bool), or None when the annotation has no segmentation."""
-    seg = ann.segmentation
-    if not seg:
-        return None
-    if isinstance(seg, dict):
-        full = rle_to_mask(seg)
-        if full.shape != (img.height, img.width):
-            raise ValueError(f"{img.file_name}: an RLE segmentation has size {list(full.shape)}; expected the "
-                             f"image's [height, width] = [{img.height}, {img.width}]")
-        resized = Image.fromarray(full.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
-        return np.asarray(resized) > 0
-    sx, sy = size / img.width, size / img.height
-    scaled = []
-    for poly in seg:
-        if len(poly) < 6 or len(poly) % 2:
-            raise ValueError(f"{img.file_name}: a segmentation polygon has {len(poly)} coordinates; expected an "
-                             "even count of at least 6 (x1, y1, x2, y2, x3, y3, ...)")
-        pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2) * (sx, sy)
-        scaled.append(pts.reshape(-1).tolist())
-    return polygons_to_mask(scaled, size, size)
-
-
-def box_mask(box: np.ndarray, size: int) -> np.ndarray:
-    """A filled box (input pixels, xyxy) as a mask: what an object without a segmentation trains as."""
-    mask = np.zeros((size, size), dtype=bool)
-    x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
-    x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
-    mask[max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = True
-    return mask
 
 
 class InstanceDataset(_ManifestImages):
@@ -88,22 +58,16 @@ class InstanceDataset(_ManifestImages):
         self.areas: list[list[float]] = []
         for i in range(len(self)):
             img = self.image(i)
-            sx, sy = size / img.width, size / img.height
             boxes, labels, masks, areas = [], [], [], []
-            for ann in per_image[self.indices[i]]:
-                if ann.iscrowd or ann.category_id not in label_of:
-                    continue
-                x, y, w, h = ann.bbox
-                box = np.clip([x * sx, y * sy, (x + w) * sx, (y + h) * sy], 0, size)
-                if box[2] - box[0] < MIN_BOX_SIDE or box[3] - box[1] < MIN_BOX_SIDE:
-                    continue
-                mask = object_mask(ann, img, size)
+            for ann, box, label in input_objects(per_image[self.indices[i]], img, label_of, size):
+                full = object_mask(ann, img)
+                mask = mask_to_image(full, size, size) > 0 if full is not None else None
                 if mask is None or not mask.any():
                     # No segmentation, or one too thin to cover a pixel at this size: its box stands in.
                     self.boxes_as_masks += 1
-                    mask = box_mask(box, size)
+                    mask = box_mask(box, size, size)
                 boxes.append(box)
-                labels.append(label_of[ann.category_id])
+                labels.append(label)
                 masks.append(mask_to_rle(mask))
                 areas.append(float(mask.sum()))
             self.targets.append((
@@ -122,7 +86,7 @@ class InstanceDataset(_ManifestImages):
         boxes, labels, _ = self.targets[i]
         arr, moved, moved_masks = self.augmented(self.pixels(i), boxes, self.masks(i))
         assert moved is not None and moved_masks is not None
-        keep = ((moved[:, 2] - moved[:, 0]) >= MIN_BOX_SIDE) & ((moved[:, 3] - moved[:, 1]) >= MIN_BOX_SIDE)
+        keep = kept_boxes(moved)
         return to_tensor(arr), {
             "boxes": torch.from_numpy(np.ascontiguousarray(moved[keep], dtype=np.float32)),
             "labels": torch.from_numpy(labels[keep]),
