@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from kubeforge.models.catalog import REPORTED_METRICS
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import TrainRun
@@ -72,6 +73,7 @@ def test_mask_rcnn_trains_resumes_exports_and_matches_onnx(tmp_path: Path, monke
     assert [json.loads(x)["epoch"] for x in relog] == [1, 2] and relog[0] == first[0]
     assert torch.load(store.url(f"{prefix}/{layout.CHECKPOINT_LAST}"), weights_only=True)["epoch"] == 2
     assert result["bestMetric"]["name"] == "val_mask_AP"
+    assert {k for k in result["metrics"] if k.startswith("val_")} == set(REPORTED_METRICS["instance-segmentation"])
     assert {"val_mask_AP", "val_mask_AP50", "val_AP", "val_AP50"} <= set(result["metrics"])
     assert all(0.0 <= result["metrics"][k] <= 1.0 for k in ("val_mask_AP", "val_AP"))
 

@@ -16,6 +16,7 @@ import torch
 from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
 from kubeforge.datasets.versions import write_version
 from kubeforge.evaluation.segmentation import BACKGROUND
+from kubeforge.models.catalog import REPORTED_METRICS
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
@@ -77,6 +78,7 @@ def test_smp_model_trains_exports_and_resumes(tmp_path: Path) -> None:
     prefix = spec.experiment_prefix
     assert result["bestMetric"]["name"] == "val_mIoU"
     assert set(result["metrics"]) >= {"val_mIoU", "val_pixel_accuracy", "val_loss", "train_loss"}
+    assert {k for k in result["metrics"] if k.startswith("val_")} == set(REPORTED_METRICS["semantic-segmentation"])
 
     meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
     assert meta.task == "semantic-segmentation" and meta.classes == [BACKGROUND, "triangle", "circle"]

@@ -18,6 +18,7 @@ import torch
 from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
 from kubeforge.datasets.synth import generate_shapes_imagefolder
 from kubeforge.datasets.versions import write_version
+from kubeforge.models.catalog import REPORTED_METRICS
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
@@ -101,6 +102,8 @@ def _check_experiment(store: LocalStore, spec: TrainRun, result: dict[str, Any],
     assert result["progress"]["epoch"] == epochs and result["datasetDigest"] == spec.dataset.digest
     assert result["onnxParityMaxAbsDiff"] < 1e-3
     assert result["bestMetric"]["epoch"] in range(1, epochs + 1)
+    # What the task reports is what validationMetric may pick (the API refuses anything else).
+    assert {k for k in result["metrics"] if k.startswith("val_")} == set(REPORTED_METRICS[spec.spec.task])
 
     meta = ModelMeta.model_validate_json(paths[layout.MODEL_META].read_text())
     session = ort.InferenceSession(str(paths[layout.ONNX_EXPORT]), providers=["CPUExecutionProvider"])

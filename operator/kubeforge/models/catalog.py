@@ -36,8 +36,8 @@ VALIDATION_METRIC: dict[str, str] = {
 REPORTED_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("val_accuracy", "val_loss"),
     "object-detection": ("val_AP", "val_AP50"),
-    "instance-segmentation": ("val_mask_AP",),
-    "semantic-segmentation": ("val_mIoU",),
+    "instance-segmentation": ("val_mask_AP", "val_mask_AP50", "val_AP", "val_AP50"),
+    "semantic-segmentation": ("val_mIoU", "val_pixel_accuracy", "val_loss"),
 }
 # Metrics where lower is better; every other one is maximised.
 MINIMISED_METRICS = frozenset({"val_loss"})
