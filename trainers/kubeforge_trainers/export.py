@@ -85,15 +85,22 @@ class Parity:
         return out
 
 
-def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[torch.Tensor]) -> Parity:
-    """Run torch and ONNX Runtime on the same real images ([3,S,S] each); the task compares them."""
+# A runtime for the parity check: (exported file, its meta) -> a function from a batch to the outputs.
+Runner = Callable[[Path, ModelMeta], Callable[[torch.Tensor], list[Any]]]
+
+
+def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[torch.Tensor],
+                 runner: Runner | None = None) -> Parity:
+    """Run torch and the export (ONNX Runtime unless `runner` says otherwise) on the same real images
+    ([3,S,S] each); the task compares them."""
     from kubeforge_trainers.tasks import task_kind
 
     if not images:
         raise ValueError("parity check: no validation images to run")
+    run_export = runner or onnx_runner
     kind = task_kind(meta.task)
     model = model.eval().cpu()
-    parity = kind.parity(model, _onnx_runner(path, meta), images)
+    parity = kind.parity(model, run_export(path, meta), images)
     if parity.matched or kind.parity_score_threshold is None:
         return parity
     # A detector trained from scratch for an epoch or two may keep nothing above its score threshold,
@@ -104,12 +111,12 @@ def check_parity(model: nn.Module, meta: ModelMeta, path: Path, images: list[tor
             kind.lowered_score_threshold(model, kind.parity_score_threshold):
         low = Path(tmp) / "parity.onnx"
         export_onnx(model, meta, low)
-        parity = kind.parity(model, _onnx_runner(low, meta), images)
+        parity = kind.parity(model, run_export(low, meta), images)
     parity.score_threshold = kind.parity_score_threshold
     return parity
 
 
-def _onnx_runner(path: Path, meta: ModelMeta) -> Callable[[torch.Tensor], list[Any]]:
+def onnx_runner(path: Path, meta: ModelMeta) -> Callable[[torch.Tensor], list[Any]]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -18,6 +18,7 @@ from torch import nn
 
 from kubeforge.models.meta import ModelMeta
 from kubeforge.store import layout
+from kubeforge_trainers.export import check_parity
 
 FORMATS = ("onnx", "openvino", "tensorrt")
 
@@ -46,10 +47,8 @@ class ExportRecord:
 
 def export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, out_dir: Path,
                     images: list[torch.Tensor]) -> ExportRecord:
-    """IR from the ONNX graph; parity: OpenVINO on CPU vs torch, compared the way the task compares ONNX."""
+    """IR from the ONNX graph; parity: OpenVINO on CPU vs torch, checked as the ONNX export is (`check_parity`)."""
     import openvino as ov
-
-    from kubeforge_trainers.tasks import task_kind
 
     xml = out_dir / layout.OPENVINO_EXPORT
     xml.parent.mkdir(parents=True, exist_ok=True)
@@ -61,16 +60,23 @@ def export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, out_dir:
         reason = next((line.strip() for line in first if "Conversion failed for" in line), first[0] if first else "")
         return ExportRecord("openvino", {}, skipped=f"OpenVINO could not convert the ONNX export: {reason}"[:500])
     ov.save_model(converted, str(xml), compress_to_fp16=False)
-    compiled = ov.Core().compile_model(str(xml), "CPU")
+    parity = check_parity(model, meta, xml, images, runner=openvino_runner)
+    return ExportRecord("openvino", {layout.OPENVINO_EXPORT: xml, layout.OPENVINO_WEIGHTS: xml.with_suffix(".bin")},
+                        parity.max_abs_diff, parity.to_json())
+
+
+def openvino_runner(path: Path, meta: ModelMeta) -> Callable[[torch.Tensor], list[Any]]:
+    """OpenVINO on the CPU for the parity check; `path` is the IR or an ONNX file (the check may re-export)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU")
     names = [o.name for o in meta.outputs]
 
     def run(batch: torch.Tensor) -> list[Any]:
         result = compiled(batch.numpy())
         return [result[compiled.output(name)] for name in names]
 
-    parity = task_kind(meta.task).parity(model.eval().cpu(), run, images)
-    return ExportRecord("openvino", {layout.OPENVINO_EXPORT: xml, layout.OPENVINO_WEIGHTS: xml.with_suffix(".bin")},
-                        parity.max_abs_diff, parity.to_json())
+    return run
 
 
 def tensorrt_unavailable() -> str | None:
