@@ -33,29 +33,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_coco
-from kubeforge.datasets.versions import write_version
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import shapes_version
 
 KUBEFORGE = Path(sys.executable).with_name("kubeforge")
 
-
-def shapes_version(store: LocalStore, src: Path, images: int, size: int) -> DatasetRef:
-    """The quickstart's synthetic shapes, put into the store as a dataset version."""
-    coco = json.loads(generate_shapes_coco(src, n_images=images, size=size, seed=7).read_text())
-    index, entries = {}, []
-    for im in coco["images"]:
-        data = (src / "images" / im["file_name"]).read_bytes()
-        index[im["id"]] = len(entries)
-        entries.append(ManifestImage(file_name=im["file_name"], blob=store.put_blob(data), width=im["width"],
-                                     height=im["height"], bytes=len(data)))
-    anns = [ManifestAnnotation(image=index[a["image_id"]], category_id=a["category_id"], bbox=a["bbox"],
-                               area=a["area"]) for a in coco["annotations"]]
-    cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
-    manifest = Manifest(dataset="shapes", task="object-detection", categories=cats, images=entries, annotations=anns)
-    return DatasetRef(dataset="shapes", digest=write_version(store, manifest)[0])
 
 
 def run_spec(store: LocalStore, ref: DatasetRef, name: str, args: argparse.Namespace, cpu: str | None) -> TrainRun:
@@ -132,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kubeforge-concurrency-") as tmp:
         work = Path(tmp)
         store = LocalStore(work / "store")
-        ref = shapes_version(store, work / "src", args.images, args.image_size)
+        ref = shapes_version(store, work / "src", args.images, args.image_size, seed=7)
         results = {label: run_group(store, ref, args, work, label, members) for label, members in groups.items()}
 
     alone = results["alone"]["processes"][0]["secondsPerEpoch"]

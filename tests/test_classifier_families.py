@@ -11,13 +11,11 @@ import openvino as ov
 import pytest
 import torch
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_imagefolder
-from kubeforge.datasets.versions import write_version
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import classification_version
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.slow
@@ -28,18 +26,7 @@ SIZE = 32
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, DatasetRef]:
     root = tmp_path_factory.mktemp("families")
     store = LocalStore(root / "store")
-    src = root / "src"
-    generate_shapes_imagefolder(src, n_per_class=6, size=SIZE, seed=3)
-    names = sorted(p.name for p in src.iterdir())
-    images = []
-    for k, name in enumerate(names):
-        for f in sorted((src / name).glob("*.png")):
-            data = f.read_bytes()
-            images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=SIZE,
-                                        height=SIZE, bytes=len(data), category_id=k + 1))
-    manifest = Manifest(dataset="fam", task="classification",
-                        categories=[Category(id=k + 1, name=n) for k, n in enumerate(names)], images=images)
-    return store, DatasetRef(dataset="fam", digest=write_version(store, manifest)[0])
+    return store, classification_version(store, root / "src", n_per_class=6, size=SIZE, seed=3, dataset="fam")
 
 
 @pytest.fixture(autouse=True)

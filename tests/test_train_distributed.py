@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 import torch
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_imagefolder
-from kubeforge.datasets.versions import write_version
+from kubeforge.datasets.versions import load_manifest
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
+from kubeforge.testing.shapes import classification_version
 from kubeforge_trainers.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -34,17 +33,8 @@ def _free_port() -> int:
 
 def _classification_version(store: LocalStore, src: Path) -> tuple[DatasetRef, int]:
     """As in test_train_step.py, at 32 px: 3 classes x 8 images."""
-    generate_shapes_imagefolder(src, n_per_class=8, size=SIZE, seed=2)
-    names = sorted(p.name for p in src.iterdir())
-    images = []
-    for k, name in enumerate(names):
-        for f in sorted((src / name).glob("*.png")):
-            data = f.read_bytes()
-            images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=SIZE,
-                                        height=SIZE, bytes=len(data), category_id=k + 1))
-    cats = [Category(id=k + 1, name=n) for k, n in enumerate(names)]
-    manifest = Manifest(dataset="shapes-cls", task="classification", categories=cats, images=images)
-    return DatasetRef(dataset="shapes-cls", digest=write_version(store, manifest)[0]), len(cats)
+    ref = classification_version(store, src, n_per_class=8, size=SIZE, seed=2)
+    return ref, len(load_manifest(store, ref.dataset, ref.digest).categories)
 
 
 def test_two_processes_train_one_model_and_rank_zero_publishes(tmp_path: Path) -> None:

@@ -15,15 +15,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_imagefolder
-from kubeforge.datasets.versions import write_version
 from kubeforge.models.catalog import REPORTED_METRICS
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, Store, layout
-from kubeforge.testing.shapes import shapes_version
+from kubeforge.testing.shapes import classification_version, shapes_version
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.slow
@@ -39,17 +36,7 @@ def _detection_version(store: Store, src: Path) -> DatasetRef:
 
 
 def _classification_version(store: Store, src: Path) -> DatasetRef:
-    generate_shapes_imagefolder(src, n_per_class=10, size=64, seed=2)
-    names = sorted(p.name for p in src.iterdir())
-    images = []
-    for k, name in enumerate(names):
-        for f in sorted((src / name).glob("*.png")):
-            data = f.read_bytes()
-            images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=64, height=64,
-                                        bytes=len(data), category_id=k + 1))
-    cats = [Category(id=k + 1, name=n) for k, n in enumerate(names)]
-    manifest = Manifest(dataset="shapes-cls", task="classification", categories=cats, images=images)
-    return DatasetRef(dataset="shapes-cls", digest=write_version(store, manifest)[0])
+    return classification_version(store, src, n_per_class=10, size=64, seed=2)
 
 
 @pytest.fixture(scope="module")

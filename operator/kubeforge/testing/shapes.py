@@ -1,4 +1,4 @@
-"""Synthetic shapes put into a store as a dataset version, for tests that train (no importer run)."""
+"""Synthetic shapes put into a store as a dataset version, for tests and benchmarks that train (no importer run)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_coco
+from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 from kubeforge.datasets.versions import write_version
 from kubeforge.steps.spec import DatasetRef
 from kubeforge.store import Store
@@ -26,4 +26,20 @@ def shapes_version(store: Store, src: Path, n_images: int, size: int, seed: int 
                                area=a["area"], segmentation=a["segmentation"]) for a in coco["annotations"]]
     cats = [Category(id=c["id"], name=c["name"]) for c in coco["categories"]]
     manifest = Manifest(dataset=dataset, task="object-detection", categories=cats, images=images, annotations=anns)
+    return DatasetRef(dataset=dataset, digest=write_version(store, manifest)[0])
+
+
+def classification_version(store: Store, src: Path, n_per_class: int, size: int, seed: int = 2,
+                           dataset: str = "shapes-cls") -> DatasetRef:
+    """A classification manifest of generated shapes, one class per folder (blobs, then manifest)."""
+    generate_shapes_imagefolder(src, n_per_class=n_per_class, size=size, seed=seed)
+    names = sorted(p.name for p in src.iterdir())
+    images = []
+    for k, name in enumerate(names):
+        for f in sorted((src / name).glob("*.png")):
+            data = f.read_bytes()
+            images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=size,
+                                        height=size, bytes=len(data), category_id=k + 1))
+    cats = [Category(id=k + 1, name=n) for k, n in enumerate(names)]
+    manifest = Manifest(dataset=dataset, task="classification", categories=cats, images=images)
     return DatasetRef(dataset=dataset, digest=write_version(store, manifest)[0])
