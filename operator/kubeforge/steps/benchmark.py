@@ -138,58 +138,38 @@ def _evaluate_classification(
     return metrics, kept, samples
 
 
-def _evaluate_detection(
-    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap, iou: float
+def _evaluate_objects(
+    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap, iou: float,
+    masks: bool,
 ) -> tuple[dict[str, Any], list[int], list[Sample]]:
+    """Detection, and with `masks` instance segmentation (each detection's mask too, evaluation.instances)."""
     truths = detection_truth(manifest, indices, classes)
     evaluated = classes.evaluated()
     position = np.full(len(classes.model_classes), -1, dtype=np.int64)
     position[evaluated] = np.arange(len(evaluated))
-    detections, dropped = [], 0
+    detections, kept_masks, dropped = [], [], 0
     for n, i in enumerate(indices):
-        raw = model.detect(images.get(i))
+        found = model.instances(images.get(i)) if masks else None
+        raw = found.detections if found is not None else model.detect(images.get(i))
         # Classes the dataset does not label cannot be judged right or wrong: leave them out.
         keep = position[raw.labels] >= 0
         dropped += int((~keep).sum())
         detections.append(ImageDetections(raw.boxes[keep], raw.scores[keep], position[raw.labels[keep]]))
+        if found is not None:
+            kept_masks.append([m for m, k in zip(found.masks, keep, strict=True) if k])
         if (n + 1) % 50 == 0:
             _log(f"  {n + 1}/{len(indices)} images")
     names = [classes.model_classes[k] for k in evaluated]
-    metrics = detection_metrics(truths, detections, names, iou_threshold=iou)
+    if masks:
+        instances = [ImageInstances(d, m) for d, m in zip(detections, kept_masks, strict=True)]
+        metrics = instance_metrics(truths, truth_segmentations(manifest, indices, classes), instances, names,
+                                   iou_threshold=iou)
+    else:
+        metrics = detection_metrics(truths, detections, names, iou_threshold=iou)
     metrics["detectionsOfClassesNotInDataset"] = dropped
     samples = [
         detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
                          detections[j], names, metrics["threshold"])
-        for j in _spread(len(indices), DETECTION_SAMPLES)
-    ]
-    return metrics, indices, samples
-
-
-def _evaluate_instances(
-    model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap, iou: float
-) -> tuple[dict[str, Any], list[int], list[Sample]]:
-    """As `_evaluate_detection`, plus each detection's mask (evaluation.instances)."""
-    truths = detection_truth(manifest, indices, classes)
-    segmentations = truth_segmentations(manifest, indices, classes)
-    evaluated = classes.evaluated()
-    position = np.full(len(classes.model_classes), -1, dtype=np.int64)
-    position[evaluated] = np.arange(len(evaluated))
-    found, dropped = [], 0
-    for n, i in enumerate(indices):
-        raw = model.instances(images.get(i))
-        det = raw.detections
-        keep = position[det.labels] >= 0
-        dropped += int((~keep).sum())
-        found.append(ImageInstances(ImageDetections(det.boxes[keep], det.scores[keep], position[det.labels[keep]]),
-                                    [m for m, k in zip(raw.masks, keep, strict=True) if k]))
-        if (n + 1) % 50 == 0:
-            _log(f"  {n + 1}/{len(indices)} images")
-    names = [classes.model_classes[k] for k in evaluated]
-    metrics = instance_metrics(truths, segmentations, found, names, iou_threshold=iou)
-    metrics["detectionsOfClassesNotInDataset"] = dropped
-    samples = [
-        detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
-                         found[j].detections, names, metrics["threshold"])
         for j in _spread(len(indices), DETECTION_SAMPLES)
     ]
     return metrics, indices, samples
@@ -251,17 +231,12 @@ def evaluate_model(
     if meta.task == "classification":
         metrics, used, samples = _evaluate_classification(files.who, model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
-    elif meta.task == "instance-segmentation":
-        metrics, used, samples = _evaluate_instances(model, images, manifest, indices, classes,
-                                                     run.spec.iou_threshold)
-        evaluated_names = [meta.classes[k] for k in classes.evaluated()]
     elif meta.task == "semantic-segmentation":
         metrics, used, samples = _evaluate_semantic(model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
     else:
-        metrics, used, samples = _evaluate_detection(
-            model, images, manifest, indices, classes, run.spec.iou_threshold
-        )
+        metrics, used, samples = _evaluate_objects(model, images, manifest, indices, classes,
+                                                   run.spec.iou_threshold, meta.task == "instance-segmentation")
         evaluated_names = [meta.classes[k] for k in classes.evaluated()]
     timings = model.timings.to_json() | {"totalSeconds": round(time.perf_counter() - start, 3)}
     entry = {
