@@ -17,7 +17,7 @@ from kubeforge.api.augmentations import Augmentation
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
 from kubeforge.local.manifests import ManifestError, load_manifests
 from kubeforge_trainers.augment import build_augment
-from kubeforge_trainers.data import DetectionDataset, blob_path, flip_augment, resolve_classes
+from kubeforge_trainers.data import ClassificationDataset, DetectionDataset, blob_path, flip_augment, resolve_classes
 
 AUGMENTATIONS = TypeAdapter(list[Augmentation])
 SIZE = 64
@@ -122,7 +122,10 @@ def test_absent_means_default_flip_and_empty_means_none() -> None:
     for _ in range(5):
         out = none(image, boxes, mask)
         assert out[0] is image and out[1] is boxes and out[2] is mask
-    assert flip_augment is not None
+    # Absent: the datasets fall back on the horizontal flip.
+    manifest = Manifest(dataset="d", task="classification", categories=[Category(id=1, name="a")], images=[])
+    assert ClassificationDataset(manifest, [], resolve_classes(manifest, None), Path("."), 8, train=True,
+                                 augment=build_augment(None)).augment is flip_augment
 
 
 def _png(w: int, h: int) -> bytes:

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+import tritonclient.http as httpclient
 from PIL import Image
 
 from kubeforge.api.inference_service import RuntimeSpec
@@ -23,8 +25,7 @@ from kubeforge.serving import client, triton_repo
 from kubeforge.serving.triton_server import TritonProcess, start_triton, stop_triton
 
 pytestmark = pytest.mark.triton
-ort = pytest.importorskip("onnxruntime")
-httpclient = pytest.importorskip("tritonclient.http")
+
 SIZE = 64
 NAMES = ["boxes", "scores", "labels", "masks"]
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -22,7 +23,7 @@ from kubeforge_trainers.export import export_onnx, model_meta
 from kubeforge_trainers.models import model_info
 
 pytestmark = pytest.mark.triton
-ort = pytest.importorskip("onnxruntime")
+
 SIZE = 32
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 # The UNet recipe the mIoU test holds to (measured on 2 shared cores; see docs/segmentation.md).
 UNET_IMAGES, UNET_SIZE, UNET_EPOCHS, UNET_BATCH, UNET_LR = 200, 64, 20, 8, 3e-3
-MIN_MIOU, MAX_SECONDS = 0.6, 120.0
+MIN_MIOU = 0.6
 
 
 def run_spec(store: LocalStore, ref: DatasetRef, name: str, job: dict[str, Any]) -> TrainRun:
@@ -59,7 +59,8 @@ def test_unet_reaches_the_miou_target_on_shapes(tmp_path: Path) -> None:
     best = result["bestMetric"]
     assert best["name"] == "val_mIoU"
     assert best["value"] >= MIN_MIOU, result
-    assert seconds < MAX_SECONDS, f"{seconds:.0f} s"
+    # The "under two minutes on 2 cores" is a cost, not an assertion (no timing in tests): say it.
+    print(f"unet {UNET_SIZE} px, {UNET_EPOCHS} epochs: {seconds:.0f} s, val mIoU {best['value']:.3f}")
     assert result["metrics"]["val_pixel_accuracy"] > 0.9
     meta = ModelMeta.model_validate_json(store.get_bytes(f"{spec.experiment_prefix}/{layout.MODEL_META}"))
     assert meta.classes == [BACKGROUND, "circle", "square", "triangle"]

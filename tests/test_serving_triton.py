@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import tritonclient.http as httpclient
 from PIL import Image
 
 from kubeforge.api.inference_service import RuntimeSpec
@@ -24,8 +26,6 @@ from kubeforge.serving.triton_server import TritonError, TritonProcess, is_runni
 
 pytestmark = pytest.mark.triton
 
-ort = pytest.importorskip("onnxruntime")
-httpclient = pytest.importorskip("tritonclient.http")
 
 
 def build_repo(root: Path, onnx: Path, meta: ModelMeta, name: str, runtime: RuntimeSpec) -> Path:
