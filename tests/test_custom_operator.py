@@ -3,7 +3,6 @@ training Job runs the model's own image (checked by the emulator's strict admiss
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,11 +61,9 @@ def test_the_run_spec_carries_entrypoint_and_parameters() -> None:
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[KubeEmulator]:
-    with KubeEmulator() as emulator:
-        emulator.apply_crds("crds")
-        emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        yield emulator
+def emu(kube_emulator: KubeEmulator) -> KubeEmulator:
+    kube_emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return kube_emulator
 
 
 def test_the_api_server_keeps_free_form_parameters_and_admits_the_job(emu: KubeEmulator) -> None:

@@ -19,14 +19,11 @@ import yaml
 from pydantic import ValidationError
 
 from kubeforge.api.training_job import TrainingJobSpec
-from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
-from kubeforge.datasets.synth import generate_shapes_imagefolder
-from kubeforge.datasets.versions import write_version
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
-from kubeforge.testing.shapes import shapes_version
+from kubeforge.testing.shapes import classification_version, shapes_version
 from kubeforge_trainers.custom import load_custom_trainer, merge
 
 torch.set_num_threads(2)
@@ -126,18 +123,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
 
 @pytest.fixture(scope="module")
 def dataset(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
-    src = generate_shapes_imagefolder(tmp_path_factory.mktemp("cls"), n_per_class=8, size=48, seed=5)
-    names = sorted(p.name for p in src.iterdir() if p.is_dir())
-    images = []
-    for k, name in enumerate(names):
-        for f in sorted((src / name).glob("*.png")):
-            data = f.read_bytes()
-            # Category ids 11, 12, 13: the prepared data must renumber them to class indices.
-            images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=48, height=48,
-                                        bytes=len(data), category_id=11 + k))
-    cats = [Category(id=11 + k, name=n) for k, n in enumerate(names)]
-    manifest = Manifest(dataset="shapes-cls", task="classification", categories=cats, images=images)
-    return DatasetRef(dataset="shapes-cls", digest=write_version(store, manifest)[0])
+    # Category ids 11, 12, 13: the prepared data must renumber them to class indices.
+    return classification_version(store, tmp_path_factory.mktemp("cls"), n_per_class=8, size=48, seed=5,
+                                  first_category_id=11)
 
 
 @pytest.fixture(scope="module")

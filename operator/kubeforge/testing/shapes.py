@@ -30,8 +30,9 @@ def shapes_version(store: Store, src: Path, n_images: int, size: int, seed: int 
 
 
 def classification_version(store: Store, src: Path, n_per_class: int, size: int, seed: int = 2,
-                           dataset: str = "shapes-cls") -> DatasetRef:
-    """A classification manifest of generated shapes, one class per folder (blobs, then manifest)."""
+                           dataset: str = "shapes-cls", first_category_id: int = 1) -> DatasetRef:
+    """A classification manifest of generated shapes, one class per folder (blobs, then manifest); category
+    ids count from `first_category_id`."""
     generate_shapes_imagefolder(src, n_per_class=n_per_class, size=size, seed=seed)
     names = sorted(p.name for p in src.iterdir())
     images = []
@@ -39,7 +40,7 @@ def classification_version(store: Store, src: Path, n_per_class: int, size: int,
         for f in sorted((src / name).glob("*.png")):
             data = f.read_bytes()
             images.append(ManifestImage(file_name=f"{name}/{f.name}", blob=store.put_blob(data), width=size,
-                                        height=size, bytes=len(data), category_id=k + 1))
-    cats = [Category(id=k + 1, name=n) for k, n in enumerate(names)]
+                                        height=size, bytes=len(data), category_id=first_category_id + k))
+    cats = [Category(id=first_category_id + k, name=n) for k, n in enumerate(names)]
     manifest = Manifest(dataset=dataset, task="classification", categories=cats, images=images)
     return DatasetRef(dataset=dataset, digest=write_version(store, manifest)[0])
