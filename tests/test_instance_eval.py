@@ -16,8 +16,14 @@ from pycocotools.cocoeval import COCOeval
 
 from kubeforge.datasets.formats.common import mask_to_rle, polygons_to_mask
 from kubeforge.evaluation.detection import STAT_NAMES, ImageDetections, ImageTruth
-from kubeforge.evaluation.instances import ImageInstances, box_polygon, instance_metrics, segm_suite
+from kubeforge.evaluation.instances import ImageInstances, instance_metrics, segm_suite
 from kubeforge.models.preprocess import scale_masks_to_image
+
+
+def box_polygon(bbox: list[float]) -> list[list[float]]:
+    """A COCO xywh box as a polygon (the reference's stand-in for an object annotated with a box only)."""
+    x, y, w, h = bbox
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
 
 
 def _scene(rng: np.random.Generator, num_classes: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from kubeforge.datasets.formats.common import mask_to_rle
 from kubeforge.datasets.manifest import Manifest, Segmentation
 from kubeforge.evaluation.detection import ImageDetections, ImageTruth, coco_stats, detection_metrics, to_coco
 from kubeforge.evaluation.groundtruth import ClassMap
+from kubeforge.evaluation.segmentation import box_mask, object_mask
 
 
 @dataclass
@@ -39,19 +40,23 @@ class ImageInstances:
         return cls(detections, [mask_to_rle(m.astype(bool)) for m in masks])
 
 
-def box_polygon(bbox: Sequence[float]) -> list[list[float]]:
-    """A COCO xywh box as a polygon: the segmentation of an object annotated with a box only."""
-    x, y, w, h = bbox
-    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
-
-
 def truth_segmentations(manifest: Manifest, indices: Sequence[int], classes: ClassMap) -> list[list[Segmentation]]:
-    """Per selected image, the segmentation of each annotation `groundtruth.detection_truth` keeps, in its order."""
+    """Per selected image, the mask (COCO RLE, image size) of each annotation `groundtruth.detection_truth` keeps,
+    in its order: drawn as training draws it (`segmentation.object_mask`, the filled box when there is none)."""
     per_image = manifest.annotations_by_image()
     out = []
     for i in indices:
-        anns = [a for a in per_image[i] if a.category_id in classes.category_to_model]
-        out.append([a.segmentation if a.segmentation else box_polygon(a.bbox) for a in anns])
+        image = manifest.images[i]
+        masks = []
+        for a in per_image[i]:
+            if a.category_id not in classes.category_to_model:
+                continue
+            mask = object_mask(a, image)
+            if mask is None:
+                x, y, w, h = a.bbox
+                mask = box_mask((x, y, x + w, y + h), image.height, image.width)
+            masks.append(mask_to_rle(mask))
+        out.append(masks)
     return out
 
 

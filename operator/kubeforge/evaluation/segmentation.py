@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from kubeforge.datasets.formats.common import polygons_to_mask, rle_to_mask
 from kubeforge.datasets.manifest import ManifestAnnotation, ManifestImage
+from kubeforge.models.preprocess import mask_to_image
 
 BACKGROUND = "__bg__"
 # Truth pixels that are neither right nor wrong (crowd regions); also the loss's ignore_index.
@@ -120,8 +120,8 @@ def class_mask(image: ManifestImage, annotations: Sequence[ManifestAnnotation], 
     # Larger first, so smaller objects on top of them stay visible; equal areas in annotation order.
     for _, _, mask, value in sorted(painted, key=lambda p: (-p[0], p[1])):
         out[mask] = value
-    if size is not None and size != out.shape:
-        out = np.asarray(Image.fromarray(out).resize((size[1], size[0]), Image.NEAREST), dtype=np.uint8)
+    if size is not None:
+        out = mask_to_image(out, size[1], size[0])
     return out, stats
 
 

@@ -46,14 +46,13 @@ def scale_masks_to_image(masks: np.ndarray, width: int, height: int) -> np.ndarr
     """Instance masks [N, H, W] at the input size -> bool [N, height, width] (nearest neighbour, like the boxes'
     stretch undone)."""
     masks = np.asarray(masks)
-    if masks.shape[1:] == (height, width):
-        return masks.astype(bool)
-    return np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize((width, height), Image.NEAREST)) > 0
-                     for m in masks]) if len(masks) else np.zeros((0, height, width), dtype=bool)
+    if not len(masks):
+        return np.zeros((0, height, width), dtype=bool)
+    return np.stack([mask_to_image(m, width, height) > 0 for m in masks])
 
 
 def mask_to_image(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A class-index mask at the model's input size -> the original image's size (nearest neighbour)."""
+    """A mask (class indices, or 0/1) at one size -> width x height, nearest neighbour: the one mask resize."""
     mask = np.asarray(mask)
     if mask.dtype != np.uint8:
         mask = mask.astype(np.uint8)
