@@ -114,7 +114,7 @@ def test_predict_cli_writes_mask_pngs(server: TritonProcess, tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["predict", "masks", str(path), "--url", server.http_url, "--json",
                                       "--threshold", "0.05", "--masks-dir", str(out)])
     assert result.exit_code == 0, result.output
-    [pred] = json.loads(result.output)
+    [pred] = json.loads(result.stdout)  # --json: the JSON on stdout, the mask paths on stderr
     files = sorted(out.glob("scene_*.png"))
     assert pred["task"] == "instance-segmentation" and len(files) == len(pred["detections"]) > 0
     first = pred["detections"][0]

@@ -52,7 +52,7 @@ def predict(
     from rich.console import Console
     from tritonclient.utils import InferenceServerException
 
-    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_mask, write_masks
+    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_masks
 
     try:
         if url is None:
@@ -66,11 +66,7 @@ def predict(
             raise ValueError(f"--masks-dir: model {model_name!r} is {model_meta.task}; only segmentation "
                              "models predict masks")
         predictions = predict_images(url, model_name, model_meta, list(images), top_k=top_k, threshold=threshold)
-        written = []
-        if masks_dir is not None and model_meta.task == "semantic-segmentation":
-            written = [write_mask(p, masks_dir) for p in predictions]
-        elif masks_dir is not None:
-            write_masks(predictions, masks_dir)
+        written = write_masks(predictions, masks_dir) if masks_dir is not None else []
     except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError) as exc:
         # The user gets one line naming what failed, not a traceback.
         typer.echo(f"error: predict {service}: {exc}", err=True)

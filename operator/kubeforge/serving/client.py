@@ -223,16 +223,6 @@ def predict_images(
     return predictions
 
 
-def write_mask(prediction: Prediction, out_dir: Path) -> Path:
-    """The class-index mask as a grayscale PNG (pixel value = index into model_meta `classes`)."""
-    if prediction.mask is None:
-        raise ValueError(f"{prediction.image}: a {prediction.task} prediction has no mask")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{Path(prediction.image).stem}.png"
-    Image.fromarray(prediction.mask).save(path)  # uint8 [H, W]: 8-bit grayscale
-    return path
-
-
 def render_table(predictions: list[Prediction]) -> Any:
     """A rich Table: one row per class (classification) or detection, grouped by image."""
     from rich.table import Table
@@ -269,13 +259,21 @@ def render_table(predictions: list[Prediction]) -> Any:
 
 
 def write_masks(predictions: list[Prediction], out_dir: Path) -> list[Path]:
-    """Each detection's mask as a PNG (0/255, the image's size): `<image stem>_<rank>_<class>.png`, best first.
+    """The masks as PNGs at the image's size; returns the files written.
 
-    Sets `Detection.mask_file`; returns the files written.
+    Semantic segmentation: one per image, `<image stem>.png`, grayscale class indices (pixel value = index
+    into model_meta `classes`). Instance segmentation: one per detection (0/255),
+    `<image stem>_<rank>_<class>.png`, best first; sets `Detection.mask_file`.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for pred in predictions:
+        if pred.task == "semantic-segmentation":
+            if pred.mask is None:
+                raise ValueError(f"{pred.image}: a {pred.task} prediction has no mask")
+            path = out_dir / f"{Path(pred.image).stem}.png"
+            Image.fromarray(pred.mask).save(path)  # uint8 [H, W]: 8-bit grayscale
+            written.append(path)
         for rank, det in enumerate(pred.detections):
             if det.mask is None:
                 continue
