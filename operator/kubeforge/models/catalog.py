@@ -12,12 +12,12 @@ entries listed here are the ones we test. `custom` models are listed by their ow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
-TASKS: tuple[Task, ...] = ("classification", "object-detection", "instance-segmentation", "semantic-segmentation")
+TASKS: tuple[Task, ...] = get_args(Task)
 Framework = Literal["torchvision", "timm", "smp", "custom"]
-FRAMEWORKS: tuple[Framework, ...] = ("torchvision", "timm", "smp", "custom")
+FRAMEWORKS: tuple[Framework, ...] = get_args(Framework)
 
 # Parameter counts are for a head of this many classes (heads differ per dataset).
 REFERENCE_CLASSES = 10
@@ -25,20 +25,15 @@ REFERENCE_CLASSES = 10
 SMP_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "efficientnet-b0",
                 "efficientnet-b3", "vgg11", "vgg16")
 DEFAULT_SMP_ENCODER = "resnet34"
-# The metric that picks the best checkpoint and stops early, per task (higher is better).
-VALIDATION_METRIC: dict[str, str] = {
-    "classification": "val_accuracy",
-    "object-detection": "val_AP",
-    "instance-segmentation": "val_mask_AP",
-    "semantic-segmentation": "val_mIoU",
-}
-# Every validation metric a task's evaluation reports (`spec.hyperparameters.validationMetric` picks one).
+# Every validation metric a task's evaluation reports (`spec.hyperparameters.validationMetric` picks one);
+# the first is the task's default, the one that picks the best checkpoint and stops early.
 REPORTED_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("val_accuracy", "val_loss"),
     "object-detection": ("val_AP", "val_AP50"),
     "instance-segmentation": ("val_mask_AP", "val_mask_AP50", "val_AP", "val_AP50"),
     "semantic-segmentation": ("val_mIoU", "val_pixel_accuracy", "val_loss"),
 }
+VALIDATION_METRIC: dict[str, str] = {task: metrics[0] for task, metrics in REPORTED_METRICS.items()}
 # Metrics where lower is better; every other one is maximised.
 MINIMISED_METRICS = frozenset({"val_loss"})
 
@@ -207,12 +202,8 @@ def _check_timm_name(name: str) -> None:
 
 
 def trains_on(task: str, dataset_task: str) -> bool:
-    """Whether a dataset version of `dataset_task` holds what a `task` model learns from.
-
-    Object annotations (boxes with optional polygon/RLE segmentations) are one dataset for both object
-    tasks: a COCO import is an object-detection manifest, and Mask R-CNN trains on its segmentations.
-    """
-    return DATASET_TASK.get(task, task) == dataset_task
+    """Whether a dataset version of `dataset_task` holds what a `task` model learns from (DATASET_TASK)."""
+    return DATASET_TASK[task] == dataset_task
 
 
 # Families whose feature pyramid halves the input five times (strides 4-32, RetinaNet/FCOS add 64 and 128

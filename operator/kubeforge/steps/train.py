@@ -176,7 +176,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     if not catalog.trains_on(job.task, manifest.task):
         raise ValueError(f"spec.task is {job.task} but dataset version {spec.dataset.dataset}@"
                          f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
-    trainer = get_trainer(job.model.framework or "torchvision", job.model.name, job.task, job.model.encoder,
+    trainer = get_trainer(job.model.framework, job.model.name, job.task, job.model.encoder,
                           job.model.entrypoint)
     classes = resolve_classes(manifest, job.classes)
     # The API's defaults are the one source of truth: run specs arrive with every field filled in,
