@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -137,18 +135,13 @@ def coco_ap(ground_truth: dict[str, Any], results: list[dict[str, Any]], iou_typ
     """COCO AP (0.5:0.95) and AP50 of boxes or, with iou_type "segm", of RLE masks (faster_coco_eval).
 
     0 when nothing was detected."""
-    from faster_coco_eval import COCO, COCOeval_faster
+    from kubeforge.evaluation.detection import coco_stats
 
     if not ground_truth["annotations"]:
         raise ValueError("val split has no boxes of the selected classes: AP is undefined")
     ap, ap50 = AP_NAMES[iou_type]
     if not results:
         return {ap: 0.0, ap50: 0.0}
-    # The COCO API prints its tables; keep the training log to our own lines.
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(ground_truth)
-        dt = gt.loadRes(results)
-        ev = COCOeval_faster(gt, dt, iouType=iou_type, print_function=lambda *_: None)
-        ev.run()
-    # stats[0] = AP@[.5:.95], stats[1] = AP@.5; -1 would mean "no ground truth" (excluded above).
-    return {ap: max(float(ev.stats[0]), 0.0), ap50: max(float(ev.stats[1]), 0.0)}
+    # The Benchmark's COCO suite; None would mean "no ground truth" (excluded above).
+    stats = coco_stats(ground_truth, results, len(ground_truth["categories"]), iou_type)
+    return {ap: max(stats["AP"] or 0.0, 0.0), ap50: max(stats["AP50"] or 0.0, 0.0)}
