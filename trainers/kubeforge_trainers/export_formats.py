@@ -29,8 +29,7 @@ class ExportRecord:
 
     format: str
     files: dict[str, Path]
-    parity_max_abs_diff: float | None = None
-    parity: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None  # Parity.to_json()
     skipped: str | None = None
 
     def to_status(self, url: Callable[[str], str]) -> dict[str, Any]:
@@ -38,8 +37,8 @@ class ExportRecord:
         out: dict[str, Any] = {"format": self.format}
         if main is not None:
             out["uri"] = url(main)
-        if self.parity_max_abs_diff is not None:
-            out["parityMaxAbsDiff"] = self.parity_max_abs_diff
+        if self.parity is not None:
+            out["parityMaxAbsDiff"] = self.parity["maxAbsDiff"]
         if self.skipped:
             out["skipped"] = self.skipped
         return out
@@ -62,7 +61,7 @@ def export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, out_dir:
     ov.save_model(converted, str(xml), compress_to_fp16=False)
     parity = check_parity(model, meta, xml, images, runner=openvino_runner)
     return ExportRecord("openvino", {layout.OPENVINO_EXPORT: xml, layout.OPENVINO_WEIGHTS: xml.with_suffix(".bin")},
-                        parity.max_abs_diff, parity.to_json())
+                        parity.to_json())
 
 
 def openvino_runner(path: Path, meta: ModelMeta) -> Callable[[torch.Tensor], list[Any]]:

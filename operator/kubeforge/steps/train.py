@@ -167,6 +167,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
            t0: float, dist_env: Any) -> dict[str, Any]:
     from kubeforge_trainers import distributed
     from kubeforge_trainers.data import resolve_classes
+    from kubeforge_trainers.export_formats import ExportRecord
     from kubeforge_trainers.progress import ProgressReporter
     from kubeforge_trainers.sdk import TrainContext, get_trainer
     from kubeforge_trainers.split import random_split
@@ -271,19 +272,17 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
         status["onnxUri"] = store.url(sink.key(layout.ONNX_EXPORT))
     if result.parity is not None:
         status["onnxParityMaxAbsDiff"] = result.parity["maxAbsDiff"]
-    if result.onnx is not None:
-        onnx_record = {"format": "onnx", "uri": status["onnxUri"]}
-        if result.parity is not None:
-            onnx_record["parityMaxAbsDiff"] = result.parity["maxAbsDiff"]
-        status["exports"] = [onnx_record] + [r.to_status(lambda rel: store.url(sink.key(rel)))
-                                             for r in result.exports]
+    exports = ([ExportRecord("onnx", {layout.ONNX_EXPORT: result.onnx}, result.parity)] if result.onnx else []
+               ) + list(result.exports)
+    if exports:
+        status["exports"] = [r.to_status(lambda rel: store.url(sink.key(rel))) for r in exports]
     TrainingJobStatus.model_validate(status)  # the result must be a valid partial status
     store.put_json(sink.key(layout.EXPERIMENT_INFO), {
         "status": "Succeeded", "startTime": started, "completionTime": now_rfc3339(),
         "durationSeconds": round(time.perf_counter() - t0, 3), "trainSeconds": round(train_seconds, 3),
         "secondsPerEpoch": result.seconds_per_epoch, "epochsRun": result.epochs_run, "resumed": resume_from is not None,
         "bestMetric": best, "metrics": status["metrics"], "onnxParity": result.parity,
-        "exportParity": {r.format: r.parity for r in result.exports if r.parity is not None},
+        "exportParity": {r.format: r.parity for r in exports if r.parity is not None},
         "datasetDigest": spec.dataset.digest, "runSpecDigest": digest, "classes": [c.name for c in classes],
         "artifacts": dict(sorted(artifacts.items())), "result": status,
         "worldSize": result.world_size, "samplesPerRank": result.samples_per_rank, "training": result.training,
