@@ -16,7 +16,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,27 +25,23 @@ import openvino as ov
 import torch
 from rich.console import Console
 from rich.table import Table
+from serving_latency import timed  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from kubeforge.models import catalog
+from kubeforge.store import layout
 from kubeforge_trainers.export import export_onnx, model_meta
+from kubeforge_trainers.export_formats import export_openvino
 from kubeforge_trainers.models import model_info
-from kubeforge_trainers.tasks import TASKS
+from kubeforge_trainers.tasks import TASKS, task_kind
 
 # One model per task, at the size the tests train it.
 DEFAULT_MODELS = {"resnet18": 64, "ssdlite320_mobilenet_v3_large": 160, "fasterrcnn_mobilenet_v3_large_fpn": 160,
                   "maskrcnn_resnet50_fpn_v2": 160, "unet": 128, "albunet": 128}
 
 
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.95 * (len(times) - 1))]
+def median_p95(fn: Callable[[], object], runs: int, warmup: int = 5) -> tuple[float, float]:
+    ordered = sorted(timed(fn, runs, warmup))
+    return statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))]
 
 
 def measure(name: str, size: int, runs: int, threads: int, workdir: Path) -> list[dict[str, object]]:
@@ -55,29 +50,35 @@ def measure(name: str, size: int, runs: int, threads: int, workdir: Path) -> lis
         return []
     info = model_info(name, entry.task, entry.framework, entry.encoder)
     torch.manual_seed(0)
-    model = info.build(3, size, False, entry.encoder).eval()
-    meta = model_meta(info, ["a", "b", "c"] if entry.task != "semantic-segmentation" else ["__bg__", "a", "b"], size)
+    kind = task_kind(entry.task)
+    classes = kind.output_classes(["a", "b", "c"])
+    model = info.build(len(classes), size, False, entry.encoder).eval()
+    meta = model_meta(info, classes, size)
     onnx_path = workdir / f"{name}.onnx"
     export_onnx(model, meta, onnx_path)
-    xml = workdir / f"{name}.xml"
-    try:
-        ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-    except Exception as exc:  # e.g. Mask R-CNN's mask-pasting Loop; the table says so
-        print(f"{name}: OpenVINO cannot convert the ONNX export ({type(exc).__name__})", file=sys.stderr)
-        return [{"model": name, "task": entry.task, "size": size, "batch": 1, "ort_ms": None, "ort_p95_ms": None,
-                 "openvino_ms": None, "openvino_p95_ms": None, "openvino_speedup": None}]
+    # What a TrainingJob with `export: [onnx, openvino]` does, parity check included.
+    record = export_openvino(model, meta, onnx_path, workdir / name, [torch.rand(3, size, size)])
+    if record.skipped:
+        print(f"{name}: {record.skipped}", file=sys.stderr)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    xml = record.files.get(layout.OPENVINO_EXPORT)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads}) if xml else None
     rows = []
     for batch in ([1, 8] if meta.input.dynamic_batch else [1]):
         x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-        ort_med, ort_p95 = median_ms(lambda x=x: session.run(None, {meta.input.name: x}), runs)
-        ov_med, ov_p95 = median_ms(lambda x=x: compiled(x), runs)
-        rows.append({"model": name, "task": entry.task, "size": size, "batch": batch, "ort_ms": round(ort_med, 2),
-                     "ort_p95_ms": round(ort_p95, 2), "openvino_ms": round(ov_med, 2),
-                     "openvino_p95_ms": round(ov_p95, 2), "openvino_speedup": round(ort_med / ov_med, 2)})
+        ort_med, ort_p95 = median_p95(lambda x=x: session.run(None, {meta.input.name: x}), runs)
+        row: dict[str, object] = {"model": name, "task": entry.task, "size": size, "batch": batch,
+                                  "ort_ms": round(ort_med, 2), "ort_p95_ms": round(ort_p95, 2), "openvino_ms": None,
+                                  "openvino_p95_ms": None, "openvino_speedup": None,
+                                  "openvino_parity": record.parity["maxAbsDiff"] if record.parity else None,
+                                  "openvino_skipped": record.skipped}
+        if compiled is not None:
+            ov_med, ov_p95 = median_p95(lambda x=x: compiled(x), runs)
+            row |= {"openvino_ms": round(ov_med, 2), "openvino_p95_ms": round(ov_p95, 2),
+                    "openvino_speedup": round(ort_med / ov_med, 2)}
+        rows.append(row)
     return rows
 
 
@@ -97,8 +98,9 @@ def main() -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(str(r["model"]), str(r["task"]), str(r["size"]), str(r["batch"]),
-                      f"{r['ort_ms']} ({r['ort_p95_ms']})", f"{r['openvino_ms']} ({r['openvino_p95_ms']})",
-                      f"{r['openvino_speedup']}x")
+                      f"{r['ort_ms']} ({r['ort_p95_ms']})",
+                      f"{r['openvino_ms']} ({r['openvino_p95_ms']})" if r["openvino_ms"] else "cannot convert",
+                      f"{r['openvino_speedup']}x" if r["openvino_speedup"] else "-")
     Console(stderr=True, width=140).print(table)
     print(json.dumps({"threads": args.threads, "runs": args.runs, "results": rows}))
 
