@@ -15,7 +15,7 @@ the local runner refuse a parameter that does not belong to the item's kind.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, WithJsonSchema, WrapValidator, field_validator, model_validator
 from pydantic_core import InitErrorDetails
@@ -174,8 +174,7 @@ def _locate_in_item(value: Any, handler: Any) -> Any:
 
 
 Augmentation = Annotated[
-    FlipAugmentation | RotateAugmentation | ScaleCropAugmentation | ColorJitterAugmentation | BlurAugmentation
-    | CutoutAugmentation,
+    Union[VARIANTS],  # type: ignore[valid-type]  # noqa: UP007  (built from the one list of kinds)
     Field(discriminator="kind"),
     WrapValidator(_locate_in_item),
     WithJsonSchema(_merged_schema()),
