@@ -18,7 +18,7 @@ from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import classification_version
 
 torch.set_num_threads(2)
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
 SIZE = 32
 
 
@@ -27,11 +27,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, Dataset
     root = tmp_path_factory.mktemp("families")
     store = LocalStore(root / "store")
     return store, classification_version(store, root / "src", n_per_class=6, size=SIZE, seed=3, dataset="fam")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.mark.parametrize(("framework", "name"), [

@@ -26,6 +26,7 @@ from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import classification_version, shapes_version
 from kubeforge_trainers.custom import load_custom_trainer, merge
 
+pytestmark = pytest.mark.usefixtures("step_cache")
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "custom-model"
@@ -131,11 +132,6 @@ def dataset(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Data
 @pytest.fixture(scope="module")
 def detection(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
     return shapes_version(store, tmp_path_factory.mktemp("det"), n_images=10, size=64, seed=2, dataset="shapes-det")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(scope="module")

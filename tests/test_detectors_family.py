@@ -21,6 +21,8 @@ from kubeforge.testing.shapes import shapes_version
 torch.set_num_threads(2)
 SIZE = 64
 
+pytestmark = pytest.mark.usefixtures("step_cache")
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
@@ -30,11 +32,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
 @pytest.fixture(scope="module")
 def shapes(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
     return shapes_version(store, tmp_path_factory.mktemp("src"), n_images=10, size=SIZE)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def one_epoch(store: LocalStore, ref: DatasetRef, name: str, task: str, model: str) -> TrainRun:

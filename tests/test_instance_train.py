@@ -22,13 +22,8 @@ from kubeforge.testing.shapes import shapes_version
 from kubeforge_trainers import engine
 
 torch.set_num_threads(2)
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
 SIZE = 64
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 class Killed(BaseException):

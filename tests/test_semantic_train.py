@@ -24,7 +24,7 @@ from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import shapes_version
 
 torch.set_num_threads(2)
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
 
 # The UNet recipe the mIoU test holds to (measured on 2 shared cores; see docs/segmentation.md).
 UNET_IMAGES, UNET_SIZE, UNET_EPOCHS, UNET_BATCH, UNET_LR = 200, 64, 20, 8, 3e-3
@@ -36,11 +36,6 @@ def run_spec(store: LocalStore, ref: DatasetRef, name: str, job: dict[str, Any])
         "store": store.uri, "namespace": "default", "name": name, "spec": job, "dataset": ref.model_dump(),
         "experiment_prefix": layout.experiment_prefix("default", ref.dataset, name, "smp"),
     })
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def test_unet_reaches_the_miou_target_on_shapes(tmp_path: Path) -> None:

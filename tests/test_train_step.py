@@ -23,7 +23,7 @@ from kubeforge.store import LocalStore, Store, layout
 from kubeforge.testing.shapes import classification_version, shapes_version
 
 torch.set_num_threads(2)
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
 KUBEFORGE = Path(sys.executable).with_name("kubeforge")
 EXPECTED = [layout.CHECKPOINT_BEST, layout.CHECKPOINT_LAST, layout.ONNX_EXPORT, layout.MODEL_META,
             layout.HYPERPARAMETERS, layout.TRAIN_VAL_SPLIT, layout.RUN_SPEC, layout.PROGRESS, layout.METRICS_LOG,
@@ -43,11 +43,6 @@ def _classification_version(store: Store, src: Path) -> DatasetRef:
 def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
     root = tmp_path_factory.mktemp("train")
     return LocalStore(root / "store")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(train.ENV_CACHE_DIR, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def _run_spec(store: LocalStore, ref: DatasetRef, name: str, job: dict[str, Any]) -> TrainRun:

@@ -243,3 +243,14 @@ def kubeforge_operator(kube_emulator: Any, kube_namespace: str, s3_store: Any, s
     operator = chart_accounts().operator_user
     invalid = [r for r in kube_emulator.rejected_writes()[rejected_before:] if r[0].name == operator]
     assert not invalid, f"the API server refused what the operator wrote: {invalid}"
+
+
+@pytest.fixture
+def step_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Steps run in this process cache image blobs in one folder for the session (KUBEFORGE_CACHE_DIR),
+    not in the user's ~/.cache. Use with `pytest.mark.usefixtures("step_cache")`."""
+    from kubeforge.steps.train import ENV_CACHE_DIR
+
+    path = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv(ENV_CACHE_DIR, str(path))
+    return path
