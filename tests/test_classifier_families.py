@@ -16,6 +16,7 @@ from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import classification_version
+from kubeforge.testing.train_runs import train_run_spec
 
 torch.set_num_threads(2)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
@@ -36,14 +37,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, Dataset
 def test_family_trains_and_exports(setup: tuple[LocalStore, DatasetRef], framework: str, name: str) -> None:
     store, ref = setup
     job = f"{framework}-{name}".replace("_", "-")
-    spec = TrainRun.model_validate({
-        "store": store.uri, "namespace": "default", "name": job, "dataset": ref.model_dump(),
-        "experiment_prefix": layout.experiment_prefix("default", ref.dataset, job, framework),
-        "spec": {"datasetVersion": "v", "task": "classification",
-                 "model": {"framework": framework, "name": name, "imageSize": SIZE},
-                 "export": ["onnx", "openvino", "tensorrt"],
-                 "hyperparameters": {"epochs": 1, "batchSize": 8, "scheduler": {"type": "none"}}},
-    })
+    spec = train_run_spec(store, ref, job, {
+        "datasetVersion": "v", "task": "classification",
+        "model": {"framework": framework, "name": name, "imageSize": SIZE},
+        "export": ["onnx", "openvino", "tensorrt"],
+        "hyperparameters": {"epochs": 1, "batchSize": 8, "scheduler": {"type": "none"}}})
     result = train.run(spec)
     prefix = spec.experiment_prefix
     meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
@@ -86,16 +84,12 @@ def test_starts_from_published_weights_in_the_store(setup: tuple[LocalStore, Dat
     store.put_file("weights/resnet18.pth", path)
 
     def spec(name: str, checkpoint: str) -> TrainRun:
-        return TrainRun.model_validate({
-            "store": store.uri, "namespace": "default", "name": name, "dataset": ref.model_dump(),
-            "experiment_prefix": layout.experiment_prefix("default", ref.dataset, name, "torchvision"),
-            "spec": {"datasetVersion": "v", "task": "classification",
-                     "model": {"name": "resnet18", "imageSize": SIZE, "checkpoint": checkpoint},
-                     # An lr this small leaves the convolutions where the weights put them.
-                     "hyperparameters": {"epochs": 1, "batchSize": 8, "scheduler": {"type": "none"},
-                                         "optimizer": {"type": "SGD", "lr": 1e-12, "momentum": 0.0,
-                                                       "weightDecay": 0.0}}},
-        })
+        return train_run_spec(store, ref, name, {
+            "datasetVersion": "v", "task": "classification",
+            "model": {"name": "resnet18", "imageSize": SIZE, "checkpoint": checkpoint},
+            # An lr this small leaves the convolutions where the weights put them.
+            "hyperparameters": {"epochs": 1, "batchSize": 8, "scheduler": {"type": "none"},
+                                "optimizer": {"type": "SGD", "lr": 1e-12, "momentum": 0.0, "weightDecay": 0.0}}})
 
     run = spec("from-pth", store.url("weights/resnet18.pth"))
     train.run(run)

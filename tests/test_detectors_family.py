@@ -17,6 +17,7 @@ from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import shapes_version
+from kubeforge.testing.train_runs import train_run_spec
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -35,13 +36,10 @@ def shapes(store: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> Datas
 
 
 def one_epoch(store: LocalStore, ref: DatasetRef, name: str, task: str, model: str) -> TrainRun:
-    return TrainRun.model_validate({
-        "store": store.uri, "namespace": "default", "name": name, "dataset": ref.model_dump(),
-        "experiment_prefix": layout.experiment_prefix("default", ref.dataset, name, "torchvision"),
-        "spec": {"datasetVersion": "shapes-v1", "task": task, "model": {"name": model, "imageSize": SIZE},
-                 "split": {"trainPercent": 70, "seed": 3},
-                 "hyperparameters": {"epochs": 1, "batchSize": 4, "scheduler": {"type": "none"}}},
-    })
+    return train_run_spec(store, ref, name, {
+        "datasetVersion": "shapes-v1", "task": task, "model": {"name": model, "imageSize": SIZE},
+        "split": {"trainPercent": 70, "seed": 3},
+        "hyperparameters": {"epochs": 1, "batchSize": 4, "scheduler": {"type": "none"}}})
 
 
 def check_export(store: LocalStore, spec: TrainRun) -> tuple[ModelMeta, dict]:

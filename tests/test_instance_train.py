@@ -16,9 +16,9 @@ import torch
 from kubeforge.models.catalog import REPORTED_METRICS
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
-from kubeforge.steps.spec import TrainRun
 from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import shapes_version
+from kubeforge.testing.train_runs import train_run_spec
 from kubeforge_trainers import engine
 
 torch.set_num_threads(2)
@@ -34,15 +34,11 @@ def test_mask_rcnn_trains_resumes_exports_and_matches_onnx(tmp_path: Path, monke
     store = LocalStore(tmp_path / "store")
     # An object-detection manifest (a COCO import): its polygons are the masks Mask R-CNN learns.
     ref = shapes_version(store, tmp_path / "src", n_images=10, size=SIZE)
-    spec = TrainRun.model_validate({
-        "store": store.uri, "namespace": "default", "name": "masks", "dataset": ref.model_dump(),
-        "experiment_prefix": layout.experiment_prefix("default", ref.dataset, "masks", "torchvision"),
-        "spec": {"datasetVersion": "shapes-v1", "task": "instance-segmentation",
-                 "model": {"name": "maskrcnn_resnet50_fpn_v2", "imageSize": SIZE},
-                 "split": {"trainPercent": 70, "seed": 3},
-                 "hyperparameters": {"epochs": 2, "batchSize": 4, "checkpointEvery": 1,
-                                     "scheduler": {"type": "none"}}},
-    })
+    spec = train_run_spec(store, ref, "masks", {
+        "datasetVersion": "shapes-v1", "task": "instance-segmentation",
+        "model": {"name": "maskrcnn_resnet50_fpn_v2", "imageSize": SIZE},
+        "split": {"trainPercent": 70, "seed": 3},
+        "hyperparameters": {"epochs": 2, "batchSize": 4, "checkpointEvery": 1, "scheduler": {"type": "none"}}})
     # Killed as epoch 2 starts (in process: the real epoch loop, stopped where a SIGKILL could land).
     original = engine.train_one_epoch
 

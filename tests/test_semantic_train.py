@@ -22,6 +22,7 @@ from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import shapes_version
+from kubeforge.testing.train_runs import stop_after_first_epoch, train_run_spec
 
 torch.set_num_threads(2)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
@@ -32,10 +33,7 @@ MIN_MIOU = 0.6
 
 
 def run_spec(store: LocalStore, ref: DatasetRef, name: str, job: dict[str, Any]) -> TrainRun:
-    return TrainRun.model_validate({
-        "store": store.uri, "namespace": "default", "name": name, "spec": job, "dataset": ref.model_dump(),
-        "experiment_prefix": layout.experiment_prefix("default", ref.dataset, name, "smp"),
-    })
+    return train_run_spec(store, ref, name, job)
 
 
 def test_unet_reaches_the_miou_target_on_shapes(tmp_path: Path) -> None:
@@ -99,10 +97,7 @@ def test_smp_model_trains_exports_and_resumes(tmp_path: Path) -> None:
     assert ckpt["classes"] == meta.classes and ckpt["epoch"] == 2
 
     # Stopped after epoch 1: the rerun continues from checkpoints/last.pt and trains epoch 2 only.
-    store.put_bytes(f"{prefix}/{layout.CHECKPOINT_LAST}", store.get_bytes(f"{prefix}/checkpoints/epoch_0001.pt"))
-    store.delete(f"{prefix}/{layout.EXPERIMENT_INFO}")
-    lines = store.get_bytes(f"{prefix}/{layout.METRICS_LOG}").decode().splitlines()
-    store.put_bytes(f"{prefix}/{layout.METRICS_LOG}", (lines[0] + "\n").encode())
+    stop_after_first_epoch(store, prefix)
     again = train.run(spec)
     info = store.get_json(f"{prefix}/{layout.EXPERIMENT_INFO}")
     assert info["resumed"] is True and info["epochsRun"] == 1

@@ -21,6 +21,7 @@ from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, Store, layout
 from kubeforge.testing.shapes import classification_version, shapes_version
+from kubeforge.testing.train_runs import stop_after_first_epoch, train_run_spec
 
 torch.set_num_threads(2)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("step_cache")]
@@ -46,10 +47,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
 
 
 def _run_spec(store: LocalStore, ref: DatasetRef, name: str, job: dict[str, Any]) -> TrainRun:
-    return TrainRun.model_validate({
-        "store": store.uri, "namespace": "default", "name": name, "spec": job, "dataset": ref.model_dump(),
-        "experiment_prefix": layout.experiment_prefix("default", ref.dataset, name, "torchvision"),
-    })
+    return train_run_spec(store, ref, name, job)
 
 
 def _step(spec: TrainRun, tmp: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
@@ -166,15 +164,12 @@ def test_resume_continues_after_the_checkpointed_epoch(store: LocalStore, tmp_pa
     full = train.run(spec)
     prefix = spec.experiment_prefix
     # Roll the experiment back to "stopped after epoch 1".
-    store.put_bytes(f"{prefix}/{layout.CHECKPOINT_LAST}", store.get_bytes(f"{prefix}/checkpoints/epoch_0001.pt"))
-    store.delete(f"{prefix}/{layout.EXPERIMENT_INFO}")
-    lines = store.get_bytes(f"{prefix}/{layout.METRICS_LOG}").decode().splitlines()
-    store.put_bytes(f"{prefix}/{layout.METRICS_LOG}", (lines[0] + "\n").encode())
+    first = stop_after_first_epoch(store, prefix)
     again = train.run(spec)
     info = store.get_json(f"{prefix}/{layout.EXPERIMENT_INFO}")
     assert info["resumed"] is True and info["epochsRun"] == 1
     relog = store.get_bytes(f"{prefix}/{layout.METRICS_LOG}").decode().splitlines()
-    assert [json.loads(x)["epoch"] for x in relog] == [1, 2] and relog[0] == lines[0]
+    assert [json.loads(x)["epoch"] for x in relog] == [1, 2] and relog[0] == first
     # Same batches, flips and optimizer state: epoch 2 retrained gives epoch 2's numbers again.
     assert again["metrics"]["train_loss"] == pytest.approx(full["metrics"]["train_loss"], rel=1e-3)
     assert torch.load(Path(store.url(f"{prefix}/{layout.CHECKPOINT_LAST}")), weights_only=True)["epoch"] == 2
