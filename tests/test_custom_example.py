@@ -8,7 +8,6 @@ test depends on nothing installed beforehand. SeaweedFS is the store, the real t
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,22 +19,13 @@ import numpy as np
 import pytest
 import yaml
 
+from kubeforge.testing.cli import get_json, kubeforge
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "custom-model"
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.triton]
 
-
-def kubeforge(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "kubeforge.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"kubeforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def get_json(kind: str, name: str, env: dict[str, str]) -> dict[str, Any]:
-    return json.loads(kubeforge("get", kind, name, "-o", "json", env=env).stdout)
 
 
 def install_example(work: Path) -> Path:

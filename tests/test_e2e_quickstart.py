@@ -9,11 +9,8 @@ Runtime answers on the same input.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +18,13 @@ import numpy as np
 import pytest
 import yaml
 
+from kubeforge.testing.cli import get_json, kubeforge
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.triton]
 
-
-def kubeforge(*args: str, env: dict[str, str], check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubeforge.cli.main", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubeforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def get_json(kind: str, name: str, env: dict[str, str]) -> dict[str, Any]:
-    return json.loads(kubeforge("get", kind, name, "-o", "json", env=env).stdout)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,15 @@ import pytest
 import yaml
 from PIL import Image
 
+from kubeforge.testing.cli import get_json, kubeforge
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "instance-segmentation"
 pytestmark = [pytest.mark.slow, pytest.mark.triton]
 
 
-def kubeforge(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "kubeforge.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubeforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 def status(kind: str, name: str, env: dict[str, str]) -> dict[str, Any]:
-    return json.loads(kubeforge("get", kind, name, "-o", "json", env=env).stdout)["status"]
+    return get_json(kind, name, env)["status"]
 
 
 @pytest.fixture(scope="module")

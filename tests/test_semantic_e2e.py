@@ -4,7 +4,6 @@ reports mIoU, and `kubeforge predict --masks` answers from the real tritonserver
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,22 +17,13 @@ import pytest
 import yaml
 from PIL import Image
 
+from kubeforge.testing.cli import get_json, kubeforge
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "segmentation"
 
 pytestmark = [pytest.mark.slow, pytest.mark.triton]
 
-
-def kubeforge(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "kubeforge.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"kubeforge {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def get_json(kind: str, name: str, env: dict[str, str]) -> dict[str, Any]:
-    return json.loads(kubeforge("get", kind, name, "-o", "json", env=env).stdout)
 
 
 @pytest.fixture(scope="module")
