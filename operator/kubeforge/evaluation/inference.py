@@ -20,7 +20,8 @@ from PIL import Image
 from kubeforge.evaluation.detection import ImageDetections
 from kubeforge.evaluation.instances import ImageInstances
 from kubeforge.models.meta import ModelMeta
-from kubeforge.models.preprocess import mask_to_image, scale_boxes_to_image, scale_masks_to_image, to_input
+from kubeforge.models.outputs import class_mask, instance_masks
+from kubeforge.models.preprocess import scale_boxes_to_image, to_input
 
 # The outputs each task's export must have (model_meta.py); others fall back to detection's.
 OUTPUTS = {"classification": ["logits"], "instance-segmentation": ["boxes", "scores", "labels", "masks"],
@@ -149,11 +150,11 @@ class OnnxModel:
         boxes, scores, labels, masks = self._run(self._prepare(img)[None], OUTPUTS["instance-segmentation"])
         self.timings.images += 1
         detections = self._detections(boxes, scores, labels, img)
-        size = (self.meta.input.height, self.meta.input.width)
-        if masks.shape != (len(detections.scores), *size):
-            raise ValueError(f"{self.path}: output 'masks' has shape {list(masks.shape)}; expected "
-                             f"[{len(detections.scores)}, {size[0]}, {size[1]}] (one mask per detection, input size)")
-        return ImageInstances.from_masks(detections, scale_masks_to_image(masks, img.width, img.height))
+        try:
+            scaled = instance_masks(masks, len(detections.scores), self.meta, img.width, img.height)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from None
+        return ImageInstances.from_masks(detections, scaled)
 
     def _detections(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                     img: Image.Image) -> ImageDetections:
@@ -193,20 +194,18 @@ class OnnxModel:
         if self.meta.task != "semantic-segmentation":
             raise ValueError(f"{self.path}: segment() on a {self.meta.task} model")
         size = batch_size if self.meta.input.dynamic_batch else 1
-        expected = (self.meta.input.height, self.meta.input.width)
         pending: list[tuple[np.ndarray, int, int]] = []
 
         def flush() -> Iterator[np.ndarray]:
             (masks,) = self._run(np.stack([x for x, _, _ in pending]), ["mask"])
-            if masks.shape != (len(pending), *expected):
-                raise ValueError(f"{self.path}: output 'mask' has shape {list(masks.shape)}; expected "
-                                 f"[{len(pending)}, {expected[0]}, {expected[1]}]")
-            if masks.size and int(masks.max()) >= len(self.meta.classes):
-                raise ValueError(f"{self.path}: output 'mask' has class index {int(masks.max())}; model_meta.json "
-                                 f"lists {len(self.meta.classes)} classes")
+            if len(masks) != len(pending):
+                raise ValueError(f"{self.path}: output 'mask' has {len(masks)} masks for {len(pending)} images")
             self.timings.images += len(pending)
             for mask, (_, w, h) in zip(masks, pending, strict=True):
-                yield mask_to_image(mask, w, h)
+                try:
+                    yield class_mask(mask, self.meta, w, h)
+                except ValueError as exc:
+                    raise ValueError(f"{self.path}: {exc}") from None
             pending.clear()
 
         for img in images:

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from kubeforge.models.meta import ModelMeta
-from kubeforge.models.preprocess import load_rgb, mask_to_image, scale_boxes_to_image, scale_masks_to_image, to_input
+from kubeforge.models.outputs import class_mask, instance_masks
+from kubeforge.models.preprocess import load_rgb, scale_boxes_to_image, to_input
 from kubeforge.serving import triton_repo
 
 _NP_TO_TRITON = {"float32": "FP32", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
@@ -142,11 +143,12 @@ def decode_instances(
 ) -> list[Detection]:
     """As `decode_detection`, each detection with its mask (uint8 [N, H, W] at the input size) at the image's size."""
     masks = np.asarray(masks)
-    if masks.ndim != 3 or len(masks) != np.asarray(scores).size:
-        raise ValueError(f"output 'masks' has shape {list(masks.shape)}; expected [N, H, W] with one mask per "
-                         f"detection ({np.asarray(scores).size})")
+    count = np.asarray(scores).size
+    if masks.shape[:1] != (count,):
+        raise ValueError(f"output 'masks' has shape {list(masks.shape)}; expected one mask per detection ({count})")
     decoded = _decode(boxes, scores, labels, meta, width, height, threshold)
-    scaled = scale_masks_to_image(masks[[i for i, _ in decoded]], width, height)
+    # Only the detections above the threshold are resized.
+    scaled = instance_masks(masks[[i for i, _ in decoded]], len(decoded), meta, width, height)
     for (_, det), mask in zip(decoded, scaled, strict=True):
         det.mask, det.mask_pixels = mask, int(mask.sum())
     return [det for _, det in decoded]
@@ -156,15 +158,8 @@ def decode_segmentation(mask: np.ndarray, meta: ModelMeta, width: int, height: i
                         ) -> tuple[np.ndarray, list[ClassPixels]]:
     """Export `mask` ([H, W] or [1, H, W], input size) -> uint8 class indices at the image's size
     (nearest neighbour) and each present class's share of the pixels, largest first."""
-    mask = np.asarray(mask)
-    expected = (meta.input.height, meta.input.width)
-    if mask.shape[-2:] != expected or mask.size != expected[0] * expected[1]:
-        raise ValueError(f"output 'mask' has shape {list(mask.shape)}; expected {list(expected)} (model input size)")
-    full = mask_to_image(mask.reshape(expected), width, height)
+    full = class_mask(mask, meta, width, height)
     counts = np.bincount(full.reshape(-1), minlength=len(meta.classes))
-    if len(counts) > len(meta.classes):
-        raise ValueError(f"output 'mask' has class index {len(counts) - 1}; model_meta.json lists "
-                         f"{len(meta.classes)} classes")
     total = max(int(counts.sum()), 1)
     present = [k for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
     return full, [ClassPixels(meta.classes[k], int(k), float(counts[k] / total)) for k in present]
