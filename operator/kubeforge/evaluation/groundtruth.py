@@ -57,7 +57,9 @@ class ClassMap:
     not_in_model: list[str] = field(default_factory=list)  # dataset categories the model lacks
 
     @classmethod
-    def build(cls, manifest: Manifest, model_classes: Sequence[str], source: str) -> ClassMap:
+    def build(cls, manifest: Manifest, model_classes: Sequence[str], source: str,
+              implicit: Sequence[str] = ()) -> ClassMap:
+        """`implicit`: model classes no dataset names because they are what is left (semantic `__bg__`)."""
         by_name: dict[str, int] = {}
         for cat in manifest.categories:
             by_name.setdefault(cat.name, cat.id)
@@ -71,7 +73,7 @@ class ClassMap:
         return cls(
             model_classes=list(model_classes),
             category_to_model=mapping,
-            not_in_dataset=[n for n in model_classes if n not in by_name],
+            not_in_dataset=[n for n in model_classes if n not in by_name and n not in implicit],
             not_in_model=sorted({c.name for c in manifest.categories if c.name not in model_index}),
         )
 

@@ -220,9 +220,9 @@ def evaluate_model(
             f"{files.who}: model_meta.json task is {meta.task!r} but dataset {manifest.dataset!r} "
             f"is {manifest.task!r}"
         )
-    classes = ClassMap.build(manifest, meta.classes, f"{files.who} model_meta.json")
-    if meta.task == "semantic-segmentation" and BACKGROUND in classes.not_in_dataset:
-        classes.not_in_dataset.remove(BACKGROUND)  # the background is every pixel no object covers
+    # A semantic model's background is every pixel no object covers: no dataset names it.
+    classes = ClassMap.build(manifest, meta.classes, f"{files.who} model_meta.json",
+                             implicit=[BACKGROUND] if meta.task == "semantic-segmentation" else [])
     indices, missing = select_images(manifest, run.spec.split, files.split_doc, files.split_source)
     if not indices:
         raise ValueError(f"{files.who}: dataset {manifest.dataset!r} has no images (split {run.spec.split!r})")
