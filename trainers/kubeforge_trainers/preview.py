@@ -17,24 +17,21 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from kubeforge.evaluation.report_images import class_colors, spread, tint
+from kubeforge.evaluation.segmentation import IGNORE
+
 PREVIEW_SAMPLES = 12
 COLUMNS = 4
 # Tiles are scaled to this many pixels: 64 px inputs stay readable, 512 px ones keep the report small.
 TILE = 160
-COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
-          (140, 86, 75), (227, 119, 194)]
-
-
 def _color(k: int) -> tuple[int, int, int]:
-    return COLORS[k % len(COLORS)]
+    """Class k's (0-based) colour: the reports' palette."""
+    r, g, b = class_colors(k + 1).tolist()
+    return r, g, b
 
 
 def _name(classes: Sequence[str], index: int) -> str:
     return classes[index] if 0 <= index < len(classes) else str(index)
-
-
-def _overlay(tile: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> None:
-    tile[mask] = (0.55 * tile[mask] + 0.45 * np.asarray(color)).astype(np.uint8)
 
 
 def draw_sample(image: torch.Tensor, target: Any, classes: Sequence[str]) -> Image.Image:
@@ -51,14 +48,14 @@ def draw_sample(image: torch.Tensor, target: Any, classes: Sequence[str]) -> Ima
         masks = target.get("masks")
         if masks is not None:
             for k, m in enumerate(torch.as_tensor(masks).numpy().astype(bool)):
-                _overlay(tile, m, _color(labels[k] - 1 if k < len(labels) else k))
+                tint(tile, m, np.asarray(_color(labels[k] - 1 if k < len(labels) else k)))
         boxes = [(box, label) for box, label in zip(target["boxes"].tolist(), labels, strict=True)]
     elif isinstance(target, torch.Tensor | np.ndarray) and np.ndim(target) == 2:
         ids = torch.as_tensor(target).numpy()
         for k in np.unique(ids):
-            if k > 0:
-                _overlay(tile, ids == k, _color(int(k) - 1))
-        caption = ", ".join(_name(classes, int(k) - 1) for k in np.unique(ids) if k > 0)
+            if 0 < k != IGNORE:
+                tint(tile, ids == k, np.asarray(_color(int(k) - 1)))
+        caption = ", ".join(_name(classes, int(k) - 1) for k in np.unique(ids) if 0 < k != IGNORE)
     else:
         caption = _name(classes, int(target))
     scale = TILE / tile.shape[0]
@@ -82,7 +79,7 @@ def save_preview(dataset: torch.utils.data.Dataset, classes: Sequence[str], path
     total = len(dataset)  # type: ignore[arg-type]
     if total == 0:
         return 0
-    picks = sorted({round(j * (total - 1) / max(count - 1, 1)) for j in range(min(count, total))})
+    picks = spread(total, count)
     state = random.getstate()
     try:
         with torch.random.fork_rng(devices=[]):

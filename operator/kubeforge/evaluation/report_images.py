@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from kubeforge.evaluation.detection import ImageDetections, ImageTruth
+from kubeforge.evaluation.segmentation import IGNORE
 
 GT_COLOR = (0, 200, 0)
 PRED_COLOR = (230, 40, 40)
@@ -78,12 +79,28 @@ MASK_PALETTE = np.array([(0, 0, 0), (230, 40, 40), (40, 120, 230), (0, 200, 0), 
                          (0, 190, 190), (230, 100, 160), (120, 80, 30)], dtype=np.uint8)
 
 
+def class_colors(index: np.ndarray | int) -> np.ndarray:
+    """The colour of object class `index` (1..K, the model's 0-based class + 1), cycling through the palette."""
+    return MASK_PALETTE[1:][(np.asarray(index, dtype=np.int64) - 1) % (len(MASK_PALETTE) - 1)]
+
+
+def tint(arr: np.ndarray, painted: np.ndarray, colors: np.ndarray) -> None:
+    """Blend `colors` into the uint8 RGB `arr` where `painted`, in place: the one mask overlay of reports
+    and training previews."""
+    colors = colors[painted] if colors.ndim == 3 else colors
+    arr[painted] = (0.45 * arr[painted] + 0.55 * colors).astype(np.uint8)
+
+
+def spread(n: int, k: int) -> list[int]:
+    """k positions spread evenly over range(n), so samples are not all from one corner of the set."""
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(n, k))}) if n else []
+
+
 def _overlay(img: Image.Image, mask: np.ndarray) -> Image.Image:
-    colors = MASK_PALETTE[1:][(mask.astype(np.int64) - 1) % (len(MASK_PALETTE) - 1)]
-    painted = (mask > 0) & (mask != 255)
-    arr = np.asarray(img, dtype=np.float32).copy()
-    arr[painted] = 0.45 * arr[painted] + 0.55 * colors[painted]
-    return Image.fromarray(arr.astype(np.uint8))
+    painted = (mask > 0) & (mask != IGNORE)
+    arr = np.asarray(img, dtype=np.uint8).copy()
+    tint(arr, painted, class_colors(mask))
+    return Image.fromarray(arr)
 
 
 def segmentation_sample(file_name: str, img: Image.Image, truth: np.ndarray, predicted: np.ndarray,

@@ -27,7 +27,13 @@ from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, det
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
 from kubeforge.evaluation.instances import ImageInstances, instance_metrics, truth_segmentations
 from kubeforge.evaluation.report import render_report
-from kubeforge.evaluation.report_images import Sample, classification_sample, detection_sample, segmentation_sample
+from kubeforge.evaluation.report_images import (
+    Sample,
+    classification_sample,
+    detection_sample,
+    segmentation_sample,
+    spread,
+)
 from kubeforge.evaluation.segmentation import BACKGROUND, class_mask, confusion, scores, segmentation_metrics
 from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
@@ -106,11 +112,6 @@ class _Images:
         return load_rgb(self._bytes[img.blob])
 
 
-def _spread(n: int, k: int) -> list[int]:
-    """k positions spread evenly over range(n), so samples are not all from one corner of the set."""
-    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(n, k))}) if n else []
-
-
 def _evaluate_classification(
     who: str, model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
 ) -> tuple[dict[str, Any], list[int], list[Sample]]:
@@ -170,7 +171,7 @@ def _evaluate_objects(
     samples = [
         detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
                          detections[j], names, metrics["threshold"])
-        for j in _spread(len(indices), DETECTION_SAMPLES)
+        for j in spread(len(indices), DETECTION_SAMPLES)
     ]
     return metrics, indices, samples
 
@@ -183,7 +184,7 @@ def _evaluate_semantic(
     num_classes = len(classes.model_classes)
     per_image = manifest.annotations_by_image()
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    sampled = set(_spread(len(indices), SEGMENTATION_SAMPLES))
+    sampled = set(spread(len(indices), SEGMENTATION_SAMPLES))
     samples = []
     predictions = model.segment(images.get(i) for i in indices)
     for n, (i, predicted) in enumerate(zip(indices, predictions, strict=True)):
