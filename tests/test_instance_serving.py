@@ -22,7 +22,8 @@ from kubeforge.api.inference_service import RuntimeSpec
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import scale_boxes_to_image, scale_masks_to_image, to_input
 from kubeforge.serving import client, triton_repo
-from kubeforge.serving.triton_server import TritonProcess, start_triton, stop_triton
+from kubeforge.serving.triton_server import TritonProcess
+from kubeforge.testing.triton_serving import served
 
 pytestmark = pytest.mark.triton
 
@@ -48,12 +49,8 @@ def server(mask_rcnn: tuple[Path, ModelMeta], triton_backend_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
     onnx, meta = mask_rcnn
     work = tmp_path_factory.mktemp("triton-masks")
-    files = triton_repo.repository_files(onnx.read_bytes(), meta, "masks", RuntimeSpec(max_batch_size=8))
-    triton_repo.write_repository(work / "serving", files)
-    proc = start_triton(str(work / "serving" / triton_repo.LOCAL_VARIANT), "masks", work / "triton.log",
-                        backend_dir=triton_backend_dir)
-    yield proc
-    stop_triton(proc.pid)
+    with served(work, onnx, meta, "masks", RuntimeSpec(max_batch_size=8), triton_backend_dir) as proc:
+        yield proc
 
 
 def test_config_takes_one_image_and_returns_uint8_masks(mask_rcnn: tuple[Path, ModelMeta]) -> None:

@@ -18,7 +18,8 @@ from kubeforge.api.inference_service import RuntimeSpec
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import to_input
 from kubeforge.serving import client, triton_repo
-from kubeforge.serving.triton_server import TritonProcess, start_triton, stop_triton
+from kubeforge.serving.triton_server import TritonProcess
+from kubeforge.testing.triton_serving import served
 from kubeforge_trainers.export import export_onnx, model_meta
 from kubeforge_trainers.models import model_info
 
@@ -55,11 +56,8 @@ def segmenter_server(segmenter: tuple[Path, ModelMeta], triton_backend_dir: Path
     onnx, meta = segmenter
     work = tmp_path_factory.mktemp("triton-seg")
     runtime = RuntimeSpec(max_batch_size=4, dynamic_batching=True, max_queue_delay_microseconds=20_000)
-    files = triton_repo.repository_files(onnx.read_bytes(), meta, "paint", runtime)
-    repo = triton_repo.write_repository(work / "serving", files) / triton_repo.LOCAL_VARIANT
-    proc = start_triton(str(repo), "paint", work / "triton.log", backend_dir=triton_backend_dir)
-    yield proc
-    stop_triton(proc.pid)
+    with served(work, onnx, meta, "paint", runtime, triton_backend_dir) as proc:
+        yield proc
 
 
 def painted(width: int = 60, height: int = 40) -> Image.Image:

@@ -21,17 +21,12 @@ from PIL import Image
 from kubeforge.api.inference_service import RuntimeSpec
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import to_input
-from kubeforge.serving import client, triton_repo
+from kubeforge.serving import client
 from kubeforge.serving.triton_server import TritonError, TritonProcess, is_running, start_triton, stop_triton
+from kubeforge.testing.triton_serving import build_repo, served
 
 pytestmark = pytest.mark.triton
 
-
-
-def build_repo(root: Path, onnx: Path, meta: ModelMeta, name: str, runtime: RuntimeSpec) -> Path:
-    files = triton_repo.repository_files(onnx.read_bytes(), meta, name, runtime)
-    triton_repo.write_repository(root, files)
-    return root / triton_repo.LOCAL_VARIANT
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +36,8 @@ def classifier_server(tiny_classifier: tuple[Path, ModelMeta], triton_backend_di
     work = tmp_path_factory.mktemp("triton-cls")
     # A long queue delay makes the dynamic batcher certain to merge concurrent requests.
     runtime = RuntimeSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_microseconds=50_000)
-    repo = build_repo(work / "serving", onnx, meta, "colours", runtime)
-    proc = start_triton(str(repo), "colours", work / "triton.log", backend_dir=triton_backend_dir)
-    yield proc
-    stop_triton(proc.pid)
+    with served(work, onnx, meta, "colours", runtime, triton_backend_dir) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
