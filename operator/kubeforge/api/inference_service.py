@@ -4,22 +4,35 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
 
 
 class ServedModelRef(ApiModel):
-    """The model to serve: a TrainingJob's latest successful run, or a pinned run."""
+    """The model to serve: a TrainingJob's latest successful run, a pinned run, or a Benchmark's winner."""
 
-    training_job: str = Field(min_length=1)
+    training_job: str | None = Field(default=None, min_length=1)
     run: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{6,64}$",
         description="Serve this run of the TrainingJob (an id from its status.runs). Default: its latest "
         "successful run, followed as it retrains.",
     )
+    benchmark: str | None = Field(
+        default=None, min_length=1,
+        description="Serve the winner of this Benchmark's promotion gate, only once a run's gate passed; "
+        "a later passing run with a new winner rolls the service to it.")
+    pick: Literal["best"] = Field(default="best", description="With benchmark: which passing model to serve.")
     format: Literal["onnx"] = "onnx"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServedModelRef:
+        if (self.training_job is None) == (self.benchmark is None):
+            raise ValueError("spec.model: set exactly one of trainingJob or benchmark")
+        if self.run is not None and self.training_job is None:
+            raise ValueError("spec.model.run pins a run of spec.model.trainingJob; it cannot go with benchmark")
+        return self
 
 
 class RuntimeSpec(ApiModel):
