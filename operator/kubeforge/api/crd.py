@@ -36,6 +36,9 @@ _STRUCTURE_KEYS = {
     "exclusiveMinimum", "exclusiveMaximum",
 }
 _DROPPED_KEYS = {"title", "examples", "$schema", "$defs", "definitions", "readOnly", "writeOnly"}
+# CEL rules a model declares (`json_schema_extra={"x-kubernetes-validations": [...]}`), copied as they are:
+# the API server enforces what the model's own validator checks (e.g. ServedModelRef's one source).
+CEL_KEY = "x-kubernetes-validations"
 
 
 class CRDGenerationError(ValueError):
@@ -93,7 +96,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], path: str, seen: tuple[
         )
 
     for key in node:
-        if key not in _DROPPED_KEYS and key not in _VALUE_KEYS and key not in _STRUCTURE_KEYS:
+        if key not in _DROPPED_KEYS and key not in _VALUE_KEYS and key not in _STRUCTURE_KEYS and key != CEL_KEY:
             raise CRDGenerationError(f"{path}: JSON schema keyword {key!r} has no CRD translation")
 
     out = _copy_values(node, path)
@@ -127,6 +130,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], path: str, seen: tuple[
             # An untyped mapping (dict[str, Any], or an empty model that allows extras).
             out["x-kubernetes-preserve-unknown-fields"] = True
         # `additionalProperties: false` is not allowed; the API server prunes unknown fields.
+        if CEL_KEY in node:
+            out[CEL_KEY] = [dict(rule) for rule in node[CEL_KEY]]
     elif kind == "array":
         if "prefixItems" in node:
             raise CRDGenerationError(f"{path}: tuples (prefixItems) are not structural; use a list or a model")
@@ -181,6 +186,7 @@ _ORDER = (
     "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems",
     "minProperties", "maxProperties", "multipleOf", "nullable", "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields", "properties", "required", "items", "additionalProperties",
+    CEL_KEY,
 )
 
 

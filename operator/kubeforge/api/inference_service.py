@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
@@ -12,6 +12,14 @@ from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, Resour
 
 class ServedModelRef(ApiModel):
     """The model to serve: a TrainingJob's latest successful run, a pinned run, or a Benchmark's winner."""
+
+    # The same rules as _one_source, for the API server (kubectl apply is refused, not left Failed).
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.trainingJob) != has(self.benchmark)",
+         "message": "set exactly one of trainingJob or benchmark"},
+        {"rule": "!has(self.run) || has(self.trainingJob)",
+         "message": "run pins a run of trainingJob; it cannot go with benchmark"},
+    ]})
 
     training_job: str | None = Field(default=None, min_length=1)
     run: str | None = Field(
@@ -62,6 +70,9 @@ class InferenceServiceStatus(StatusBase):
     model_name: str | None = None
     repository_uri: str | None = None
     training_run: str | None = Field(default=None, description="The TrainingJob run being served.")
+    training_job: str | None = Field(
+        default=None, description="The TrainingJob being served (with spec.model.benchmark: the winner its "
+        "promotion gate promoted).")
     experiment_prefix: str | None = Field(
         default=None, description="That run's store prefix (its export and model_meta.json)."
     )
@@ -74,6 +85,8 @@ class InferenceService(ResourceBase):
     short_names: ClassVar[list[str]] = ["kfsvc"]
     printer_columns: ClassVar[list[PrinterColumn]] = [
         PrinterColumn(name="Model", type="string", json_path=".spec.model.trainingJob"),
+        PrinterColumn(name="Benchmark", type="string", json_path=".spec.model.benchmark"),
+        PrinterColumn(name="Serving", type="string", json_path=".status.trainingJob", priority=1),
         PrinterColumn(name="Run", type="string", json_path=".status.trainingRun", priority=1),
         PrinterColumn(name="URL", type="string", json_path=".status.url"),
         PrinterColumn(name="Ready", type="boolean", json_path=".status.ready"),

@@ -23,10 +23,12 @@ from kubeforge.api.training_job import TrainingJob
 WAITING_FOR_DATASET_VERSION = "WaitingForDatasetVersion"
 WAITING_FOR_MODELS = "WaitingForModels"
 WAITING_FOR_EXPORT = "WaitingForExport"
+WAITING_FOR_PROMOTION = "WaitingForPromotion"  # a Benchmark whose gate has not passed in any run yet
 
 # What the referencing step uses the reference for:
 # parent: a DatasetVersion's parent(s); dataset: the data a step reads; init: fromTrainingJob's
-# checkpoint; model: a Benchmark's model; served: an InferenceService's model.
+# checkpoint; model: a Benchmark's model; served: an InferenceService's model (a TrainingJob's run, or
+# the winner a Benchmark's promotion gate promoted).
 Role = Literal["parent", "dataset", "init", "model", "served"]
 
 
@@ -34,7 +36,8 @@ Role = Literal["parent", "dataset", "init", "model", "served"]
 class Reference:
     role: Role
     field: str  # where the user wrote it, e.g. "spec.models[1].trainingJob"
-    kind: str  # "DatasetVersion" (must have a digest) or "TrainingJob" (must have a successful run)
+    kind: str  # "DatasetVersion" (must have a digest), "TrainingJob" (must have a successful run) or
+    # "Benchmark" (must have promoted a model: a run whose gate passed)
     name: str
     reason: str  # the condition reason while it is not ready
     run: str | None = None  # a TrainingJob run pinned by id (InferenceService spec.model.run)
@@ -44,6 +47,8 @@ class Reference:
         """What the referenced resource must have produced, in words."""
         if self.kind == "DatasetVersion":
             return "succeed (a dataset digest)"
+        if self.kind == "Benchmark":
+            return "promote a model (a run whose gate passes)"
         return f"succeed in run {self.run!r}" if self.run else "have a successful run"
 
 
@@ -87,6 +92,10 @@ def references(res: Resource, lookup: SpecLookup | None = None) -> list[Referenc
                                      "DatasetVersion", data_version_name(job), WAITING_FOR_DATASET_VERSION))
         return out
     if isinstance(res, InferenceService):
+        if res.spec.model.benchmark is not None:
+            return [Reference("served", "spec.model.benchmark", "Benchmark", res.spec.model.benchmark,
+                              WAITING_FOR_PROMOTION)]
+        assert res.spec.model.training_job is not None  # the model refuses neither or both
         return [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
                           WAITING_FOR_EXPORT, run=res.spec.model.run)]
     raise TypeError(f"no references declared for {type(res).__name__}")

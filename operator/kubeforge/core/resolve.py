@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kubeforge.api import Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob
+from kubeforge.api.benchmark import PromotedModel
 from kubeforge.api.common import Phase, RunRecord
 from kubeforge.api.references import Reference, references
 from kubeforge.steps import runs
@@ -69,6 +70,23 @@ def run_of(ref: Reference, target: Resource | None, who: str) -> RunRecord:
     return latest
 
 
+def promoted_of(ref: Reference, target: Resource | None, who: str) -> PromotedModel:
+    """What a Benchmark reference produced: the winner of its latest run whose gate passed."""
+    status = target.status if isinstance(target, Benchmark) else None
+    if status is not None and status.promoted is not None:
+        return status.promoted
+    where = f"{who}: {ref.field}: Benchmark {ref.name!r}"
+    if status is None:
+        raise Waiting(ref.reason, f"{where} {_state(target)}; waiting for it to {ref.needs}", ref.field)
+    gate = status.gate
+    if gate is not None and not gate.passed:
+        why = f"run {status.run_id}: {gate.message}" if status.run_id else gate.message
+        raise Waiting(ref.reason, f"{where} has no run whose gate passed ({why}); waiting for a run whose "
+                                  "gate passes", ref.field)
+    raise Waiting(ref.reason, f"{where} {_state(target)} and has no run whose gate passed yet; waiting for it "
+                              f"to {ref.needs}", ref.field)
+
+
 def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
     """The run spec of `res`, or Waiting naming the first reference that has not produced what it needs."""
     who, ns = res.key(), res.namespace
@@ -79,10 +97,13 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
     refs = references(res, get)
     datasets: dict[str, list[DatasetRef]] = {}
     models: dict[str, list[RunRecord]] = {}
+    promoted: PromotedModel | None = None
     for ref in refs:
         target = get(ref.kind, ref.name)
         if ref.kind == "DatasetVersion":
             datasets.setdefault(ref.role, []).append(dataset_of(ref, target, who))
+        elif ref.kind == "Benchmark":
+            promoted = promoted_of(ref, target, who)
         else:
             models.setdefault(ref.role, []).append(run_of(ref, target, who))
 
@@ -104,8 +125,11 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
                                           "exist (its training data is what this Benchmark evaluates on); "
                                           "waiting for it to exist",
                           "spec.models[0].trainingJob")
-        return runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]])
+        return runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]],
+                                  [r.id for r in models["model"]])
     if isinstance(res, InferenceService):
+        if promoted is not None:
+            return runs.serve_run(res, store, promoted.experiment_prefix, promoted.run, promoted.training_job)
         served = models["served"][0]
         return runs.serve_run(res, store, prefix(served), served.id)
     raise TypeError(f"no step for {type(res).__name__}")

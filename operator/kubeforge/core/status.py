@@ -15,7 +15,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubeforge.api import KINDS, DatasetVersion, InferenceService, InferenceServiceStatus, Resource, TrainingJob
+from kubeforge.api import (
+    KINDS,
+    Benchmark,
+    BenchmarkStatus,
+    DatasetVersion,
+    InferenceService,
+    InferenceServiceStatus,
+    Resource,
+    TrainingJob,
+)
 from kubeforge.api.common import Phase, RunPhase, RunRecord, StatusBase, now_rfc3339
 from kubeforge.api.owned import benchmark_name
 from kubeforge.steps.runs import output_prefix
@@ -26,6 +35,10 @@ SUCCEEDED = "Succeeded"
 SERVING = "Serving"
 STEP_FAILED = "StepFailed"
 INVALID_RESULT = "InvalidResult"
+# A Benchmark with spec.gate: whether its current run's promotion gate passed (kubeforge.evaluation.gate).
+GATE_PASSED = "GatePassed"
+GATE_FAILED = "GateFailed"
+GATE_EVALUATING = "Evaluating"
 MAX_MESSAGE = 1024
 
 
@@ -89,7 +102,8 @@ def _set_run_phase(status: StatusBase, phase: RunPhase, message: str = "") -> No
 
 
 # What a new run of a step kind carries over from the last status; the rest described the last run.
-KEPT_ACROSS_RUNS = ("conditions", "runs", "phase", "message", "observed_generation")
+# `promoted` (Benchmark) is the winner of the latest run whose gate passed: it stands until another passes.
+KEPT_ACROSS_RUNS = ("conditions", "runs", "phase", "message", "observed_generation", "promoted")
 
 
 def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple[StatusBase, list[RunRecord]]:
@@ -105,7 +119,12 @@ def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple
             record.completion_time = now_rfc3339()
             superseded.append(record)
     if not isinstance(run, ServeRun):
-        status = type(status).model_validate({k: getattr(status, k) for k in KEPT_ACROSS_RUNS})
+        status = type(status).model_validate({k: getattr(status, k) for k in KEPT_ACROSS_RUNS
+                                              if k in type(status).model_fields})
+        if isinstance(status, BenchmarkStatus) and any(c.type == GATE_PASSED for c in status.conditions):
+            status.set_condition(GATE_PASSED, None, GATE_EVALUATING, truncate(
+                f"run {run.run_id} is being evaluated; status.promoted stays as it is until a run's gate passes"),
+                generation)
     existing = status.find_run(run.run_id)
     if existing is None:
         status.runs = [*status.runs, RunRecord(id=run.run_id, generation=generation,
@@ -120,15 +139,23 @@ def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple
     status.completion_time = None
     if isinstance(run, ServeRun) and isinstance(status, InferenceServiceStatus):
         status.training_run, status.experiment_prefix = run.training_run, run.experiment_prefix
+        status.training_job = run.training_job or run.spec.model.training_job
     return status, superseded
 
 
-def served_run_notice(res: InferenceService, before: str | None, status: StatusBase) -> str | None:
+def served_run_notice(res: InferenceService, before: str | None, status: StatusBase,
+                      before_job: str | None = None) -> str | None:
     """What to tell the user when a new serve run swaps the served TrainingJob run (never silently):
-    None when nothing was served before or the same run is served."""
+    None when nothing was served before or the same run is served. `before_job`: the TrainingJob served
+    before (a Benchmark's winner may be another TrainingJob)."""
     now = status.training_run if isinstance(status, InferenceServiceStatus) else None
     if not before or before == now:
         return None
+    if res.spec.model.benchmark is not None:
+        job = status.training_job if isinstance(status, InferenceServiceStatus) else None
+        was = f"TrainingJob {before_job} run {before}" if before_job else f"run {before}"
+        return (f"Benchmark {res.spec.model.benchmark} promoted a new winner: serving TrainingJob {job} run {now} "
+                f"instead of {was}")
     pin = "" if res.spec.model.run else "; set spec.model.run to pin a run"
     return f"TrainingJob {res.spec.model.training_job}: serving run {now} instead of run {before}{pin}"
 
@@ -165,11 +192,30 @@ def apply_result(res: Resource, status: StatusBase, result: Any, generation: int
         record = out.find_run(out.run_id) if out.run_id else None
         if record is not None:
             record.output_prefix = out.output_prefix
+    if isinstance(res, Benchmark) and isinstance(out, BenchmarkStatus):
+        _gate_condition(res, out, generation)
     _set_run_phase(out, "Succeeded")
     out.completion_time = None
     if isinstance(res, InferenceService):
         return out  # serving: Ready once its server answers, which the runtime reports
     return set_phase(out, Phase.SUCCEEDED, SUCCEEDED, "", generation)
+
+
+def _gate_condition(res: Benchmark, status: BenchmarkStatus, generation: int | None) -> None:
+    """GatePassed, only for a Benchmark with spec.gate: True/False with the numbers that decided it.
+    (status.gate is there either way: without a gate the winner is the best model, and it is promoted.)"""
+    if not res.spec.gate:
+        status.conditions = [c for c in status.conditions if c.type != GATE_PASSED]
+        return
+    if status.gate is None:
+        return  # a step that does not evaluate gates (an older image): nothing to say
+    gate = status.gate
+    message = gate.message
+    if not gate.passed and status.promoted is not None:
+        message += (f"; still promoted: {status.promoted.training_job} (Benchmark run "
+                    f"{status.promoted.benchmark_run})")
+    status.set_condition(GATE_PASSED, gate.passed, GATE_PASSED if gate.passed else GATE_FAILED,
+                         truncate(message), generation)
 
 
 def every_output_prefix(status: StatusBase) -> list[str]:

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
 from kubeforge.api.common import StatusBase, now_rfc3339
+from kubeforge.api.references import WAITING_FOR_PROMOTION
 from kubeforge.api.training_job import Progress
 from kubeforge.atomic_file import atomic_write_text
 from kubeforge.core import status as cs
@@ -80,7 +81,7 @@ def key_output(resource: Resource) -> str:
 @dataclass
 class Outcome:
     key: ResourceKey
-    action: str  # unchanged | succeeded | failed | dependency-failed
+    action: str  # unchanged | succeeded | waiting | failed | dependency-failed
     seconds: float
     record: Record
 
@@ -210,6 +211,8 @@ class Runner:
         try:
             run = build_run(node.resource, self._lookup(records), self.store_uri)
         except Waiting as exc:  # an upstream resource succeeded but did not record what this one needs
+            if exc.reason == WAITING_FOR_PROMOTION:
+                return self._wait(node, prev, exc, t0)
             record = self._new_record(node, prev, None)
             self._save(record, cs.set_phase(self._status(record), Phase.FAILED, "InvalidReference", exc.message,
                                             record.resource.metadata.generation))
@@ -223,9 +226,10 @@ class Runner:
 
         record = self._new_record(node, prev, digest)
         before = getattr(record.resource.status, "training_run", None)
+        before_job = getattr(record.resource.status, "training_job", None)
         status, _ = cs.start_run(self._status(record), run, record.resource.metadata.generation)
         if isinstance(node.resource, InferenceService):
-            notice = cs.served_run_notice(node.resource, before, status)
+            notice = cs.served_run_notice(node.resource, before, status, before_job)
             if notice:
                 self.console.print(f"[yellow]![/] {node.label}: {notice}")
         cs.mark_running(status)
@@ -267,6 +271,20 @@ class Runner:
         self.console.print(f"[green]✓[/] {node.label} {record.phase.lower() if record.phase else ''} "
                            f"in {seconds:.1f}s  {key_output(record.resource)}")
         return Outcome(node.key, "succeeded", seconds, record)
+
+    def _wait(self, node: Node, prev: Record | None, exc: Waiting, t0: float) -> Outcome:
+        """A Benchmark's gate has not passed in any run (an InferenceService with model.benchmark): not a
+        failure, the service waits (a later `kubeforge run` serves the winner once a run's gate passes).
+        A server left from before (the spec named a TrainingJob) is stopped: only a promoted model is served."""
+        record = self._new_record(node, prev, None)
+        status = self._status(record)
+        if isinstance(status, InferenceServiceStatus) and status.pid is not None:
+            serving.stop(status)
+            status.pid, status.ready = None, False
+        self._save(record, cs.set_phase(status, Phase.WAITING, exc.reason, exc.message,
+                                        record.resource.metadata.generation))
+        self.console.print(f"[yellow]…[/] {node.label}: waiting ({exc.reason}): {exc.message}")
+        return Outcome(node.key, "waiting", time.monotonic() - t0, record)
 
     def _watch(self, node: Node, record: Record, spinner: Status) -> contextlib.AbstractContextManager[Any]:
         """For a TrainingJob, mirror the store's progress.json into its status while it trains."""
@@ -351,7 +369,8 @@ def summary_table(outcomes: list[Outcome]) -> Table:
     table = Table(title="kubeforge run", show_lines=False)
     for col in ("RESOURCE", "PHASE", "ACTION", "DURATION", "OUTPUT"):
         table.add_column(col)
-    colors = {"succeeded": "green", "unchanged": "dim", "failed": "red", "dependency-failed": "red"}
+    colors = {"succeeded": "green", "unchanged": "dim", "waiting": "yellow", "failed": "red",
+              "dependency-failed": "red"}
     for out in outcomes:
         res = out.record.resource
         phase = str(out.record.phase or "")

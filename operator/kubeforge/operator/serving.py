@@ -48,7 +48,8 @@ def reconcile_serving(ctx: Context, body: dict[str, Any], logger: logging.Logger
         return
     if status.run_id != run.run_id:
         before = status.training_run if isinstance(status, InferenceServiceStatus) else None
-        notice = cs.served_run_notice(res, before, start_run(ctx, body, res, run, logger))
+        before_job = status.training_job if isinstance(status, InferenceServiceStatus) else None
+        notice = cs.served_run_notice(res, before, start_run(ctx, body, res, run, logger), before_job)
         if notice:
             kopf.event(body, type="Normal", reason="ServedRunChanged", message=notice)
         _delete_stale_serve_jobs(ctx, res, keep=b.step_job_name(res, run))
@@ -105,8 +106,10 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
     status.url, status.grpc_url, status.ready = bs.service_url(res), bs.grpc_url(res), ready
     status.model_name, status.repository_uri = bs.model_name(res), bs.repository_uri(res, ctx.settings)
     reason = cs.SERVING if ready else st.DEPLOYMENT_PROGRESSING
-    served = f"{res.spec.model.training_job} (run {status.training_run})" if status.training_run else \
-        res.spec.model.training_job
+    job = status.training_job or res.spec.model.training_job
+    served = f"{job} (run {status.training_run})" if status.training_run else job
+    if res.spec.model.benchmark is not None:
+        served += f", the winner of Benchmark {res.spec.model.benchmark}"
     message = (f"serving {served} at {status.url}" if ready else
                f"Deployment {res.name}: {ready_replicas}/{res.spec.replicas} replicas ready")
     cs.set_phase(status, Phase.RUNNING, reason, message, res.metadata.generation, ready=ready)

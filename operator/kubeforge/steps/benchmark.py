@@ -23,6 +23,7 @@ from kubeforge.datasets import versions
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.evaluation.classification import classification_metrics
 from kubeforge.evaluation.detection import ImageDetections, detection_metrics
+from kubeforge.evaluation.gate import gate_status
 from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, detection_truth, select_images
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
 from kubeforge.evaluation.instances import ImageInstances, instance_metrics, truth_segmentations
@@ -343,4 +344,5 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
         "reportUri": store.url(report_key),
         "metrics": {name: models[name]["headline"] for name in order},
         "headline": headline,
+        **gate_status(doc, spec.spec.gate, spec.models, spec.run_id),  # promotion gate (evaluation.gate)
     }

@@ -83,8 +83,10 @@ def train_run(res: TrainingJob, store: str, dataset: DatasetRef, init_experiment
                     experiment_prefix=layout.run_output_prefix(base, rid), init_checkpoint=init)
 
 
-def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: Sequence[str]) -> BenchmarkRun:
-    """`experiments`: the run prefix of each of `spec.models`, in order."""
+def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: Sequence[str],
+                  model_runs: Sequence[str | None] = ()) -> BenchmarkRun:
+    """`experiments`: the run prefix of each of `spec.models`, in order; `model_runs`: their run ids (for
+    the promotion gate's winner). The run id depends on the prefixes only, which name the runs already."""
     if len(experiments) != len(res.spec.models):
         raise ValueError(f"{res.key()}: {len(res.spec.models)} models but {len(experiments)} experiments")
     rid = run_id(res.kind, res.spec, {"dataset": _ref(dataset), "experiments": list(experiments)})
@@ -92,20 +94,29 @@ def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: 
         BenchmarkModel(training_job=ref.training_job, checkpoint=ref.checkpoint, experiment_prefix=exp)
         for ref, exp in zip(res.spec.models, experiments, strict=True)
     ]
+    for model, model_run in zip(models, model_runs, strict=False):
+        if model_run is not None:
+            model.run = model_run  # assigned, so run.json (exclude_unset) carries it
     output = layout.run_output_prefix(layout.benchmark_prefix(res.namespace, res.name), rid)
     return BenchmarkRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
                         spec=_spec_without(res.spec, RUN_IGNORES), dataset=dataset, models=models,
                         output_prefix=output)
 
 
-def serve_run(res: InferenceService, store: str, experiment: str, training_run: str) -> ServeRun:
+def serve_run(res: InferenceService, store: str, experiment: str, training_run: str | None,
+              training_job: str | None = None) -> ServeRun:
     """`experiment`: the prefix of the served TrainingJob run `training_run`. The repository prefix is
-    fixed: it is what Triton serves, rebuilt by each serve run."""
+    fixed: it is what Triton serves, rebuilt by each serve run. `training_job`: the served TrainingJob
+    when the spec names a Benchmark (its promoted winner); the experiment prefix names the run, so a new
+    winner is a new serve run."""
     rid = run_id(res.kind, res.spec, {"experiment": experiment}, SERVE_RUN_IGNORES)
-    return ServeRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
-                    spec=_spec_without(res.spec, SERVE_RUN_IGNORES), experiment_prefix=experiment,
-                    training_run=training_run, output_prefix=layout.serving_prefix(res.namespace, res.name),
-                    model_name=res.name)
+    run = ServeRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
+                   spec=_spec_without(res.spec, SERVE_RUN_IGNORES), experiment_prefix=experiment,
+                   training_run=training_run, output_prefix=layout.serving_prefix(res.namespace, res.name),
+                   model_name=res.name)
+    if training_job is not None:
+        run.training_job = training_job  # assigned, so run.json (exclude_unset) carries it
+    return run
 
 
 def output_prefix(run: Any) -> str | None:

@@ -25,7 +25,7 @@ class ServeStepError(ValueError):
 def run(spec: ServeRun) -> dict[str, Any]:
     store = open_store(spec.store)
     who = f"InferenceService {spec.namespace}/{spec.name}"
-    job = spec.spec.model.training_job
+    job = spec.training_job or spec.spec.model.training_job
     onnx_key = f"{spec.experiment_prefix}/{layout.ONNX_EXPORT}"
     meta_key = f"{spec.experiment_prefix}/{layout.MODEL_META}"
     try:

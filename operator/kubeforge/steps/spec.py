@@ -59,6 +59,7 @@ class BenchmarkModel(BaseModel):
     training_job: str
     experiment_prefix: str
     checkpoint: Literal["best", "last"] = "best"
+    run: str | None = Field(default=None, description="The TrainingJob run evaluated (its id in status.runs).")
 
 
 class BenchmarkRun(_Run):
@@ -74,6 +75,9 @@ class ServeRun(_Run):
     spec: InferenceServiceSpec
     experiment_prefix: str = Field(description="The served TrainingJob run's prefix (its export, model_meta.json).")
     training_run: str | None = Field(default=None, description="The id of that TrainingJob run.")
+    training_job: str | None = Field(
+        default=None, description="The served TrainingJob when it is not spec.model.trainingJob: the winner "
+        "a Benchmark promoted (spec.model.benchmark).")
     output_prefix: str = Field(description="Where the Triton model repository goes.")
     model_name: str = Field(description="The Triton model name.")
 
