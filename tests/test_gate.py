@@ -346,3 +346,143 @@ def test_random_documents_agree_with_the_reference() -> None:
         for check in result.checks:  # every check names its model and metric and carries the numbers
             assert check.message.startswith(f"{check.model} {check.metric}")
     assert min(seen.values()) > 200, seen
+
+
+# --- the core: references, resolution, status across runs, the CRD rule ----------------------------
+
+def _core_fixtures() -> tuple[Any, Any, Any]:
+    from kubeforge.api import parse_resource
+
+    gv = "kubeforge.io/v1alpha1"
+
+    def res(kind: str, name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> Any:
+        body: dict[str, Any] = {"apiVersion": gv, "kind": kind, "metadata": {"name": name, "namespace": "ml"},
+                                "spec": spec}
+        if status is not None:
+            body["status"] = status
+        return parse_resource(body)
+
+    svc = res("InferenceService", "svc", {"model": {"benchmark": "cmp", "pick": "best"}})
+    bench_spec = {"datasetVersion": "v1", "models": [{"trainingJob": "old"}, {"trainingJob": "new"}],
+                  "gate": [{"metric": "AP50", "min": 0.5}]}
+    return res, svc, bench_spec
+
+
+def test_a_service_naming_a_benchmark_waits_for_promotion_then_serves_the_winner() -> None:
+    from kubeforge.api.references import WAITING_FOR_PROMOTION, references
+    from kubeforge.core.resolve import WAITING_MARK, Waiting, build_run
+
+    res, svc, bench_spec = _core_fixtures()
+    assert [(r.role, r.field, r.kind, r.name) for r in references(svc)] == [
+        ("served", "spec.model.benchmark", "Benchmark", "cmp")]
+
+    def look(bench: Any) -> Any:
+        return lambda kind, ns, name: bench if (kind, name) == ("Benchmark", "cmp") else None
+
+    with pytest.raises(Waiting, match=r"spec\.model\.benchmark: Benchmark 'cmp' does not exist") as gone:
+        build_run(svc, look(None), "file:///s")
+    assert gone.value.reason == WAITING_FOR_PROMOTION and WAITING_MARK in gone.value.message
+    running = res("Benchmark", "cmp", bench_spec, {"phase": "Running"})
+    with pytest.raises(Waiting, match="is Running and has no run whose gate passed yet") as waiting:
+        build_run(svc, look(running), "file:///s")
+    assert WAITING_MARK in waiting.value.message
+    failed_gate = {"passed": False, "metric": "AP50", "message": "new AP50 0.41 < 0.5; old AP50 0.3 < 0.5"}
+    failed = res("Benchmark", "cmp", bench_spec, {"phase": "Succeeded", "runId": "b1", "gate": failed_gate})
+    with pytest.raises(Waiting) as no_pass:
+        build_run(svc, look(failed), "file:///s")
+    assert no_pass.value.message == ("InferenceService/ml/svc: spec.model.benchmark: Benchmark 'cmp' has no run whose "
+                                     "gate passed (run b1: new AP50 0.41 < 0.5; old AP50 0.3 < 0.5); waiting for "
+                                     "a run whose gate passes")
+    promoted = {"trainingJob": "new", "run": "aaaaaa1111",
+                "experimentPrefix": "experiments/ml_s/new_tv/runs/aaaaaa1111", "benchmarkRun": "b2"}
+    passed = res("Benchmark", "cmp", bench_spec, {"phase": "Succeeded", "runId": "b1", "gate": failed_gate,
+                                                  "promoted": promoted})
+    run = build_run(svc, look(passed), "file:///s")
+    assert (run.experiment_prefix, run.training_run, run.training_job) == (  # type: ignore[union-attr]
+        promoted["experimentPrefix"], "aaaaaa1111", "new")
+    rolled = res("Benchmark", "cmp", bench_spec, {"phase": "Succeeded", "promoted": {
+        **promoted, "trainingJob": "old", "run": "bbbbbb2222",
+        "experimentPrefix": "experiments/ml_s/old_tv/runs/bbbbbb2222"}})
+    assert build_run(svc, look(rolled), "file:///s").run_id != run.run_id  # a new winner is a new serve run
+
+
+def test_promoted_survives_a_run_whose_gate_fails_and_gate_passed_tells_the_numbers() -> None:
+    from kubeforge.api import BenchmarkStatus
+    from kubeforge.core import status as cs
+    from kubeforge.steps.runs import benchmark_run
+    from kubeforge.steps.spec import DatasetRef
+
+    res, _, bench_spec = _core_fixtures()
+    bench = res("Benchmark", "cmp", bench_spec)
+    data = DatasetRef(dataset="shapes", digest="a" * 64)
+    first = benchmark_run(bench, "file:///s", data, ["p/old/r1", "p/new/r2"], ["r1", "r2"])
+    assert [m.run for m in first.models] == ["r1", "r2"]
+    assert benchmark_run(bench, "file:///s", data, ["p/old/r1", "p/new/r2"]).run_id == first.run_id  # ids unchanged
+    assert '"run": "r2"' in first.model_dump_json(indent=1, exclude_unset=True)  # run.json carries it
+
+    status, _ = cs.start_run(BenchmarkStatus(), first, 1)
+    d = doc({"old": {"AP50": 0.3, "AP": 0.1}, "new": {"AP50": 0.61, "AP": 0.2}})
+    result = gate_status(d, bench.spec.gate, first.models, first.run_id)
+    status = cs.apply_result(bench, status, {"headline": "AP50=0.300", **result}, 1)
+    assert isinstance(status, BenchmarkStatus) and status.promoted is not None
+    assert (status.promoted.training_job, status.promoted.run, status.promoted.benchmark_run) == ("new", "r2",
+                                                                                                   first.run_id)
+    cond = next(c for c in status.conditions if c.type == "GatePassed")
+    assert (cond.status, cond.reason, cond.message) == (
+        "True", "GatePassed", "new wins on AP50 0.61: new AP50 0.61 >= 0.5")
+
+    second = benchmark_run(bench, "file:///s", data, ["p/old/r1", "p/new/r3"], ["r1", "r3"])
+    status, _ = cs.start_run(status, second, 2)
+    assert isinstance(status, BenchmarkStatus) and status.gate is None and status.promoted is not None
+    assert next(c for c in status.conditions if c.type == "GatePassed").status == "Unknown"
+    worse = gate_status(doc({"old": {"AP50": 0.3}, "new": {"AP50": 0.41}}), bench.spec.gate, second.models,
+                        second.run_id)
+    status = cs.apply_result(bench, status, worse, 2)
+    assert isinstance(status, BenchmarkStatus)
+    assert status.gate is not None and not status.gate.passed
+    assert status.promoted is not None and status.promoted.run == "r2"  # the earlier winner stands
+    cond = next(c for c in status.conditions if c.type == "GatePassed")
+    assert (cond.status, cond.reason) == ("False", "GateFailed")
+    assert cond.message == (f"old AP50 0.3 < 0.5; new AP50 0.41 < 0.5; still promoted: new "
+                            f"(Benchmark run {first.run_id})")
+
+    # No gate: status.gate and promoted (the best model), but no GatePassed condition.
+    plain = res("Benchmark", "cmp", {k: v for k, v in bench_spec.items() if k != "gate"})
+    run = benchmark_run(plain, "file:///s", data, ["p/old/r1", "p/new/r2"], ["r1", "r2"])
+    status, _ = cs.start_run(status, run, 3)
+    status = cs.apply_result(plain, status, gate_status(d, [], run.models, run.run_id), 3)
+    assert isinstance(status, BenchmarkStatus) and status.gate is not None and status.gate.passed
+    assert not [c for c in status.conditions if c.type == "GatePassed"]
+    assert status.promoted is not None and status.promoted.training_job == "new"
+
+
+def test_the_served_run_notice_names_the_benchmark_and_both_models() -> None:
+    from kubeforge.api import InferenceServiceStatus
+    from kubeforge.core import status as cs
+    from kubeforge.steps.runs import serve_run
+
+    _, svc, _ = _core_fixtures()
+    first = serve_run(svc, "file:///s", "experiments/x/new/runs/aaaaaa1111", "aaaaaa1111", "new")
+    status, _ = cs.start_run(InferenceServiceStatus(), first, 1)
+    assert isinstance(status, InferenceServiceStatus) and status.training_job == "new"
+    second = serve_run(svc, "file:///s", "experiments/x/old/runs/bbbbbb2222", "bbbbbb2222", "old")
+    status, _ = cs.start_run(status, second, 1)
+    assert cs.served_run_notice(svc, "aaaaaa1111", status, "new") == (
+        "Benchmark cmp promoted a new winner: serving TrainingJob old run bbbbbb2222 instead of TrainingJob new "
+        "run aaaaaa1111")
+
+
+def test_the_crd_refuses_both_or_neither_model_source() -> None:
+    from tests.test_crd_validation import cel_errors
+
+    def svc(model: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "kubeforge.io/v1alpha1", "kind": "InferenceService", "metadata": {"name": "s"},
+                "spec": {"model": model}}
+
+    assert cel_errors(svc({"benchmark": "cmp", "pick": "best"})) == []
+    assert cel_errors(svc({"trainingJob": "det", "run": "abcdef"})) == []
+    assert cel_errors(svc({"trainingJob": "det", "benchmark": "cmp"})) == [
+        "spec.model: set exactly one of trainingJob or benchmark"]
+    assert cel_errors(svc({"format": "onnx"})) == ["spec.model: set exactly one of trainingJob or benchmark"]
+    assert cel_errors(svc({"benchmark": "cmp", "run": "abcdef"})) == [
+        "spec.model: run pins a run of trainingJob; it cannot go with benchmark"]
