@@ -180,7 +180,7 @@ BOUNDARY_RATIO = 0.02
 
 def boundary_width(height: int, width: int) -> int:
     """d of boundary IoU: 2% of the image diagonal, rounded, at least 1 pixel."""
-    return max(1, int(round(BOUNDARY_RATIO * float(np.hypot(height, width)))))
+    return max(1, round(BOUNDARY_RATIO * float(np.hypot(height, width))))
 
 
 def _erode(mask: np.ndarray, d: int) -> np.ndarray:
