@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from kubeforge.evaluation.calibration import calibration
-from kubeforge.evaluation.detection import MAX_DETS, ImageDetections, ImageTruth, Matches, _iou_matrix
+from kubeforge.evaluation.detection import MAX_DETS, ImageDetections, ImageTruth, Matches, _iou_matrix, to_coco
 
 SIZES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
 SIZE_STATS = {"small": ("APs", "ARs"), "medium": ("APm", "ARm"), "large": ("APl", "ARl")}
@@ -227,14 +227,13 @@ def detection_calibration(images: Sequence[ImageMatches]) -> dict[str, Any]:
     return calibration(scores, correct)
 
 
-def pr_curves(precision: np.ndarray | None, iou_thresholds: np.ndarray | None, num_classes: int
-              ) -> list[dict[str, list[float]]]:
+def pr_curves(precision: np.ndarray | None, num_classes: int) -> list[dict[str, list[float]]]:
     """Per class COCO's 101-point precision at IoU 0.5, area all, the largest maxDets; -1 entries dropped.
 
-    `precision` is COCO's accumulated [T, R, K, A, M] array."""
-    if precision is None or iou_thresholds is None:
+    `precision` is COCO's accumulated [T, R, K, A, M] array (T: IoU .50:.05:.95, so IoU 0.5 is first)."""
+    if precision is None or len(precision) == 0 or len(RECALL_POINTS) != np.asarray(precision).shape[1]:
         return [{"recall": [], "precision": []} for _ in range(num_classes)]
-    t = int(np.argmin(np.abs(np.asarray(iou_thresholds) - 0.5)))
+    t = 0
     out = []
     for k in range(num_classes):
         p = np.asarray(precision)[t, :, k, 0, -1]
@@ -256,3 +255,121 @@ def analysis(images: Sequence[ImageMatches], class_names: Sequence[str], thresho
         "matchedIoU": matched_iou(images, threshold),
         "bySize": by_size(images, threshold, suite),
     }
+
+
+def subset_coco(gt_dict: dict[str, Any], results: list[dict[str, Any]], classes: Sequence[int] | None
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`to_coco`-shaped inputs restricted to some classes (0-based; category ids are class + 1)."""
+    if classes is None:
+        return gt_dict, results
+    ids = {int(k) + 1 for k in classes}
+    return ({**gt_dict, "annotations": [a for a in gt_dict["annotations"] if a["category_id"] in ids],
+             "categories": [c for c in gt_dict["categories"] if c["id"] in ids]},
+            [r for r in results if r["category_id"] in ids])
+
+
+class WeightedCoco:
+    """COCO's 12 numbers for image weights (bootstrap multiplicities), evaluated once.
+
+    Uses `evaluation.cocoeval.CocoEvaluator` (which accepts image weights); `available` is False
+    without it, and then AP intervals are left out."""
+
+    def __init__(self, gt_dict: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> None:
+        self.available = False
+        self._inputs = (gt_dict, results, iou_type)
+        try:
+            from kubeforge.evaluation.cocoeval import CocoEvaluator  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return
+        self._evaluator = CocoEvaluator.from_dicts(gt_dict, results, iou_type)
+        # Weights are given in our image order (COCO image id = position + 1).
+        self._order = np.asarray([int(i) - 1 for i in self._evaluator.image_ids], dtype=np.int64)
+        self.available = True
+
+    def stats(self, weights: np.ndarray | None = None) -> dict[str, float | None]:
+        if not self.available:
+            return {}
+        w = None if weights is None else np.asarray(weights)[self._order]
+        raw = self._evaluator.stats(w)
+        return {k: (None if v is None or v < 0 else float(v)) for k, v in raw.items()}
+
+    def precision(self) -> np.ndarray:
+        """COCO's accumulated precision [T, R, K, A, M] (IoU thresholds .50:.05:.95)."""
+        if self.available:
+            return np.asarray(self._evaluator.precision(None))
+        import contextlib
+        import io
+
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        gt_dict, results, iou_type = self._inputs
+        coco_gt = COCO(gt_dict)
+        evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iouType=iou_type,
+                                    print_function=lambda *a, **k: None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.evaluate()
+            evaluator.accumulate()
+        return np.asarray(evaluator.eval["precision"])
+
+
+class ObjectStats:
+    """The headline metrics of a detection (or instance-segmentation) evaluation for image weights and,
+    for comparisons across class sets, a subset of classes (then COCO AP is over those categories and
+    the operating threshold is the F1-optimal one of their detections)."""
+
+    def __init__(self, truths: Sequence[ImageTruth], images: Sequence[ImageMatches], coco: tuple[dict[str, Any],
+                 list[dict[str, Any]]], class_names: Sequence[str], threshold: float | None,
+                 segm: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> None:
+        self.images, self.class_names, self.threshold = list(images), list(class_names), threshold
+        self._coco, self._segm = coco, segm
+        self._cache: dict[tuple[int, ...] | None, tuple[np.ndarray, WeightedCoco, WeightedCoco | None]] = {}
+
+    def _parts(self, classes: Sequence[int] | None) -> tuple[np.ndarray, WeightedCoco, WeightedCoco | None]:
+        key = None if classes is None else tuple(sorted(int(k) for k in classes))
+        if key not in self._cache:
+            from kubeforge.evaluation.detection import operating_point
+
+            threshold = self.threshold
+            if key is not None:
+                threshold = operating_point(to_matches(self.images, len(self.class_names), key),
+                                            self.class_names)["threshold"]
+            counts = per_image_counts(self.images, threshold, key)
+            box = WeightedCoco(*subset_coco(*self._coco, key), "bbox")
+            mask = WeightedCoco(*subset_coco(*self._segm, key), "segm") if self._segm is not None else None
+            self._cache[key] = (counts, box, mask)
+        return self._cache[key]
+
+    def __call__(self, weights: np.ndarray | None, classes: Sequence[int] | None = None) -> dict[str, float | None]:
+        counts, box, mask = self._parts(classes)
+        out: dict[str, float | None] = {}
+        suite = box.stats(weights)
+        out.update({k: suite.get(k) for k in ("AP", "AP50", "AP75") if k in suite})
+        if mask is not None:
+            masks = mask.stats(weights)
+            out.update({f"mask{k}": masks.get(k) for k in ("AP", "AP50", "AP75") if k in masks})
+        out.update(prf(counts, weights))
+        return out
+
+    def precision(self) -> np.ndarray:
+        return self._parts(None)[1].precision()
+
+
+def segm_coco(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Any]], instances: Sequence[Any],
+              class_names: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The `segm` COCO inputs `instances.segm_suite` evaluates (masks as segmentations, no result boxes)."""
+    gt_dict, results = to_coco(truths, [inst.detections for inst in instances], class_names)
+    for ann, seg in zip(gt_dict["annotations"], [s for per_image in segmentations for s in per_image], strict=True):
+        ann["segmentation"] = seg
+    for res, rle in zip(results, [r for inst in instances for r in inst.masks], strict=True):
+        res["segmentation"] = rle
+        del res["bbox"]
+    return gt_dict, results
+
+
+def mask_by_size(images: Sequence[ImageMatches], mask_suite: dict[str, Any]) -> dict[str, Any]:
+    """bySize of the segm suite: its APs/m/l and ARs/m/l and the objects per size range; `recall` is null
+    (the operating point is a box one)."""
+    out = by_size(images, None, mask_suite)
+    for row in out.values():
+        row["recall"] = None
+    return out
