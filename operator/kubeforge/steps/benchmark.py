@@ -389,7 +389,8 @@ def _galleries(evaluated: _Evaluated, metric: str) -> list[Sample]:
     for group, chosen in (("best", best), ("worst", worst)):
         for value, j in chosen:
             sample = evaluated.draw(j)
-            out.append(dataclasses.replace(sample, group=group, caption=f"{sample.caption}; {metric} {value:.2f}"))
+            caption = sample.caption if metric in sample.caption else f"{sample.caption}; {metric} {value:.2f}"
+            out.append(dataclasses.replace(sample, group=group, caption=caption))
     return out
 
 
