@@ -249,3 +249,49 @@ def test_edge_cases() -> None:
     inside = ImageDetections(np.array([[5, 5, 15, 15.0]]), np.array([0.8]), np.array([0]))
     got = da.analysis(da.match_all([crowd], [inside], 2, 0.5), names, 0.8, 0.5, {})
     assert got["counts"] == {"tp": 0, "fp": 0, "fn": 0} and got["confusion"]["matrix"] == [[0, 0, 0]] * 3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_weighted_ap_is_the_repeated_images(seed: int) -> None:
+    truths, dets, names = _scenes(seed)
+    if not any((~t.iscrowd).any() for t in truths):
+        truths[0] = ImageTruth(300, 300, np.array([[10, 10, 60, 60.0]]), np.array([0]))
+    weights = np.random.default_rng(seed + 100).integers(0, 4, len(truths))
+    weights[0] = max(weights[0], 1)
+    coco = da.WeightedCoco(*to_coco(truths, dets, names), "bbox")
+    assert coco.available
+    fast, full = coco.headline(weights), coco.stats(weights)
+    assert fast == {k: full[k] for k in ("AP", "AP50", "AP75")}  # the fast path: the same operations, ties too
+    # Against literally repeating the images: exact when no two detections of an image and class tie
+    # (pycocotools would interleave tied detections of an image's copies; the weighted evaluation keeps
+    # each detection's copies together).
+    rng = np.random.default_rng(seed)
+    dets = [ImageDetections(d.boxes, d.scores + rng.random(len(d.scores)) * 1e-6, d.labels) for d in dets]
+    fast = da.WeightedCoco(*to_coco(truths, dets, names), "bbox").headline(weights)
+    rep_t = [t for t, w in zip(truths, weights, strict=True) for _ in range(w)]
+    rep_d = [d for d, w in zip(dets, weights, strict=True) for _ in range(w)]
+    want = detection_metrics(rep_t, rep_d, names)
+    for k in ("AP", "AP50", "AP75"):
+        assert fast[k] == (None if want[k] is None else pytest.approx(want[k], abs=1e-12))
+    stats = da.ObjectStats(truths, da.match_all(truths, dets, len(names), 0.5), to_coco(truths, dets, names), names,
+                           detection_metrics(truths, dets, names)["threshold"])
+    got = stats(weights)
+    assert {k: got[k] for k in ("AP", "AP50", "AP75")} == fast
+
+
+def test_subset_of_classes_is_a_fresh_evaluation() -> None:
+    truths, dets, names = _scenes(11)
+    while len(names) < 3:
+        truths, dets, names = _scenes(len(names) * 7 + 13)
+    stats = da.ObjectStats(truths, da.match_all(truths, dets, len(names), 0.5), to_coco(truths, dets, names), names,
+                           detection_metrics(truths, dets, names)["threshold"])
+    keep = [0, 2]
+    sub_t = [ImageTruth(t.width, t.height, t.boxes[np.isin(t.labels, keep)],
+                        np.searchsorted(keep, t.labels[np.isin(t.labels, keep)]), t.iscrowd[np.isin(t.labels, keep)])
+             for t in truths]
+    sub_d = [ImageDetections(d.boxes[np.isin(d.labels, keep)], d.scores[np.isin(d.labels, keep)],
+                             np.searchsorted(keep, d.labels[np.isin(d.labels, keep)])) for d in dets]
+    want = detection_metrics(sub_t, sub_d, [names[k] for k in keep])
+    got = stats(None, keep)
+    for k in ("AP", "AP50", "AP75", "precision", "recall", "f1"):
+        assert got[k] == (None if want[k] is None else pytest.approx(want[k]))
