@@ -213,8 +213,8 @@ def test_weighted_operating_point_is_the_repeated_images(seed: int) -> None:
     images = da.match_all(truths, dets, len(names), 0.5)
     stats = da.ObjectStats(truths, images, to_coco(truths, dets, names), names, metrics["threshold"])
     point = stats(None)
-    for k in ("precision", "recall", "f1"):
-        assert point[k] == pytest.approx(metrics[k])
+    for k in ("precision", "recall", "f1", "threshold"):
+        assert point[k] == (None if metrics[k] is None else pytest.approx(metrics[k]))
     weights = np.random.default_rng(seed).integers(0, 3, len(truths))
     got = stats(weights)
     rep_t = [t for t, w in zip(truths, weights, strict=True) for _ in range(w)]
@@ -225,6 +225,11 @@ def test_weighted_operating_point_is_the_repeated_images(seed: int) -> None:
     r = tp / (tp + fn) if tp + fn else 0.0
     assert (got["precision"], got["recall"]) == pytest.approx((p, r))
     assert got["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+    # The threshold of a resample: the operating point of the repeated images.
+    from kubeforge.evaluation.detection import operating_point
+
+    want = operating_point(match_detections(rep_t, rep_d, len(names), 0.5), names)["threshold"]
+    assert got["threshold"] == (None if want is None else pytest.approx(want))
 
 
 def test_edge_cases() -> None:

@@ -408,6 +408,46 @@ class ObjectStats:
         self.images, self.class_names, self.threshold = list(images), list(class_names), threshold
         self._coco, self._segm = coco, segm
         self._cache: dict[tuple[int, ...] | None, tuple[np.ndarray, WeightedCoco, WeightedCoco | None]] = {}
+        self._pools: dict[tuple[str, tuple[int, ...] | None], tuple[np.ndarray, ...]] = {}
+
+    def _pool(self, classes: tuple[int, ...] | None) -> tuple[np.ndarray, ...]:
+        """Every kept detection by descending score (stable): its image, TP flag; the tie-group ends;
+        the non-crowd objects per image."""
+        images, scores, tps = [], [], []
+        gt = np.zeros(len(self.images))
+        for n, im in enumerate(self.images):
+            sel = np.ones(len(im.labels), dtype=bool) if classes is None else np.isin(im.labels, classes)
+            scores.append(im.scores[sel])
+            tps.append(im.matched[sel] >= 0)
+            images.append(np.full(int(sel.sum()), n))
+            real = ~im.truth.iscrowd
+            gt[n] = (real if classes is None else real & np.isin(im.truth.labels, classes)).sum()
+        s = np.concatenate(scores) if scores else np.zeros(0)
+        order = np.argsort(-s, kind="mergesort")
+        s = s[order]
+        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if len(s) else np.zeros(0, dtype=np.int64)
+        return (np.concatenate(images)[order].astype(np.int64) if len(s) else np.zeros(0, dtype=np.int64),
+                np.concatenate(tps)[order] if len(s) else np.zeros(0, dtype=bool), s, ends, gt)
+
+    def threshold_for(self, weights: np.ndarray, classes: Sequence[int] | None = None) -> float | None:
+        """The F1-optimal confidence of a resample (`detection.operating_point` with each image counted
+        `weights[i]` times): how stable the chosen operating point is."""
+        key = None if classes is None else tuple(sorted(int(k) for k in classes))
+        if ("pool", key) not in self._pools:
+            self._pools["pool", key] = self._pool(key)
+        image, tp, scores, ends, gt = self._pools["pool", key]
+        w = np.asarray(weights, dtype=np.float64)
+        total = float(w @ gt)
+        if not len(ends) or total == 0:
+            return None
+        wd = w[image]
+        ctp = np.cumsum(tp * wd)[ends]
+        cfp = np.cumsum(~tp * wd)[ends]
+        precision = ctp / np.maximum(ctp + cfp, 1)
+        recall = ctp / total
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                       where=(precision + recall) > 0)
+        return float(scores[ends][int(np.argmax(f1))])
 
     def _parts(self, classes: Sequence[int] | None) -> tuple[np.ndarray, WeightedCoco, WeightedCoco | None]:
         key = None if classes is None else tuple(sorted(int(k) for k in classes))
@@ -433,6 +473,7 @@ class ObjectStats:
             masks = mask.headline(weights)
             out.update({f"mask{k}": masks.get(k) for k in ("AP", "AP50", "AP75") if k in masks})
         out.update(prf(counts, weights))
+        out["threshold"] = self.threshold_for(np.ones(len(self.images)) if weights is None else weights, classes)
         return out
 
     def precision(self) -> np.ndarray:
