@@ -386,3 +386,54 @@ def test_errors_name_the_training_job_and_the_file(world: World) -> None:
     run = _run_spec(world, "broken", world.shapes, ["color-clf"])
     with pytest.raises(ValueError, match="task is 'classification' but dataset 'shapes' is 'object-detection'"):
         benchmark.run(run)
+
+
+def test_comparison_pairs_shared_classes_and_unpaired_images() -> None:
+    import numpy as np
+
+    from kubeforge.evaluation import bootstrap
+    from kubeforge.evaluation.classification import weighted_headline
+    from kubeforge.steps.benchmark import _comparison, _Evaluated
+
+    rng = np.random.default_rng(0)
+
+    def model(classes: list[str], n: int, skill: float, used: list[int]):  # type: ignore[no-untyped-def]
+        k = len(classes)
+        y = rng.integers(0, k, n)
+        p = np.where(rng.random(n) < skill, y, rng.integers(0, k, n))
+
+        def stats_for(w, subset):  # type: ignore[no-untyped-def]
+            return weighted_headline(y, p, k, np.ones(n) if w is None else w, subset)
+
+        ev = _Evaluated(metrics=stats_for(None, None), used=used, samples=[], per_image=list((y == p) * 1.0),
+                        draw=lambda j: None, stats_for=stats_for,  # type: ignore[arg-type,return-value]
+                        class_index={c: i for i, c in enumerate(classes)})
+        ev.replicates = bootstrap.replicate(lambda w: stats_for(w, None), bootstrap.resample_weights(n, 200, 0))
+        doc = {"headline": {k2: round(v, 6) for k2, v in ev.metrics.items()}, "evaluatedClasses": classes,
+               "perImage": {"metric": "x", "fileNames": [f"{i}.png" for i in used], "values": ev.per_image}}
+        return doc, ev
+
+    plan = bootstrap.Plan(resamples=200, seed=0, confidence=0.9)
+    a, ea = model(["x", "y", "z"], 60, 0.9, list(range(60)))
+    b, eb = model(["z", "x"], 60, 0.5, list(range(60)))
+    c, ec = model(["x", "y", "z"], 40, 0.5, list(range(40)))
+    comp = _comparison({"a": a, "b": b}, {"a": ea.used, "b": eb.used}, ["a", "b"], {"a": ea, "b": eb}, plan)
+    assert comp["classSetsDiffer"] is True and comp["sharedClasses"] == ["x", "z"]
+    (row,) = comp["differences"]["accuracy"]
+    want = ea.stats_for(None, [0, 2])["accuracy"] - eb.stats_for(None, [1, 0])["accuracy"]
+    assert row["difference"] == pytest.approx(want) and row["paired"] is True
+    assert row["low"] <= row["difference"] <= row["high"]
+    comp = _comparison({"a": a, "c": c}, {"a": ea.used, "c": ec.used}, ["a", "c"], {"a": ea, "c": ec}, plan)
+    assert comp["classSetsDiffer"] is False and comp["sameImages"] is False
+    (row,) = comp["differences"]["macroF1"]
+    assert row["paired"] is False and row["difference"] == pytest.approx(ea.metrics["macroF1"] - ec.metrics["macroF1"])
+    # Disagreements: only images both evaluated (0..39), largest spread first, at most 8.
+    assert len(comp["disagreements"]) == 8
+    assert all(int(d["fileName"].split(".")[0]) < 40 for d in comp["disagreements"])
+    assert all(abs(d["values"]["a"] - d["values"]["c"]) == 1.0 for d in comp["disagreements"])
+    # A model compared with itself: a difference of exactly 0, [0, 0], not excluding zero.
+    comp = _comparison({"a": a, "a2": a}, {"a": ea.used, "a2": ea.used}, ["a", "a2"], {"a": ea, "a2": ea}, plan)
+    for rows in comp["differences"].values():
+        assert rows[0]["difference"] == 0 and (rows[0]["low"], rows[0]["high"]) == (0, 0)
+        assert rows[0]["excludesZero"] is False
+    assert comp["disagreements"] == []
