@@ -221,7 +221,7 @@ def by_size(images: Sequence[ImageMatches], threshold: float | None, suite: dict
 
 
 def detection_calibration(images: Sequence[ImageMatches]) -> dict[str, Any]:
-    """Calibration of every kept detection (all confidences; correct = TP at the IoU threshold)."""
+    """Calibration of every detection not absorbed by a crowd (all confidences; correct = TP at the IoU threshold)."""
     scores = np.concatenate([im.scores for im in images]) if images else np.zeros(0)
     correct = np.concatenate([im.matched >= 0 for im in images]) if images else np.zeros(0, dtype=bool)
     return calibration(scores, correct)
