@@ -258,6 +258,74 @@ def test_detection_metrics_are_the_known_answer(detection_run: tuple[dict, dict,
     assert result["metricsUri"].endswith("benchmarks/team-a_shapes-compare/metrics.json")
 
 
+def test_detection_v2_keys(detection_run: tuple[dict, dict, str]) -> None:
+    result, doc, _ = detection_run
+    assert doc["formatVersion"] == 2 and doc["schema"].endswith("/v2.json")
+    assert doc["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95}
+    good = doc["models"]["det-good"]
+    m = good["metrics"]
+    # 8 TP; the extra square is missed: (square, background); nothing invented above the threshold 0.8.
+    assert m["counts"] == {"tp": 8, "fp": 0, "fn": 1}
+    assert m["confusion"] == {"labels": ["circle", "square", "background"], "matrix": [[4, 0, 0], [0, 4, 1], [0, 0, 0]]}
+    assert m["confusedPairs"] == [] and m["matchedIoU"] == pytest.approx(1.0)
+    assert m["bySize"]["small"]["numGroundTruth"] + m["bySize"]["medium"]["numGroundTruth"] == 9
+    assert m["bySize"]["large"] == {"AP": None, "AR": None, "numGroundTruth": 0, "recall": None}
+    cal = m["calibration"]
+    assert len(cal["bins"]) == 10 and sum(b["count"] for b in cal["bins"]) == 12  # 3 per image, all kept
+    # float32 scores: 0.3 lies just above 0.3 (bin 3, all wrong), 0.9 just below (bin 8, all right).
+    assert cal["bins"][3]["accuracy"] == 0.0 and cal["bins"][8]["accuracy"] == 1.0
+    curve = m["perClass"][0]["curve"]
+    assert len(curve["recall"]) == 101 and curve["precision"][0] == pytest.approx(1.0)
+    assert good["perImage"] == {"metric": "f1", "fileNames": ["v0.png", "v1.png", "v2.png", "v3.png"],
+                                "values": [1.0, 1.0, pytest.approx(0.8), 1.0]}
+    for name in ("det-good", "det-weak"):
+        iv = doc["models"][name]["intervals"]
+        assert {"precision", "recall", "f1"} <= set(iv)
+        for k, bounds in iv.items():
+            assert bounds["low"] <= doc["models"][name]["metrics"][k] <= bounds["high"]
+            assert result["intervals"][name][k] == [pytest.approx(bounds["low"]), pytest.approx(bounds["high"])]
+    comp = doc["comparison"]
+    assert comp["sharedClasses"] == ["circle", "square"] and comp["classSetsDiffer"] is False
+    (f1,) = comp["differences"]["f1"]
+    assert (f1["a"], f1["b"], f1["paired"]) == ("det-good", "det-weak", True)
+    assert f1["difference"] == pytest.approx(16 / 17 - 8 / 13) and f1["excludesZero"] is True
+    assert f1["low"] <= f1["difference"] <= f1["high"]
+    assert {"AP", "AP50", "precision", "recall"} <= set(comp["differences"])
+    assert comp["disagreements"][-1] == {"fileName": "v2.png",
+                                         "values": {"det-good": pytest.approx(0.8), "det-weak": pytest.approx(0.5)}}
+    assert len(comp["disagreements"]) == 4
+
+
+def test_galleries_and_disagreement_samples(world: World) -> None:
+    from kubeforge.steps import benchmark
+
+    run = _run_spec(world, "shapes-galleries", world.shapes, ["det-good", "det-weak"])
+    run.spec.bootstrap.resamples = 0
+    captured: dict = {}
+
+    def render(doc, samples, previews):  # type: ignore[no-untyped-def]
+        captured.update(doc=doc, samples=samples)
+        return ""
+
+    original = benchmark.render_report
+    benchmark.render_report = render
+    try:
+        result = benchmark.run(run)
+    finally:
+        benchmark.render_report = original
+    doc, samples = captured["doc"], captured["samples"]
+    assert "intervals" not in doc["models"]["det-good"] and result["intervals"] == {}
+    assert doc["comparison"]["differences"]["f1"][0]["low"] is None
+    groups = [s.group for s in samples["det-good"]]
+    assert groups.count("sample") == 4 and groups.count("best") == 3 and groups.count("worst") == 1
+    worst = [s for s in samples["det-good"] if s.group == "worst"]
+    assert worst[0].file_name == "v2.png"  # the image with the missed square
+    disagree = samples["__comparison__"]
+    assert [s.group for s in disagree] == ["disagree"] * 8  # 4 images, once per model
+    assert [s.file_name for s in disagree[-2:]] == ["v2.png", "v2.png"]
+    assert disagree[-2].caption.startswith("det-good: ") and disagree[-1].caption.startswith("det-weak: ")
+
+
 def test_detection_report_is_self_contained(detection_run: tuple[dict, dict, str]) -> None:
     from plotly.offline import get_plotlyjs
 
@@ -265,7 +333,8 @@ def test_detection_report_is_self_contained(detection_run: tuple[dict, dict, str
     assert 'src="http' not in report and "src='http" not in report and "<link" not in report
     assert report.count(get_plotlyjs()[:2000]) == 1  # the plotly bundle, inlined exactly once
     assert report.count('id="kf-fig-') == 6  # comparison PR + F1, and two figures per model
-    assert report.count('<figure><img alt="v') == 8  # four samples per model
+    # Four spread samples per model, plus the best/worst galleries and the disagreement images.
+    assert report.count('<figure><img alt="v') >= 8
     assert "Comparison" in report and "0.901" in report and "0.941" in report  # AP50 and F1 of det-good
 
 
@@ -286,6 +355,14 @@ def test_classification_step(world: World, tmp_path: Path) -> None:
     assert result["headline"] == "acc=0.833"
     assert result["metrics"]["color-clf"]["accuracy"] == pytest.approx(5 / 6)
     assert "comparison" not in doc
+    assert m["topK"] == {"top1": pytest.approx(5 / 6)}  # three classes: no top-3
+    assert m["rocAuc"] is not None and all(r["rocAuc"] is not None for r in m["perClass"])
+    assert sum(b["count"] for b in m["calibration"]["bins"]) == 6
+    per = model["perImage"]
+    assert per["metric"] == "trueClassProbability" and len(per["values"]) == 6
+    assert per["fileNames"][per["values"].index(min(per["values"]))] == "x0.png"  # red, labelled green
+    assert set(model["intervals"]) == {"accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1"}
+    assert model["intervals"]["accuracy"]["low"] <= 5 / 6 <= model["intervals"]["accuracy"]["high"]
     report = world.store.get_bytes(f"{prefix}/report.html").decode()
     assert "a&lt;b&gt;&amp;c" in report and "a<b>&c" not in report  # class names are escaped
     assert report.count('id="kf-fig-') == 1 and "0.833" in report
@@ -309,3 +386,54 @@ def test_errors_name_the_training_job_and_the_file(world: World) -> None:
     run = _run_spec(world, "broken", world.shapes, ["color-clf"])
     with pytest.raises(ValueError, match="task is 'classification' but dataset 'shapes' is 'object-detection'"):
         benchmark.run(run)
+
+
+def test_comparison_pairs_shared_classes_and_unpaired_images() -> None:
+    import numpy as np
+
+    from kubeforge.evaluation import bootstrap
+    from kubeforge.evaluation.classification import weighted_headline
+    from kubeforge.steps.benchmark import _comparison, _Evaluated
+
+    rng = np.random.default_rng(0)
+
+    def model(classes: list[str], n: int, skill: float, used: list[int]):  # type: ignore[no-untyped-def]
+        k = len(classes)
+        y = rng.integers(0, k, n)
+        p = np.where(rng.random(n) < skill, y, rng.integers(0, k, n))
+
+        def stats_for(w, subset):  # type: ignore[no-untyped-def]
+            return weighted_headline(y, p, k, np.ones(n) if w is None else w, subset)
+
+        ev = _Evaluated(metrics=stats_for(None, None), used=used, samples=[], per_image=list((y == p) * 1.0),
+                        draw=lambda j: None, stats_for=stats_for,  # type: ignore[arg-type,return-value]
+                        class_index={c: i for i, c in enumerate(classes)})
+        ev.replicates = bootstrap.replicate(lambda w: stats_for(w, None), bootstrap.resample_weights(n, 200, 0))
+        doc = {"headline": {k2: round(v, 6) for k2, v in ev.metrics.items()}, "evaluatedClasses": classes,
+               "perImage": {"metric": "x", "fileNames": [f"{i}.png" for i in used], "values": ev.per_image}}
+        return doc, ev
+
+    plan = bootstrap.Plan(resamples=200, seed=0, confidence=0.9)
+    a, ea = model(["x", "y", "z"], 60, 0.9, list(range(60)))
+    b, eb = model(["z", "x"], 60, 0.5, list(range(60)))
+    c, ec = model(["x", "y", "z"], 40, 0.5, list(range(40)))
+    comp = _comparison({"a": a, "b": b}, {"a": ea.used, "b": eb.used}, ["a", "b"], {"a": ea, "b": eb}, plan)
+    assert comp["classSetsDiffer"] is True and comp["sharedClasses"] == ["x", "z"]
+    (row,) = comp["differences"]["accuracy"]
+    want = ea.stats_for(None, [0, 2])["accuracy"] - eb.stats_for(None, [1, 0])["accuracy"]
+    assert row["difference"] == pytest.approx(want) and row["paired"] is True
+    assert row["low"] <= row["difference"] <= row["high"]
+    comp = _comparison({"a": a, "c": c}, {"a": ea.used, "c": ec.used}, ["a", "c"], {"a": ea, "c": ec}, plan)
+    assert comp["classSetsDiffer"] is False and comp["sameImages"] is False
+    (row,) = comp["differences"]["macroF1"]
+    assert row["paired"] is False and row["difference"] == pytest.approx(ea.metrics["macroF1"] - ec.metrics["macroF1"])
+    # Disagreements: only images both evaluated (0..39), largest spread first, at most 8.
+    assert len(comp["disagreements"]) == 8
+    assert all(int(d["fileName"].split(".")[0]) < 40 for d in comp["disagreements"])
+    assert all(abs(d["values"]["a"] - d["values"]["c"]) == 1.0 for d in comp["disagreements"])
+    # A model compared with itself: a difference of exactly 0, [0, 0], not excluding zero.
+    comp = _comparison({"a": a, "a2": a}, {"a": ea.used, "a2": ea.used}, ["a", "a2"], {"a": ea, "a2": ea}, plan)
+    for rows in comp["differences"].values():
+        assert rows[0]["difference"] == 0 and (rows[0]["low"], rows[0]["high"]) == (0, 0)
+        assert rows[0]["excludesZero"] is False
+    assert comp["disagreements"] == []

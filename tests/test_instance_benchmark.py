@@ -136,5 +136,11 @@ def test_mask_ap_is_the_known_answer(tmp_path: Path) -> None:
     assert result["headline"] == f"maskAP={expected[0]:.3f}"
     assert result["metrics"]["masks"]["maskAP"] == pytest.approx(expected[0], abs=1e-6)
     assert list(result["metrics"]["masks"])[:4] == ["maskAP", "maskAP50", "maskAP75", "AP"]
+    # metrics.json v2 (issue 11): mask sizes, intervals of the mask AP too.
+    entry = doc["models"]["masks"]
+    assert set(m["mask"]["bySize"]) == {"small", "medium", "large"} and m["counts"]["tp"] >= 1
+    assert {"maskAP", "maskAP50", "AP", "f1"} <= set(entry["intervals"])
+    for k, bounds in entry["intervals"].items():
+        assert bounds["low"] <= m[k] <= bounds["high"]
     report = store.get_bytes(f"{layout.benchmark_prefix(NS, 'masks-bench')}/report.html").decode()
     assert "maskAP" in report

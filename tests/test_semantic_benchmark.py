@@ -120,7 +120,18 @@ def test_benchmark_semantic_exports(tmp_path: Path) -> None:
     assert doc["models"]["seg-b"]["datasetClassesNotInModel"] == ["square"]
     assert status["headline"].startswith("mIoU=")
     report = store.get_bytes(f"{layout.benchmark_prefix(NS, 'seg-compare')}/report.html").decode()
-    assert "IoU per class" in report and "left: ground truth" in report and report.count("<img") == 8
+    # The spread of samples, plus the best/worst galleries and the disagreement images.
+    assert "IoU per class" in report and "left: ground truth" in report and report.count("<img") >= 8
+    # metrics.json v2 (issue 11): boundary IoU, per-image mIoU, intervals; compared on the shared classes.
+    for job in ("seg-a", "seg-b"):
+        entry = doc["models"][job]
+        assert entry["perImage"]["metric"] == "mIoU" and len(entry["perImage"]["values"]) == 4
+        assert "boundaryIoU" in entry["metrics"] and "boundaryIoU" in entry["metrics"]["perClass"][1]
+        assert "pixelAccuracy" in entry["intervals"]
+        assert set(entry["intervals"]) <= {"mIoU", "meanDice", "pixelAccuracy"}
+    comparison = doc["comparison"]
+    assert comparison["classSetsDiffer"] is True and sorted(comparison["sharedClasses"]) == sorted(two)
+    assert comparison["differences"]["pixelAccuracy"][0]["paired"] is True
 
 
 def test_benchmark_refuses_a_semantic_model_on_a_classification_dataset(tmp_path: Path) -> None:

@@ -149,3 +149,128 @@ def test_dice_loss_is_zero_for_a_perfect_prediction_and_ignores_crowd_pixels() -
     noisy[0, :, 1, 1] = torch.tensor([0.0, 50.0, 0.0])
     assert float(dice_loss(noisy, target)) == pytest.approx(0.0, abs=1e-6)
     assert float(dice_loss(torch.zeros(1, 3, 2, 2), target)) > 0.3
+
+
+def _erode_direct(mask: np.ndarray, d: int) -> np.ndarray:
+    """d steps of the 3x3 erosion, outside the image = not mask (the reference implementation pads with 0)."""
+    out = mask.copy()
+    h, w = mask.shape
+    for _ in range(d):
+        padded = np.zeros((h + 2, w + 2), dtype=bool)
+        padded[1:-1, 1:-1] = out
+        step = np.ones_like(out)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                step &= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        out = step
+    return out
+
+
+def _boundary_iou_direct(truths: list[np.ndarray], preds: list[np.ndarray], k: int) -> list[float | None]:
+    """Cheng et al. 2021, image by image, summed over images: d = round(2% of the diagonal), at least 1."""
+    inter, union = np.zeros(k), np.zeros(k)
+    for t, p in zip(truths, preds, strict=True):
+        d = max(1, round(0.02 * float(np.sqrt(t.shape[0] ** 2 + t.shape[1] ** 2))))
+        counted = t != IGNORE
+        for c in range(k):
+            g = (t == c) & ~_erode_direct(t == c, d) & counted
+            q = (p == c) & ~_erode_direct(p == c, d) & counted
+            inter[c] += (g & q).sum()
+            union[c] += (g | q).sum()
+    return [inter[c] / union[c] if union[c] else None for c in range(k)]
+
+
+def _blobs(rng: np.random.Generator, h: int, w: int, k: int) -> np.ndarray:
+    """A few rectangles and discs of random classes on background: masks with real boundaries."""
+    out = np.zeros((h, w), dtype=np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(int(rng.integers(0, 6))):
+        c = int(rng.integers(1, k))
+        if rng.random() < 0.5:
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            out[y0:y0 + rng.integers(1, h), x0:x0 + rng.integers(1, w)] = c
+        else:
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(1, max(2, min(h, w) // 2))
+            out[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = c
+    return out
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_boundary_iou_and_confusion_match_direct_numpy(seed: int) -> None:
+    from kubeforge.evaluation.segmentation import boundary_counts, boundary_width
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    names = [BACKGROUND, *(f"c{i}" for i in range(1, k))]
+    truths, preds = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        h, w = int(rng.integers(3, 90)), int(rng.integers(3, 90))
+        t = _blobs(rng, h, w, k)
+        p = _blobs(rng, h, w, k) if rng.random() < 0.3 else t.copy()
+        if rng.random() < 0.7:  # shift part of the prediction: boundaries move
+            p = np.roll(p, int(rng.integers(-3, 4)), axis=int(rng.integers(0, 2)))
+        if rng.random() < 0.5:  # crowd pixels
+            t[rng.random(t.shape) < 0.05] = IGNORE
+        truths.append(t)
+        preds.append(p)
+    cms = [confusion(t, p, k) for t, p in zip(truths, preds, strict=True)]
+    for t, p, cm in zip(truths, preds, cms, strict=True):
+        keep = t != IGNORE
+        want = np.bincount(t[keep].astype(np.int64) * k + p[keep], minlength=k * k).reshape(k, k)
+        assert (cm == want).all()
+    inter = sum(boundary_counts(t, p, k)[0] for t, p in zip(truths, preds, strict=True))
+    union = sum(boundary_counts(t, p, k)[1] for t, p in zip(truths, preds, strict=True))
+    got = segmentation_metrics(sum(cms), names, (inter, union))
+    want = _boundary_iou_direct(truths, preds, k)
+    for c in range(k):
+        assert got["perClass"][c]["boundaryIoU"] == (None if want[c] is None else pytest.approx(want[c]))
+    objects = [v for v in want[1:] if v is not None]
+    assert got["boundaryIoU"] == (pytest.approx(np.mean(objects)) if objects else None)
+    assert got["confusionMatrix"]["matrix"] == sum(cms).tolist()
+    assert boundary_width(*truths[0].shape) >= 1
+
+
+def test_boundary_iou_edge_cases() -> None:
+    from kubeforge.evaluation.segmentation import boundary_counts, boundary_width, mask_boundary
+
+    assert boundary_width(10, 10) == 1 and boundary_width(480, 640) == 16  # 2% of 800
+    full = np.ones((6, 6), dtype=bool)
+    assert mask_boundary(full, 1).sum() == 20  # the image edge is a boundary: a 1-pixel frame
+    assert mask_boundary(np.zeros((4, 4), dtype=bool), 1).sum() == 0
+    t = np.zeros((20, 20), dtype=np.uint8)
+    t[5:15, 5:15] = 1
+    inter, union = boundary_counts(t, t, 3)
+    assert (inter == union).all() and inter[2] == 0  # class 2 in neither: 0/0
+    got = segmentation_metrics(confusion(t, t, 3), [BACKGROUND, "a", "b"], (inter, union))
+    assert got["boundaryIoU"] == 1.0 and got["perClass"][2]["boundaryIoU"] is None
+    # A prediction that misses the object: boundary IoU 0 for it.
+    inter, union = boundary_counts(t, np.zeros_like(t), 3)
+    assert inter[1] == 0 and union[1] > 0
+    # Ignored truth pixels count for neither side.
+    crowd = np.full((20, 20), IGNORE, dtype=np.uint8)
+    inter, union = boundary_counts(crowd, t, 3)
+    assert inter.sum() == 0 and union.sum() == 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_weighted_headline_is_the_repeated_images(seed: int) -> None:
+    from kubeforge.evaluation.segmentation import headline
+
+    rng = np.random.default_rng(seed)
+    k = 5
+    truths = rng.integers(0, k, size=(6, 9, 11))
+    preds = np.where(rng.random(truths.shape) < 0.6, truths, rng.integers(0, k, size=truths.shape))
+    cms = np.stack([confusion(t, p, k) for t, p in zip(truths, preds, strict=True)])
+    weights = rng.integers(0, 3, 6)
+    got = headline(np.tensordot(weights, cms, axes=1))
+    rep = segmentation_metrics(sum(cms[i] for i in range(6) for _ in range(weights[i])) if weights.sum()
+                               else np.zeros((k, k)), [BACKGROUND, "a", "b", "c", "d"])
+    assert got == {"mIoU": pytest.approx(rep["mIoU"]) if rep["mIoU"] is not None else None,
+                   "meanDice": pytest.approx(rep["meanDice"]) if rep["meanDice"] is not None else None,
+                   "pixelAccuracy": pytest.approx(rep["pixelAccuracy"])}
+    # Restricted to classes 1 and 3: means over those, accuracy over pixels whose truth is 0, 1 or 3.
+    sub = headline(cms.sum(axis=0), [1, 3])
+    full = segmentation_metrics(cms.sum(axis=0), [BACKGROUND, "a", "b", "c", "d"])
+    assert sub["mIoU"] == pytest.approx((full["perClass"][1]["iou"] + full["perClass"][3]["iou"]) / 2)
+    keep = np.isin(truths, [0, 1, 3])
+    assert sub["pixelAccuracy"] == pytest.approx((truths[keep] == preds[keep]).mean())

@@ -19,11 +19,15 @@ MAX_SIDE = 320  # thumbnails keep report.html small; detail is in metrics.json
 
 @dataclass
 class Sample:
-    """One picture for the report with a plain-text caption (escaped when rendered)."""
+    """One picture for the report with a plain-text caption (escaped when rendered).
+
+    `group`: "sample" (the spread of the evaluated images), "best" / "worst" (the highest and lowest
+    per-image scores) or "disagree" (a comparison's images where the models differ most)."""
 
     file_name: str
     png_base64: str
     caption: str
+    group: str = "sample"
 
 
 def _thumbnail(img: Image.Image) -> tuple[Image.Image, float]:

@@ -21,6 +21,16 @@ Metrics (from a confusion matrix over every evaluated pixel; truth `IGNORE` pixe
 - mean IoU / mean Dice average the object classes only: `__bg__` is reported per class but does
   not count in the means, because on typical data it covers most pixels and would hide how well
   objects are segmented.
+- the pixel confusion matrix (`confusionMatrix`, rows = truth) holds every class, `__bg__` too.
+
+Boundary IoU (Cheng et al. 2021, "Boundary IoU: Improving Object-Centric Image Segmentation
+Evaluation"): a mask's boundary region is the mask minus its erosion by d pixels (a (2d+1)
+square, i.e. d steps of the 3x3 erosion; outside the image counts as not-mask, so pixels at the
+image edge are boundary), with d = 2% of the image diagonal rounded, at least 1. For class c
+per image: G = boundary of truth == c, P = boundary of prediction == c; pixels whose truth is
+ignored are left out of both; intersection |G & P| and union |G | P| are summed over the images
+and boundary IoU_c = sum of intersections / sum of unions (null when every union is empty).
+`boundaryIoU` is the mean over the object classes that have one (as mIoU, `__bg__` left out).
 """
 
 from __future__ import annotations
@@ -165,8 +175,88 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
     }
 
 
-def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """The benchmark's metrics document entry for a confusion matrix (classes[0] is `__bg__`)."""
+BOUNDARY_RATIO = 0.02
+
+
+def boundary_width(height: int, width: int) -> int:
+    """d of boundary IoU: 2% of the image diagonal, rounded, at least 1 pixel."""
+    return max(1, round(BOUNDARY_RATIO * float(np.hypot(height, width))))
+
+
+def _erode(mask: np.ndarray, d: int) -> np.ndarray:
+    try:
+        from scipy.ndimage import minimum_filter
+    except ImportError:  # pragma: no cover - scipy ships with scikit-learn
+        out = mask.copy()
+        for _ in range(d):
+            padded = np.pad(out, 1, constant_values=False)
+            out = np.ones_like(out)
+            for dy in range(3):
+                for dx in range(3):
+                    out &= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
+        return out
+    return minimum_filter(mask.astype(np.uint8), size=2 * d + 1, mode="constant", cval=0).astype(bool)
+
+
+def mask_boundary(mask: np.ndarray, d: int) -> np.ndarray:
+    """The pixels of `mask` within d pixels of its contour: the mask minus its erosion."""
+    mask = np.asarray(mask, dtype=bool)
+    return mask & ~_erode(mask, d)
+
+
+def boundary_counts(truth: np.ndarray, pred: np.ndarray, num_classes: int,
+                    ignore_index: int | None = IGNORE) -> tuple[np.ndarray, np.ndarray]:
+    """Per class (int64 [C] each) the intersection and union of the truth and predicted boundary regions
+    of one image (module docstring); classes in neither mask have 0 and 0."""
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    if truth.shape != pred.shape or truth.ndim != 2:
+        raise ValueError(f"truth {truth.shape} and prediction {pred.shape}: expected two masks of one size")
+    d = boundary_width(*truth.shape)
+    counted = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, dtype=bool)
+    inter = np.zeros(num_classes, dtype=np.int64)
+    union = np.zeros(num_classes, dtype=np.int64)
+    present = np.union1d(np.unique(truth[counted]), np.unique(pred))
+    for c in present[present < num_classes]:
+        g = mask_boundary(truth == c, d) & counted
+        p = mask_boundary(pred == c, d) & counted
+        inter[c] = int((g & p).sum())
+        union[c] = int((g | p).sum())
+    return inter, union
+
+
+def boundary_iou(inter: np.ndarray, union: np.ndarray) -> tuple[list[float | None], float | None]:
+    """Per-class boundary IoU (None where the union is empty) and their mean over the object classes (1..)."""
+    per_class = [float(i / u) if u else None for i, u in zip(inter, union, strict=True)]
+    objects = [v for v in per_class[1:] if v is not None]
+    return per_class, (float(np.mean(objects)) if objects else None)
+
+
+HEADLINE = ("mIoU", "meanDice", "pixelAccuracy")
+
+
+def headline(cm: np.ndarray, classes: Sequence[int] | None = None) -> dict[str, float | None]:
+    """mIoU, meanDice, pixelAccuracy of a (possibly weighted) confusion matrix.
+
+    `classes` (object class indices, 1..) restricts them for a comparison between models trained
+    on different class sets: the means run over those classes, and pixel accuracy over the pixels
+    whose truth is background or one of them.
+    """
+    s = scores(cm)
+    if classes is None:
+        return {k: s[k] for k in HEADLINE}
+    keep = np.asarray(list(classes), dtype=np.int64)
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = np.r_[0, keep]
+    total = cm[rows].sum()
+    return {"mIoU": _mean(s["iou"][keep]) if len(keep) else None,
+            "meanDice": _mean(s["dice"][keep]) if len(keep) else None,
+            "pixelAccuracy": float(cm[rows, rows].sum() / total) if total else 0.0}
+
+
+def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str],
+                         boundary: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """The benchmark's metrics document entry for a confusion matrix (classes[0] is `__bg__`);
+    `boundary` = summed (intersection, union) of `boundary_counts` adds boundary IoU."""
     s = scores(cm)
     per_class = [
         {"class": name, "iou": None if np.isnan(s["iou"][k]) else float(s["iou"][k]),
@@ -174,6 +264,12 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str
          "truthPixels": int(s["truthPixels"][k]), "predictedPixels": int(s["predictedPixels"][k])}
         for k, name in enumerate(class_names)
     ]
-    return {"mIoU": s["mIoU"], "meanDice": s["meanDice"], "pixelAccuracy": s["pixelAccuracy"],
-            "backgroundIoU": per_class[0]["iou"], "perClass": per_class,
-            "confusionMatrix": {"labels": list(class_names), "matrix": np.asarray(cm, dtype=np.int64).tolist()}}
+    out = {"mIoU": s["mIoU"], "meanDice": s["meanDice"], "pixelAccuracy": s["pixelAccuracy"],
+           "backgroundIoU": per_class[0]["iou"], "perClass": per_class,
+           "confusionMatrix": {"labels": list(class_names), "matrix": np.asarray(cm, dtype=np.int64).tolist()}}
+    if boundary is not None:
+        rows, mean = boundary_iou(*boundary)
+        out["boundaryIoU"] = mean
+        for row, value in zip(per_class, rows, strict=True):
+            row["boundaryIoU"] = value
+    return out

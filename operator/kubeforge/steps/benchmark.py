@@ -8,9 +8,12 @@ model_meta.json and train_val_split.json from the store; writes `metrics.json`, 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ from pydantic import ValidationError
 from kubeforge.api.common import now_rfc3339
 from kubeforge.datasets import versions
 from kubeforge.datasets.manifest import Manifest
-from kubeforge.evaluation.classification import classification_metrics
-from kubeforge.evaluation.detection import ImageDetections, detection_metrics
+from kubeforge.evaluation import bootstrap, detection_analysis
+from kubeforge.evaluation.classification import classification_metrics, weighted_headline
+from kubeforge.evaluation.detection import ImageDetections, detection_metrics, to_coco
 from kubeforge.evaluation.gate import gate_status
 from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, detection_truth, select_images
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
@@ -35,7 +39,15 @@ from kubeforge.evaluation.report_images import (
     segmentation_sample,
     spread,
 )
-from kubeforge.evaluation.segmentation import BACKGROUND, class_mask, confusion, scores, segmentation_metrics
+from kubeforge.evaluation.segmentation import (
+    BACKGROUND,
+    boundary_counts,
+    class_mask,
+    confusion,
+    headline,
+    scores,
+    segmentation_metrics,
+)
 from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
@@ -52,6 +64,12 @@ INSTANCE_STATUS = ("maskAP", "maskAP50", "maskAP75", *DETECTION_STATUS)
 CLASSIFICATION_STATUS = ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1")
 SEGMENTATION_SAMPLES = 4
 SEMANTIC_STATUS = ("mIoU", "meanDice", "pixelAccuracy")
+GALLERY = 3  # best and worst images per model
+DISAGREEMENTS = 8
+SCHEMA = "https://kubeforge.io/schemas/benchmark-metrics/v2.json"
+# The per-image score of each task (metrics.json perImage.metric).
+PER_IMAGE_METRIC = {"object-detection": "f1", "instance-segmentation": "f1", "semantic-segmentation": "mIoU",
+                    "classification": "trueClassProbability"}
 
 
 def _log(message: str) -> None:
@@ -113,9 +131,35 @@ class _Images:
         return load_rgb(self._bytes[img.blob])
 
 
+# stats_for(weights, classes): the headline metrics with image i counted weights[i] times (None: once each),
+# restricted to some class indices of the model (None: all evaluated classes).
+StatsFor = Callable[[np.ndarray | None, Sequence[int] | None], dict[str, float | None]]
+
+
+@dataclass
+class _Evaluated:
+    """What one model's evaluation leaves for the document, the galleries, the bootstrap and the comparison."""
+
+    metrics: dict[str, Any]
+    used: list[int]  # manifest indices, in evaluation order
+    samples: list[Sample]  # the spread of samples (group "sample")
+    per_image: list[float | None]  # PER_IMAGE_METRIC of each used image
+    draw: Callable[[int], Sample]  # position in `used` -> that image drawn with truth and prediction
+    stats_for: StatsFor
+    class_index: dict[str, int]  # evaluated class name -> the index stats_for's `classes` takes
+    replicates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # metric -> value per resample
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    if not len(logits):
+        return logits.astype(np.float64)
+    z = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def _evaluate_classification(
     who: str, model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
-) -> tuple[dict[str, Any], list[int], list[Sample]]:
+) -> _Evaluated:
     kept, y_true = classification_truth(manifest, indices, classes)
     if not kept:
         raise ValueError(
@@ -124,26 +168,31 @@ def _evaluate_classification(
         )
     logits = model.classify(images.get(i) for i in kept)
     y_pred = logits.argmax(axis=1) if len(kept) else np.zeros(0, dtype=np.int64)
-    metrics = classification_metrics(y_true, y_pred, classes.model_classes)
-    # Softmax only for the captions; metrics use argmax, which softmax does not change.
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True)) if len(kept) else logits
-    probs = probs / probs.sum(axis=1, keepdims=True) if len(kept) else probs
+    # Probabilities (softmax of the logits) for top-k, ROC AUC, calibration and the per-image score.
+    probs = _softmax(logits)
+    names = classes.model_classes
+    metrics = classification_metrics(y_true, y_pred, names, probs)
     wrong = [j for j in range(len(kept)) if y_true[j] != y_pred[j]]
     right = [j for j in range(len(kept)) if y_true[j] == y_pred[j]]
     chosen = (wrong[: CLASSIFICATION_SAMPLES // 2] + right)[:CLASSIFICATION_SAMPLES]
-    names = classes.model_classes
-    samples = [
-        classification_sample(manifest.images[kept[j]].file_name, images.get(kept[j]), names[y_true[j]],
-                              names[y_pred[j]], float(probs[j, y_pred[j]]))
-        for j in chosen
-    ]
-    return metrics, kept, samples
+
+    def draw(j: int) -> Sample:
+        return classification_sample(manifest.images[kept[j]].file_name, images.get(kept[j]), names[y_true[j]],
+                                     names[y_pred[j]], float(probs[j, y_pred[j]]))
+
+    def stats_for(weights: np.ndarray | None, subset: Sequence[int] | None) -> dict[str, float | None]:
+        w = np.ones(len(kept)) if weights is None else weights
+        return dict(weighted_headline(y_true, y_pred, len(names), w, subset))
+
+    return _Evaluated(metrics=metrics, used=kept, samples=[draw(j) for j in chosen],
+                      per_image=[float(probs[j, y_true[j]]) for j in range(len(kept))], draw=draw,
+                      stats_for=stats_for, class_index={n: k for k, n in enumerate(names)})
 
 
 def _evaluate_objects(
     model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap, iou: float,
     masks: bool,
-) -> tuple[dict[str, Any], list[int], list[Sample]]:
+) -> _Evaluated:
     """Detection, and with `masks` instance segmentation (each detection's mask too, evaluation.instances)."""
     truths = detection_truth(manifest, indices, classes)
     evaluated = classes.evaluated()
@@ -162,42 +211,78 @@ def _evaluate_objects(
         if (n + 1) % 50 == 0:
             _log(f"  {n + 1}/{len(indices)} images")
     names = [classes.model_classes[k] for k in evaluated]
+    segm = None
     if masks:
         instances = [ImageInstances(d, m) for d, m in zip(detections, kept_masks, strict=True)]
-        metrics = instance_metrics(truths, truth_segmentations(manifest, indices, classes), instances, names,
-                                   iou_threshold=iou)
+        segmentations = truth_segmentations(manifest, indices, classes)
+        metrics = instance_metrics(truths, segmentations, instances, names, iou_threshold=iou)
+        segm = detection_analysis.segm_coco(truths, segmentations, instances, names)
     else:
         metrics = detection_metrics(truths, detections, names, iou_threshold=iou)
     metrics["detectionsOfClassesNotInDataset"] = dropped
-    samples = [
-        detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
-                         detections[j], names, metrics["threshold"])
-        for j in spread(len(indices), DETECTION_SAMPLES)
-    ]
-    return metrics, indices, samples
+    matched = detection_analysis.match_all(truths, detections, len(names), iou)
+    metrics.update(detection_analysis.analysis(matched, names, metrics["threshold"], iou, metrics))
+    stats = detection_analysis.ObjectStats(truths, matched, to_coco(truths, detections, names), names,
+                                           metrics["threshold"], segm)
+    for row, curve in zip(metrics["perClass"], detection_analysis.pr_curves(stats.precision(), len(names)),
+                          strict=True):
+        row["curve"] = curve
+    if masks:
+        metrics["mask"]["bySize"] = detection_analysis.mask_by_size(matched, metrics["mask"])
+    per_image = detection_analysis.image_f1(detection_analysis.per_image_counts(matched, metrics["threshold"]))
+
+    def draw(j: int) -> Sample:
+        return detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
+                                detections[j], names, metrics["threshold"])
+
+    return _Evaluated(metrics=metrics, used=indices, samples=[draw(j) for j in spread(len(indices), DETECTION_SAMPLES)],
+                      per_image=[float(v) for v in per_image], draw=draw, stats_for=stats,
+                      class_index={n: k for k, n in enumerate(names)})
 
 
 def _evaluate_semantic(
     model: OnnxModel, images: _Images, manifest: Manifest, indices: list[int], classes: ClassMap
-) -> tuple[dict[str, Any], list[int], list[Sample]]:
+) -> _Evaluated:
     """Pixels at each image's own size: the predicted mask is resized nearest-neighbour, as `predict`
     returns it. Objects of dataset classes the model lacks are background (`evaluation.segmentation`)."""
     num_classes = len(classes.model_classes)
     per_image = manifest.annotations_by_image()
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    cms = np.zeros((len(indices), num_classes, num_classes), dtype=np.int64)
+    inter = np.zeros(num_classes, dtype=np.int64)
+    union = np.zeros(num_classes, dtype=np.int64)
     sampled = set(spread(len(indices), SEGMENTATION_SAMPLES))
     samples = []
     predictions = model.segment(images.get(i) for i in indices)
     for n, (i, predicted) in enumerate(zip(indices, predictions, strict=True)):
         truth, _ = class_mask(manifest.images[i], per_image[i], classes.category_to_model)
-        image_cm = confusion(truth, predicted, num_classes)
-        cm += image_cm
+        cms[n] = confusion(truth, predicted, num_classes)
+        b_inter, b_union = boundary_counts(truth, predicted, num_classes)
+        inter += b_inter
+        union += b_union
         if n in sampled:
             samples.append(segmentation_sample(manifest.images[i].file_name, images.get(i), truth, predicted,
-                                               scores(image_cm)["mIoU"]))
+                                               scores(cms[n])["mIoU"]))
         if (n + 1) % 50 == 0:
             _log(f"  {n + 1}/{len(indices)} images")
-    return segmentation_metrics(cm, classes.model_classes), indices, samples
+    metrics = segmentation_metrics(cms.sum(axis=0), classes.model_classes, (inter, union))
+    flat = cms.reshape(len(indices), -1).astype(np.float64)
+
+    def draw(j: int) -> Sample:
+        # Masks are not kept (a val set of large images would not fit): predict the one image again.
+        i = indices[j]
+        truth, _ = class_mask(manifest.images[i], per_image[i], classes.category_to_model)
+        (predicted,) = list(model.segment([images.get(i)]))
+        return segmentation_sample(manifest.images[i].file_name, images.get(i), truth, predicted,
+                                   scores(cms[j])["mIoU"])
+
+    def stats_for(weights: np.ndarray | None, subset: Sequence[int] | None) -> dict[str, float | None]:
+        total = flat.sum(axis=0) if weights is None else np.asarray(weights, dtype=np.float64) @ flat
+        return headline(total.reshape(num_classes, num_classes),
+                        None if subset is None else [k for k in subset if k != 0])
+
+    return _Evaluated(metrics=metrics, used=indices, samples=samples,
+                      per_image=[scores(c)["mIoU"] for c in cms], draw=draw, stats_for=stats_for,
+                      class_index={n: k for k, n in enumerate(classes.model_classes)})
 
 
 def _headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -231,15 +316,16 @@ def evaluate_model(
     _log(f"{files.who}: {len(indices)} images ({run.spec.split}), {meta.task}, {meta.architecture}")
     model = OnnxModel.load(files.onnx_path, meta)
     if meta.task == "classification":
-        metrics, used, samples = _evaluate_classification(files.who, model, images, manifest, indices, classes)
+        evaluated = _evaluate_classification(files.who, model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
     elif meta.task == "semantic-segmentation":
-        metrics, used, samples = _evaluate_semantic(model, images, manifest, indices, classes)
+        evaluated = _evaluate_semantic(model, images, manifest, indices, classes)
         evaluated_names = list(meta.classes)
     else:
-        metrics, used, samples = _evaluate_objects(model, images, manifest, indices, classes,
-                                                   run.spec.iou_threshold, meta.task == "instance-segmentation")
+        evaluated = _evaluate_objects(model, images, manifest, indices, classes, run.spec.iou_threshold,
+                                      meta.task == "instance-segmentation")
         evaluated_names = [meta.classes[k] for k in classes.evaluated()]
+    metrics, used, samples = evaluated.metrics, evaluated.used, evaluated.samples
     timings = model.timings.to_json() | {"totalSeconds": round(time.perf_counter() - start, 3)}
     entry = {
         "trainingJob": ref.training_job,
@@ -259,24 +345,140 @@ def evaluate_model(
         "splitFilesMissing": len(missing),
         "headline": _headline(meta.task, metrics),
         "metrics": metrics,
+        "perImage": {"metric": PER_IMAGE_METRIC[meta.task],
+                     "fileNames": [manifest.images[i].file_name for i in used],
+                     "values": evaluated.per_image},
         "timings": timings,
     }
+    intervals = _intervals(run, evaluated, entry["headline"], files.who)
+    if intervals is not None:
+        entry["intervals"] = intervals
+    samples = samples + _galleries(evaluated, entry["perImage"]["metric"])
     _log(f"{files.who}: {entry['headline']} in {timings['totalSeconds']} s")
-    return entry, samples, used
+    return entry, samples, used, evaluated
 
 
-def _comparison(doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]], order: list[str]) -> dict[str, Any]:
+def _plan(run: BenchmarkRun) -> bootstrap.Plan:
+    b = run.spec.bootstrap
+    return bootstrap.Plan(resamples=b.resamples, seed=b.seed, confidence=b.confidence)
+
+
+def _intervals(run: BenchmarkRun, evaluated: _Evaluated, head: dict[str, float], who: str
+               ) -> dict[str, dict[str, float]] | None:
+    """Bootstrap intervals of the headline metrics (evaluation.bootstrap); None when resamples is 0."""
+    plan = _plan(run)
+    if plan.resamples == 0:
+        return None
+    start = time.perf_counter()
+    weights = bootstrap.resample_weights(len(evaluated.used), plan.resamples, plan.seed)
+    point = evaluated.stats_for(None, None)
+    names = [k for k in head if point.get(k) is not None]
+    evaluated.replicates = bootstrap.replicate(lambda w: evaluated.stats_for(w, None), weights, names)
+    out = bootstrap.intervals(evaluated.replicates, {k: point[k] for k in names}, plan.confidence)
+    _log(f"{who}: {plan.resamples} bootstrap resamples of {len(evaluated.used)} images in "
+         f"{time.perf_counter() - start:.2f} s")
+    return out
+
+
+def _galleries(evaluated: _Evaluated, metric: str) -> list[Sample]:
+    """The best and the worst GALLERY images by their per-image score (no image in both)."""
+    scored = [(v, j) for j, v in enumerate(evaluated.per_image) if v is not None]
+    best = sorted(scored, key=lambda p: (-p[0], p[1]))[:GALLERY]
+    taken = {j for _, j in best}
+    worst = [p for p in sorted(scored, key=lambda p: (p[0], p[1])) if p[1] not in taken][:GALLERY]
+    out = []
+    for group, chosen in (("best", best), ("worst", worst)):
+        for value, j in chosen:
+            sample = evaluated.draw(j)
+            caption = sample.caption if metric in sample.caption else f"{sample.caption}; {metric} {value:.2f}"
+            out.append(dataclasses.replace(sample, group=group, caption=caption))
+    return out
+
+
+def _comparison(doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]], order: list[str],
+                evaluated: dict[str, _Evaluated], plan: bootstrap.Plan) -> dict[str, Any]:
     names = sorted({k for m in doc_models.values() for k in m["headline"]} - {"threshold"})
     best = {}
     for k in names:
         values = {m: doc_models[m]["headline"][k] for m in order if k in doc_models[m]["headline"]}
         if values:
             best[k] = max(values, key=lambda m: values[m])
+    class_sets = [doc_models[m]["evaluatedClasses"] for m in order]
+    shared = [c for c in class_sets[0] if all(c in other for other in class_sets[1:])]
+    differ = any(set(other) != set(class_sets[0]) for other in class_sets[1:])
     return {
         "sameImages": all(used[m] == used[order[0]] for m in order),
         "best": best,
         "table": [{"trainingJob": m, **doc_models[m]["headline"]} for m in order],
+        "sharedClasses": shared,
+        "classSetsDiffer": differ,
+        "differences": _differences(names, doc_models, used, order, evaluated, plan, shared if differ else None),
+        "disagreements": _disagreements(doc_models, order),
     }
+
+
+def _differences(names: list[str], doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]],
+                 order: list[str], evaluated: dict[str, _Evaluated], plan: bootstrap.Plan,
+                 shared: list[str] | None) -> dict[str, list[dict[str, Any]]]:
+    """a - b for each headline metric and pair a before b, with the bootstrap interval of the difference.
+
+    Same class sets: the models' own numbers and bootstrap replicates. Different class sets: every
+    model's metrics are recomputed on the shared classes only (stats_for with `classes`), on the
+    same resamples."""
+    points: dict[str, dict[str, float | None]] = {}
+    replicates: dict[str, dict[str, np.ndarray]] = {}
+    for m in order:
+        ev = evaluated[m]
+        if shared is None:
+            points[m] = {k: ev.metrics.get(k) for k in names}
+            replicates[m] = ev.replicates
+            continue
+        subset = [ev.class_index[c] for c in shared]
+        points[m] = ev.stats_for(None, subset)
+        weights = bootstrap.resample_weights(len(ev.used), plan.resamples, plan.seed)
+        replicates[m] = bootstrap.replicate(lambda w, ev=ev, subset=subset: ev.stats_for(w, subset), weights,
+                                            [k for k in names if points[m].get(k) is not None])
+    out: dict[str, list[dict[str, Any]]] = {}
+    for k in names:
+        rows = []
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                pa, pb = points[a].get(k), points[b].get(k)
+                if pa is None or pb is None:
+                    continue
+                rows.append({"a": a, "b": b, **bootstrap.difference(
+                    float(pa), float(pb), replicates[a].get(k), replicates[b].get(k), plan.confidence,
+                    paired=used[a] == used[b])})
+        if rows:
+            out[k] = rows
+    return out
+
+
+def _disagreements(doc_models: dict[str, dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+    """The images (evaluated by every model) whose per-image scores differ most between the models."""
+    values: dict[str, dict[str, float]] = {}
+    for m in order:
+        per = doc_models[m]["perImage"]
+        for name, v in zip(per["fileNames"], per["values"], strict=True):
+            if v is not None:
+                values.setdefault(name, {})[m] = v
+    rows = [(max(v.values()) - min(v.values()), n, name, v) for n, (name, v) in enumerate(values.items())
+            if len(v) == len(order)]
+    rows = [r for r in rows if r[0] > 0]
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    return [{"fileName": name, "values": {m: v[m] for m in order}} for _, _, name, v in rows[:DISAGREEMENTS]]
+
+
+def _disagreement_samples(doc: dict[str, Any], evaluated: dict[str, _Evaluated], order: list[str]) -> list[Sample]:
+    """Each disagreement image drawn once per model (group "disagree")."""
+    out = []
+    for row in doc["comparison"]["disagreements"]:
+        for m in order:
+            position = doc["models"][m]["perImage"]["fileNames"].index(row["fileName"])
+            sample = evaluated[m].draw(position)
+            out.append(dataclasses.replace(sample, group="disagree",
+                                           caption=f"{m}: {sample.caption}; {row['values'][m]:.2f}"))
+    return out
 
 
 def _augmentation_preview(store: Store, ref: BenchmarkModel) -> tuple[str, str] | None:
@@ -301,9 +503,11 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     samples: dict[str, list[Sample]] = {}
     used: dict[str, list[int]] = {}
     previews: dict[str, str] = {}
+    evaluated: dict[str, _Evaluated] = {}
     with tempfile.TemporaryDirectory(prefix="kubeforge-bench-") as tmp:
         for ref in spec.models:
-            models[ref.training_job], samples[ref.training_job], used[ref.training_job] = evaluate_model(
+            name = ref.training_job
+            models[name], samples[name], used[name], evaluated[name] = evaluate_model(
                 spec, store, manifest, images, ref, Path(tmp)
             )
             preview = _augmentation_preview(store, ref)
@@ -311,18 +515,21 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
                 models[ref.training_job]["augmentationPreviewUri"], previews[ref.training_job] = preview
     doc: dict[str, Any] = {
         "kind": "BenchmarkMetrics",
-        "formatVersion": 1,
+        "formatVersion": 2,
+        "schema": SCHEMA,
         "benchmark": {"namespace": spec.namespace, "name": spec.name},
         "dataset": {"dataset": spec.dataset.dataset, "digest": spec.dataset.digest,
                     "task": manifest.task, "split": spec.spec.split},
         "iouThreshold": spec.spec.iou_threshold,
+        "bootstrap": _plan(spec).to_json(),
         "onnxruntimeVersion": onnxruntime_version(),
         "createdAt": now_rfc3339(),
         "modelOrder": order,
         "models": models,
     }
     if len(order) > 1:
-        doc["comparison"] = _comparison(models, used, order)
+        doc["comparison"] = _comparison(models, used, order, evaluated, _plan(spec))
+        samples["__comparison__"] = _disagreement_samples(doc, evaluated, order)
     prefix = spec.output_prefix.rstrip("/")
     metrics_key, report_key = f"{prefix}/{METRICS_FILE}", f"{prefix}/{REPORT_FILE}"
     store.put_json(metrics_key, doc)
@@ -343,6 +550,8 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
         "metricsUri": store.url(metrics_key),
         "reportUri": store.url(report_key),
         "metrics": {name: models[name]["headline"] for name in order},
+        "intervals": {name: {k: [round(v["low"], 6), round(v["high"], 6)] for k, v in models[name]["intervals"].items()}
+                      for name in order if models[name].get("intervals")},
         "headline": headline,
         **gate_status(doc, spec.spec.gate, spec.models, spec.run_id),  # promotion gate (evaluation.gate)
     }

@@ -1,0 +1,501 @@
+"""What the detection numbers are made of: counts, confusion with background, calibration, matched IoU,
+results by object size, per-class PR curves, per-image scores and the pieces the bootstrap resamples.
+
+Everything here is at one IoU (`spec.iouThreshold`) and the operating point (the F1-optimal
+confidence of `detection.operating_point`): a detection is kept when its score is at least
+that threshold. Matching is COCO's greedy rule exactly as `detection.match_detections` does it
+(per image and class, detections by descending score, at most 100 per class; crowd regions
+absorb detections, which are then neither right nor wrong), so the TP count here is the
+operating point's.
+
+Confusion matrix with background (rows = truth, columns = prediction, the last row and column
+`background`), per image:
+1. the same-class matching above: each TP counts in (class, class);
+2. each kept detection left unmatched, by descending score, takes the still-unmatched non-crowd
+   object of ANOTHER class it overlaps most (IoU >= the threshold; ties: the first object):
+   it counts in (truth class, predicted class) and that object is no longer missed;
+3. kept detections still unmatched were invented: (background, predicted class); objects still
+   unmatched were missed: (truth class, background).
+So row c sums to the class's non-crowd objects and column c (background row included) to its
+kept detections not absorbed by a crowd; `counts` are tp = the diagonal, fp = kept detections
+that are not TPs (steps 2 and 3), fn = objects not found by their own class.
+
+Per-image score (`perImage`): the image's F1 at the operating point, 2 TP / (2 TP + FP + FN),
+1.0 when it has neither objects nor kept detections.
+
+By size: COCO's area ranges (small [0, 32^2], medium [32^2, 96^2], large [96^2, inf), bounds
+inclusive as in pycocotools); AP/AR are COCO's APs/APm/APl and ARs/ARm/ARl, `numGroundTruth`
+the non-crowd objects in the range and `recall` the share of them found at the operating point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kubeforge.evaluation.calibration import calibration
+from kubeforge.evaluation.detection import MAX_DETS, ImageDetections, ImageTruth, Matches, _iou_matrix, to_coco
+
+SIZES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+SIZE_STATS = {"small": ("APs", "ARs"), "medium": ("APm", "ARm"), "large": ("APl", "ARl")}
+TOP_PAIRS = 10
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
+
+
+@dataclass
+class ImageMatches:
+    """One image's COCO matching at one IoU: kept (not crowd-absorbed) detections and their objects."""
+
+    scores: np.ndarray  # float [D]
+    labels: np.ndarray  # int [D]
+    matched: np.ndarray  # int [D]: index into the image's ground truth of the TP match, -1 for none
+    iou: np.ndarray  # float [D]: IoU with the matched object (0 without)
+    boxes: np.ndarray  # float [D, 4]
+    truth: ImageTruth
+
+
+def match_image(gt: ImageTruth, dt: ImageDetections, num_classes: int, iou_threshold: float) -> ImageMatches:
+    """`detection.match_detections` for one image, keeping which object each detection matched."""
+    threshold = min(iou_threshold, 1 - 1e-10)
+    scores, labels, matched, ious, boxes = [], [], [], [], []
+    for c in range(num_classes):
+        g_idx = np.flatnonzero(gt.labels == c)
+        g_idx = g_idx[np.argsort(gt.iscrowd[g_idx], kind="mergesort")]
+        crowd = gt.iscrowd[g_idx]
+        d_idx = np.flatnonzero(dt.labels == c)
+        d_idx = d_idx[np.argsort(-dt.scores[d_idx], kind="mergesort")][:MAX_DETS]
+        if len(d_idx) == 0:
+            continue
+        iou = _iou_matrix(dt.boxes[d_idx], gt.boxes[g_idx], crowd)
+        taken = np.zeros(len(g_idx), dtype=bool)
+        for d in range(len(d_idx)):
+            best, m = threshold, -1
+            for g in range(len(g_idx)):
+                if taken[g] and not crowd[g]:
+                    continue
+                if m > -1 and not crowd[m] and crowd[g]:
+                    break
+                if iou[d, g] < best:
+                    continue
+                best, m = iou[d, g], g
+            if m > -1 and crowd[m]:
+                continue
+            if m > -1:
+                taken[m] = True
+            scores.append(dt.scores[d_idx[d]])
+            labels.append(c)
+            matched.append(int(g_idx[m]) if m > -1 else -1)
+            ious.append(float(iou[d, m]) if m > -1 else 0.0)
+            boxes.append(dt.boxes[d_idx[d]])
+    return ImageMatches(
+        scores=np.asarray(scores, dtype=np.float64), labels=np.asarray(labels, dtype=np.int64),
+        matched=np.asarray(matched, dtype=np.int64), iou=np.asarray(ious, dtype=np.float64),
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), truth=gt,
+    )
+
+
+def match_all(truths: Sequence[ImageTruth], detections: Sequence[ImageDetections], num_classes: int,
+              iou_threshold: float) -> list[ImageMatches]:
+    return [match_image(gt, dt, num_classes, iou_threshold) for gt, dt in zip(truths, detections, strict=True)]
+
+
+def to_matches(images: Sequence[ImageMatches], num_classes: int, classes: Sequence[int] | None = None) -> Matches:
+    """The pooled `detection.Matches` (for `operating_point`), optionally of a subset of classes."""
+    keep = set(range(num_classes) if classes is None else classes)
+    scores, labels, tp = [], [], []
+    num_gt = np.zeros(num_classes, dtype=np.int64)
+    for im in images:
+        sel = np.isin(im.labels, list(keep))
+        scores.append(im.scores[sel])
+        labels.append(im.labels[sel])
+        tp.append(im.matched[sel] >= 0)
+        real = ~im.truth.iscrowd
+        num_gt += np.bincount(im.truth.labels[real], minlength=num_classes)[:num_classes]
+    mask = np.isin(np.arange(num_classes), list(keep))
+    return Matches(scores=np.concatenate(scores) if scores else np.zeros(0),
+                   labels=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
+                   tp=np.concatenate(tp) if tp else np.zeros(0, dtype=bool),
+                   num_gt=np.where(mask, num_gt, 0))
+
+
+def _kept(threshold: float | None) -> float:
+    return np.inf if threshold is None else threshold
+
+
+def per_image_counts(images: Sequence[ImageMatches], threshold: float | None,
+                     classes: Sequence[int] | None = None) -> np.ndarray:
+    """int64 [N, 3]: TP, FP, FN of each image at the threshold (of a subset of classes if given)."""
+    t = _kept(threshold)
+    out = np.zeros((len(images), 3), dtype=np.int64)
+    for n, im in enumerate(images):
+        real = ~im.truth.iscrowd
+        sel = im.scores >= t
+        gt_sel = real
+        if classes is not None:
+            sel = sel & np.isin(im.labels, list(classes))
+            gt_sel = real & np.isin(im.truth.labels, list(classes))
+        tp = int((sel & (im.matched >= 0)).sum())
+        out[n] = (tp, int(sel.sum()) - tp, int(gt_sel.sum()) - tp)
+    return out
+
+
+def image_f1(counts: np.ndarray) -> np.ndarray:
+    """Per-image F1 = 2TP / (2TP + FP + FN); 1.0 with nothing to find and nothing kept."""
+    tp, fp, fn = (counts[:, k].astype(np.float64) for k in range(3))
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.ones_like(den), where=den > 0)
+
+
+def prf(counts: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Pooled precision, recall and F1 from per-image counts, each image weighted (bootstrap)."""
+    w = np.ones(len(counts)) if weights is None else np.asarray(weights, dtype=np.float64)
+    tp, fp, fn = (float(w @ counts[:, k]) for k in range(3))
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def confusion_with_background(images: Sequence[ImageMatches], num_classes: int, threshold: float | None,
+                              iou_threshold: float) -> np.ndarray:
+    """int64 [C+1, C+1] (module docstring); index C is background."""
+    t, thr = _kept(threshold), min(iou_threshold, 1 - 1e-10)
+    bg = num_classes
+    cm = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for im in images:
+        gt = im.truth
+        kept = im.scores >= t
+        found = np.zeros(len(gt.labels), dtype=bool)
+        for d in np.flatnonzero(kept & (im.matched >= 0)):
+            cm[im.labels[d], im.labels[d]] += 1
+            found[im.matched[d]] = True
+        loose = np.flatnonzero(kept & (im.matched < 0))
+        loose = loose[np.argsort(-im.scores[loose], kind="mergesort")]
+        iou = _iou_matrix(im.boxes[loose], gt.boxes, np.zeros(len(gt.labels), dtype=bool))
+        for row, d in enumerate(loose):
+            free = ~found & ~gt.iscrowd & (gt.labels != im.labels[d]) & (iou[row] >= thr)
+            if free.any():
+                g = int(np.argmax(np.where(free, iou[row], -1.0)))
+                cm[gt.labels[g], im.labels[d]] += 1
+                found[g] = True
+            else:
+                cm[bg, im.labels[d]] += 1
+        for g in np.flatnonzero(~found & ~gt.iscrowd):
+            cm[gt.labels[g], bg] += 1
+    return cm
+
+
+def confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = TOP_PAIRS) -> list[dict[str, Any]]:
+    """The most frequent (truth, predicted) pairs of different classes, background left out."""
+    k = len(class_names)
+    pairs = [(int(cm[a, b]), a, b) for a in range(k) for b in range(k) if a != b and cm[a, b] > 0]
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    return [{"truth": class_names[a], "predicted": class_names[b], "count": n} for n, a, b in pairs[:top]]
+
+
+def matched_iou(images: Sequence[ImageMatches], threshold: float | None) -> float | None:
+    """Mean IoU of the TP pairs at the operating point."""
+    t = _kept(threshold)
+    values = np.concatenate([im.iou[(im.scores >= t) & (im.matched >= 0)] for im in images]) if images else []
+    return float(np.mean(values)) if len(values) else None
+
+
+def by_size(images: Sequence[ImageMatches], threshold: float | None, suite: dict[str, Any]) -> dict[str, Any]:
+    """{small|medium|large: {AP, AR, numGroundTruth, recall}} (module docstring)."""
+    t = _kept(threshold)
+    out = {}
+    for size, (low, high) in SIZES.items():
+        total = found = 0
+        for im in images:
+            area = np.asarray(im.truth.areas)
+            in_range = ~im.truth.iscrowd & (area >= low) & (area <= high)
+            total += int(in_range.sum())
+            hits = im.matched[(im.scores >= t) & (im.matched >= 0)]
+            found += int(in_range[hits].sum())
+        ap, ar = SIZE_STATS[size]
+        out[size] = {"AP": suite.get(ap), "AR": suite.get(ar), "numGroundTruth": total,
+                     "recall": found / total if total else None}
+    return out
+
+
+def detection_calibration(images: Sequence[ImageMatches]) -> dict[str, Any]:
+    """Calibration of every detection not absorbed by a crowd (all confidences; correct = TP at the IoU threshold)."""
+    scores = np.concatenate([im.scores for im in images]) if images else np.zeros(0)
+    correct = np.concatenate([im.matched >= 0 for im in images]) if images else np.zeros(0, dtype=bool)
+    return calibration(scores, correct)
+
+
+def pr_curves(precision: np.ndarray | None, num_classes: int) -> list[dict[str, list[float]]]:
+    """Per class COCO's 101-point precision at IoU 0.5, area all, the largest maxDets; -1 entries dropped.
+
+    `precision` is COCO's accumulated [T, R, K, A, M] array (T: IoU .50:.05:.95, so IoU 0.5 is first)."""
+    if precision is None or len(precision) == 0 or len(RECALL_POINTS) != np.asarray(precision).shape[1]:
+        return [{"recall": [], "precision": []} for _ in range(num_classes)]
+    t = 0
+    out = []
+    for k in range(num_classes):
+        p = np.asarray(precision)[t, :, k, 0, -1]
+        ok = p > -1
+        out.append({"recall": RECALL_POINTS[ok].tolist(), "precision": p[ok].astype(float).tolist()})
+    return out
+
+
+def analysis(images: Sequence[ImageMatches], class_names: Sequence[str], threshold: float | None,
+             iou_threshold: float, suite: dict[str, Any]) -> dict[str, Any]:
+    """counts, confusion, confusedPairs, calibration, matchedIoU and bySize for the metrics document."""
+    cm = confusion_with_background(images, len(class_names), threshold, iou_threshold)
+    counts = per_image_counts(images, threshold).sum(axis=0)
+    return {
+        "counts": {"tp": int(counts[0]), "fp": int(counts[1]), "fn": int(counts[2])},
+        "confusion": {"labels": [*class_names, "background"], "matrix": cm.tolist()},
+        "confusedPairs": confused_pairs(cm, class_names),
+        "calibration": detection_calibration(images),
+        "matchedIoU": matched_iou(images, threshold),
+        "bySize": by_size(images, threshold, suite),
+    }
+
+
+def subset_coco(gt_dict: dict[str, Any], results: list[dict[str, Any]], classes: Sequence[int] | None
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`to_coco`-shaped inputs restricted to some classes (0-based; category ids are class + 1)."""
+    if classes is None:
+        return gt_dict, results
+    ids = {int(k) + 1 for k in classes}
+    return ({**gt_dict, "annotations": [a for a in gt_dict["annotations"] if a["category_id"] in ids],
+             "categories": [c for c in gt_dict["categories"] if c["id"] in ids]},
+            [r for r in results if r["category_id"] in ids])
+
+
+class WeightedCoco:
+    """COCO's 12 numbers for image weights (bootstrap multiplicities), evaluated once.
+
+    Uses `evaluation.cocoeval.CocoEvaluator` (which accepts image weights); `available` is False
+    without it, and then AP intervals are left out."""
+
+    def __init__(self, gt_dict: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> None:
+        self.available = False
+        self._inputs = (gt_dict, results, iou_type)
+        try:
+            from kubeforge.evaluation.cocoeval import CocoEvaluator
+        except ImportError:  # pragma: no cover - the evaluator ships with kubeforge
+            return
+        try:
+            self._evaluator = CocoEvaluator.from_dicts(gt_dict, results, iou_type)
+        except ValueError:
+            # Inputs the evaluator refuses (e.g. no ground-truth object at all): no AP intervals;
+            # the point values come from `detection.coco_stats` either way.
+            return
+        # Weights are given in our image order (COCO image id = position + 1).
+        self._order = np.asarray([int(i) - 1 for i in self._evaluator.image_ids], dtype=np.int64)
+        self.available = True
+
+    def stats(self, weights: np.ndarray | None = None) -> dict[str, float | None]:
+        """All 12 numbers (None where COCO says -1)."""
+        if not self.available:
+            return {}
+        w = None if weights is None else np.asarray(weights)[self._order]
+        raw = self._evaluator.stats(w)
+        return {k: (None if v is None or v < 0 else float(v)) for k, v in raw.items()}
+
+    def headline(self, weights: np.ndarray | None = None) -> dict[str, float | None]:
+        """AP, AP50, AP75 only: what a bootstrap resample needs, about 12 times faster than `stats`.
+
+        COCO's accumulation restricted to area "all" and 100 detections (the evaluator's own
+        arrays, the same operations); `tests/test_eval_detection_analysis.py` checks it equals
+        `stats` for random weights. Falls back to `stats` if the evaluator's internals change."""
+        if not self.available:
+            return {}
+        ev = self._evaluator
+        if weights is None or not all(hasattr(ev, a) for a in ("_acc", "_gt_ig", "_gt_cat", "_gt_image", "_tp",
+                                                                 "_fp", "_num_cats")):
+            full = self.stats(weights)
+            return {k: full.get(k) for k in ("AP", "AP50", "AP75")}
+        from kubeforge.evaluation.cocoeval import IOU_THRS, REC_THRS
+
+        w_img = np.asarray(weights, dtype=np.int64)[self._order]
+        precision = _all_area_precision(ev, w_img, IOU_THRS, REC_THRS)
+        ap50 = int(np.flatnonzero(IOU_THRS == 0.5)[0])
+        ap75 = int(np.flatnonzero(IOU_THRS == 0.75)[0])
+
+        def mean(p: np.ndarray) -> float | None:
+            valid = p[p > -1]
+            return float(np.mean(valid)) if valid.size else None
+
+        return {"AP": mean(precision), "AP50": mean(precision[ap50]), "AP75": mean(precision[ap75])}
+
+    def precision(self) -> np.ndarray:
+        """COCO's accumulated precision [T, R, K, A, M] (IoU thresholds .50:.05:.95)."""
+        if self.available:
+            return np.asarray(self._evaluator.precision(None))
+        import contextlib
+        import io
+
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        gt_dict, results, iou_type = self._inputs
+        coco_gt = COCO(gt_dict)
+        evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iouType=iou_type,
+                                    print_function=lambda *a, **k: None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.evaluate()
+            evaluator.accumulate()
+        return np.asarray(evaluator.eval["precision"])
+
+
+def _all_area_precision(ev: Any, weights: np.ndarray, iou_thrs: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """COCO's precision [T, R, K] at area "all", maxDets 100 for image multiplicities, from a
+    `cocoeval.CocoEvaluator`'s matched arrays: its `_accumulate` for that one (area, maxDets)."""
+    eps = np.spacing(1)
+    K, T, R = ev._num_cats, len(iou_thrs), len(rec_thrs)
+    precision = -np.ones((T, R, K))
+    counted = ~ev._gt_ig[0]
+    npig = np.bincount(ev._gt_cat[counted], weights=weights[ev._gt_image][counted], minlength=K)
+    cat_ok = npig.astype(np.int64) > 0
+    if not cat_ok.any():
+        return precision
+    precision[:, :, cat_ok] = 0.0
+    sel, cats, images = ev._acc[-1]
+    use = cat_ok[cats]
+    sel, cats, images = sel[use], cats[use], images[use]
+    n = len(sel)
+    if n == 0:
+        return precision
+    tp, fp = ev._tp[0][:, sel], ev._fp[0][:, sel]
+    w = weights[images]
+    tc = np.cumsum(tp * w, axis=1)
+    fc = np.cumsum(fp * w, axis=1)
+    new = np.ones(n, dtype=bool)
+    new[1:] = cats[1:] != cats[:-1]
+    starts = np.flatnonzero(new)
+    lens = np.diff(np.append(starts, n))
+    if len(starts) > 1:
+        base_t = np.zeros((T, len(starts)), dtype=tc.dtype)
+        base_f = np.zeros((T, len(starts)), dtype=fc.dtype)
+        base_t[:, 1:] = tc[:, starts[1:] - 1]
+        base_f[:, 1:] = fc[:, starts[1:] - 1]
+        tc = tc - np.repeat(base_t, lens, axis=1)
+        fc = fc - np.repeat(base_f, lens, axis=1)
+    fc = fc - np.maximum(w - 1, 0) * fp  # a false positive drawn w times: only its first copy can matter
+    tpf = tc.astype(np.float64)
+    rc = tpf / npig[cats][None, :]
+    pr = tpf / (fc.astype(np.float64) + tpf + eps)
+    reach = np.searchsorted(rec_thrs, rc, side="right")
+    keys = (((np.arange(T)[:, None] * K) + cats[None, :]) * (R + 1) + reach).reshape(-1)
+    pr = pr.reshape(-1)
+    run = np.ones(len(keys), dtype=bool)
+    run[1:] = keys[1:] != keys[:-1]
+    run_starts = np.flatnonzero(run)
+    binmax = np.zeros((T * K, R + 1))
+    binmax.reshape(-1)[keys[run_starts]] = np.maximum.reduceat(pr, run_starts)
+    suffix = np.maximum.accumulate(binmax[:, ::-1], axis=1)[:, ::-1]
+    q = suffix[:, 1:].reshape(T, K, R)
+    present = np.zeros(K, dtype=bool)
+    present[cats[starts]] = True
+    precision[:, :, present] = q[:, present, :].transpose(0, 2, 1)
+    return precision
+
+
+class ObjectStats:
+    """The headline metrics of a detection (or instance-segmentation) evaluation for image weights and,
+    for comparisons across class sets, a subset of classes (then COCO AP is over those categories and
+    the operating threshold is the F1-optimal one of their detections)."""
+
+    def __init__(self, truths: Sequence[ImageTruth], images: Sequence[ImageMatches], coco: tuple[dict[str, Any],
+                 list[dict[str, Any]]], class_names: Sequence[str], threshold: float | None,
+                 segm: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> None:
+        self.images, self.class_names, self.threshold = list(images), list(class_names), threshold
+        self._coco, self._segm = coco, segm
+        self._cache: dict[tuple[int, ...] | None, tuple[np.ndarray, WeightedCoco, WeightedCoco | None]] = {}
+        self._pools: dict[tuple[str, tuple[int, ...] | None], tuple[np.ndarray, ...]] = {}
+
+    def _pool(self, classes: tuple[int, ...] | None) -> tuple[np.ndarray, ...]:
+        """Every kept detection by descending score (stable): its image, TP flag; the tie-group ends;
+        the non-crowd objects per image."""
+        images, scores, tps = [], [], []
+        gt = np.zeros(len(self.images))
+        for n, im in enumerate(self.images):
+            sel = np.ones(len(im.labels), dtype=bool) if classes is None else np.isin(im.labels, classes)
+            scores.append(im.scores[sel])
+            tps.append(im.matched[sel] >= 0)
+            images.append(np.full(int(sel.sum()), n))
+            real = ~im.truth.iscrowd
+            gt[n] = (real if classes is None else real & np.isin(im.truth.labels, classes)).sum()
+        s = np.concatenate(scores) if scores else np.zeros(0)
+        order = np.argsort(-s, kind="mergesort")
+        s = s[order]
+        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if len(s) else np.zeros(0, dtype=np.int64)
+        return (np.concatenate(images)[order].astype(np.int64) if len(s) else np.zeros(0, dtype=np.int64),
+                np.concatenate(tps)[order] if len(s) else np.zeros(0, dtype=bool), s, ends, gt)
+
+    def threshold_for(self, weights: np.ndarray, classes: Sequence[int] | None = None) -> float | None:
+        """The F1-optimal confidence of a resample (`detection.operating_point` with each image counted
+        `weights[i]` times): how stable the chosen operating point is."""
+        key = None if classes is None else tuple(sorted(int(k) for k in classes))
+        if ("pool", key) not in self._pools:
+            self._pools["pool", key] = self._pool(key)
+        image, tp, scores, ends, gt = self._pools["pool", key]
+        w = np.asarray(weights, dtype=np.float64)
+        total = float(w @ gt)
+        if not len(ends) or total == 0:
+            return None
+        wd = w[image]
+        ctp = np.cumsum(tp * wd)[ends]
+        cfp = np.cumsum(~tp * wd)[ends]
+        precision = ctp / np.maximum(ctp + cfp, 1)
+        recall = ctp / total
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                       where=(precision + recall) > 0)
+        return float(scores[ends][int(np.argmax(f1))])
+
+    def _parts(self, classes: Sequence[int] | None) -> tuple[np.ndarray, WeightedCoco, WeightedCoco | None]:
+        key = None if classes is None else tuple(sorted(int(k) for k in classes))
+        if key not in self._cache:
+            from kubeforge.evaluation.detection import operating_point
+
+            threshold = self.threshold
+            if key is not None:
+                threshold = operating_point(to_matches(self.images, len(self.class_names), key),
+                                            self.class_names)["threshold"]
+            counts = per_image_counts(self.images, threshold, key)
+            box = WeightedCoco(*subset_coco(*self._coco, key), "bbox")
+            mask = WeightedCoco(*subset_coco(*self._segm, key), "segm") if self._segm is not None else None
+            self._cache[key] = (counts, box, mask)
+        return self._cache[key]
+
+    def __call__(self, weights: np.ndarray | None, classes: Sequence[int] | None = None) -> dict[str, float | None]:
+        counts, box, mask = self._parts(classes)
+        out: dict[str, float | None] = {}
+        suite = box.headline(weights)
+        out.update({k: suite.get(k) for k in ("AP", "AP50", "AP75") if k in suite})
+        if mask is not None:
+            masks = mask.headline(weights)
+            out.update({f"mask{k}": masks.get(k) for k in ("AP", "AP50", "AP75") if k in masks})
+        out.update(prf(counts, weights))
+        out["threshold"] = self.threshold_for(np.ones(len(self.images)) if weights is None else weights, classes)
+        return out
+
+    def precision(self) -> np.ndarray:
+        return self._parts(None)[1].precision()
+
+
+def segm_coco(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Any]], instances: Sequence[Any],
+              class_names: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The `segm` COCO inputs `instances.segm_suite` evaluates (masks as segmentations, no result boxes)."""
+    gt_dict, results = to_coco(truths, [inst.detections for inst in instances], class_names)
+    for ann, seg in zip(gt_dict["annotations"], [s for per_image in segmentations for s in per_image], strict=True):
+        ann["segmentation"] = seg
+    for res, rle in zip(results, [r for inst in instances for r in inst.masks], strict=True):
+        res["segmentation"] = rle
+        del res["bbox"]
+    return gt_dict, results
+
+
+def mask_by_size(images: Sequence[ImageMatches], mask_suite: dict[str, Any]) -> dict[str, Any]:
+    """bySize of the segm suite: its APs/m/l and ARs/m/l and the objects per size range; `recall` is null
+    (the operating point is a box one)."""
+    out = by_size(images, None, mask_suite)
+    for row in out.values():
+        row["recall"] = None
+    return out
