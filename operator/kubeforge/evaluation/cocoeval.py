@@ -1,0 +1,423 @@
+"""A fast, exact COCO evaluator: the numbers of pycocotools 2.0.x `COCOeval`, vectorised.
+
+    ev = CocoEvaluator.from_files(Path("gt.json"), Path("dt.json"), "bbox")
+    ev.stats()  # {"AP": ..., "AP50": ..., ..., "ARl": ...}; None where pycocotools says -1
+
+What pycocotools does, and how it is done here:
+
+* `evaluateImg` (per image, category and area range: sort ground truth with ignored last, take
+  detections by descending score, at most 100, and match each greedily to the free ground
+  truth of highest IoU >= t, preferring non-ignored ones, ties to the later one, crowd regions
+  matchable again) runs once, for all groups at a time: the groups are padded to [A, T, n, G]
+  arrays and the r-th candidate detection of every group is matched in one step. Detections
+  that overlap no ground truth by IoU >= 0.5 cannot match anything and skip the loop.
+* `accumulate` concatenates the detections of all images per category, sorts them by score
+  (stable, in image order), and reads the precision envelope at 101 recall thresholds.
+  Here the sort is done once; per call the cumulative TP/FP counts are taken over all
+  (threshold, category) at once, each point is binned by how many recall thresholds it
+  reaches, and the envelope is a reverse running maximum over those 102 bins. Every value
+  is computed with the same floating-point operations as pycocotools, so the results are
+  identical, not just close.
+* `image_weights` (a bootstrap resample: how many times each image is drawn) gives what
+  pycocotools gives on the dataset with each image repeated that many times, without
+  repeating anything: a true positive drawn w times adds w points whose precision rises, so
+  only the last can matter; a false positive's copies lower it, so only the first can.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from kubeforge.evaluation.coco_files import (
+    CocoInputError,
+    GroundTruth,
+    Results,
+    ground_truth_rles,
+    parse_ground_truth,
+    parse_results,
+    read_json,
+)
+
+__all__ = ["STAT_NAMES", "CocoEvaluator", "CocoInputError", "summary_lines"]
+
+IouType = Literal["bbox", "segm"]
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+# pycocotools' Params for bbox/segm, built with the same expressions (the same floats).
+IOU_THRS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
+REC_THRS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RNG = ((0 ** 2, 1e5 ** 2), (0 ** 2, 32 ** 2), (32 ** 2, 96 ** 2), (96 ** 2, 1e5 ** 2))
+AREA_LBL = ("all", "small", "medium", "large")
+_EPS = np.spacing(1)
+# (ap, iouThr, areaRng, maxDets) of each of the 12 numbers, as COCOeval.summarize lists them.
+_SUMMARY = (
+    (1, None, "all", 100), (1, .5, "all", 100), (1, .75, "all", 100),
+    (1, None, "small", 100), (1, None, "medium", 100), (1, None, "large", 100),
+    (0, None, "all", 1), (0, None, "all", 10), (0, None, "all", 100),
+    (0, None, "small", 100), (0, None, "medium", 100), (0, None, "large", 100),
+)
+
+
+def _bbox_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU of box pairs (xywh rows), with the operations of pycocotools' C `bbIou`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        da = d[:, 2] * d[:, 3]
+        ga = g[:, 2] * g[:, 3]
+        w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
+        h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
+        i = w * h
+        u = np.where(crowd, da, da + ga - i)
+        return np.where((w > 0) & (h > 0), i / u, 0.0)
+
+
+class CocoEvaluator:
+    """The COCO detection suite of one ground truth and one result set (bbox or segm).
+
+    Matching happens on construction; `precision`, `recall` and `stats` accumulate, optionally
+    with per-image multiplicities (`image_weights`, in `image_ids` order).
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+
+    def __init__(self, gt: GroundTruth, dt: Results, iou_type: IouType = "bbox",
+                 gt_name: str = "ground truth") -> None:
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
+        self.iou_type = iou_type
+        self.image_ids = gt.image_ids
+        self.category_ids = gt.category_ids
+        self._num_images = len(gt.image_ids)
+        K = self._num_cats = len(gt.category_ids)
+        A, T = len(AREA_RNG), len(IOU_THRS)
+
+        # Ground truth, grouped by (image, category) in pycocotools' visiting order.
+        gkey = gt.image * K + gt.category
+        self._gt_image = gt.image
+        self._gt_cat = gt.category
+        lo = np.array([r[0] for r in AREA_RNG])[:, None]
+        hi = np.array([r[1] for r in AREA_RNG])[:, None]
+        gt_ig = gt.crowd[None, :] | (gt.area[None, :] < lo) | (gt.area[None, :] > hi)  # [A, G]
+        self._gt_ig = gt_ig
+
+        # Detections: per (image, category) by descending score (stable), at most 100.
+        dkey = dt.image * K + dt.category
+        order = np.lexsort((-dt.score, dkey))
+        dkey_s = dkey[order]
+        n = len(order)
+        if n:
+            new = np.empty(n, dtype=bool)
+            new[0] = True
+            np.not_equal(dkey_s[1:], dkey_s[:-1], out=new[1:])
+            starts = np.flatnonzero(new)
+            counts = np.diff(np.append(starts, n))
+            rank = np.arange(n) - np.repeat(starts, counts)
+        else:
+            rank = np.zeros(0, dtype=np.int64)
+        keep = rank < MAX_DETS[-1]
+        order, rank, dkey_s = order[keep], rank[keep], dkey_s[keep]
+        self._dt_image = dt.image[order]
+        self._dt_cat = dt.category[order]
+        self._dt_score = dt.score[order]
+        dt_area = dt.area[order]
+        D = len(order)
+
+        # Each detection's ground-truth candidates: its group's rows [gstart, gstart + gcount).
+        gstart = np.searchsorted(gkey, dkey_s, side="left")
+        gcount = np.searchsorted(gkey, dkey_s, side="right") - gstart
+        pair_start = np.concatenate([[0], np.cumsum(gcount)])
+        P = int(pair_start[-1])
+        pair_det = np.repeat(np.arange(D), gcount)
+        pair_gt = np.repeat(gstart - pair_start[:-1], gcount) + np.arange(P)
+        if iou_type == "bbox":
+            assert gt.bbox is not None and dt.bbox is not None
+            ious = _bbox_iou(dt.bbox[order][pair_det], gt.bbox[pair_gt], gt.crowd[pair_gt])
+        else:
+            ious = self._mask_ious(gt, dt, order, gkey, dkey_s, gstart, gcount, pair_start, P, gt_name)
+
+        # Matching (evaluateImg), vectorised over groups.
+        matched = np.zeros((A, T, D), dtype=bool)
+        matched_ig = np.zeros((A, T, D), dtype=bool)
+        matched_nz = np.zeros((A, T, D), dtype=bool)  # matched a ground truth whose id is not 0
+        if P:
+            best = np.maximum.reduceat(ious, pair_start[:-1][gcount > 0]) if P else np.zeros(0)
+            det_best = np.full(D, -1.0)
+            det_best[gcount > 0] = best
+            cand = det_best >= min(IOU_THRS[0], 1 - 1e-10)
+            if cand.any():
+                self._match(cand, dkey_s, gstart, gcount, pair_start, ious, gt, gt_ig, matched, matched_ig,
+                            matched_nz)
+
+        # dtIg and the TP / FP verdicts per (area, threshold, detection).
+        dt_out = (dt_area[None, :] < lo) | (dt_area[None, :] > hi)  # [A, D]
+        dtm_zero = ~matched_nz
+        dt_ig = (matched & matched_ig) | (dtm_zero & dt_out[:, None, :])
+        self._tp = matched_nz & ~dt_ig
+        self._fp = dtm_zero & ~dt_ig
+
+        # accumulate's order: per category by descending score, stable over images in order and
+        # each image's own score order; one selection per maxDets.
+        acc = np.lexsort((rank, self._dt_image, -self._dt_score, self._dt_cat))
+        self._acc: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for max_det in MAX_DETS:
+            sel = acc[rank[acc] < max_det]
+            cats = self._dt_cat[sel]
+            self._acc.append((sel, cats, self._dt_image[sel]))
+        self._cache: dict[bytes | None, tuple[np.ndarray, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dicts(cls, gt: dict[str, Any], results: list[dict[str, Any]],
+                   iou_type: IouType = "bbox") -> CocoEvaluator:
+        """From a COCO ground-truth dict and a results list (as `COCO(...)`, `loadRes(...)` take them)."""
+        gt_cols = parse_ground_truth(gt, iou_type, "ground truth")
+        return cls(gt_cols, parse_results(results, gt_cols, iou_type, "results", "ground truth"), iou_type)
+
+    @classmethod
+    def from_files(cls, gt_path: Path | str, dt_path: Path | str, iou_type: IouType = "bbox") -> CocoEvaluator:
+        """From a ground-truth and a results JSON file; CocoInputError names the file and the entry."""
+        gt_name, dt_name = str(gt_path), str(dt_path)
+        gt_cols = parse_ground_truth(read_json(gt_path), iou_type, gt_name)
+        dt_cols = parse_results(read_json(dt_path), gt_cols, iou_type, dt_name, gt_name)
+        return cls(gt_cols, dt_cols, iou_type, gt_name)
+
+    # ------------------------------------------------------------------ matching
+    def _mask_ious(self, gt: GroundTruth, dt: Results, order: np.ndarray, gkey: np.ndarray, dkey_s: np.ndarray,
+                   gstart: np.ndarray, gcount: np.ndarray, pair_start: np.ndarray, P: int,
+                   gt_name: str) -> np.ndarray:
+        from faster_coco_eval.core import mask as mask_utils
+
+        ious = np.zeros(P)
+        if P == 0:
+            return ious
+        assert dt.rles is not None
+        gt_rles = ground_truth_rles(gt, gt_name)
+        D = len(dkey_s)
+        has = np.flatnonzero(gcount > 0)
+        # runs of detections of the same group (consecutive in dkey_s)
+        brk = np.flatnonzero(np.diff(dkey_s[has]) != 0) + 1
+        for run in np.split(has, brk):
+            j0, j1 = int(run[0]), int(run[-1]) + 1
+            g0, gn = int(gstart[j0]), int(gcount[j0])
+            d_rles = [dt.rles[i] for i in order[j0:j1]]
+            g_rles = gt_rles[g0:g0 + gn]
+            m = np.asarray(mask_utils.iou(d_rles, g_rles, [int(c) for c in gt.crowd[g0:g0 + gn]]),
+                           dtype=np.float64).reshape(j1 - j0, gn)
+            ious[int(pair_start[j0]):int(pair_start[j1])] = m.reshape(-1)
+        assert D == len(order)
+        return ious
+
+    @staticmethod
+    def _match(cand: np.ndarray, dkey_s: np.ndarray, gstart: np.ndarray, gcount: np.ndarray,
+               pair_start: np.ndarray, ious: np.ndarray, gt: GroundTruth, gt_ig: np.ndarray,
+               matched: np.ndarray, matched_ig: np.ndarray, matched_nz: np.ndarray) -> None:
+        """Greedy matching of the candidate detections, all groups at once, one detection rank per step."""
+        thr = np.minimum(IOU_THRS, 1 - 1e-10)
+        A, T = gt_ig.shape[0], len(thr)
+        cj = np.flatnonzero(cand)  # candidate detections, grouped, in score order within a group
+        ckey = dkey_s[cj]
+        new = np.ones(len(cj), dtype=bool)
+        new[1:] = ckey[1:] != ckey[:-1]
+        gfirst = np.flatnonzero(new)  # index into cj of each group's first candidate
+        gnum = np.diff(np.append(gfirst, len(cj)))  # candidates per group
+        gsize = gcount[cj[gfirst]]  # ground truths per group
+        gbase = gstart[cj[gfirst]]
+        gt_nz = gt.ann_id != 0
+        # buckets of similar ground-truth counts keep the padding small
+        bucket = np.ceil(np.log2(np.maximum(gsize, 1))).astype(np.int64)
+        for b in np.unique(bucket):
+            groups = np.flatnonzero(bucket == b)
+            groups = groups[np.argsort(-gnum[groups], kind="stable")]  # active groups stay a prefix
+            n = len(groups)
+            Gb = int(gsize[groups].max())
+            col = np.arange(Gb)
+            valid = col[None, :] < gsize[groups][:, None]  # [n, Gb]
+            gidx = np.where(valid, gbase[groups][:, None] + col[None, :], 0)
+            crowd = gt.crowd[gidx] & valid
+            ig = gt_ig[:, gidx] | ~valid[None]  # [A, n, Gb]; padding never chosen (see `valid`)
+            nz = gt_nz[gidx]
+            taken = np.zeros((A, T, n, Gb), dtype=bool)
+            nums = gnum[groups]
+            first = gfirst[groups]
+            for r in range(int(nums.max())):
+                m_ = int(np.count_nonzero(nums > r))
+                j = cj[first[:m_] + r]  # the r-th candidate of each active group
+                iou = np.where(valid[:m_], ious[pair_start[j][:, None] + np.minimum(col[None, :],
+                                                                                    gsize[groups[:m_], None] - 1)],
+                               -1.0)  # [m, Gb]
+                ok = (iou[None, :, :] >= thr[:, None, None]) & valid[None, :m_]  # [T, m, Gb]
+                free = ~taken[:, :, :m_] | crowd[None, None, :m_]  # [A, T, m, Gb]
+                c = ok[None] & free
+                igm = ig[:, None, :m_]  # [A, 1, m, Gb]
+                cn = c & ~igm
+                has_n = cn.any(-1)
+                sel = np.where(has_n[..., None], cn, c & igm)
+                has = sel.any(-1)  # [A, T, m]
+                v = np.where(sel, iou[None, None], -1.0)
+                best = v.max(-1, keepdims=True)
+                eq = sel & (v == best)
+                pick = Gb - 1 - np.argmax(eq[..., ::-1], axis=-1)  # the last of equal IoUs
+                ai, ti, gi = np.nonzero(has)
+                pk = pick[ai, ti, gi]
+                taken[ai, ti, gi, pk] = True
+                dj = j[gi]
+                matched[ai, ti, dj] = True
+                matched_ig[ai, ti, dj] = ig[ai, gi, pk]
+                matched_nz[ai, ti, dj] = nz[gi, pk]
+
+    # ------------------------------------------------------------------ accumulate
+    def _accumulate(self, image_weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        weights = None
+        if image_weights is not None:
+            weights = np.asarray(image_weights)
+            if weights.shape != (self._num_images,):
+                raise ValueError(f"image_weights: expected {self._num_images} values (one per image), "
+                                 f"got shape {weights.shape}")
+            if weights.dtype.kind == "f":
+                if not np.all(weights == np.floor(weights)):
+                    raise ValueError("image_weights must be non-negative integers")
+            elif weights.dtype.kind not in "iub":
+                raise ValueError("image_weights must be non-negative integers")
+            weights = weights.astype(np.int64)
+            if (weights < 0).any():
+                raise ValueError("image_weights must be non-negative integers")
+        key = None if weights is None else weights.tobytes()
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        K, T, R = self._num_cats, len(IOU_THRS), len(REC_THRS)
+        A, M = len(AREA_RNG), len(MAX_DETS)
+        precision = -np.ones((T, R, K, A, M))
+        recall = -np.ones((T, K, A, M))
+        gw = None if weights is None else weights[self._gt_image]
+        tk = (np.arange(T)[:, None] * K)  # row offsets of the (threshold, category) keys
+        for a in range(A):
+            counted = ~self._gt_ig[a]
+            if gw is None:
+                npig = np.bincount(self._gt_cat[counted], minlength=K).astype(np.float64)
+            else:
+                npig = np.bincount(self._gt_cat[counted], weights=gw[counted], minlength=K)
+            npig_int = npig.astype(np.int64)
+            for m, (sel, cats, images) in enumerate(self._acc):
+                cat_ok = npig_int > 0
+                if not cat_ok.any():
+                    continue
+                recall[:, cat_ok, a, m] = 0.0
+                precision[:, :, cat_ok, a, m] = 0.0
+                use = cat_ok[cats]
+                if not use.all():
+                    sel, cats, images = sel[use], cats[use], images[use]
+                N = len(sel)
+                if N == 0:
+                    continue
+                tp = self._tp[a][:, sel]  # [T, N]
+                fp = self._fp[a][:, sel]
+                if weights is None:
+                    tc = np.cumsum(tp, axis=1, dtype=np.int64)
+                    fc = np.cumsum(fp, axis=1, dtype=np.int64)
+                else:
+                    w = weights[images]
+                    tc = np.cumsum(tp * w, axis=1)
+                    fc = np.cumsum(fp * w, axis=1)
+                # restart the counts at each category
+                new = np.ones(N, dtype=bool)
+                new[1:] = cats[1:] != cats[:-1]
+                starts = np.flatnonzero(new)
+                ends = np.append(starts[1:], N) - 1
+                lens = ends - starts + 1
+                if len(starts) > 1:
+                    base_t = np.zeros((T, len(starts)), dtype=np.int64)
+                    base_f = np.zeros((T, len(starts)), dtype=np.int64)
+                    base_t[:, 1:] = tc[:, starts[1:] - 1]
+                    base_f[:, 1:] = fc[:, starts[1:] - 1]
+                    tc = tc - np.repeat(base_t, lens, axis=1)
+                    fc = fc - np.repeat(base_f, lens, axis=1)
+                seg_cats = cats[starts]
+                n_pos = npig[seg_cats]
+                recall[:, seg_cats, a, m] = tc[:, ends] / n_pos[None, :]
+                if weights is not None:
+                    # a false positive drawn w times: only its first copy's point can matter
+                    fc = fc - np.maximum(w - 1, 0) * fp
+                tpf = tc.astype(np.float64)
+                rc = tpf / npig[cats][None, :]
+                pr = tpf / (fc.astype(np.float64) + tpf + _EPS)
+                reach = np.searchsorted(REC_THRS, rc, side="right")  # recall thresholds each point reaches
+                keys = ((tk + cats[None, :]) * (R + 1) + reach).reshape(-1)  # non-decreasing
+                pr = pr.reshape(-1)
+                run = np.ones(len(keys), dtype=bool)
+                run[1:] = keys[1:] != keys[:-1]
+                run_starts = np.flatnonzero(run)
+                binmax = np.zeros((T * K, R + 1))
+                binmax.reshape(-1)[keys[run_starts]] = np.maximum.reduceat(pr, run_starts)
+                # q[r] = the best precision among points reaching threshold r, i.e. in bins > r
+                suffix = np.maximum.accumulate(binmax[:, ::-1], axis=1)[:, ::-1]
+                q = suffix[:, 1:].reshape(T, K, R)
+                present = np.zeros(K, dtype=bool)
+                present[seg_cats] = True
+                precision[:, :, present, a, m] = q[:, present, :].transpose(0, 2, 1)
+        result = (precision, recall)
+        if key is None or len(self._cache) < 1:
+            self._cache[key] = result
+        elif None in self._cache:
+            self._cache = {None: self._cache[None], key: result}
+        else:
+            self._cache = {key: result}
+        return result
+
+    # ------------------------------------------------------------------ results
+    def precision(self, image_weights: np.ndarray | None = None) -> np.ndarray:
+        """pycocotools' eval['precision']: [T=10, R=101, K, A=4, M=3], -1 where undefined."""
+        return self._accumulate(image_weights)[0].copy()
+
+    def recall(self, image_weights: np.ndarray | None = None) -> np.ndarray:
+        """pycocotools' eval['recall']: [T=10, K, A=4, M=3], -1 where undefined."""
+        return self._accumulate(image_weights)[1].copy()
+
+    def stats_array(self, image_weights: np.ndarray | None = None) -> np.ndarray:
+        """pycocotools' `stats`: the 12 numbers, -1 where there is nothing to measure."""
+        precision, recall = self._accumulate(image_weights)
+        out = np.zeros(len(_SUMMARY))
+        for i, (ap, iou_thr, area, max_dets) in enumerate(_SUMMARY):
+            aind = [j for j, lbl in enumerate(AREA_LBL) if lbl == area]
+            mind = [j for j, md in enumerate(MAX_DETS) if md == max_dets]
+            if ap == 1:
+                s = precision
+                if iou_thr is not None:
+                    s = s[np.where(iou_thr == IOU_THRS)[0]]
+                s = s[:, :, :, aind, mind]
+            else:
+                s = recall
+                if iou_thr is not None:
+                    s = s[np.where(iou_thr == IOU_THRS)[0]]
+                s = s[:, :, aind, mind]
+            out[i] = -1 if len(s[s > -1]) == 0 else np.mean(s[s > -1])
+        return out
+
+    def stats(self, image_weights: np.ndarray | None = None) -> dict[str, float | None]:
+        """The 12 COCO numbers by name (AP ... ARl); None where pycocotools reports -1."""
+        return {name: (None if v < 0 else float(v))
+                for name, v in zip(STAT_NAMES, self.stats_array(image_weights), strict=True)}
+
+
+_LINES = (
+    ("Average Precision", "AP", "0.50:0.95", "all", 100), ("Average Precision", "AP", "0.50", "all", 100),
+    ("Average Precision", "AP", "0.75", "all", 100), ("Average Precision", "AP", "0.50:0.95", "small", 100),
+    ("Average Precision", "AP", "0.50:0.95", "medium", 100), ("Average Precision", "AP", "0.50:0.95", "large", 100),
+    ("Average Recall", "AR", "0.50:0.95", "all", 1), ("Average Recall", "AR", "0.50:0.95", "all", 10),
+    ("Average Recall", "AR", "0.50:0.95", "all", 100), ("Average Recall", "AR", "0.50:0.95", "small", 100),
+    ("Average Recall", "AR", "0.50:0.95", "medium", 100), ("Average Recall", "AR", "0.50:0.95", "large", 100),
+)
+
+
+def summary_lines(stats: dict[str, float | None]) -> list[str]:
+    """The 12 lines of pycocotools' summary (`-1.000` where there is nothing to measure)."""
+    lines = []
+    for (title, short, iou, area, dets), name in zip(_LINES, STAT_NAMES, strict=True):
+        value = stats[name]
+        lines.append(f" {title:<18} ({short}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = "
+                     f"{-1.0 if value is None else value:0.3f}")
+    return lines
