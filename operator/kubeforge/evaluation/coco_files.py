@@ -323,7 +323,8 @@ def parse_results(results: Any, gt: GroundTruth, iou_type: str, name: str = "res
                     and isinstance(seg.get("size"), list) and len(seg["size"]) == 2):
                 raise CocoInputError(f"{name}: results[{i}].segmentation: expected a compressed RLE "
                                      "({\"size\": [h, w], \"counts\": \"...\"})")
-            _check_size(seg, gt, int(image[i]), name, f"results[{i}]")
+            if iou_type == "segm":
+                _check_size(seg, gt, int(image[i]), name, f"results[{i}]")
             segs.append(seg)
         try:
             area = np.asarray(mask_utils.area(segs), dtype=np.float64).reshape(n)

@@ -294,7 +294,6 @@ class CocoEvaluator:
         precision = -np.ones((T, R, K, A, M))
         recall = -np.ones((T, K, A, M))
         gw = None if weights is None else weights[self._gt_image]
-        tk = (np.arange(T)[:, None] * K)  # row offsets of the (threshold, category) keys
         for a in range(A):
             counted = ~self._gt_ig[a]
             if gw is None:
@@ -314,51 +313,55 @@ class CocoEvaluator:
                 N = len(sel)
                 if N == 0:
                     continue
+                # Only the points at true positives can set a precision: after a true positive
+                # the recall stays until the next one while false positives only lower the
+                # precision (and before the first one it is 0, the default).
                 tp = self._tp[a][:, sel]  # [T, N]
                 fp = self._fp[a][:, sel]
                 if weights is None:
-                    tc = np.cumsum(tp, axis=1, dtype=np.int64)
-                    fc = np.cumsum(fp, axis=1, dtype=np.int64)
+                    fc = np.cumsum(fp, axis=1, dtype=np.int32)
                 else:
                     w = weights[images]
-                    tc = np.cumsum(tp * w, axis=1)
-                    fc = np.cumsum(fp * w, axis=1)
-                # restart the counts at each category
+                    fc = np.cumsum(fp * w, axis=1, dtype=np.int64)
                 new = np.ones(N, dtype=bool)
                 new[1:] = cats[1:] != cats[:-1]
                 starts = np.flatnonzero(new)
-                ends = np.append(starts[1:], N) - 1
-                lens = ends - starts + 1
-                if len(starts) > 1:
-                    base_t = np.zeros((T, len(starts)), dtype=np.int64)
-                    base_f = np.zeros((T, len(starts)), dtype=np.int64)
-                    base_t[:, 1:] = tc[:, starts[1:] - 1]
-                    base_f[:, 1:] = fc[:, starts[1:] - 1]
-                    tc = tc - np.repeat(base_t, lens, axis=1)
-                    fc = fc - np.repeat(base_f, lens, axis=1)
-                seg_cats = cats[starts]
-                n_pos = npig[seg_cats]
-                recall[:, seg_cats, a, m] = tc[:, ends] / n_pos[None, :]
-                if weights is not None:
-                    # a false positive drawn w times: only its first copy's point can matter
-                    fc = fc - np.maximum(w - 1, 0) * fp
-                tpf = tc.astype(np.float64)
-                rc = tpf / npig[cats][None, :]
-                pr = tpf / (fc.astype(np.float64) + tpf + _EPS)
+                seg = np.cumsum(new) - 1  # segment (category run) of each column
+                fbase = np.zeros((T, len(starts)), dtype=fc.dtype)  # false positives before each segment
+                fbase[:, 1:] = fc[:, starts[1:] - 1]
+                ti, ji = np.nonzero(tp)  # row-major: by threshold, then category, then score order
+                tcat = cats[ji]
+                keys = ti * K + tcat
+                fcount = (fc[ti, ji] - fbase[ti, seg[ji]]).astype(np.float64)
+                P = len(keys)
+                if weights is None:
+                    tp_total = np.bincount(keys, minlength=T * K).astype(np.float64)
+                    cw = np.arange(1, P + 1, dtype=np.float64)
+                else:
+                    wt = w[ji]
+                    tp_total = np.bincount(keys, weights=wt, minlength=T * K)
+                    cw = np.cumsum(wt).astype(np.float64)
+                # true positives so far within the (threshold, category) run
+                base = np.cumsum(tp_total) - tp_total  # running total before each key
+                tcount = cw - base[keys]
+                n_pos = npig[tcat]
+                rec = tp_total.reshape(T, K) / np.where(npig > 0, npig, 1)[None, :]
+                recall[:, cat_ok, a, m] = rec[:, cat_ok]
+                if P == 0:
+                    continue
+                rc = tcount / n_pos
+                pr = tcount / (fcount + tcount + _EPS)
                 reach = np.searchsorted(REC_THRS, rc, side="right")  # recall thresholds each point reaches
-                keys = ((tk + cats[None, :]) * (R + 1) + reach).reshape(-1)  # non-decreasing
-                pr = pr.reshape(-1)
-                run = np.ones(len(keys), dtype=bool)
-                run[1:] = keys[1:] != keys[:-1]
+                bins = keys * (R + 1) + reach  # non-decreasing
+                run = np.ones(P, dtype=bool)
+                run[1:] = bins[1:] != bins[:-1]
                 run_starts = np.flatnonzero(run)
                 binmax = np.zeros((T * K, R + 1))
-                binmax.reshape(-1)[keys[run_starts]] = np.maximum.reduceat(pr, run_starts)
+                binmax.reshape(-1)[bins[run_starts]] = np.maximum.reduceat(pr, run_starts)
                 # q[r] = the best precision among points reaching threshold r, i.e. in bins > r
                 suffix = np.maximum.accumulate(binmax[:, ::-1], axis=1)[:, ::-1]
                 q = suffix[:, 1:].reshape(T, K, R)
-                present = np.zeros(K, dtype=bool)
-                present[seg_cats] = True
-                precision[:, :, present, a, m] = q[:, present, :].transpose(0, 2, 1)
+                precision[:, :, cat_ok, a, m] = q[:, cat_ok, :].transpose(0, 2, 1)
         result = (precision, recall)
         if key is None or len(self._cache) < 1:
             self._cache[key] = result
