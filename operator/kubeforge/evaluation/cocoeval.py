@@ -235,35 +235,36 @@ class CocoEvaluator:
             n = len(groups)
             Gb = int(gsize[groups].max())
             col = np.arange(Gb)
-            valid = col[None, :] < gsize[groups][:, None]  # [n, Gb]
+            sizes = gsize[groups]
+            valid = col[None, :] < sizes[:, None]  # [n, Gb]
             gidx = np.where(valid, gbase[groups][:, None] + col[None, :], 0)
             crowd = gt.crowd[gidx] & valid
-            ig = gt_ig[:, gidx] | ~valid[None]  # [A, n, Gb]; padding never chosen (see `valid`)
+            ig = gt_ig[:, gidx]  # [A, n, Gb]
+            itype = np.int16 if Gb < 16000 else np.int32
+            tier = np.where(ig, 0, Gb).astype(itype)  # non-ignored ground truth is preferred
             nz = gt_nz[gidx]
-            taken = np.zeros((A, T, n, Gb), dtype=bool)
+            free = np.ones((A, T, n, Gb), dtype=bool)  # crowd regions are never taken
             nums = gnum[groups]
             first = gfirst[groups]
             for r in range(int(nums.max())):
                 m_ = int(np.count_nonzero(nums > r))
                 j = cj[first[:m_] + r]  # the r-th candidate of each active group
-                iou = np.where(valid[:m_], ious[pair_start[j][:, None] + np.minimum(col[None, :],
-                                                                                    gsize[groups[:m_], None] - 1)],
-                               -1.0)  # [m, Gb]
-                ok = (iou[None, :, :] >= thr[:, None, None]) & valid[None, :m_]  # [T, m, Gb]
-                free = ~taken[:, :, :m_] | crowd[None, None, :m_]  # [A, T, m, Gb]
-                c = ok[None] & free
-                igm = ig[:, None, :m_]  # [A, 1, m, Gb]
-                cn = c & ~igm
-                has_n = cn.any(-1)
-                sel = np.where(has_n[..., None], cn, c & igm)
-                has = sel.any(-1)  # [A, T, m]
-                v = np.where(sel, iou[None, None], -1.0)
-                best = v.max(-1, keepdims=True)
-                eq = sel & (v == best)
-                pick = Gb - 1 - np.argmax(eq[..., ::-1], axis=-1)  # the last of equal IoUs
+                at = pair_start[j][:, None] + np.minimum(col[None, :], sizes[:m_, None] - 1)
+                iou = np.where(valid[:m_], ious[at], -1.0)  # [m, Gb]
+                # rank of each ground truth by IoU, ties to the later one: the best is the highest rank
+                rank = np.empty((m_, Gb), dtype=itype)
+                np.put_along_axis(rank, np.argsort(iou, axis=1, kind="stable"),
+                                  np.arange(1, Gb + 1, dtype=itype)[None, :], axis=1)
+                prefer = tier[:, :m_] + rank[None]  # [A, m, Gb], > 0
+                ok = iou[None, :, :] >= thr[:, None, None]  # [T, m, Gb]; padding has IoU -1
+                key = np.where(ok[None] & free[:, :, :m_], prefer[:, None], 0)  # [A, T, m, Gb]
+                pick = key.argmax(-1)  # [A, T, m]
+                flat = pick.reshape(-1)
+                has = (key.reshape(-1, Gb)[np.arange(len(flat)), flat] > 0).reshape(pick.shape)
                 ai, ti, gi = np.nonzero(has)
                 pk = pick[ai, ti, gi]
-                taken[ai, ti, gi, pk] = True
+                keep = ~crowd[gi, pk]
+                free[ai[keep], ti[keep], gi[keep], pk[keep]] = False
                 dj = j[gi]
                 matched[ai, ti, dj] = True
                 matched_ig[ai, ti, dj] = ig[ai, gi, pk]
