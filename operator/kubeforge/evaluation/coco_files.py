@@ -151,6 +151,8 @@ def _numbers(entries: list[Any], key: str, where: str, name: str, default: float
 
 def _boxes(entries: list[Any], where: str, name: str, indices: np.ndarray | None = None) -> np.ndarray:
     """[N, 4] xywh boxes; negative widths or heights are an error."""
+    if not entries:
+        return np.zeros((0, 4))
     try:
         arr = np.array([e["bbox"] for e in entries], dtype=np.float64)
     except (KeyError, TypeError, ValueError):
@@ -310,7 +312,7 @@ def parse_results(results: Any, gt: GroundTruth, iou_type: str, name: str = "res
                 if "segmentation" in e:
                     rles.append(_to_rle(e["segmentation"], gt, int(image[i]), name, f"results[{i}]"))
                 else:
-                    x, y, w, h = boxes[i]
+                    x, y, w, h = boxes[i].tolist()
                     x2, y2 = x + w, y + h
                     rles.append(_to_rle([[x, y, x, y2, x2, y2, x2, y]], gt, int(image[i]), name, f"results[{i}]"))
     else:
