@@ -182,7 +182,7 @@ def test_masks_match_pycocotools(seed: int) -> None:
 def test_box_results_evaluated_as_masks() -> None:
     """bbox results under segm: loadRes gives each a box polygon, area w*h."""
     gt, _ = make_masks(1)
-    boxes, res = make_boxes(1, n_images=8, n_cats=3)
+    _, res = make_boxes(1, n_images=8, n_cats=3)
     for r in res:
         r["image_id"] = (r["image_id"] - 1) // 3 + 1
         r["category_id"] = (r["category_id"] + 1) // 2
