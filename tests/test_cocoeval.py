@@ -292,3 +292,24 @@ def test_bad_input_is_one_line(mutate: Any, message: str) -> None:
     with pytest.raises(CocoInputError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         CocoEvaluator.from_dicts(gt, res)
     assert "\n" not in str(info.value)
+
+
+def test_files_equal_dicts_on_fast_and_general_paths(tmp_path: Any) -> None:
+    """Box files take a typed fast path; unusual but valid fields fall back to the general parser."""
+    import json
+
+    for variant in range(4):
+        gt, res = make_boxes(20 + variant, n_images=10)
+        if variant == 1:
+            for a in gt["annotations"][::3]:
+                a["iscrowd"] = bool(a["iscrowd"])  # a bool, not 0/1
+        if variant == 2:
+            res[0]["image_id"] = float(res[0]["image_id"])  # 3.0 for 3, as pycocotools accepts
+            gt["images"][0]["extra"] = {"anything": [1, 2]}
+        if variant == 3:
+            for r in res[::4]:
+                r["segmentation"] = [[0, 0, 1, 1, 2, 2]]  # ignored for bbox
+        (tmp_path / "gt.json").write_text(json.dumps(gt))
+        (tmp_path / "dt.json").write_text(json.dumps(res))
+        from_files = CocoEvaluator.from_files(tmp_path / "gt.json", tmp_path / "dt.json")
+        assert max_diff(from_files, reference(gt, res)) <= TOL, variant

@@ -36,9 +36,10 @@ from kubeforge.evaluation.coco_files import (
     GroundTruth,
     Results,
     ground_truth_rles,
+    load_ground_truth,
+    load_results,
     parse_ground_truth,
     parse_results,
-    read_json,
 )
 
 __all__ = ["STAT_NAMES", "CocoEvaluator", "CocoInputError", "summary_lines"]
@@ -180,9 +181,9 @@ class CocoEvaluator:
     @classmethod
     def from_files(cls, gt_path: Path | str, dt_path: Path | str, iou_type: IouType = "bbox") -> CocoEvaluator:
         """From a ground-truth and a results JSON file; CocoInputError names the file and the entry."""
-        gt_name, dt_name = str(gt_path), str(dt_path)
-        gt_cols = parse_ground_truth(read_json(gt_path), iou_type, gt_name)
-        dt_cols = parse_results(read_json(dt_path), gt_cols, iou_type, dt_name, gt_name)
+        gt_name = str(gt_path)
+        gt_cols = load_ground_truth(gt_path, iou_type)
+        dt_cols = load_results(dt_path, gt_cols, iou_type, gt_name)
         return cls(gt_cols, dt_cols, iou_type, gt_name)
 
     # ------------------------------------------------------------------ matching
