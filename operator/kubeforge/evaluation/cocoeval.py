@@ -169,6 +169,7 @@ class CocoEvaluator:
             cats = self._dt_cat[sel]
             self._acc.append((sel, cats, self._dt_image[sel]))
         self._cache: dict[bytes | None, tuple[np.ndarray, np.ndarray]] = {}
+        self._static_cache: dict[tuple[int, int], tuple[np.ndarray, ...] | None] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -303,37 +304,27 @@ class CocoEvaluator:
             else:
                 npig = np.bincount(self._gt_cat[counted], weights=gw[counted], minlength=K)
             npig_int = npig.astype(np.int64)
-            for m, (sel, cats, images) in enumerate(self._acc):
+            for m in range(M):
                 cat_ok = npig_int > 0
                 if not cat_ok.any():
                     continue
                 recall[:, cat_ok, a, m] = 0.0
                 precision[:, :, cat_ok, a, m] = 0.0
-                use = cat_ok[cats]
-                if not use.all():
-                    sel, cats, images = sel[use], cats[use], images[use]
-                N = len(sel)
-                if N == 0:
+                st = self._static(a, m)
+                if st is None:
                     continue
+                fp, images, ji, keys, tcat, seg, starts = st
                 # Only the points at true positives can set a precision: after a true positive
                 # the recall stays until the next one while false positives only lower the
                 # precision (and before the first one it is 0, the default).
-                tp = self._tp[a][:, sel]  # [T, N]
-                fp = self._fp[a][:, sel]
                 if weights is None:
                     fc = np.cumsum(fp, axis=1, dtype=np.int32)
                 else:
                     w = weights[images]
-                    fc = np.cumsum(fp * w, axis=1, dtype=np.int64)
-                new = np.ones(N, dtype=bool)
-                new[1:] = cats[1:] != cats[:-1]
-                starts = np.flatnonzero(new)
-                seg = np.cumsum(new) - 1  # segment (category run) of each column
+                    fc = np.cumsum(np.where(fp, w[None, :], 0), axis=1, dtype=np.int64)
                 fbase = np.zeros((T, len(starts)), dtype=fc.dtype)  # false positives before each segment
                 fbase[:, 1:] = fc[:, starts[1:] - 1]
-                ti, ji = np.nonzero(tp)  # row-major: by threshold, then category, then score order
-                tcat = cats[ji]
-                keys = ti * K + tcat
+                ti = keys // K
                 fcount = (fc[ti, ji] - fbase[ti, seg[ji]]).astype(np.float64)
                 P = len(keys)
                 if weights is None:
@@ -346,8 +337,9 @@ class CocoEvaluator:
                 # true positives so far within the (threshold, category) run
                 base = np.cumsum(tp_total) - tp_total  # running total before each key
                 tcount = cw - base[keys]
-                n_pos = npig[tcat]
-                rec = tp_total.reshape(T, K) / np.where(npig > 0, npig, 1)[None, :]
+                safe = np.where(npig > 0, npig, 1)  # categories without positives are not reported
+                n_pos = safe[tcat]
+                rec = tp_total.reshape(T, K) / safe[None, :]
                 recall[:, cat_ok, a, m] = rec[:, cat_ok]
                 if P == 0:
                     continue
@@ -372,6 +364,27 @@ class CocoEvaluator:
         else:
             self._cache = {key: result}
         return result
+
+    def _static(self, a: int, m: int) -> tuple[np.ndarray, ...] | None:
+        """What accumulate needs for (area, maxDets) that no image weighting changes, built once."""
+        key = (a, m)
+        if key not in self._static_cache:
+            sel, cats, images = self._acc[m]
+            N = len(sel)
+            if N == 0:
+                self._static_cache[key] = None
+            else:
+                tp = self._tp[a][:, sel]  # [T, N]
+                fp = self._fp[a][:, sel]
+                new = np.ones(N, dtype=bool)
+                new[1:] = cats[1:] != cats[:-1]
+                starts = np.flatnonzero(new)
+                seg = np.cumsum(new) - 1  # segment (category run) of each column
+                ti, ji = np.nonzero(tp)  # row-major: by threshold, then category, then score order
+                tcat = cats[ji]
+                keys = ti * self._num_cats + tcat
+                self._static_cache[key] = (fp, images, ji, keys, tcat, seg, starts)
+        return self._static_cache[key]
 
     # ------------------------------------------------------------------ results
     def precision(self, image_weights: np.ndarray | None = None) -> np.ndarray:
