@@ -313,19 +313,16 @@ class CocoEvaluator:
                 st = self._static(a, m)
                 if st is None:
                     continue
-                fp, images, ji, keys, tcat, seg, starts = st
+                images, ji, keys, tcat, jstart, fp_all, extra_col, e_at, e_base = st
                 # Only the points at true positives can set a precision: after a true positive
                 # the recall stays until the next one while false positives only lower the
-                # precision (and before the first one it is 0, the default).
-                if weights is None:
-                    fc = np.cumsum(fp, axis=1, dtype=np.int32)
-                else:
-                    w = weights[images]
-                    fc = np.cumsum(np.where(fp, w[None, :], 0), axis=1, dtype=np.int64)
-                fbase = np.zeros((T, len(starts)), dtype=fc.dtype)  # false positives before each segment
-                fbase[:, 1:] = fc[:, starts[1:] - 1]
-                ti = keys // K
-                fcount = (fc[ti, ji] - fbase[ti, seg[ji]]).astype(np.float64)
+                # precision (and before the first one it is 0, the default). Their false-positive
+                # counts: detections false at every threshold (one running sum) plus the few
+                # false at some thresholds only (a running sum over those, in threshold order).
+                w = np.ones(len(images), dtype=np.int64) if weights is None else weights[images]
+                f_all = np.concatenate([[0], np.cumsum(np.where(fp_all, w, 0))])
+                f_extra = np.concatenate([[0], np.cumsum(w[extra_col])])
+                fcount = ((f_all[ji + 1] - f_all[jstart]) + (f_extra[e_at] - f_extra[e_base])).astype(np.float64)
                 P = len(keys)
                 if weights is None:
                     tp_total = np.bincount(keys, minlength=T * K).astype(np.float64)
@@ -383,7 +380,12 @@ class CocoEvaluator:
                 ti, ji = np.nonzero(tp)  # row-major: by threshold, then category, then score order
                 tcat = cats[ji]
                 keys = ti * self._num_cats + tcat
-                self._static_cache[key] = (fp, images, ji, keys, tcat, seg, starts)
+                jstart = starts[seg[ji]]  # first column of each point's category
+                fp_all = fp.all(axis=0)
+                extra = np.flatnonzero(fp & ~fp_all[None, :])  # row-major positions
+                e_at = np.searchsorted(extra, ti * N + ji, side="right")
+                e_base = np.searchsorted(extra, ti * N + jstart, side="left")
+                self._static_cache[key] = (images, ji, keys, tcat, jstart, fp_all, extra % N, e_at, e_base)
         return self._static_cache[key]
 
     # ------------------------------------------------------------------ results
