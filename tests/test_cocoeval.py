@@ -313,3 +313,20 @@ def test_files_equal_dicts_on_fast_and_general_paths(tmp_path: Any) -> None:
         (tmp_path / "dt.json").write_text(json.dumps(res))
         from_files = CocoEvaluator.from_files(tmp_path / "gt.json", tmp_path / "dt.json")
         assert max_diff(from_files, reference(gt, res)) <= TOL, variant
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda gt, res: res[0]["segmentation"].__setitem__("size", [10, 10]),
+     "results[0].segmentation: size [10, 10] is not the image's [60, 80]"),
+    (lambda gt, res: res[1].__setitem__("segmentation", [[1, 2, 3]]),
+     "results[1].segmentation: expected a compressed RLE"),
+    (lambda gt, res: gt["annotations"][2].pop("segmentation"), "annotations[2]: missing segmentation"),
+    (lambda gt, res: gt["annotations"][1].__setitem__("segmentation", "x"), "annotations[1].segmentation: expected"),
+    (lambda gt, res: gt["images"][0].pop("height"), "images[0]: missing height"),
+])
+def test_bad_mask_input_is_one_line(mutate: Any, message: str) -> None:
+    gt, res = make_masks(2, n_images=6)
+    mutate(gt, res)
+    with pytest.raises(CocoInputError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
+        CocoEvaluator.from_dicts(gt, res, "segm")
+    assert "\n" not in str(info.value)

@@ -32,6 +32,10 @@ def coco(
     except CocoInputError as exc:
         print(str(exc), file=sys.stderr)
         raise typer.Exit(2) from None
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
+        # Input no check above foresaw: still one line, naming both files.
+        print(f"{gt}, {dt}: cannot evaluate ({type(exc).__name__}: {exc})".splitlines()[0], file=sys.stderr)
+        raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(stats))
         return
