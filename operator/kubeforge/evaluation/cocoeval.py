@@ -13,15 +13,17 @@ What pycocotools does, and how it is done here:
   that overlap no ground truth by IoU >= 0.5 cannot match anything and skip the loop.
 * `accumulate` concatenates the detections of all images per category, sorts them by score
   (stable, in image order), and reads the precision envelope at 101 recall thresholds.
-  Here the sort is done once; per call the cumulative TP/FP counts are taken over all
-  (threshold, category) at once, each point is binned by how many recall thresholds it
-  reaches, and the envelope is a reverse running maximum over those 102 bins. Every value
-  is computed with the same floating-point operations as pycocotools, so the results are
-  identical, not just close.
+  Here the sort is done once. Only the points at true positives can set the envelope (after
+  one the recall stays put until the next while false positives only lower the precision),
+  so per call only those are looked at, for all (threshold, category) at once: each is binned
+  by how many recall thresholds it reaches, and the envelope is a reverse running maximum over
+  those 102 bins. Every value is computed with the same floating-point operations as
+  pycocotools, so the results are identical, not just close.
 * `image_weights` (a bootstrap resample: how many times each image is drawn) gives what
-  pycocotools gives on the dataset with each image repeated that many times, without
-  repeating anything: a true positive drawn w times adds w points whose precision rises, so
-  only the last can matter; a false positive's copies lower it, so only the first can.
+  pycocotools gives on the dataset with each image repeated that many times (up to the order
+  among exactly tied scores), without repeating anything: a true positive drawn w times adds w
+  points of rising precision at rising recall, of which only the last can matter; the counts
+  before it are running sums of weights.
 """
 
 from __future__ import annotations
