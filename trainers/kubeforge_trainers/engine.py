@@ -132,7 +132,7 @@ AP_NAMES = {"bbox": ("val_AP", "val_AP50"), "segm": ("val_mask_AP", "val_mask_AP
 
 
 def coco_ap(ground_truth: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "bbox") -> dict[str, float]:
-    """COCO AP (0.5:0.95) and AP50 of boxes or, with iou_type "segm", of RLE masks (faster_coco_eval).
+    """COCO AP (0.5:0.95) and AP50 of boxes or, with iou_type "segm", of RLE masks (kubeforge.evaluation.cocoeval).
 
     0 when nothing was detected."""
     from kubeforge.evaluation.detection import coco_stats

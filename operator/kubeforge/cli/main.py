@@ -23,6 +23,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "models": ("kubeforge.cli.models", "The model registry: what a TrainingJob can train."),
     "step": ("kubeforge.cli.step", "Run one step (what a Kubernetes Job runs)."),
     "operator": ("kubeforge.cli.operator", "Run the Kubernetes operator (Kopf)."),
+    "eval": ("kubeforge.cli.evaluate", "Evaluate results files: `eval coco` (exact pycocotools numbers, fast)."),
 }
 # Modules whose `register(app)` adds top-level commands (run, get, predict, ...).
 _TOP_LEVEL = ("kubeforge.cli.runner", "kubeforge.cli.runs", "kubeforge.cli.predict", "kubeforge.cli.explain")

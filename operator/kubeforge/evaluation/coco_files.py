@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,44 @@ except ImportError:  # pragma: no cover - orjson is a dependency; keep working w
         return _json_lib.loads(data)
 
     _JSONError = _json_lib.JSONDecodeError
+
+
+try:  # typed decoding straight into small structs: the fast path for box files
+    import msgspec
+
+    class _Image(msgspec.Struct):
+        id: int
+        width: int = 0
+        height: int = 0
+
+    class _Category(msgspec.Struct):
+        id: int
+
+    class _Annotation(msgspec.Struct):
+        id: int
+        image_id: int
+        category_id: int
+        area: float
+        bbox: tuple[float, float, float, float]
+        iscrowd: int = 0
+
+    class _GroundTruthDoc(msgspec.Struct):
+        images: list[_Image]
+        annotations: list[_Annotation]
+        categories: list[_Category]
+
+    class _BoxResult(msgspec.Struct):
+        image_id: int
+        category_id: int
+        score: float
+        bbox: tuple[float, float, float, float]
+
+    _GT_DECODER: Any = msgspec.json.Decoder(_GroundTruthDoc)
+    _RESULTS_DECODER: Any = msgspec.json.Decoder(list[_BoxResult])
+    _FAST_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, OverflowError, ValueError, TypeError)
+except ImportError:  # pragma: no cover - msgspec is a dependency; the general path works without it
+    _GT_DECODER = _RESULTS_DECODER = None
+    _FAST_ERRORS = ()
 
 
 class CocoInputError(ValueError):
@@ -72,11 +112,17 @@ class Results:
 
 def read_json(path: Path | str) -> Any:
     """The parsed JSON of `path`, or CocoInputError naming the file and where it broke."""
-    name = str(path)
+    return _parse_json(_read_bytes(path), str(path))
+
+
+def _read_bytes(path: Path | str) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise CocoInputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        raise CocoInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _parse_json(data: bytes, name: str) -> Any:
     try:
         return _loads(data)
     except _JSONError as exc:
@@ -89,6 +135,61 @@ def read_json(path: Path | str) -> Any:
         raise CocoInputError(f"{name}: not valid JSON ({reason} at byte {pos})") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise CocoInputError(f"{name}: not valid JSON ({exc})") from None
+
+
+def load_ground_truth(path: Path | str, iou_type: str) -> GroundTruth:
+    """A ground-truth file as columns. Box files take a typed fast path; anything it does not
+    accept (masks, an unusual field type, an error to report) goes through the general parser."""
+    name = str(path)
+    data = _read_bytes(path)
+    if iou_type == "bbox" and _GT_DECODER is not None:
+        try:
+            doc = _GT_DECODER.decode(data)
+            n = len(doc.annotations)
+            raw_image_ids = np.fromiter(map(attrgetter("id"), doc.images), np.int64, len(doc.images))
+            image_ids = np.unique(raw_image_ids)
+            category_ids = np.unique(np.fromiter(map(attrgetter("id"), doc.categories), np.int64,
+                                                 len(doc.categories)))
+            anns = doc.annotations
+            ann_id = np.fromiter(map(attrgetter("id"), anns), np.int64, n)
+            ann_image = np.fromiter(map(attrgetter("image_id"), anns), np.int64, n)
+            ann_cat = np.fromiter(map(attrgetter("category_id"), anns), np.int64, n)
+            area = np.fromiter(map(attrgetter("area"), anns), np.float64, n)
+            crowd = np.fromiter(map(attrgetter("iscrowd"), anns), np.int64, n) != 0
+            bbox = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), anns)), np.float64, 4 * n).reshape(n, 4)
+            fast = bool(np.isfinite(area).all() and np.isfinite(bbox).all())
+        except _FAST_ERRORS:
+            fast = False
+        if fast:
+            image, category = _check_annotation_ids(image_ids, category_ids, ann_image, ann_cat, name)
+            _check_negative(bbox, "annotations", name)
+            zeros = np.zeros(len(image_ids), dtype=np.int64)
+            return _ground_truth(image_ids, zeros, zeros, category_ids, ann_id, image, category, area, crowd,
+                                 bbox, None)
+    return parse_ground_truth(_parse_json(data, name), iou_type, name)
+
+
+def load_results(path: Path | str, gt: GroundTruth, iou_type: str, gt_name: str = "the ground truth") -> Results:
+    """A results file as columns (typed fast path for box results, as `load_ground_truth`)."""
+    name = str(path)
+    data = _read_bytes(path)
+    if iou_type == "bbox" and _RESULTS_DECODER is not None:
+        try:
+            rows = _RESULTS_DECODER.decode(data)
+            n = len(rows)
+            r_image = np.fromiter(map(attrgetter("image_id"), rows), np.int64, n)
+            r_cat = np.fromiter(map(attrgetter("category_id"), rows), np.int64, n)
+            score = np.fromiter(map(attrgetter("score"), rows), np.float64, n)
+            bbox = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), rows)), np.float64, 4 * n).reshape(n, 4)
+            fast = n > 0 and bool(np.isfinite(score).all() and np.isfinite(bbox).all())
+        except _FAST_ERRORS:
+            fast = False
+        if fast:
+            image, category = _check_result_ids(gt, r_image, r_cat, name, gt_name)
+            _check_negative(bbox, "results", name)
+            return Results(image=image, category=category, score=score, area=bbox[:, 2] * bbox[:, 3], bbox=bbox,
+                           rles=None)
+    return parse_results(_parse_json(data, name), gt, iou_type, name, gt_name)
 
 
 def _describe(value: Any) -> str:
@@ -164,7 +265,10 @@ def _boxes(entries: list[Any], where: str, name: str, indices: np.ndarray | None
         _first_bad(entries, "bbox", check, where, name, "[x, y, width, height]")
         raise CocoInputError(f"{name}: {where}: bbox values are not [x, y, width, height]")  # pragma: no cover
     assert arr is not None
-    arr = arr.reshape(len(entries), 4)
+    return _check_negative(arr.reshape(len(entries), 4), where, name, indices)
+
+
+def _check_negative(arr: np.ndarray, where: str, name: str, indices: np.ndarray | None = None) -> np.ndarray:
     bad = np.flatnonzero((arr[:, 2] < 0) | (arr[:, 3] < 0))
     if len(bad):
         i = int(bad[0])
@@ -219,20 +323,7 @@ def parse_ground_truth(doc: Any, iou_type: str, name: str = "ground truth") -> G
     ann_id = _ids(annotations, "id", "annotations", name)
     ann_image = _ids(annotations, "image_id", "annotations", name)
     ann_cat = _ids(annotations, "category_id", "annotations", name)
-    image = np.searchsorted(image_ids, ann_image)
-    bad = np.flatnonzero((image >= len(image_ids)) | (image_ids[np.minimum(image, len(image_ids) - 1)]
-                                                      != ann_image)) if len(image_ids) else \
-        np.arange(len(ann_image))
-    if len(bad):
-        i = int(bad[0])
-        raise CocoInputError(f"{name}: annotations[{i}].image_id: {ann_image[i]} is not in images")
-    category = np.searchsorted(category_ids, ann_cat)
-    bad = np.flatnonzero((category >= len(category_ids)) | (
-        category_ids[np.minimum(category, len(category_ids) - 1)] != ann_cat)) if len(category_ids) else \
-        np.arange(len(ann_cat))
-    if len(bad):
-        i = int(bad[0])
-        raise CocoInputError(f"{name}: annotations[{i}].category_id: {ann_cat[i]} is not in categories")
+    image, category = _check_annotation_ids(image_ids, category_ids, ann_image, ann_cat, name)
     area = _numbers(annotations, "area", "annotations", name)
     try:
         crowd = np.array([bool(e.get("iscrowd", 0)) for e in annotations], dtype=bool)
@@ -245,7 +336,31 @@ def parse_ground_truth(doc: Any, iou_type: str, name: str = "ground truth") -> G
             if "segmentation" not in e:
                 raise CocoInputError(f"{name}: annotations[{i}]: missing segmentation")
         segmentation = [e["segmentation"] for e in annotations]
+    return _ground_truth(image_ids, heights, widths, category_ids, ann_id, image, category, area, crowd, bbox,
+                         segmentation)
 
+
+def _check_annotation_ids(image_ids: np.ndarray, category_ids: np.ndarray, ann_image: np.ndarray,
+                          ann_cat: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image and category indices of the annotations; CocoInputError for ids the file does not define."""
+    image = np.searchsorted(image_ids, ann_image)
+    ok = image < len(image_ids)
+    ok[ok] = image_ids[image[ok]] == ann_image[ok]
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise CocoInputError(f"{name}: annotations[{i}].image_id: {ann_image[i]} is not in images")
+    category = np.searchsorted(category_ids, ann_cat)
+    ok = category < len(category_ids)
+    ok[ok] = category_ids[category[ok]] == ann_cat[ok]
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise CocoInputError(f"{name}: annotations[{i}].category_id: {ann_cat[i]} is not in categories")
+    return image, category
+
+
+def _ground_truth(image_ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, category_ids: np.ndarray,
+                  ann_id: np.ndarray, image: np.ndarray, category: np.ndarray, area: np.ndarray,
+                  crowd: np.ndarray, bbox: np.ndarray | None, segmentation: list[Any] | None) -> GroundTruth:
     # pycocotools keys annotations by id too: a repeated id makes every occurrence the last one
     # (each keeps its own place in the visiting order, but takes the last one's content).
     order = np.argsort(image, kind="stable")  # pycocotools visits annotations image by image
@@ -280,19 +395,7 @@ def parse_results(results: Any, gt: GroundTruth, iou_type: str, name: str = "res
                        rles=[] if iou_type == "segm" else None)
     r_image = _ids(results, "image_id", "results", name)
     r_cat = _ids(results, "category_id", "results", name)
-    image = np.searchsorted(gt.image_ids, r_image)
-    ok = image < len(gt.image_ids)
-    ok[ok] = gt.image_ids[image[ok]] == r_image[ok]
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        raise CocoInputError(f"{name}: results[{i}]: image_id {r_image[i]} is not in the ground truth {gt_name}")
-    category = np.searchsorted(gt.category_ids, r_cat)
-    ok = category < len(gt.category_ids)
-    ok[ok] = gt.category_ids[category[ok]] == r_cat[ok]
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        raise CocoInputError(
-            f"{name}: results[{i}]: category_id {r_cat[i]} is not in the ground truth {gt_name}")
+    image, category = _check_result_ids(gt, r_image, r_cat, name, gt_name)
     score = _numbers(results, "score", "results", name)
 
     first = results[0]
@@ -344,6 +447,24 @@ def parse_results(results: Any, gt: GroundTruth, iou_type: str, name: str = "res
         else:
             rles = segs
     return Results(image=image, category=category, score=score, area=area, bbox=bbox, rles=rles)
+
+
+def _check_result_ids(gt: GroundTruth, r_image: np.ndarray, r_cat: np.ndarray, name: str,
+                      gt_name: str) -> tuple[np.ndarray, np.ndarray]:
+    image = np.searchsorted(gt.image_ids, r_image)
+    ok = image < len(gt.image_ids)
+    ok[ok] = gt.image_ids[image[ok]] == r_image[ok]
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise CocoInputError(f"{name}: results[{i}]: image_id {r_image[i]} is not in the ground truth {gt_name}")
+    category = np.searchsorted(gt.category_ids, r_cat)
+    ok = category < len(gt.category_ids)
+    ok[ok] = gt.category_ids[category[ok]] == r_cat[ok]
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise CocoInputError(
+            f"{name}: results[{i}]: category_id {r_cat[i]} is not in the ground truth {gt_name}")
+    return image, category
 
 
 def _check_size(rle: dict[str, Any], gt: GroundTruth, image: int, name: str, where: str) -> None:

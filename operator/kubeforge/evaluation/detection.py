@@ -1,8 +1,8 @@
-"""Object-detection metrics: the COCO AP suite (faster-coco-eval) and the operating point.
+"""Object-detection metrics: the COCO AP suite and the operating point.
 
 The COCO suite (AP, AP50, AP75, APs/m/l, AR1/10/100, per-class AP) is what papers and
-torchvision's references report; it is computed by faster-coco-eval, a drop-in for
-pycocotools that the tests compare against pycocotools itself.
+torchvision's references report; it is computed by `evaluation.cocoeval` (our vectorised
+evaluator, identical to pycocotools on the tests' inputs and `benchmarks/coco_eval.py`'s).
 
 AP says nothing about which confidence threshold to deploy with, so we also report the
 operating point: precision, recall and F1 at the confidence threshold that maximises F1,
@@ -14,14 +14,11 @@ the lowest threshold equals COCO's recall at that IoU.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from faster_coco_eval import COCO, COCOeval_faster
 
 MAX_DETS = 100  # COCO's per-image (per-class for matching) detection cap
 CURVE_POINTS = 200  # enough to draw smooth curves without bloating metrics.json
@@ -116,20 +113,13 @@ def coco_suite(
 def coco_stats(gt_dict: dict[str, Any], results: list[dict[str, Any]], num_classes: int,
                iou_type: str) -> dict[str, Any]:
     """The COCO suite of `to_coco`-shaped inputs for boxes ("bbox") or masks ("segm", RLE or polygons)."""
-    coco_gt = COCO(gt_dict)
-    coco_dt = coco_gt.loadRes(results)
-    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=lambda *a, **k: None)
-    # The C++ core prints progress to stdout; a step's stdout is its result channel, keep it clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    out: dict[str, Any] = {
-        name: _none_if_absent(v) for name, v in zip(STAT_NAMES, evaluator.stats[: len(STAT_NAMES)], strict=True)
-    }
+    from kubeforge.evaluation.cocoeval import IOU_THRS, CocoEvaluator
+
+    evaluator = CocoEvaluator.from_dicts(gt_dict, results, iou_type)  # type: ignore[arg-type]
+    out: dict[str, Any] = dict(evaluator.stats())
     # precision: [iouThr, recall, class, areaRange, maxDets]; area "all" = 0, maxDets 100 = last.
-    precision = np.asarray(evaluator.eval["precision"])
-    iou50 = int(np.argmin(np.abs(np.asarray(evaluator.params.iouThrs) - 0.5)))
+    precision = evaluator.precision()
+    iou50 = int(np.argmin(np.abs(IOU_THRS - 0.5)))
     per_class = []
     for k in range(num_classes):
         p_all = precision[:, :, k, 0, -1]
