@@ -35,6 +35,7 @@ from kubeforge.evaluation.report_images import (
     spread,
 )
 from kubeforge.evaluation.segmentation import BACKGROUND, class_mask, confusion, scores, segmentation_metrics
+from kubeforge.evaluation.speed import measure_speed
 from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
@@ -260,6 +261,9 @@ def evaluate_model(
         "metrics": metrics,
         "timings": timings,
     }
+    if run.spec.speed.enabled:
+        entry["speed"] = measure_speed(run.spec.speed, store, ref, meta, files.onnx_path,
+                                       workdir / ref.training_job / "speed", run.triton)
     _log(f"{files.who}: {entry['headline']} in {timings['totalSeconds']} s")
     return entry, samples, used
 
