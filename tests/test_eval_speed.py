@@ -139,3 +139,31 @@ def test_triton_is_timed_through_the_served_model(trained, triton_backend_dir: P
     assert [(r["runtime"], r["batchSize"], r["batched"]) for r in speed["rows"]] == [
         ("triton", 1, True), ("triton", 8, True)]
     assert speed["skipped"] == []
+
+
+def test_the_benchmark_run_names_the_service_as_it_is_now_without_waiting() -> None:
+    from kubeforge.api import parse_resource
+    from kubeforge.core.resolve import build_run
+
+    def res(kind: str, name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> Any:
+        body = {"apiVersion": "kubeforge.io/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": "ml"},
+                "spec": spec, **({"status": status} if status else {})}
+        return parse_resource(body)
+
+    prefix = "experiments/ml_shapes/clf_torchvision/runs/aaaaaa1111"
+    dsv = res("DatasetVersion", "v1", {"dataset": "shapes", "source": {"uri": "s3://raw/x/", "format": "coco"}},
+              {"phase": "Succeeded", "digest": "1" * 64})
+    job = res("TrainingJob", "clf", {"datasetVersion": "v1", "task": "classification", "model": {"name": "resnet18"}},
+              {"phase": "Succeeded", "runs": [{"id": "aaaaaa1111", "phase": "Succeeded", "outputPrefix": prefix}]})
+    bench = res("Benchmark", "b", {"models": [{"trainingJob": "clf"}], "speed": {"inferenceService": "svc"}})
+    ready = res("InferenceService", "svc", {"model": {"trainingJob": "clf"}},
+                {"phase": "Running", "ready": True, "url": "http://10.0.0.1:8000", "modelName": "svc",
+                 "experimentPrefix": prefix})
+    items = {(r.kind, r.name): r for r in (dsv, job)}
+    absent = build_run(bench, lambda kind, ns, name: items.get((kind, name)), "s3://b/p")
+    assert absent.triton == BenchmarkTriton(service="svc")  # type: ignore[union-attr]  # no service: no wait
+    items[("InferenceService", "svc")] = ready
+    served_run = build_run(bench, lambda kind, ns, name: items.get((kind, name)), "s3://b/p")
+    assert served_run.triton == BenchmarkTriton(service="svc", ready=True, url="http://10.0.0.1:8000",  # type: ignore[union-attr]
+                                                model_name="svc", experiment_prefix=prefix)
+    assert served_run.run_id == absent.run_id  # the service's state is not an input of the run id
