@@ -25,7 +25,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "operator": ("kubeforge.cli.operator", "Run the Kubernetes operator (Kopf)."),
 }
 # Modules whose `register(app)` adds top-level commands (run, get, predict, ...).
-_TOP_LEVEL = ("kubeforge.cli.runner", "kubeforge.cli.runs", "kubeforge.cli.predict", "kubeforge.cli.explain")
+_TOP_LEVEL = ("kubeforge.cli.runner", "kubeforge.cli.runs", "kubeforge.cli.predict", "kubeforge.cli.explain",
+              "kubeforge.cli.report")
 
 
 def build(only: str | None = None) -> typer.Typer:
