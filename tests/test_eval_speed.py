@@ -17,7 +17,7 @@ from kubeforge.api.benchmark import SpeedSpec
 from kubeforge.api.inference_service import RuntimeSpec
 from kubeforge.models.meta import ModelMeta
 from kubeforge.steps import train
-from kubeforge.steps.spec import BenchmarkModel, BenchmarkTriton
+from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun, BenchmarkTriton, DatasetRef
 from kubeforge.store import LocalStore, layout
 from kubeforge.testing.shapes import classification_version
 from kubeforge.testing.train_runs import train_run_spec
@@ -31,7 +31,7 @@ ROW_KEYS = {"runtime", "batchSize", "medianMs", "p95Ms", "imagesPerSecond", "bat
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, BenchmarkModel, ModelMeta, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, BenchmarkModel, ModelMeta, Path, DatasetRef]:
     """A resnet18 classifier trained one epoch on 32 px shapes, with an OpenVINO IR export."""
     root = tmp_path_factory.mktemp("speed")
     store = LocalStore(root / "store")
@@ -48,7 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, Bench
     meta = ModelMeta.model_validate_json(store.get_bytes(f"{prefix}/{layout.MODEL_META}"))
     onnx = root / "model.onnx"
     store.get_file(f"{prefix}/{layout.ONNX_EXPORT}", onnx)
-    return store, BenchmarkModel(training_job="cls", experiment_prefix=prefix), meta, onnx
+    return store, BenchmarkModel(training_job="cls", experiment_prefix=prefix), meta, onnx, ref
 
 
 def _check_structure(speed: dict[str, Any], spec: SpeedSpec, meta: ModelMeta) -> None:
@@ -66,7 +66,7 @@ def _check_structure(speed: dict[str, Any], spec: SpeedSpec, meta: ModelMeta) ->
 def test_trained_classifier_is_timed_on_torch_onnxruntime_and_openvino(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from kubeforge.evaluation.speed import measure_speed
 
-    store, ref, meta, onnx = trained
+    store, ref, meta, onnx, _ = trained
     spec = SpeedSpec(batch_sizes=[1, 3], warmup=1, runs=3)
     speed = measure_speed(spec, store, ref, meta, onnx, tmp_path / "a")
     _check_structure(speed, spec, meta)
@@ -87,7 +87,7 @@ def test_trained_classifier_is_timed_on_torch_onnxruntime_and_openvino(trained, 
 def test_a_missing_checkpoint_and_unready_services_are_skipped_with_reasons(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from kubeforge.evaluation.speed import measure_speed
 
-    store, ref, meta, onnx = trained
+    store, ref, meta, onnx, _ = trained
     elsewhere = BenchmarkModel(training_job="cls", experiment_prefix=ref.experiment_prefix, checkpoint="last")
     gone = BenchmarkModel(training_job="cls", experiment_prefix="experiments/nowhere")
     spec = SpeedSpec(batch_sizes=[1], warmup=0, runs=1, runtimes=["torch", "triton"], inference_service="svc")
@@ -127,7 +127,7 @@ def test_triton_is_timed_through_the_served_model(trained, triton_backend_dir: P
     from kubeforge.evaluation.speed import measure_speed
     from kubeforge.testing.triton_serving import served
 
-    store, ref, meta, onnx = trained
+    store, ref, meta, onnx, _ = trained
     runtime = RuntimeSpec(max_batch_size=4, dynamic_batching=True)
     with served(tmp_path, onnx, meta, "cls", runtime, triton_backend_dir) as proc:
         triton = BenchmarkTriton(service="svc", ready=True, url=proc.http_url, model_name="cls",
@@ -167,3 +167,22 @@ def test_the_benchmark_run_names_the_service_as_it_is_now_without_waiting() -> N
     assert served_run.triton == BenchmarkTriton(service="svc", ready=True, url="http://10.0.0.1:8000",  # type: ignore[union-attr]
                                                 model_name="svc", experiment_prefix=prefix)
     assert served_run.run_id == absent.run_id  # the service's state is not an input of the run id
+
+
+def test_the_benchmark_step_writes_speed_unless_disabled(trained) -> None:  # type: ignore[no-untyped-def]
+    from kubeforge.api.benchmark import BenchmarkSpec
+    from kubeforge.steps import benchmark
+
+    store, ref, _, _, dataset = trained
+    for enabled in (True, False):
+        spec = BenchmarkSpec.model_validate({"models": [{"trainingJob": "cls"}], "speed": {
+            "enabled": enabled, "batchSizes": [2], "warmup": 0, "runs": 1, "runtimes": ["torch", "onnxruntime"]}})
+        run = BenchmarkRun(store=store.uri, namespace="default", name=f"speed-{enabled}", spec=spec, dataset=dataset,
+                           models=[ref], output_prefix=f"benchmarks/speed-{enabled}")
+        benchmark.run(run)
+        model = store.get_json(f"benchmarks/speed-{enabled}/metrics.json")["models"]["cls"]
+        if enabled:
+            assert [(r["runtime"], r["batchSize"]) for r in model["speed"]["rows"]] == [("torch", 2),
+                                                                                         ("onnxruntime", 2)]
+        else:
+            assert "speed" not in model
