@@ -24,7 +24,7 @@ class Sample:
     file_name: str
     png_base64: str
     caption: str
-    group: str = "sample"  # "best" | "worst" | "sample" | "disagree" (the report's galleries)
+    group: str = "sample"
 
 
 def _thumbnail(img: Image.Image) -> tuple[Image.Image, float]:
