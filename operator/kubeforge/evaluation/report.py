@@ -67,7 +67,7 @@ color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.5rem}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem} th,td{border:1px solid #ddd;padding:.3rem .6rem;
 text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left} td.best{font-weight:bold;background:#eef8ee}
-.ci{color:#777;font-size:.85em;white-space:nowrap} td.sig{font-weight:bold;color:#1a6b1a}
+.ci{color:#777;font-size:.85em;white-space:nowrap} .sig{font-weight:bold;color:#1a6b1a}
 .muted{color:#666;font-size:.9rem} .figs{display:flex;flex-wrap:wrap;gap:1rem} .fig{flex:0 0 auto}
 table.kv td{text-align:left} table.kv td:first-child{color:#555;background:#fafafa}
 .samples{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0;max-width:340px} figcaption{font-size:.8rem;color:#444}
@@ -412,7 +412,8 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
         key = "iou" if task == "semantic-segmentation" else "f1"
         plots = figs.html(per_class_bars(per_class, classes, key, f"{'IoU' if key == 'iou' else 'F1'} per class"))
     if any(key in r for r in per_class[order[0]]):
-        plots += figs.html(per_class_difference_bars(per_class, classes, key, f"{key} per class, difference"))
+        label = {"iou": "IoU", "f1": "F1", "maskAP": "mask AP"}.get(key, key)
+        plots += figs.html(per_class_difference_bars(per_class, classes, key, f"{label} per class, difference"))
     speeds = {m: models[m]["speed"] for m in order if isinstance(models[m].get("speed"), Mapping)}
     speed_html = _speed_html(speeds, figs, "Speed, side by side") if speeds else ""
     note = ("<p class='muted'>value [bootstrap interval]; the best model of each metric is marked</p>"
