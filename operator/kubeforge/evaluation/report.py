@@ -68,6 +68,7 @@ h1{margin-bottom:.2rem} h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;mar
 table{border-collapse:collapse;margin:.6rem 0 1.2rem} th,td{border:1px solid #ddd;padding:.3rem .6rem;
 text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left} td.best{font-weight:bold;background:#eef8ee}
 .ci{color:#777;font-size:.85em;white-space:nowrap} .sig{font-weight:bold;color:#1a6b1a}
+table.speed td{white-space:nowrap}
 .muted{color:#666;font-size:.9rem} .figs{display:flex;flex-wrap:wrap;gap:1rem} .fig{flex:0 0 auto}
 table.kv td{text-align:left} table.kv td:first-child{color:#555;background:#fafafa}
 .samples{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0;max-width:340px} figcaption{font-size:.8rem;color:#444}

@@ -140,12 +140,13 @@ def _torch_call(store: Store, ref: BenchmarkModel, meta: ModelMeta, workdir: Pat
     return call, name
 
 
-def _onnxruntime_call(onnx_path: Path, meta: ModelMeta) -> Call:
+def _onnxruntime_call(onnx_path: Path, meta: ModelMeta) -> tuple[Call, str]:
+    """The session the benchmark evaluates with, and its first execution provider."""
     from kubeforge.evaluation.inference import OnnxModel
 
     session = OnnxModel.load(onnx_path, meta).session
     name = meta.input.name
-    return lambda batch: session.run(None, {name: batch})
+    return (lambda batch: session.run(None, {name: batch})), session.get_providers()[0]
 
 
 def _openvino_call(store: Store, ref: BenchmarkModel, onnx_path: Path, meta: ModelMeta, workdir: Path) -> Call:
@@ -224,7 +225,10 @@ def measure_speed(spec: SpeedSpec, store: Store, ref: BenchmarkModel, meta: Mode
                     device = f"{device}; torch on {where}"
                 rows += _rows(runtime, call, meta, spec, batched)
             elif runtime == "onnxruntime":
-                rows += _rows(runtime, _onnxruntime_call(onnx_path, meta), meta, spec, batched)
+                call, provider = _onnxruntime_call(onnx_path, meta)
+                if provider != "CPUExecutionProvider":
+                    device = f"{device}; onnxruntime on {provider}"
+                rows += _rows(runtime, call, meta, spec, batched)
             elif runtime == "openvino":
                 rows += _rows(runtime, _openvino_call(store, ref, onnx_path, meta, workdir), meta, spec, batched)
             else:
