@@ -332,7 +332,9 @@ def test_detection_report_is_self_contained(detection_run: tuple[dict, dict, str
     _, _, report = detection_run
     assert 'src="http' not in report and "src='http" not in report and "<link" not in report
     assert report.count(get_plotlyjs()[:2000]) == 1  # the plotly bundle, inlined exactly once
-    assert report.count('id="kf-fig-') == 6  # comparison PR + F1, and two figures per model
+    # comparison PR + F1 and two figures per model at least (the speed and v2 sections add more; every chart
+    # is checked drawn in test_eval_report_browser)
+    assert report.count('id="kf-fig-') >= 6
     # Four spread samples per model, plus the best/worst galleries and the disagreement images.
     assert report.count('<figure><img alt="v') >= 8
     assert "Comparison" in report and "0.901" in report and "0.941" in report  # AP50 and F1 of det-good
@@ -365,7 +367,7 @@ def test_classification_step(world: World, tmp_path: Path) -> None:
     assert model["intervals"]["accuracy"]["low"] <= 5 / 6 <= model["intervals"]["accuracy"]["high"]
     report = world.store.get_bytes(f"{prefix}/report.html").decode()
     assert "a&lt;b&gt;&amp;c" in report and "a<b>&c" not in report  # class names are escaped
-    assert report.count('id="kf-fig-') == 1 and "0.833" in report
+    assert report.count('id="kf-fig-') >= 1 and "0.833" in report
 
 
 def test_errors_name_the_training_job_and_the_file(world: World) -> None:

@@ -81,7 +81,7 @@ def _classification_doc() -> tuple[dict, dict]:
     return _doc("classification", {"clf": _model_entry("classification", metrics, "clf")}), {"clf": [sample]}
 
 
-@pytest.mark.parametrize(("build", "figures"), [(_detection_doc, 6), (_classification_doc, 1)])
+@pytest.mark.parametrize(("build", "figures"), [(_detection_doc, 7), (_classification_doc, 1)])
 def test_report_renders_without_js_errors(build, figures: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     doc, samples = build()
     page = tmp_path / "report.html"
@@ -105,3 +105,70 @@ def test_the_console_check_catches_a_script_error(tmp_path: Path) -> None:
     page.write_text("<html><body><script>notDefinedAnywhere();</script></body></html>")
     _, console = _load(page, tmp_path)
     assert any("Uncaught ReferenceError" in m for m in console), console
+
+
+def _v2_samples(doc: dict) -> dict:
+    """A picture in every gallery: best, worst and sample images per model, disagreements in the comparison."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from kubeforge.evaluation.report_images import Sample
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (120, 40, 40)).save(buf, format="PNG")
+    png = base64.b64encode(buf.getvalue()).decode("ascii")
+    samples = {m: [Sample(f"{g}<1>.png", png, f"{g} image <i>x</i>", group=g) for g in ("best", "worst", "sample")]
+               for m in doc["modelOrder"]}
+    samples["__comparison__"] = [Sample("d.png", png, "disagree <script>", group="disagree")]
+    return samples
+
+
+def _check_every_chart_drawn(html: str, dom: str, console: list[str]) -> None:
+    assert not [m for m in console if "rror" in m or "Uncaught" in m], console
+    ids = re.findall(r'<div id="(kf-fig-\d+)"', html)
+    assert ids and len(ids) == len(set(ids))
+    drawn = re.findall(r'<div id="(kf-fig-\d+)" class="[^"]*js-plotly-plot', dom)
+    assert drawn == ids  # every chart div became a plotly plot
+    # ... and each holds a drawn SVG (the text between its start and the next chart's).
+    starts = [dom.index(f'<div id="{i}"') for i in ids] + [len(dom)]
+    for n, fig_id in enumerate(ids):
+        assert 'class="main-svg"' in dom[starts[n]: starts[n + 1]], fig_id
+
+
+@pytest.mark.parametrize("task", ["object-detection", "instance-segmentation", "classification",
+                                  "semantic-segmentation"])
+def test_a_full_v2_report_with_a_comparison_draws_every_chart(task: str, tmp_path: Path) -> None:
+    from kubeforge.testing.metrics_docs import v2_doc
+
+    doc = v2_doc(task, ("model-a", "model <b>"), class_sets_differ=True)
+    html = render_report(doc, _v2_samples(doc))
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    dom, console = _load(page, tmp_path)
+    _check_every_chart_drawn(html, dom, console)
+    # The sections of the v2 keys are there, user strings escaped.
+    for text in ("Differences", "significant", "Speed, side by side", "compared on the 2 classes they share",
+                 "Best images", "Worst images", "Images where the models disagree", "Calibration" if task in (
+                     "object-detection", "instance-segmentation", "classification") else "boundary IoU",
+                 "[0.", "model &lt;b&gt;", "disagree &lt;script&gt;", "is not ready"):
+        assert text in html, text
+    # The only scripts in the body are the charts' (no user string opened one).
+    body = html.split("</head>", 1)[1]
+    assert body.count("<script") == len(re.findall(r'<div id="kf-fig-\d+"', html))
+    assert "model <b>" not in html and "<i>x</i>" not in html
+    if task in ("object-detection", "instance-segmentation"):
+        assert "Results by object size" in html and "Most confused pairs" in html and "background" in html
+
+
+def test_a_single_model_v2_report_draws_every_chart(tmp_path: Path) -> None:
+    from kubeforge.testing.metrics_docs import v2_doc
+
+    doc = v2_doc("object-detection", ("solo",))
+    html = render_report(doc, _v2_samples(doc))
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    dom, console = _load(page, tmp_path)
+    _check_every_chart_drawn(html, dom, console)
+    assert "Comparison" not in html and "Reliability" in html and "Throughput" in html

@@ -26,7 +26,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "eval": ("kubeforge.cli.evaluate", "Evaluate results files: `eval coco` (exact pycocotools numbers, fast)."),
 }
 # Modules whose `register(app)` adds top-level commands (run, get, predict, ...).
-_TOP_LEVEL = ("kubeforge.cli.runner", "kubeforge.cli.runs", "kubeforge.cli.predict", "kubeforge.cli.explain")
+_TOP_LEVEL = ("kubeforge.cli.runner", "kubeforge.cli.runs", "kubeforge.cli.predict", "kubeforge.cli.explain",
+              "kubeforge.cli.report")
 
 
 def build(only: str | None = None) -> typer.Typer:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from kubeforge import API_GROUP
-from kubeforge.api import InferenceService, Phase, kind_for
+from kubeforge.api import Benchmark, InferenceService, Phase, kind_for
 from kubeforge.api.registry import kinds_for
 from kubeforge.core.usage import artifacts_to_delete
 from kubeforge.local import printing, serving
@@ -172,6 +172,12 @@ def get_command(
                 row[col] = f"{cls.__name__.lower()}.{API_GROUP}/{row[col]}"
         tables.append(printing.render_table(rows))
     print("\n\n".join(tables))
+    if name is not None and classes == [Benchmark]:  # one Benchmark: its headline metrics with intervals
+        from kubeforge.cli.report import headline_lines
+
+        lines = headline_lines(every[0])
+        if lines:
+            print("\n" + "\n".join(lines))
 
 
 @user_errors

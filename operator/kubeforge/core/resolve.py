@@ -13,7 +13,7 @@ from kubeforge.api.benchmark import PromotedModel
 from kubeforge.api.common import Phase, RunRecord
 from kubeforge.api.references import Reference, references
 from kubeforge.steps import runs
-from kubeforge.steps.spec import DatasetRef, StepRun
+from kubeforge.steps.spec import BenchmarkRun, BenchmarkTriton, DatasetRef, StepRun
 
 Lookup = Callable[[str, str, str], Resource | None]  # (kind, namespace, name) -> resource with status
 LEGACY_RUN_ID = "0" * 10  # the run of a resource that succeeded before run ids existed
@@ -125,11 +125,27 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
                                           "exist (its training data is what this Benchmark evaluates on); "
                                           "waiting for it to exist",
                           "spec.models[0].trainingJob")
-        return runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]],
-                                  [r.id for r in models["model"]])
+        run = runs.benchmark_run(res, store, datasets["dataset"][0], [prefix(r) for r in models["model"]],
+                                 [r.id for r in models["model"]])
+        return _with_triton(run, res, get)
     if isinstance(res, InferenceService):
         if promoted is not None:
             return runs.serve_run(res, store, promoted.experiment_prefix, promoted.run, promoted.training_job)
         served = models["served"][0]
         return runs.serve_run(res, store, prefix(served), served.id)
     raise TypeError(f"no step for {type(res).__name__}")
+
+
+def _with_triton(run: BenchmarkRun, res: Benchmark, get: Callable[[str, str], Resource | None]) -> BenchmarkRun:
+    """spec.speed.inferenceService as it is now: timed when ready, else skipped with the reason (never waited
+    for, and not an input of the run id)."""
+    name = res.spec.speed.inference_service
+    if not name or not res.spec.speed.enabled:
+        return run
+    svc = get("InferenceService", name)
+    status = getattr(svc, "status", None)
+    triton = BenchmarkTriton(service=name)
+    if status is not None:
+        triton = BenchmarkTriton(service=name, ready=bool(status.ready), url=status.url, model_name=status.model_name,
+                                 experiment_prefix=status.experiment_prefix)
+    return run.model_copy(update={"triton": triton})

@@ -48,6 +48,7 @@ from kubeforge.evaluation.segmentation import (
     scores,
     segmentation_metrics,
 )
+from kubeforge.evaluation.speed import measure_speed
 from kubeforge.models import catalog
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
@@ -354,6 +355,9 @@ def evaluate_model(
     if intervals is not None:
         entry["intervals"] = intervals
     samples = samples + _galleries(evaluated, entry["perImage"]["metric"])
+    if run.spec.speed.enabled:
+        entry["speed"] = measure_speed(run.spec.speed, store, ref, meta, files.onnx_path,
+                                       workdir / ref.training_job / "speed", run.triton)
     _log(f"{files.who}: {entry['headline']} in {timings['totalSeconds']} s")
     return entry, samples, used, evaluated
 

@@ -62,12 +62,25 @@ class BenchmarkModel(BaseModel):
     run: str | None = Field(default=None, description="The TrainingJob run evaluated (its id in status.runs).")
 
 
+class BenchmarkTriton(BaseModel):
+    """spec.speed.inferenceService as it was when the run was built (not part of the run id: never waited for)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    ready: bool = False
+    url: str | None = None
+    model_name: str | None = None
+    experiment_prefix: str | None = Field(default=None, description="The TrainingJob run it serves.")
+
+
 class BenchmarkRun(_Run):
     step: Literal["benchmark"] = "benchmark"
     spec: BenchmarkSpec
     dataset: DatasetRef
     models: list[BenchmarkModel] = Field(min_length=1)
     output_prefix: str
+    triton: BenchmarkTriton | None = Field(default=None, description="Where spec.speed times Triton.")
 
 
 class ServeRun(_Run):
