@@ -197,10 +197,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return World(store=store, colors=colors, shapes=shapes, prefixes=prefixes)
 
 
-def _run_spec(world: World, name: str, dataset: DatasetRef, jobs: list[str], split: str = "val") -> BenchmarkRun:
+def _run_spec(world: World, name: str, dataset: DatasetRef, jobs: list[str], split: str = "val",
+              gate: list[dict] | None = None) -> BenchmarkRun:
     return BenchmarkRun.model_validate({
         "store": world.store.uri, "namespace": NS, "name": name,
-        "spec": {"split": split, "models": [{"trainingJob": j} for j in jobs], "iouThreshold": 0.5},
+        "spec": {"split": split, "models": [{"trainingJob": j} for j in jobs], "iouThreshold": 0.5,
+                 "gate": gate or []},
         "dataset": dataset.model_dump(),
         "models": [BenchmarkModel(training_job=j, experiment_prefix=world.prefixes[j]).model_dump() for j in jobs],
         "output_prefix": layout.benchmark_prefix(NS, name),
@@ -219,8 +221,9 @@ def _step(tmp_path: Path, run: BenchmarkRun) -> dict:
 @pytest.fixture(scope="module")
 def detection_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, str]:
     """Two detectors compared on the val split: (status result, metrics.json, report.html)."""
+    gate = [{"metric": "AP50", "min": 0.5}, {"metric": "f1", "betterThan": "det-weak", "significant": True}]
     result = _step(tmp_path_factory.mktemp("det"), _run_spec(world, "shapes-compare", world.shapes,
-                                                                ["det-good", "det-weak"]))
+                                                                ["det-good", "det-weak"], gate=gate))
     prefix = layout.benchmark_prefix(NS, "shapes-compare")
     metrics = world.store.get_json(f"{prefix}/metrics.json")
     report = world.store.get_bytes(f"{prefix}/report.html").decode()
@@ -294,6 +297,20 @@ def test_detection_v2_keys(detection_run: tuple[dict, dict, str]) -> None:
     assert comp["disagreements"][-1] == {"fileName": "v2.png",
                                          "values": {"det-good": pytest.approx(0.8), "det-weak": pytest.approx(0.5)}}
     assert len(comp["disagreements"]) == 4
+
+
+def test_the_real_document_follows_the_shipped_schema_and_carries_the_gate(
+        detection_run: tuple[dict, dict, str]) -> None:
+    from kubeforge.evaluation import metrics_schema
+
+    result, doc, report = detection_run
+    metrics_schema.validate(doc)  # the schema users validate against accepts what the step writes
+    # det-good's F1 beats det-weak's with an interval of the difference above zero (asserted above).
+    assert doc["gate"] == result["gate"] and doc["gate"]["passed"] is True
+    assert doc["gate"]["winner"] == "det-good" and result["promoted"]["trainingJob"] == "det-good"
+    assert {(c["model"], c["metric"], c["passed"]) for c in doc["gate"]["checks"]} == {
+        ("det-good", "AP50", True), ("det-good", "f1", True)}
+    assert "Promotion gate" in report and "Gate passed; winner: det-good" in report
 
 
 def test_galleries_and_disagreement_samples(world: World) -> None:

@@ -73,6 +73,7 @@ table.speed td{white-space:nowrap}
 table.kv td{text-align:left} table.kv td:first-child{color:#555;background:#fafafa}
 .samples{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0;max-width:340px} figcaption{font-size:.8rem;color:#444}
 .warn{background:#fff6e0;border:1px solid #f0c36d;padding:.4rem .8rem}
+.ok{background:#eef8ee;border:1px solid #8c8;padding:.4rem .8rem}
 .note{background:#eef4ff;border:1px solid #9db8e8;padding:.4rem .8rem}
 """
 
@@ -424,6 +425,19 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
             f"{_disagreements_html(comparison, order, samples)}</section>")
 
 
+def _gate_section(gate: Mapping[str, Any]) -> str:
+    """The promotion gate's verdict and every check with the numbers that decided it."""
+    verdict = "passed" if gate.get("passed") else "failed"
+    winner = f"; winner: {gate['winner']}" if gate.get("winner") else ""
+    rows = [[c.get("model"), c.get("metric"), c.get("value"), "yes" if c.get("passed") else "no", c.get("message")]
+            for c in gate.get("checks", [])]
+    checks = table(["candidate", "metric", "value", "passed", "why"], rows) if rows else ""
+    cls = "ok" if gate.get("passed") else "warn"
+    message = escape(str(gate.get("message", "")))
+    return (f"<section><h2>Promotion gate</h2><p class='{cls}'>Gate {verdict}{escape(winner)}. "
+            f"{message}</p>{checks}</section>")
+
+
 def render_report(doc: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]] | None = None,
                   previews: Mapping[str, str] | None = None) -> str:
     """The whole page for a metrics document (the content of metrics.json); `samples` by model, the
@@ -444,6 +458,8 @@ def render_report(doc: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]
         run_rows.append(["bootstrap", f"{boot.get('resamples')} resamples of the images, "
                                       f"{boot.get('confidence', 0) * 100:g}% intervals, seed {boot.get('seed')}"])
     sections = []
+    if isinstance(doc.get("gate"), Mapping):
+        sections.append(_gate_section(doc["gate"]))
     if len(doc["modelOrder"]) > 1:
         sections.append(_comparison_section(doc, figs, samples.get("__comparison__", [])))
     for name in doc["modelOrder"]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from kubeforge.datasets.formats.common import rle_to_mask
 from kubeforge.evaluation.detection import ImageDetections, ImageTruth
 from kubeforge.evaluation.segmentation import IGNORE
 
@@ -59,12 +62,23 @@ def detection_sample(
     dets: ImageDetections,
     class_names: list[str],
     threshold: float | None,
+    truth_masks: Sequence[dict[str, Any]] | None = None,
+    masks: Sequence[dict[str, Any]] | None = None,
 ) -> Sample:
-    """Ground truth in green, detections at or above the operating threshold in red."""
+    """Ground truth in green, detections at or above the operating threshold in red; instance masks
+    (COCO RLE at the image's size, one per object / detection) tinted in the same colours."""
+    keep = dets.scores >= (threshold if threshold is not None else np.inf)
+    if truth_masks or masks:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        for rle in truth_masks or []:
+            tint(arr, rle_to_mask(rle), np.array(GT_COLOR, dtype=np.uint8))
+        for rle, kept in zip(masks or [], keep, strict=False):
+            if kept:
+                tint(arr, rle_to_mask(rle), np.array(PRED_COLOR, dtype=np.uint8))
+        img = Image.fromarray(arr)
     thumb, scale = _thumbnail(img)
     draw = ImageDraw.Draw(thumb)
     _draw_boxes(draw, truth.boxes, [class_names[k] for k in truth.labels], GT_COLOR, scale)
-    keep = dets.scores >= (threshold if threshold is not None else np.inf)
     names = [f"{class_names[k]} {s:.2f}" for k, s in zip(dets.labels[keep], dets.scores[keep], strict=True)]
     _draw_boxes(draw, dets.boxes[keep], names, PRED_COLOR, scale)
     caption = f"{file_name}: {len(truth.labels)} ground truth, {int(keep.sum())} predicted"

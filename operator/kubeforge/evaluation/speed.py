@@ -70,11 +70,20 @@ def time_calls(call: Call, batch: np.ndarray, warmup: int, runs: int, batched: b
     return statistics.median(times), p95
 
 
-def _rows(runtime: str, call: Call, meta: ModelMeta, spec: SpeedSpec, batched: bool,
+def _rows(runtime: str, call: Call, meta: ModelMeta, spec: SpeedSpec, batched: bool, skipped: list[dict[str, str]],
           max_batch: int | None = None) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
-    rows = []
-    for size in spec.batch_sizes:
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for size in sorted(spec.batch_sizes):
+        if rows:  # the cost of this size, from the last one timed (per image, warm-up included)
+            last = rows[-1]
+            estimate = last["medianMs"] / last["batchSize"] * size * (spec.warmup + spec.runs) / 1000.0
+            spent = time.perf_counter() - start
+            if spent + estimate > spec.max_seconds:
+                skipped.append({"runtime": runtime, "reason": f"batch size {size}: about {estimate:.0f} s more "
+                                f"would pass the time budget of {spec.max_seconds:g} s (spec.speed.maxSeconds)"})
+                continue
         batch = rng.random((size, 3, meta.input.height, meta.input.width), dtype=np.float32)
         whole = batched and (max_batch is None or size <= max_batch)
         if batched and not whole:  # a served model with a smaller max batch: chunks of its max
@@ -223,17 +232,18 @@ def measure_speed(spec: SpeedSpec, store: Store, ref: BenchmarkModel, meta: Mode
                 call, where = _torch_call(store, ref, meta, workdir)
                 if not where.startswith("cpu"):
                     device = f"{device}; torch on {where}"
-                rows += _rows(runtime, call, meta, spec, batched)
+                rows += _rows(runtime, call, meta, spec, batched, skipped)
             elif runtime == "onnxruntime":
                 call, provider = _onnxruntime_call(onnx_path, meta)
                 if provider != "CPUExecutionProvider":
                     device = f"{device}; onnxruntime on {provider}"
-                rows += _rows(runtime, call, meta, spec, batched)
+                rows += _rows(runtime, call, meta, spec, batched, skipped)
             elif runtime == "openvino":
-                rows += _rows(runtime, _openvino_call(store, ref, onnx_path, meta, workdir), meta, spec, batched)
+                rows += _rows(runtime, _openvino_call(store, ref, onnx_path, meta, workdir), meta, spec, batched,
+                              skipped)
             else:
                 call, served_batched, max_batch = _triton_call(triton, spec.inference_service, ref, meta)
-                rows += _rows(runtime, call, meta, spec, served_batched, max_batch)
+                rows += _rows(runtime, call, meta, spec, served_batched, skipped, max_batch)
         except Skip as exc:
             skipped.append({"runtime": runtime, "reason": str(exc)})
         except Exception as exc:  # a runtime that fails mid-timing: recorded, the benchmark goes on

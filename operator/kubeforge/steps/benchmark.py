@@ -212,7 +212,7 @@ def _evaluate_objects(
         if (n + 1) % 50 == 0:
             _log(f"  {n + 1}/{len(indices)} images")
     names = [classes.model_classes[k] for k in evaluated]
-    segm = None
+    segm, segmentations = None, []
     if masks:
         instances = [ImageInstances(d, m) for d, m in zip(detections, kept_masks, strict=True)]
         segmentations = truth_segmentations(manifest, indices, classes)
@@ -234,7 +234,8 @@ def _evaluate_objects(
 
     def draw(j: int) -> Sample:
         return detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
-                                detections[j], names, metrics["threshold"])
+                                detections[j], names, metrics["threshold"],
+                                segmentations[j] if masks else None, kept_masks[j] if masks else None)
 
     return _Evaluated(metrics=metrics, used=indices, samples=[draw(j) for j in spread(len(indices), DETECTION_SAMPLES)],
                       per_image=[float(v) for v in per_image], draw=draw, stats_for=stats,
@@ -534,6 +535,10 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     if len(order) > 1:
         doc["comparison"] = _comparison(models, used, order, evaluated, _plan(spec))
         samples["__comparison__"] = _disagreement_samples(doc, evaluated, order)
+    # The gate before anything is written: a gate naming a metric the task lacks fails the run cleanly.
+    gate = gate_status(doc, spec.spec.gate, spec.models, spec.run_id)  # promotion gate (evaluation.gate)
+    if spec.spec.gate:
+        doc["gate"] = gate["gate"]
     prefix = spec.output_prefix.rstrip("/")
     metrics_key, report_key = f"{prefix}/{METRICS_FILE}", f"{prefix}/{REPORT_FILE}"
     store.put_json(metrics_key, doc)
@@ -557,5 +562,5 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
         "intervals": {name: {k: [round(v["low"], 6), round(v["high"], 6)] for k, v in models[name]["intervals"].items()}
                       for name in order if models[name].get("intervals")},
         "headline": headline,
-        **gate_status(doc, spec.spec.gate, spec.models, spec.run_id),  # promotion gate (evaluation.gate)
+        **gate,
     }
