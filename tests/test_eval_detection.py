@@ -187,3 +187,16 @@ def test_perfect_detections_score_one_everywhere() -> None:
 def test_mismatched_lengths_are_rejected_with_counts() -> None:
     with pytest.raises(ValueError, match="3 boxes, 2 scores and 3 labels"):
         ImageDetections(np.zeros((3, 4)), np.zeros(2), np.zeros(3, dtype=int))
+
+
+def test_broken_model_output_is_judged_not_refused() -> None:
+    """A diverged model's NaN boxes are dropped and counted; swapped corners make an empty box (a FP)."""
+    truth = ImageTruth(100, 100, np.array([[10.0, 10.0, 40.0, 40.0]]), np.array([0]))
+    dets = ImageDetections(np.array([[10.0, 10.0, 40.0, 40.0], [np.nan, 0, 5, 5], [50.0, 50.0, 20.0, 20.0]]),
+                           np.array([0.9, 0.8, 0.95]), np.array([0, 0, 0]))
+    assert dets.invalid == 1 and len(dets.scores) == 2
+    assert dets.boxes[1].tolist() == [50.0, 50.0, 50.0, 50.0]
+    m = detection_metrics([truth], [dets], ["a"])
+    assert m["numDetections"] == 2 and m["AP50"] is not None
+    # The empty box outranks the real match: a false positive before the true positive.
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(1.0)

@@ -88,14 +88,18 @@ def test_batch_sizes_past_the_time_budget_are_skipped_with_the_reason(trained, t
     from kubeforge.evaluation.speed import measure_speed
 
     store, ref, meta, onnx, _ = trained
-    # A budget no second timing fits in: the smallest size is timed, the larger ones are skipped.
-    spec = SpeedSpec(batch_sizes=[4, 1, 2], warmup=0, runs=2, runtimes=["onnxruntime"], max_seconds=1e-9)
+    # A budget no timing fits in: every size of every runtime is skipped, each with its reason.
+    spec = SpeedSpec(batch_sizes=[4, 1, 2], warmup=0, runs=2, runtimes=["onnxruntime", "openvino"],
+                     max_seconds=1e-9)
     speed = measure_speed(spec, store, ref, meta, onnx, tmp_path / "c")
-    assert [(r["runtime"], r["batchSize"]) for r in speed["rows"]] == [("onnxruntime", 1)]
-    reasons = [s["reason"] for s in speed["skipped"]]
-    assert [s["runtime"] for s in speed["skipped"]] == ["onnxruntime", "onnxruntime"]
-    assert reasons[0].startswith("batch size 2:") and reasons[1].startswith("batch size 4:")
-    assert all("spec.speed.maxSeconds" in r for r in reasons)
+    assert speed["rows"] == []
+    assert [(s["runtime"], s["reason"].split(":")[0]) for s in speed["skipped"]] == [
+        (rt, f"batch size {b}") for rt in ("onnxruntime", "openvino") for b in (1, 2, 4)]
+    assert all("spec.speed.maxSeconds" in s["reason"] for s in speed["skipped"])
+    # A budget that holds: every size is timed.
+    roomy = SpeedSpec(batch_sizes=[4, 1, 2], warmup=0, runs=2, runtimes=["onnxruntime"], max_seconds=600)
+    speed = measure_speed(roomy, store, ref, meta, onnx, tmp_path / "d")
+    assert [r["batchSize"] for r in speed["rows"]] == [1, 2, 4] and speed["skipped"] == []
 
 
 def test_a_missing_checkpoint_and_unready_services_are_skipped_with_reasons(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

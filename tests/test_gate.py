@@ -446,6 +446,16 @@ def test_promoted_survives_a_run_whose_gate_fails_and_gate_passed_tells_the_numb
     assert cond.message == (f"old AP50 0.3 < 0.5; new AP50 0.41 < 0.5; still promoted: new "
                             f"(Benchmark run {first.run_id})")
 
+    # A run that fails (here: its step errored) judges nothing: GatePassed is False, not left Unknown.
+    third = benchmark_run(bench, "file:///s", data, ["p/old/r1", "p/new/r4"], ["r1", "r4"])
+    status, _ = cs.start_run(status, third, 3)
+    status = cs.fail(status, "StepFailed", "benchmark step exited with code 1", 3)
+    assert isinstance(status, BenchmarkStatus) and status.promoted is not None and status.promoted.run == "r2"
+    cond = next(c for c in status.conditions if c.type == "GatePassed")
+    assert (cond.status, cond.reason) == ("False", "RunFailed")
+    assert cond.message == f"run {third.run_id} failed before its gate was judged; still promoted: new " \
+                           f"(Benchmark run {first.run_id})"
+
     # No gate: status.gate and promoted (the best model), but no GatePassed condition.
     plain = res("Benchmark", "cmp", {k: v for k, v in bench_spec.items() if k != "gate"})
     run = benchmark_run(plain, "file:///s", data, ["p/old/r1", "p/new/r2"], ["r1", "r2"])
@@ -486,3 +496,10 @@ def test_the_crd_refuses_both_or_neither_model_source() -> None:
     assert cel_errors(svc({"format": "onnx"})) == ["spec.model: set exactly one of trainingJob or benchmark"]
     assert cel_errors(svc({"benchmark": "cmp", "run": "abcdef"})) == [
         "spec.model: run pins a run of trainingJob; it cannot go with benchmark"]
+
+
+def test_bounds_judge_the_unrounded_metric_not_the_rounded_headline() -> None:
+    d = doc({"m": {"AP50": 0.4999996, "AP": 0.3}})
+    d["models"]["m"]["headline"]["AP50"] = 0.5  # what the status shows, rounded
+    res = evaluate_gate(d, gate({"metric": "AP50", "min": 0.5}))
+    assert not res.passed and res.checks[0].value == pytest.approx(0.4999996, abs=0)

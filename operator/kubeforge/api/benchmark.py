@@ -40,9 +40,9 @@ class SpeedSpec(ApiModel):
     warmup: int = Field(default=2, ge=0, le=100, description="Untimed calls before timing each batch size.")
     runs: int = Field(default=10, ge=1, le=10_000, description="Timed calls per runtime and batch size.")
     max_seconds: float = Field(
-        default=60, gt=0, description="Time budget per runtime: a batch size whose timing (estimated from the "
-        "smaller ones) would exceed it is skipped with the reason recorded, so a large model on a CPU does not "
-        "hold the benchmark for long.")
+        default=60, gt=0, description="Time budget per model, all runtimes together: a batch size whose timing "
+        "(estimated from one call of it, or from the size before) would pass it is skipped with the reason "
+        "recorded, so a large model on a CPU does not hold the benchmark for long.")
     inference_service: str | None = Field(
         default=None, description="Time Triton through this InferenceService (it must serve one of the models).")
 

@@ -39,6 +39,7 @@ INVALID_RESULT = "InvalidResult"
 GATE_PASSED = "GatePassed"
 GATE_FAILED = "GateFailed"
 GATE_EVALUATING = "Evaluating"
+GATE_RUN_FAILED = "RunFailed"
 MAX_MESSAGE = 1024
 
 
@@ -168,6 +169,12 @@ def fail(status: StatusBase, reason: str, message: str, generation: int | None) 
     """The current run failed (or never started); Stalled until the spec or its inputs change."""
     _set_run_phase(status, "Failed", message)
     status.completion_time = None
+    if isinstance(status, BenchmarkStatus) and any(c.type == GATE_PASSED for c in status.conditions):
+        # A run that fails judges nothing: its gate did not pass, and what an earlier run promoted stands.
+        kept = (f"; still promoted: {status.promoted.training_job} (Benchmark run {status.promoted.benchmark_run})"
+                if status.promoted is not None else "")
+        status.set_condition(GATE_PASSED, False, GATE_RUN_FAILED,
+                             truncate(f"run {status.run_id} failed before its gate was judged{kept}"), generation)
     return set_phase(status, Phase.FAILED, reason, message, generation)
 
 

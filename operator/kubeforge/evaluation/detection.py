@@ -49,11 +49,16 @@ class ImageTruth:
 
 @dataclass
 class ImageDetections:
-    """A model's detections on one image, in the same class indexing as ImageTruth."""
+    """A model's detections on one image, in the same class indexing as ImageTruth.
+
+    Model output is judged, not refused: a detection with a NaN or infinite box or score (a diverged or
+    broken model) is dropped and counted in `invalid`, and a box whose corners are swapped (x2 < x1)
+    covers nothing (x2 = x1), so it matches no object instead of failing COCO's size check."""
 
     boxes: np.ndarray  # float [N, 4] xyxy, image pixels
     scores: np.ndarray  # float [N]
     labels: np.ndarray  # int [N]
+    invalid: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
@@ -64,6 +69,12 @@ class ImageDetections:
                 f"ImageDetections: {len(self.boxes)} boxes, {len(self.scores)} scores and "
                 f"{len(self.labels)} labels; expected the same count"
             )
+        finite = np.isfinite(self.boxes).all(axis=1) & np.isfinite(self.scores)
+        if not finite.all():
+            self.invalid = int((~finite).sum())
+            self.boxes, self.scores, self.labels = self.boxes[finite], self.scores[finite], self.labels[finite]
+        self.boxes[:, 2] = np.maximum(self.boxes[:, 2], self.boxes[:, 0])
+        self.boxes[:, 3] = np.maximum(self.boxes[:, 3], self.boxes[:, 1])
 
 
 def _box_areas(xyxy: np.ndarray) -> np.ndarray:

@@ -46,6 +46,9 @@ FIRST_HEADLINE = {
 NOT_SCORES = frozenset({"threshold"})
 
 
+_MISSING = object()
+
+
 class GateError(ValueError):
     """The gate names something the metrics document cannot answer (a metric the task lacks)."""
 
@@ -71,20 +74,22 @@ def _number(value: Any) -> bool:
 
 
 def metric_value(entry: Mapping[str, Any], metric: str) -> tuple[bool, float | None]:
-    """(whether the model's entry has `metric` at all, its value or None when it is null)."""
-    headline = entry.get("headline") or {}
-    if _number(headline.get(metric)):
-        return True, float(headline[metric])
+    """(whether the model's entry has `metric` at all, its value or None when it is null). The unrounded
+    value of `metrics` first: `headline` is rounded for display, and a bound must not pass by rounding."""
     node: Any = entry.get("metrics") or {}
     for part in NESTED.get(metric, (metric,)):
         if not isinstance(node, Mapping) or part not in node:
-            return False, None
+            node = _MISSING
+            break
         node = node[part]
     if node is None:
         return True, None
     if _number(node):
         return True, float(node)
-    return False, None  # a table or a list: not a metric a gate can bound
+    headline = entry.get("headline") or {}
+    if _number(headline.get(metric)):
+        return True, float(headline[metric])
+    return False, None  # absent, or a table or a list: not a metric a gate can bound
 
 
 def available_metrics(doc: Mapping[str, Any]) -> list[str]:

@@ -71,32 +71,38 @@ def time_calls(call: Call, batch: np.ndarray, warmup: int, runs: int, batched: b
 
 
 def _rows(runtime: str, call: Call, meta: ModelMeta, spec: SpeedSpec, batched: bool, skipped: list[dict[str, str]],
-          max_batch: int | None = None) -> list[dict[str, Any]]:
+          deadline: float, max_batch: int | None = None) -> list[dict[str, Any]]:
+    """Rows of one runtime, smallest batch first; a size whose timing (estimated from one untimed call of
+    it, or from the size before) would pass `deadline` is skipped with the reason."""
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
     for size in sorted(spec.batch_sizes):
-        if rows:  # the cost of this size, from the last one timed (per image, warm-up included)
-            last = rows[-1]
-            estimate = last["medianMs"] / last["batchSize"] * size * (spec.warmup + spec.runs) / 1000.0
-            spent = time.perf_counter() - start
-            if spent + estimate > spec.max_seconds:
-                skipped.append({"runtime": runtime, "reason": f"batch size {size}: about {estimate:.0f} s more "
-                                f"would pass the time budget of {spec.max_seconds:g} s (spec.speed.maxSeconds)"})
-                continue
         batch = rng.random((size, 3, meta.input.height, meta.input.width), dtype=np.float32)
         whole = batched and (max_batch is None or size <= max_batch)
         if batched and not whole:  # a served model with a smaller max batch: chunks of its max
             assert max_batch is not None
             chunks = [batch[i: i + max_batch] for i in range(0, size, max_batch)]
 
-            def chunked(b: np.ndarray, chunks: list[np.ndarray] = chunks) -> None:
+            def run(b: np.ndarray, chunks: list[np.ndarray] = chunks) -> None:
                 for c in chunks:
                     call(c)
 
-            median, p95 = time_calls(chunked, batch, spec.warmup, spec.runs, batched=True)
+            timed, as_batch = run, True
         else:
-            median, p95 = time_calls(call, batch, spec.warmup, spec.runs, batched=whole)
+            timed, as_batch = call, whole
+        if rows:
+            last = rows[-1]
+            per_call = last["medianMs"] / 1000.0 / last["batchSize"] * size
+        else:  # the first size: one untimed call tells what it costs
+            probe = time.perf_counter()
+            time_calls(timed, batch, 0, 1, batched=as_batch)
+            per_call = time.perf_counter() - probe
+        estimate = per_call * (spec.warmup + spec.runs)
+        if time.perf_counter() + estimate > deadline:
+            skipped.append({"runtime": runtime, "reason": f"batch size {size}: about {estimate:.0f} s of timing "
+                            f"would pass the time budget of {spec.max_seconds:g} s (spec.speed.maxSeconds)"})
+            continue
+        median, p95 = time_calls(timed, batch, spec.warmup, spec.runs, batched=as_batch)
         median, p95 = round(median, 4), round(p95, 4)
         rows.append({"runtime": runtime, "batchSize": size, "medianMs": median, "p95Ms": p95,
                      "imagesPerSecond": round(size / (median / 1000.0), 3) if median > 0 else 0.0,
@@ -224,6 +230,8 @@ def measure_speed(spec: SpeedSpec, store: Store, ref: BenchmarkModel, meta: Mode
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     device = f"cpu ({_threads()} threads)"
+    # One budget for the model, all runtimes together: a large model on a CPU must not hold the benchmark.
+    deadline = time.perf_counter() + spec.max_seconds
     for runtime in RUNTIMES:
         if runtime not in spec.runtimes:
             continue
@@ -232,18 +240,18 @@ def measure_speed(spec: SpeedSpec, store: Store, ref: BenchmarkModel, meta: Mode
                 call, where = _torch_call(store, ref, meta, workdir)
                 if not where.startswith("cpu"):
                     device = f"{device}; torch on {where}"
-                rows += _rows(runtime, call, meta, spec, batched, skipped)
+                rows += _rows(runtime, call, meta, spec, batched, skipped, deadline)
             elif runtime == "onnxruntime":
                 call, provider = _onnxruntime_call(onnx_path, meta)
                 if provider != "CPUExecutionProvider":
                     device = f"{device}; onnxruntime on {provider}"
-                rows += _rows(runtime, call, meta, spec, batched, skipped)
+                rows += _rows(runtime, call, meta, spec, batched, skipped, deadline)
             elif runtime == "openvino":
                 rows += _rows(runtime, _openvino_call(store, ref, onnx_path, meta, workdir), meta, spec, batched,
-                              skipped)
+                              skipped, deadline)
             else:
                 call, served_batched, max_batch = _triton_call(triton, spec.inference_service, ref, meta)
-                rows += _rows(runtime, call, meta, spec, served_batched, skipped, max_batch)
+                rows += _rows(runtime, call, meta, spec, served_batched, skipped, deadline, max_batch)
         except Skip as exc:
             skipped.append({"runtime": runtime, "reason": str(exc)})
         except Exception as exc:  # a runtime that fails mid-timing: recorded, the benchmark goes on

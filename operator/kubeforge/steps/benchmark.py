@@ -199,13 +199,17 @@ def _evaluate_objects(
     evaluated = classes.evaluated()
     position = np.full(len(classes.model_classes), -1, dtype=np.int64)
     position[evaluated] = np.arange(len(evaluated))
-    detections, kept_masks, dropped = [], [], 0
+    detections, kept_masks, dropped, invalid = [], [], 0, 0
     for n, i in enumerate(indices):
         found = model.instances(images.get(i)) if masks else None
         raw = found.detections if found is not None else model.detect(images.get(i))
-        # Classes the dataset does not label cannot be judged right or wrong: leave them out.
-        keep = position[raw.labels] >= 0
-        dropped += int((~keep).sum())
+        # Classes the dataset does not label cannot be judged right or wrong: leave them out. A NaN or
+        # infinite box or score (a diverged model) is dropped and counted, with its mask.
+        finite = np.isfinite(raw.boxes).all(axis=1) & np.isfinite(raw.scores)
+        known = position[raw.labels] >= 0
+        keep = known & finite
+        dropped += int((~known & finite).sum())
+        invalid += int((~finite).sum())
         detections.append(ImageDetections(raw.boxes[keep], raw.scores[keep], position[raw.labels[keep]]))
         if found is not None:
             kept_masks.append([m for m, k in zip(found.masks, keep, strict=True) if k])
@@ -221,6 +225,9 @@ def _evaluate_objects(
     else:
         metrics = detection_metrics(truths, detections, names, iou_threshold=iou)
     metrics["detectionsOfClassesNotInDataset"] = dropped
+    metrics["invalidDetections"] = invalid
+    if invalid:
+        _log(f"  {invalid} detection(s) with a NaN or infinite box or score were left out")
     matched = detection_analysis.match_all(truths, detections, len(names), iou)
     metrics.update(detection_analysis.analysis(matched, names, metrics["threshold"], iou, metrics))
     stats = detection_analysis.ObjectStats(truths, matched, to_coco(truths, detections, names), names,

@@ -17,6 +17,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from kubeforge.api import Benchmark, DatasetVersion, InferenceService, TrainingJob
 from kubeforge.api.common import ApiModel
 from kubeforge.steps.spec import (
@@ -49,11 +51,33 @@ def _spec_without(spec: ApiModel, ignored: frozenset[str]) -> Any:
     return type(spec).model_validate(spec.model_dump(exclude_unset=True, exclude=set(ignored)))
 
 
+# Spec fields added after a kind was first released (path from the spec): left out of the run id while
+# at their default, so an upgrade does not make every existing resource a new run (a Benchmark evaluating
+# again, a service rolling). Set to anything else, they are part of it like any field.
+ADDED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Benchmark": (("bootstrap",), ("speed",), ("gate",)),
+    "InferenceService": (("model", "benchmark"), ("model", "pick")),
+}
+
+
+def _drop_added_defaults(kind: str, spec: ApiModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    for path in ADDED_FIELDS.get(kind, ()):
+        owner: Any = spec
+        target = dumped
+        for name in path[:-1]:
+            owner = getattr(owner, name)
+            target = target.get(to_camel(name), {})
+        field = type(owner).model_fields[path[-1]]
+        if getattr(owner, path[-1]) == field.get_default(call_default_factory=True):
+            target.pop(to_camel(path[-1]), None)
+    return dumped
+
+
 def run_id(kind: str, spec: ApiModel, inputs: dict[str, Any], ignored: frozenset[str] = RUN_IGNORES) -> str:
     """The id of the run of `spec` on `inputs`. Defaults are filled in, so a spec written with or
     without a default value (a cluster's API server applies CRD defaults) is the same run."""
-    canonical = json.dumps({"kind": kind, "spec": spec.model_dump(mode="json", by_alias=True, exclude=set(ignored)),
-                            "inputs": inputs}, sort_keys=True, separators=(",", ":"))
+    dumped = _drop_added_defaults(kind, spec, spec.model_dump(mode="json", by_alias=True, exclude=set(ignored)))
+    canonical = json.dumps({"kind": kind, "spec": dumped, "inputs": inputs}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
