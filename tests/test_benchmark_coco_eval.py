@@ -18,8 +18,8 @@ def test_benchmark_tiny(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    for key in ("pycocotools_s", "faster_coco_eval_s", "kubeforge_s"):
+    for key in ("pycocotools_s", "faster_coco_eval_s", "kubeforge_s", "kubeforge_cli_s"):
         assert isinstance(result[key], float) and result[key] > 0, key
-    assert result["max_abs_diff"] <= 1e-9
+    assert result["max_abs_diff"] <= 1e-9 and result["max_abs_diff_by_tool"]["kubeforge_cli"] <= 1e-9
     assert set(result["bySize"]) == {"20", "60"}
     assert any("kubeforge" in line for line in lines[:-1])  # the table

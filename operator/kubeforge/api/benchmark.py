@@ -22,7 +22,7 @@ class BenchmarkModelRef(ApiModel):
 class BootstrapSpec(ApiModel):
     """Confidence intervals by resampling the evaluated images with replacement (seeded, reproducible)."""
 
-    resamples: int = Field(default=1000, ge=0, le=100_000, description="0 turns intervals off.")
+    resamples: int = Field(default=1000, ge=0, le=10_000, description="0 turns intervals off.")
     seed: int = Field(default=0, ge=0)
     confidence: float = Field(default=0.95, gt=0, lt=1)
 
@@ -164,6 +164,7 @@ class Benchmark(ResourceBase):
         PrinterColumn(name="Dataset", type="string", json_path=".spec.datasetVersion"),
         PrinterColumn(name="Split", type="string", json_path=".spec.split"),
         PrinterColumn(name="Result", type="string", json_path=".status.headline"),
+        PrinterColumn(name="Gate", type="boolean", json_path=".status.gate.passed"),
         PrinterColumn(name="Winner", type="string", json_path=".status.promoted.trainingJob"),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
         PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),

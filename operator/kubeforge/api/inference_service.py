@@ -84,9 +84,9 @@ class InferenceService(ResourceBase):
     # KServe owns `isvc`; ours must not clash.
     short_names: ClassVar[list[str]] = ["kfsvc"]
     printer_columns: ClassVar[list[PrinterColumn]] = [
-        PrinterColumn(name="Model", type="string", json_path=".spec.model.trainingJob"),
+        # What is served (a Benchmark's winner is known from status only), and the Benchmark that picks it.
+        PrinterColumn(name="Model", type="string", json_path=".status.trainingJob"),
         PrinterColumn(name="Benchmark", type="string", json_path=".spec.model.benchmark"),
-        PrinterColumn(name="Serving", type="string", json_path=".status.trainingJob", priority=1),
         PrinterColumn(name="Run", type="string", json_path=".status.trainingRun", priority=1),
         PrinterColumn(name="URL", type="string", json_path=".status.url"),
         PrinterColumn(name="Ready", type="boolean", json_path=".status.ready"),

@@ -50,7 +50,7 @@ def _presigned(uri: str) -> str:
 
     parsed = urlparse(uri)
     store = S3Store.from_uri(f"s3://{parsed.netloc}", create_bucket=False)
-    return str(store._client.presigned_get_object(parsed.netloc, parsed.path.lstrip("/"), expires=PRESIGN_FOR))
+    return store.presigned_url(parsed.path.lstrip("/"), expires=PRESIGN_FOR)
 
 
 @user_errors

@@ -193,8 +193,8 @@ def _by_size_html(metrics: Mapping[str, Any]) -> str:
         if mask:
             cells += [(mask.get(size) or {}).get("AP"), (mask.get(size) or {}).get("AR")]
         rows.append(cells)
-    return ("<h3>Results by object size</h3><p class='muted'>COCO areas: small &lt; 32², medium &lt; 96², "
-            "large above (pixels of the original image)</p>" + table(headers, rows))
+    return ("<h3>Results by object size</h3><p class='muted'>COCO areas in pixels of the original image: small ≤ 32², "
+            "medium 32² to 96², large ≥ 96² (bounds inclusive, as pycocotools)</p>" + table(headers, rows))
 
 
 def _calibration_html(model: Mapping[str, Any], figs: Figures) -> str:

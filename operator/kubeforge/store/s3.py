@@ -10,6 +10,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -161,6 +162,11 @@ class S3Store(Store):
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object(key)}"
+
+    def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        """An HTTP(S) URL that fetches `key` without credentials until it expires (to open a report)."""
+        return str(self._call("presign", lambda: self._client.presigned_get_object(
+            self.bucket, self._object(key), expires=expires)))
 
     def triton_uri(self, key_prefix: str = "") -> str:
         """The form tritonserver's --model-repository takes: `s3://HOST:PORT/BUCKET/PATH`.
