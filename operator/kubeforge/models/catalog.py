@@ -37,6 +37,59 @@ VALIDATION_METRIC: dict[str, str] = {task: metrics[0] for task, metrics in REPOR
 # Metrics where lower is better; every other one is maximised.
 MINIMISED_METRICS = frozenset({"val_loss"})
 
+
+@dataclass(frozen=True)
+class BenchmarkMetrics:
+    """What a Benchmark reports of a task (metrics.json keys, `metrics.<key>` of a model entry).
+
+    headline: the model entry's `headline` and the status metrics, in order; each gets a bootstrap
+        interval, so only metrics a resample recomputes cheaply belong here. The first is the one the
+        status line shows and the one a gate without conditions picks the winner on.
+    report_extra: more scalars the report's headline table shows after them, without an interval.
+    per_image: the per-image score (`perImage.metric`) the galleries and disagreements rank by.
+    minimised: metric names (as a gate names them) where lower is better.
+    """
+
+    headline: tuple[str, ...]
+    report_extra: tuple[str, ...]
+    per_image: str
+    minimised: frozenset[str] = frozenset()
+
+
+# COCO's AP at IoU .50:.95, .50 and .75: what a bootstrap resample recomputes (evaluation.cocoeval's one cell).
+_BOX_AP = ("AP", "AP50", "AP75")
+# The operating point (evaluation.detection): the F1-optimal confidence and what it yields.
+_OPERATING_POINT = ("precision", "recall", "f1", "threshold")
+# COCO's AP by object size and AR: a full accumulation each, too slow per resample.
+_BOX_EXTRA = ("APs", "APm", "APl", "AR1", "AR10", "AR100")
+# Calibration errors (metrics.calibration), by their short and their dotted name.
+_CALIBRATION_MINIMISED = frozenset({"ece", "mce", "calibration.ece", "calibration.mce"})
+BENCHMARK_METRICS: dict[str, BenchmarkMetrics] = {
+    "object-detection": BenchmarkMetrics((*_BOX_AP, *_OPERATING_POINT), _BOX_EXTRA, "f1", _CALIBRATION_MINIMISED),
+    # Masks first: COCO's segm AP is the primary number of instance segmentation.
+    "instance-segmentation": BenchmarkMetrics((*(f"mask{k}" for k in _BOX_AP), *_BOX_AP, *_OPERATING_POINT),
+                                              _BOX_EXTRA, "f1", _CALIBRATION_MINIMISED),
+    "classification": BenchmarkMetrics(("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1"),
+                                       ("weightedPrecision", "weightedRecall"), "trueClassProbability",
+                                       _CALIBRATION_MINIMISED),
+    "semantic-segmentation": BenchmarkMetrics(("mIoU", "meanDice", "pixelAccuracy"), ("backgroundIoU",), "mIoU"),
+}
+# Every name a gate may use for a lower-is-better Benchmark metric.
+BENCHMARK_MINIMISED = frozenset().union(*(m.minimised for m in BENCHMARK_METRICS.values()))
+# Benchmark metrics that live below `metrics` in a model entry, by the name a gate uses.
+BENCHMARK_NESTED: dict[str, tuple[str, ...]] = {
+    "ece": ("calibration", "ece"),
+    "mce": ("calibration", "mce"),
+    "calibration.ece": ("calibration", "ece"),
+    "calibration.mce": ("calibration", "mce"),
+    "matchedIoU": ("matchedIoU",),
+    "boundaryIoU": ("boundaryIoU",),
+    "rocAuc": ("rocAuc",),
+    "top1": ("topK", "top1"),
+    "top3": ("topK", "top3"),
+    "top5": ("topK", "top5"),
+}
+
 # The dataset-version task each training task reads: segmentation trains on object annotations
 # whose `segmentation` (polygons or RLE) carries the masks.
 DATASET_TASK: dict[str, str] = {
