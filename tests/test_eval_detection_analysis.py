@@ -193,7 +193,7 @@ def test_per_class_curves_are_cocos_precision(seed: int) -> None:
     truths, dets, names = _scenes(seed)
     if sum(len(d.scores) for d in dets) == 0:  # pycocotools' loadRes cannot take an empty list
         dets[0] = ImageDetections(np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.5]), np.array([0]))
-    coco = da.WeightedCoco(*to_coco(truths, dets, names), "bbox")
+    coco = da.WeightedCoco.from_dicts(*to_coco(truths, dets, names), "bbox")
     curves = da.pr_curves(coco.precision(), len(names))
     ref = _pycocotools_precision(truths, dets, names)
     for k, curve in enumerate(curves):
@@ -263,7 +263,7 @@ def test_weighted_ap_is_the_repeated_images(seed: int) -> None:
         truths[0] = ImageTruth(300, 300, np.array([[10, 10, 60, 60.0]]), np.array([0]))
     weights = np.random.default_rng(seed + 100).integers(0, 4, len(truths))
     weights[0] = max(weights[0], 1)
-    coco = da.WeightedCoco(*to_coco(truths, dets, names), "bbox")
+    coco = da.WeightedCoco.from_dicts(*to_coco(truths, dets, names), "bbox")
     assert coco.available
     fast, full = coco.headline(weights), coco.stats(weights)
     assert fast == {k: full[k] for k in ("AP", "AP50", "AP75")}  # the fast path: the same operations, ties too
@@ -272,7 +272,7 @@ def test_weighted_ap_is_the_repeated_images(seed: int) -> None:
     # each detection's copies together).
     rng = np.random.default_rng(seed)
     dets = [ImageDetections(d.boxes, d.scores + rng.random(len(d.scores)) * 1e-6, d.labels) for d in dets]
-    fast = da.WeightedCoco(*to_coco(truths, dets, names), "bbox").headline(weights)
+    fast = da.WeightedCoco.from_dicts(*to_coco(truths, dets, names), "bbox").headline(weights)
     rep_t = [t for t, w in zip(truths, weights, strict=True) for _ in range(w)]
     rep_d = [d for d, w in zip(dets, weights, strict=True) for _ in range(w)]
     want = detection_metrics(rep_t, rep_d, names)
