@@ -104,21 +104,21 @@ BENCHMARK_NESTED: dict[str, tuple[str, ...]] = {
 
 
 def benchmark_best(doc_models: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict[str, str]:
-    """metrics.json `comparison.best`: for each headline and report_extra metric of the models' tasks (the
-    threshold, a setting, left out), the model with the highest value, or the lowest for a minimised metric;
-    the first in `order` on ties."""
-    out = {}
+    """metrics.json `comparison.best`: for each metric of the models' headlines and their tasks' report_extra
+    (the threshold, a setting, left out), the model with the highest value, or the lowest for a minimised
+    metric; the first in `order` on ties."""
+    out: dict[str, str] = {}
     for m in order:
-        spec = BENCHMARK_METRICS[doc_models[m]["task"]]
-        for k in (*spec.headline, *spec.report_extra):
+        spec = BENCHMARK_METRICS.get(doc_models[m].get("task", ""))
+        for k in (*doc_models[m]["headline"], *(spec.report_extra if spec else ())):
             if k in out or k == "threshold":
                 continue
             # The headline's rounded value where it has one: the value the table and the status show.
             values = {n: v for n in order if isinstance(
-                v := doc_models[n]["headline"].get(k, doc_models[n]["metrics"].get(k)), int | float)}
+                v := doc_models[n]["headline"].get(k, (doc_models[n].get("metrics") or {}).get(k)), int | float)}
             if values:
-                lower = k in spec.minimised
-                out[k] = (min if lower else max)(values, key=lambda n, values=values: values[n])
+                pick = min if k in BENCHMARK_MINIMISED else max
+                out[k] = pick(values, key=lambda n, values=values: values[n])
     return out
 
 
