@@ -394,6 +394,8 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
                  f"{len(shared or [])} classes they share: {escape(listed)}.</p>")
     classes = list(shared) if shared else [r["class"] for r in models[order[0]]["metrics"].get("perClass", [])]
     per_class = {m: models[m]["metrics"].get("perClass", []) for m in order}
+    key = spec.per_class_compared
+    label = COLUMN_TITLES.get(key, key)
     if task in OBJECT_TASKS:
         curves = {m: models[m]["metrics"] for m in order}
         plots = figs.html(pr_figure(curves, "Precision-recall, all models")) + figs.html(
@@ -401,9 +403,7 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
         if any((r.get("curve") or {}).get("recall") for rows in per_class.values() for r in rows):
             plots += figs.html(overlaid_class_pr_figure(per_class, classes, "Precision-recall per class, all models"),
                                width=700)
-    key = spec.per_class_compared
-    label = COLUMN_TITLES.get(key, key)
-    if task not in OBJECT_TASKS:
+    else:
         plots = figs.html(per_class_bars(per_class, classes, key, f"{label} per class"))
     if any(key in r for r in per_class[order[0]]):
         plots += figs.html(per_class_difference_bars(per_class, classes, key, f"{label} per class, difference"))
