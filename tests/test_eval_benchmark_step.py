@@ -256,7 +256,7 @@ def test_detection_metrics_are_the_known_answer(detection_run: tuple[dict, dict,
     assert doc["dataset"] == {"dataset": "shapes", "digest": doc["dataset"]["digest"],
                               "task": "object-detection", "split": "val"}
     assert doc["onnxruntimeVersion"]
-    assert result["headline"] == "AP50=0.901"
+    assert result["headline"] == "AP=0.901"  # the first headline metric: COCO AP
     assert result["metrics"]["det-weak"]["AP50"] == pytest.approx(0.5)
     assert result["metricsUri"].endswith("benchmarks/team-a_shapes-compare/metrics.json")
 
@@ -371,7 +371,7 @@ def test_classification_step(world: World, tmp_path: Path) -> None:
     assert m["perClass"][0]["precision"] == pytest.approx(2 / 3)
     assert model["timings"]["calls"] == 1  # six images in one batch: the batch axis is dynamic
     assert model["datasetClassesNotInModel"] == ["a<b>&c", "purple"]
-    assert result["headline"] == "acc=0.833"
+    assert result["headline"] == "accuracy=0.833"
     assert result["metrics"]["color-clf"]["accuracy"] == pytest.approx(5 / 6)
     assert "comparison" not in doc
     assert m["topK"] == {"top1": pytest.approx(5 / 6)}  # three classes: no top-3

@@ -118,3 +118,27 @@ def test_no_resamples_no_intervals() -> None:
     none = bootstrap.replicate(lambda w: {"m": None}, bootstrap.resample_weights(5, 10, 0), ["m"])
     assert bootstrap.intervals(none, {"m": 1.0}, 0.95) == {}
     assert bootstrap.Plan().to_json() == {"resamples": 1000, "seed": 0, "confidence": 0.95}
+
+
+def test_every_headline_metric_is_resampled() -> None:
+    """Each task's headline (catalog.BENCHMARK_METRICS) is what its per-resample statistics return, so every
+    headline metric gets an interval; report_extra metrics are not resampled."""
+    from kubeforge.evaluation.detection import ImageDetections, ImageTruth, match_all, to_coco
+    from kubeforge.evaluation.detection_analysis import ObjectStats
+    from kubeforge.evaluation.segmentation import headline
+    from kubeforge.models.catalog import BENCHMARK_METRICS
+
+    y = np.array([0, 1, 1, 2])
+    assert list(weighted_headline(y, y[::-1], 3, np.ones(4))) == list(BENCHMARK_METRICS["classification"].headline)
+    assert list(headline(np.eye(3))) == list(BENCHMARK_METRICS["semantic-segmentation"].headline)
+    truths = [ImageTruth(64, 64, np.array([[2.0, 2, 30, 30]]), np.array([0]))]
+    dets = [ImageDetections(np.array([[3.0, 2, 30, 31]]), np.array([0.9]), np.array([0]))]
+    gt_dict, results = to_coco(truths, dets, ["a"])
+    rle = {"segmentation": {"size": [64, 64], "counts": "0"}}
+    segm = ({**gt_dict, "annotations": [a | rle for a in gt_dict["annotations"]]},
+            [{k: v for k, v in r.items() if k != "bbox"} | rle for r in results])
+    for task, masks in (("object-detection", None), ("instance-segmentation", segm)):
+        stats = ObjectStats(truths, match_all(truths, dets, 1, 0.5), (gt_dict, results), ["a"], 0.9, masks)
+        spec = BENCHMARK_METRICS[task]
+        assert list(stats(np.ones(1))) == list(spec.headline), task
+        assert not set(spec.report_extra) & set(stats(np.ones(1)))

@@ -12,8 +12,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from kubeforge.evaluation.cocoeval import STAT_NAMES
 from kubeforge.evaluation.detection import (
-    STAT_NAMES,
     ImageDetections,
     ImageTruth,
     detection_metrics,

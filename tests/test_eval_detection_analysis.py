@@ -138,9 +138,7 @@ def test_analysis_matches_brute_force(seed: int) -> None:
     metrics = detection_metrics(truths, dets, names, iou_threshold=iou_thr)
     threshold = metrics["threshold"]
     images = da.match_all(truths, dets, k, iou_thr)
-    # The same matching as the operating point's.
-    pooled, ref = da.to_matches(images, k), match_detections(truths, dets, k, iou_thr)
-    assert (pooled.tp == ref.tp).all() and (pooled.scores == ref.scores).all() and (pooled.num_gt == ref.num_gt).all()
+    ref = match_detections(truths, dets, k, iou_thr)  # the operating point's pooled matching
     got = da.analysis(images, names, threshold, iou_thr, metrics)
     cm, pairs, per_image, scored = _brute_force(truths, dets, k, iou_thr,
                                                 np.inf if threshold is None else threshold)
@@ -176,6 +174,49 @@ def test_analysis_matches_brute_force(seed: int) -> None:
             assert row["recall"] is None
 
 
+def _pycocotools_matches(truths, dets, names, iou_thr):  # type: ignore[no-untyped-def]
+    """pycocotools' evaluateImg at one IoU (area "all", 100 detections): per image, (class, score, matched
+    annotation id or 0) of each detection it does not ignore (a crowd match is ignored), in its order."""
+    gt_dict, results = to_coco(truths, dets, names)
+    out: list[list[tuple[int, float, int]]] = [[] for _ in truths]
+    if not results:  # pycocotools' loadRes cannot take an empty list
+        return out
+    gt = COCO()
+    gt.dataset = copy.deepcopy(gt_dict)
+    with redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+        evaluator.params.iouThrs = np.array([iou_thr])
+        evaluator.evaluate()
+    # evalImgs runs category by category, then area range, then image: per image, classes in order.
+    for e in evaluator.evalImgs:
+        if e is None or e["aRng"] != evaluator.params.areaRng[0]:
+            continue
+        for score, m, ignored in zip(e["dtScores"], e["dtMatches"][0], e["dtIgnore"][0], strict=True):
+            if not ignored:
+                out[e["image_id"] - 1].append((e["category_id"] - 1, score, int(m)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_matching_is_pycocotools(seed: int) -> None:
+    """detection.match_all (the one greedy matcher: operating point, analysis, bootstrap) is COCO's
+    evaluateImg at the same IoU: same detections kept, same objects matched."""
+    truths, dets, names = _scenes(seed)
+    if seed % 2:  # ties: scores on a coarse grid
+        dets = [ImageDetections(d.boxes, np.round(d.scores, 1), d.labels) for d in dets]
+    iou_thr = [0.5, 0.3, 0.75, 0.95][seed % 4]
+    first_id = np.cumsum([0] + [len(t.labels) for t in truths])  # to_coco numbers annotations from 1
+    got = [[(int(c), float(s), int(first_id[i] + m + 1) if m >= 0 else 0)
+            for c, s, m in zip(im.labels, im.scores, im.matched, strict=True)]
+           for i, im in enumerate(da.match_all(truths, dets, len(names), iou_thr))]
+    assert got == _pycocotools_matches(truths, dets, names, iou_thr)
+    pooled = match_detections(truths, dets, len(names), iou_thr)
+    assert pooled.tp.tolist() == [m > 0 for image in got for _, _, m in image]
+    assert pooled.num_gt.tolist() == [sum(int(((t.labels == c) & ~t.iscrowd).sum()) for t in truths)
+                                      for c in range(len(names))]
+
+
 def _pycocotools_precision(truths, dets, names):  # type: ignore[no-untyped-def]
     gt_dict, results = to_coco(truths, dets, names)
     gt = COCO()
@@ -193,7 +234,7 @@ def test_per_class_curves_are_cocos_precision(seed: int) -> None:
     truths, dets, names = _scenes(seed)
     if sum(len(d.scores) for d in dets) == 0:  # pycocotools' loadRes cannot take an empty list
         dets[0] = ImageDetections(np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.5]), np.array([0]))
-    coco = da.WeightedCoco(*to_coco(truths, dets, names), "bbox")
+    coco = da.WeightedCoco.from_dicts(*to_coco(truths, dets, names), "bbox")
     curves = da.pr_curves(coco.precision(), len(names))
     ref = _pycocotools_precision(truths, dets, names)
     for k, curve in enumerate(curves):
@@ -263,7 +304,7 @@ def test_weighted_ap_is_the_repeated_images(seed: int) -> None:
         truths[0] = ImageTruth(300, 300, np.array([[10, 10, 60, 60.0]]), np.array([0]))
     weights = np.random.default_rng(seed + 100).integers(0, 4, len(truths))
     weights[0] = max(weights[0], 1)
-    coco = da.WeightedCoco(*to_coco(truths, dets, names), "bbox")
+    coco = da.WeightedCoco.from_dicts(*to_coco(truths, dets, names), "bbox")
     assert coco.available
     fast, full = coco.headline(weights), coco.stats(weights)
     assert fast == {k: full[k] for k in ("AP", "AP50", "AP75")}  # the fast path: the same operations, ties too
@@ -272,7 +313,7 @@ def test_weighted_ap_is_the_repeated_images(seed: int) -> None:
     # each detection's copies together).
     rng = np.random.default_rng(seed)
     dets = [ImageDetections(d.boxes, d.scores + rng.random(len(d.scores)) * 1e-6, d.labels) for d in dets]
-    fast = da.WeightedCoco(*to_coco(truths, dets, names), "bbox").headline(weights)
+    fast = da.WeightedCoco.from_dicts(*to_coco(truths, dets, names), "bbox").headline(weights)
     rep_t = [t for t, w in zip(truths, weights, strict=True) for _ in range(w)]
     rep_d = [d for d, w in zip(dets, weights, strict=True) for _ in range(w)]
     want = detection_metrics(rep_t, rep_d, names)

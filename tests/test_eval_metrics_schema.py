@@ -69,3 +69,28 @@ def test_broken_documents_fail_naming_the_place(path: list[Any], value: Any, exp
         validate(doc)
     assert expected in str(err.value), str(err.value)
     assert errors(doc) == err.value.problems
+
+
+def test_comparison_best_is_read_from_the_document_and_minimised_metrics_win_low(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """comparison.best (catalog.benchmark_best) is the highest value, the lowest for a minimised metric;
+    the report marks the model the document names instead of recomputing it."""
+    import dataclasses
+    import re
+
+    from kubeforge.evaluation.report import render_report
+    from kubeforge.models import catalog
+
+    doc = v2_doc("classification", ("a", "b"))
+    assert doc["comparison"]["best"]["accuracy"] == "a"  # a is the better fixture model
+    assert set(doc["comparison"]["best"]) >= {*catalog.BENCHMARK_METRICS["classification"].headline} - {"threshold"}
+    doc["comparison"]["best"]["accuracy"] = "b"
+    html = render_report(doc)
+    table = html[html.index("<table class='comparison'>"):]
+    row = re.search(r"<tr><td class=\"l\">accuracy</td>(.*?)</tr>", table)
+    assert row is not None
+    assert [('class="best"' in c) for c in row.group(1).split("</td>")[:2]] == [False, True]
+    spec = dataclasses.replace(catalog.BENCHMARK_METRICS["classification"], report_extra=("ece",))
+    monkeypatch.setitem(catalog.BENCHMARK_METRICS, "classification", spec)
+    doc["models"]["a"]["metrics"]["ece"], doc["models"]["b"]["metrics"]["ece"] = 0.2, 0.05
+    best = catalog.benchmark_best(doc["models"], ["a", "b"])
+    assert best["ece"] == "b" and best["accuracy"] == "a"

@@ -15,7 +15,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from kubeforge.datasets.formats.common import mask_to_rle, polygons_to_mask
-from kubeforge.evaluation.detection import STAT_NAMES, ImageDetections, ImageTruth
+from kubeforge.evaluation.cocoeval import STAT_NAMES
+from kubeforge.evaluation.detection import ImageDetections, ImageTruth
 from kubeforge.evaluation.instances import ImageInstances, instance_metrics, segm_suite
 from kubeforge.models.preprocess import scale_masks_to_image
 

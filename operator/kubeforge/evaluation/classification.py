@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from kubeforge.evaluation.calibration import calibration
+from kubeforge.models.catalog import BENCHMARK_METRICS
 
 TOP_K = (1, 3, 5)
 
@@ -57,6 +58,20 @@ def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
 
 
+def averages(cm: np.ndarray, num_classes: int) -> dict[str, float]:
+    """accuracy and the macro and weighted precision, recall and F1 of the first `num_classes` classes
+    of a (possibly weighted) confusion matrix; columns past them are predictions of other classes."""
+    scores = per_class_scores(cm)
+    total = float(cm.sum())
+    support = scores["support"][:num_classes].astype(np.float64)
+    out = {"accuracy": float(np.trace(cm[:num_classes, :num_classes]) / total) if total else 0.0}
+    for name in ("precision", "recall", "f1"):
+        values = scores[name][:num_classes]
+        out[f"macro{name.capitalize()}"] = float(values.mean()) if num_classes else 0.0
+        out[f"weighted{name.capitalize()}"] = float((values * support).sum() / total) if total else 0.0
+    return out
+
+
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], probs: np.ndarray | None = None
 ) -> dict[str, Any]:
@@ -70,15 +85,8 @@ def classification_metrics(
     cm = confusion_matrix(y_true, y_pred, num_classes)
     scores = per_class_scores(cm)
     total = int(cm.sum())
-    support = scores["support"].astype(np.float64)
-    out: dict[str, Any] = {
-        "accuracy": float(np.trace(cm) / total) if total else 0.0,
-        "count": total,
-    }
-    for name in ("precision", "recall", "f1"):
-        values = scores[name]
-        out[f"macro{name.capitalize()}"] = float(values.mean()) if num_classes else 0.0
-        out[f"weighted{name.capitalize()}"] = float((values * support).sum() / total) if total else 0.0
+    out: dict[str, Any] = {"accuracy": 0.0, "count": total}
+    out.update(averages(cm, num_classes))
     out["confusionMatrix"] = {"labels": list(class_names), "matrix": cm.tolist()}
     out["perClass"] = [
         {
@@ -134,9 +142,6 @@ def roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-HEADLINE = ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1")
-
-
 def weighted_headline(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, weights: np.ndarray,
                       classes: Sequence[int] | None = None) -> dict[str, float | None]:
     """The headline metrics with each image counted `weights[i]` times (a bootstrap resample).
@@ -150,21 +155,17 @@ def weighted_headline(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, 
     w = np.asarray(weights, dtype=np.float64)
     cm = np.bincount(y_true * num_classes + y_pred, weights=w, minlength=num_classes * num_classes)
     cm = cm.reshape(num_classes, num_classes)
-    keep = np.arange(num_classes) if classes is None else np.asarray(classes, dtype=np.int64)
-    rows = cm[keep]
-    total = rows.sum()
-    tp = rows[np.arange(len(keep)), keep]
-    precision = _safe_div(tp, rows[:, keep].sum(axis=0) if classes is not None else cm.sum(axis=0))
-    support = rows.sum(axis=1)
-    recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
-    return {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macroPrecision": float(precision.mean()) if len(keep) else 0.0,
-        "macroRecall": float(recall.mean()) if len(keep) else 0.0,
-        "macroF1": float(f1.mean()) if len(keep) else 0.0,
-        "weightedF1": float((f1 * support).sum() / total) if total else 0.0,
-    }
+    if classes is not None:
+        keep = np.asarray(classes, dtype=np.int64)
+        rows = cm[keep]
+        # The subset's own columns, then one column of the predictions outside it (errors, not predictions
+        # of a subset class): precision counts only the former, recall and support count both.
+        inside = rows[:, keep]
+        cm = np.zeros((len(keep) + 1, len(keep) + 1))
+        cm[:-1, :-1] = inside
+        cm[:-1, -1] = rows.sum(axis=1) - inside.sum(axis=1)
+    scores = averages(cm, num_classes if classes is None else len(classes))
+    return {k: scores[k] for k in BENCHMARK_METRICS["classification"].headline}
 
 
 def _labels(values: np.ndarray, num_classes: int, what: str) -> np.ndarray:

@@ -44,7 +44,7 @@ from kubeforge.evaluation.coco_files import (
     parse_results,
 )
 
-__all__ = ["STAT_NAMES", "CocoEvaluator", "CocoInputError", "summary_lines"]
+__all__ = ["STAT_NAMES", "CocoEvaluator", "CocoInputError", "iou_cap", "summary_lines"]
 
 IouType = Literal["bbox", "segm"]
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -56,6 +56,7 @@ MAX_DETS = (1, 10, 100)
 AREA_RNG = ((0 ** 2, 1e5 ** 2), (0 ** 2, 32 ** 2), (32 ** 2, 96 ** 2), (96 ** 2, 1e5 ** 2))
 AREA_LBL = ("all", "small", "medium", "large")
 _EPS = np.spacing(1)
+
 # (ap, iouThr, areaRng, maxDets) of each of the 12 numbers, as COCOeval.summarize lists them.
 _SUMMARY = (
     (1, None, "all", 100), (1, .5, "all", 100), (1, .75, "all", 100),
@@ -63,6 +64,11 @@ _SUMMARY = (
     (0, None, "all", 1), (0, None, "all", 10), (0, None, "all", 100),
     (0, None, "small", 100), (0, None, "medium", 100), (0, None, "large", 100),
 )
+
+
+def iou_cap(threshold: float | np.ndarray) -> np.ndarray:
+    """The IoU a match needs (>=): pycocotools' min(t, 1 - 1e-10), so that t = 1 still matches a perfect overlap."""
+    return np.minimum(threshold, 1 - 1e-10)
 
 
 def _bbox_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
@@ -150,7 +156,7 @@ class CocoEvaluator:
             best = np.maximum.reduceat(ious, pair_start[:-1][gcount > 0]) if P else np.zeros(0)
             det_best = np.full(D, -1.0)
             det_best[gcount > 0] = best
-            cand = det_best >= min(IOU_THRS[0], 1 - 1e-10)
+            cand = det_best >= iou_cap(IOU_THRS[0])
             if cand.any():
                 self._match(cand, dkey_s, gstart, gcount, pair_start, ious, gt, gt_ig, matched, matched_ig,
                             matched_nz)
@@ -220,7 +226,7 @@ class CocoEvaluator:
                pair_start: np.ndarray, ious: np.ndarray, gt: GroundTruth, gt_ig: np.ndarray,
                matched: np.ndarray, matched_ig: np.ndarray, matched_nz: np.ndarray) -> None:
         """Greedy matching of the candidate detections, all groups at once, one detection rank per step."""
-        thr = np.minimum(IOU_THRS, 1 - 1e-10)
+        thr = iou_cap(IOU_THRS)
         A, T = gt_ig.shape[0], len(thr)
         cj = np.flatnonzero(cand)  # candidate detections, grouped, in score order within a group
         ckey = dkey_s[cj]

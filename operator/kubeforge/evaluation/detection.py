@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-MAX_DETS = 100  # COCO's per-image (per-class for matching) detection cap
+from kubeforge.evaluation.cocoeval import IOU_THRS, MAX_DETS, CocoEvaluator, iou_cap
+
 CURVE_POINTS = 200  # enough to draw smooth curves without bloating metrics.json
 
 
@@ -105,28 +106,22 @@ def to_coco(
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def _none_if_absent(value: float) -> float | None:
-    # COCO marks "no ground truth to measure against" with -1; JSON gets null, not a fake score.
-    return None if value < 0 else float(value)
-
-
 def coco_suite(
     truths: Sequence[ImageTruth], detections: Sequence[ImageDetections], class_names: Sequence[str]
 ) -> dict[str, Any]:
     """AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l and per-class AP (IoU .50:.95), as floats or None."""
-    gt_dict, results = to_coco(truths, detections, class_names)
-    return coco_stats(gt_dict, results, len(class_names), "bbox")
+    return evaluator_suite(CocoEvaluator.from_dicts(*to_coco(truths, detections, class_names), "bbox"),
+                           len(class_names))
 
 
 def coco_stats(gt_dict: dict[str, Any], results: list[dict[str, Any]], num_classes: int,
                iou_type: str) -> dict[str, Any]:
     """The COCO suite of `to_coco`-shaped inputs for boxes ("bbox") or masks ("segm", RLE or polygons)."""
-    from kubeforge.evaluation.cocoeval import IOU_THRS, CocoEvaluator
+    return evaluator_suite(CocoEvaluator.from_dicts(gt_dict, results, iou_type), num_classes)  # type: ignore[arg-type]
 
-    evaluator = CocoEvaluator.from_dicts(gt_dict, results, iou_type)  # type: ignore[arg-type]
+
+def evaluator_suite(evaluator: CocoEvaluator, num_classes: int) -> dict[str, Any]:
+    """The COCO suite (the 12 numbers and perClass AP, AP50) of an evaluator built on `to_coco`-shaped inputs."""
     out: dict[str, Any] = dict(evaluator.stats())
     # precision: [iouThr, recall, class, areaRange, maxDets]; area "all" = 0, maxDets 100 = last.
     precision = evaluator.precision()
@@ -167,50 +162,91 @@ class Matches:
     num_gt: np.ndarray  # int [C]: non-crowd ground truths per class
 
 
+@dataclass
+class ImageMatches:
+    """One image's COCO matching at one IoU: kept (not crowd-absorbed) detections and their objects."""
+
+    scores: np.ndarray  # float [D]
+    labels: np.ndarray  # int [D]
+    matched: np.ndarray  # int [D]: index into the image's ground truth of the TP match, -1 for none
+    iou: np.ndarray  # float [D]: IoU with the matched object (0 without)
+    boxes: np.ndarray  # float [D, 4]
+    truth: ImageTruth
+
+
+def match_image(gt: ImageTruth, dt: ImageDetections, num_classes: int, iou_threshold: float) -> ImageMatches:
+    """COCO's greedy matching of one image at one IoU, keeping which object each detection matched;
+    detections matched to crowd regions are dropped (neither right nor wrong)."""
+    threshold = iou_cap(iou_threshold)
+    scores, labels, matched, ious, boxes = [], [], [], [], []
+    for c in range(num_classes):
+        g_idx = np.flatnonzero(gt.labels == c)
+        # Non-crowd ground truths first, as COCO sorts them, so a real match beats a crowd one.
+        g_idx = g_idx[np.argsort(gt.iscrowd[g_idx], kind="mergesort")]
+        crowd = gt.iscrowd[g_idx]
+        d_idx = np.flatnonzero(dt.labels == c)
+        # COCO's detection cap holds per image and class.
+        d_idx = d_idx[np.argsort(-dt.scores[d_idx], kind="mergesort")][:MAX_DETS[-1]]
+        if len(d_idx) == 0:
+            continue
+        iou = _iou_matrix(dt.boxes[d_idx], gt.boxes[g_idx], crowd)
+        taken = np.zeros(len(g_idx), dtype=bool)
+        for d in range(len(d_idx)):
+            best, m = threshold, -1
+            for g in range(len(g_idx)):
+                if taken[g] and not crowd[g]:
+                    continue
+                # Once matched to a real object, never trade it for a crowd region.
+                if m > -1 and not crowd[m] and crowd[g]:
+                    break
+                if iou[d, g] < best:
+                    continue
+                best, m = iou[d, g], g
+            if m > -1 and crowd[m]:
+                continue  # absorbed by a crowd region: neither right nor wrong
+            if m > -1:
+                taken[m] = True
+            scores.append(dt.scores[d_idx[d]])
+            labels.append(c)
+            matched.append(int(g_idx[m]) if m > -1 else -1)
+            ious.append(float(iou[d, m]) if m > -1 else 0.0)
+            boxes.append(dt.boxes[d_idx[d]])
+    return ImageMatches(
+        scores=np.asarray(scores, dtype=np.float64), labels=np.asarray(labels, dtype=np.int64),
+        matched=np.asarray(matched, dtype=np.int64), iou=np.asarray(ious, dtype=np.float64),
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), truth=gt,
+    )
+
+
+def match_all(truths: Sequence[ImageTruth], detections: Sequence[ImageDetections], num_classes: int,
+              iou_threshold: float) -> list[ImageMatches]:
+    return [match_image(gt, dt, num_classes, iou_threshold) for gt, dt in zip(truths, detections, strict=True)]
+
+
+def to_matches(images: Sequence[ImageMatches], num_classes: int, classes: Sequence[int] | None = None) -> Matches:
+    """The pooled `Matches` (for `operating_point`), optionally of a subset of classes."""
+    keep = set(range(num_classes) if classes is None else classes)
+    scores, labels, tp = [], [], []
+    num_gt = np.zeros(num_classes, dtype=np.int64)
+    for im in images:
+        sel = np.isin(im.labels, list(keep))
+        scores.append(im.scores[sel])
+        labels.append(im.labels[sel])
+        tp.append(im.matched[sel] >= 0)
+        real = ~im.truth.iscrowd
+        num_gt += np.bincount(im.truth.labels[real], minlength=num_classes)[:num_classes]
+    mask = np.isin(np.arange(num_classes), list(keep))
+    return Matches(scores=np.concatenate(scores) if scores else np.zeros(0),
+                   labels=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
+                   tp=np.concatenate(tp) if tp else np.zeros(0, dtype=bool),
+                   num_gt=np.where(mask, num_gt, 0))
+
+
 def match_detections(
     truths: Sequence[ImageTruth], detections: Sequence[ImageDetections], num_classes: int, iou_threshold: float
 ) -> Matches:
-    """COCO's greedy matching at one IoU; detections matched to crowd regions are dropped."""
-    scores, labels, tps = [], [], []
-    num_gt = np.zeros(num_classes, dtype=np.int64)
-    threshold = min(iou_threshold, 1 - 1e-10)
-    for gt, dt in zip(truths, detections, strict=True):
-        for c in range(num_classes):
-            g_idx = np.flatnonzero(gt.labels == c)
-            # Non-crowd ground truths first, as COCO sorts them, so a real match beats a crowd one.
-            g_idx = g_idx[np.argsort(gt.iscrowd[g_idx], kind="mergesort")]
-            crowd = gt.iscrowd[g_idx]
-            num_gt[c] += int((~crowd).sum())
-            d_idx = np.flatnonzero(dt.labels == c)
-            d_idx = d_idx[np.argsort(-dt.scores[d_idx], kind="mergesort")][:MAX_DETS]
-            if len(d_idx) == 0:
-                continue
-            ious = _iou_matrix(dt.boxes[d_idx], gt.boxes[g_idx], crowd)
-            taken = np.zeros(len(g_idx), dtype=bool)
-            for d in range(len(d_idx)):
-                best, m = threshold, -1
-                for g in range(len(g_idx)):
-                    if taken[g] and not crowd[g]:
-                        continue
-                    # Once matched to a real object, never trade it for a crowd region.
-                    if m > -1 and not crowd[m] and crowd[g]:
-                        break
-                    if ious[d, g] < best:
-                        continue
-                    best, m = ious[d, g], g
-                if m > -1 and crowd[m]:
-                    continue  # absorbed by a crowd region: neither right nor wrong
-                if m > -1:
-                    taken[m] = True
-                scores.append(dt.scores[d_idx[d]])
-                labels.append(c)
-                tps.append(m > -1)
-    return Matches(
-        scores=np.asarray(scores, dtype=np.float64),
-        labels=np.asarray(labels, dtype=np.int64),
-        tp=np.asarray(tps, dtype=bool),
-        num_gt=num_gt,
-    )
+    """COCO's greedy matching at one IoU, pooled over the images (`match_all`, `to_matches`)."""
+    return to_matches(match_all(truths, detections, num_classes, iou_threshold), num_classes)
 
 
 def _f1(p: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -267,10 +303,19 @@ def detection_metrics(
     detections: Sequence[ImageDetections],
     class_names: Sequence[str],
     iou_threshold: float = 0.5,
+    evaluator: CocoEvaluator | None = None,
+    matched: Sequence[ImageMatches] | None = None,
 ) -> dict[str, Any]:
-    """The whole detection suite, JSON-ready: COCO stats, operating point, per-class rows, curve."""
-    suite = coco_suite(truths, detections, class_names)
-    point = operating_point(match_detections(truths, detections, len(class_names), iou_threshold), class_names)
+    """The whole detection suite, JSON-ready: COCO stats, operating point, per-class rows, curve.
+
+    `evaluator` (the "bbox" CocoEvaluator of `to_coco(truths, detections, class_names)`) and `matched`
+    (`match_all` at `iou_threshold`) are reused when the caller already has them."""
+    if evaluator is None:
+        evaluator = CocoEvaluator.from_dicts(*to_coco(truths, detections, class_names), "bbox")
+    if matched is None:
+        matched = match_all(truths, detections, len(class_names), iou_threshold)
+    suite = evaluator_suite(evaluator, len(class_names))
+    point = operating_point(to_matches(matched, len(class_names)), class_names)
     per_class = [
         {**row, "AP": ap["AP"], "AP50": ap["AP50"]}
         for row, ap in zip(point.pop("perClass"), suite.pop("perClass"), strict=True)

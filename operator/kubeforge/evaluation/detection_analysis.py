@@ -3,7 +3,7 @@ results by object size, per-class PR curves, per-image scores and the pieces the
 
 Everything here is at one IoU (`spec.iouThreshold`) and the operating point (the F1-optimal
 confidence of `detection.operating_point`): a detection is kept when its score is at least
-that threshold. Matching is COCO's greedy rule exactly as `detection.match_detections` does it
+that threshold. Matching is `detection.match_all`, COCO's greedy rule, the operating point's too
 (per image and class, detections by descending score, at most 100 per class; crowd regions
 absorb detections, which are then neither right nor wrong), so the TP count here is the
 operating point's.
@@ -31,95 +31,26 @@ the non-crowd objects in the range and `recall` the share of them found at the o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kubeforge.evaluation.calibration import calibration
-from kubeforge.evaluation.cocoeval import IOU_THRS, CocoEvaluator
-from kubeforge.evaluation.detection import MAX_DETS, ImageDetections, ImageTruth, Matches, _iou_matrix, to_coco
+from kubeforge.evaluation.cocoeval import AREA_LBL, AREA_RNG, IOU_THRS, CocoEvaluator, iou_cap
+from kubeforge.evaluation.detection import (  # noqa: F401 - match_all, to_matches: this module's API too
+    ImageMatches,
+    ImageTruth,
+    _iou_matrix,
+    match_all,
+    operating_point,
+    to_matches,
+)
 
-SIZES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+# COCO's object-size ranges, "all" left out.
+SIZES = dict(zip(AREA_LBL[1:], AREA_RNG[1:], strict=True))
 SIZE_STATS = {"small": ("APs", "ARs"), "medium": ("APm", "ARm"), "large": ("APl", "ARl")}
 TOP_PAIRS = 10
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
-
-
-@dataclass
-class ImageMatches:
-    """One image's COCO matching at one IoU: kept (not crowd-absorbed) detections and their objects."""
-
-    scores: np.ndarray  # float [D]
-    labels: np.ndarray  # int [D]
-    matched: np.ndarray  # int [D]: index into the image's ground truth of the TP match, -1 for none
-    iou: np.ndarray  # float [D]: IoU with the matched object (0 without)
-    boxes: np.ndarray  # float [D, 4]
-    truth: ImageTruth
-
-
-def match_image(gt: ImageTruth, dt: ImageDetections, num_classes: int, iou_threshold: float) -> ImageMatches:
-    """`detection.match_detections` for one image, keeping which object each detection matched."""
-    threshold = min(iou_threshold, 1 - 1e-10)
-    scores, labels, matched, ious, boxes = [], [], [], [], []
-    for c in range(num_classes):
-        g_idx = np.flatnonzero(gt.labels == c)
-        g_idx = g_idx[np.argsort(gt.iscrowd[g_idx], kind="mergesort")]
-        crowd = gt.iscrowd[g_idx]
-        d_idx = np.flatnonzero(dt.labels == c)
-        d_idx = d_idx[np.argsort(-dt.scores[d_idx], kind="mergesort")][:MAX_DETS]
-        if len(d_idx) == 0:
-            continue
-        iou = _iou_matrix(dt.boxes[d_idx], gt.boxes[g_idx], crowd)
-        taken = np.zeros(len(g_idx), dtype=bool)
-        for d in range(len(d_idx)):
-            best, m = threshold, -1
-            for g in range(len(g_idx)):
-                if taken[g] and not crowd[g]:
-                    continue
-                if m > -1 and not crowd[m] and crowd[g]:
-                    break
-                if iou[d, g] < best:
-                    continue
-                best, m = iou[d, g], g
-            if m > -1 and crowd[m]:
-                continue
-            if m > -1:
-                taken[m] = True
-            scores.append(dt.scores[d_idx[d]])
-            labels.append(c)
-            matched.append(int(g_idx[m]) if m > -1 else -1)
-            ious.append(float(iou[d, m]) if m > -1 else 0.0)
-            boxes.append(dt.boxes[d_idx[d]])
-    return ImageMatches(
-        scores=np.asarray(scores, dtype=np.float64), labels=np.asarray(labels, dtype=np.int64),
-        matched=np.asarray(matched, dtype=np.int64), iou=np.asarray(ious, dtype=np.float64),
-        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), truth=gt,
-    )
-
-
-def match_all(truths: Sequence[ImageTruth], detections: Sequence[ImageDetections], num_classes: int,
-              iou_threshold: float) -> list[ImageMatches]:
-    return [match_image(gt, dt, num_classes, iou_threshold) for gt, dt in zip(truths, detections, strict=True)]
-
-
-def to_matches(images: Sequence[ImageMatches], num_classes: int, classes: Sequence[int] | None = None) -> Matches:
-    """The pooled `detection.Matches` (for `operating_point`), optionally of a subset of classes."""
-    keep = set(range(num_classes) if classes is None else classes)
-    scores, labels, tp = [], [], []
-    num_gt = np.zeros(num_classes, dtype=np.int64)
-    for im in images:
-        sel = np.isin(im.labels, list(keep))
-        scores.append(im.scores[sel])
-        labels.append(im.labels[sel])
-        tp.append(im.matched[sel] >= 0)
-        real = ~im.truth.iscrowd
-        num_gt += np.bincount(im.truth.labels[real], minlength=num_classes)[:num_classes]
-    mask = np.isin(np.arange(num_classes), list(keep))
-    return Matches(scores=np.concatenate(scores) if scores else np.zeros(0),
-                   labels=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
-                   tp=np.concatenate(tp) if tp else np.zeros(0, dtype=bool),
-                   num_gt=np.where(mask, num_gt, 0))
 
 
 def _kept(threshold: float | None) -> float:
@@ -162,7 +93,7 @@ def prf(counts: np.ndarray, weights: np.ndarray | None = None) -> dict[str, floa
 def confusion_with_background(images: Sequence[ImageMatches], num_classes: int, threshold: float | None,
                               iou_threshold: float) -> np.ndarray:
     """int64 [C+1, C+1] (module docstring); index C is background."""
-    t, thr = _kept(threshold), min(iou_threshold, 1 - 1e-10)
+    t, thr = _kept(threshold), iou_cap(iou_threshold)
     bg = num_classes
     cm = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for im in images:
@@ -270,21 +201,26 @@ def subset_coco(gt_dict: dict[str, Any], results: list[dict[str, Any]], classes:
 
 
 class WeightedCoco:
-    """COCO's 12 numbers for image weights (bootstrap multiplicities), evaluated once.
+    """COCO's 12 numbers for image weights (bootstrap multiplicities) of one evaluation.
 
-    Uses `evaluation.cocoeval.CocoEvaluator` (which accepts image weights); `available` is False
-    without it, and then AP intervals are left out."""
+    Wraps an `evaluation.cocoeval.CocoEvaluator` (which accepts image weights); `available` is False
+    without one, and then AP intervals are left out."""
 
-    def __init__(self, gt_dict: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> None:
-        self.available = False
+    def __init__(self, evaluator: CocoEvaluator | None) -> None:
+        self.available = evaluator is not None
+        if evaluator is None:
+            return
+        self._evaluator = evaluator
+        # Weights are given in our image order (COCO image id = position + 1).
+        self._order = np.asarray([int(i) - 1 for i in evaluator.image_ids], dtype=np.int64)
+
+    @classmethod
+    def from_dicts(cls, gt_dict: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> WeightedCoco:
         try:
-            self._evaluator = CocoEvaluator.from_dicts(gt_dict, results, iou_type)
+            return cls(CocoEvaluator.from_dicts(gt_dict, results, iou_type))  # type: ignore[arg-type]
         except ValueError:
             # Inputs the evaluator refuses: no AP intervals (`detection.coco_stats` would refuse them too).
-            return
-        # Weights are given in our image order (COCO image id = position + 1).
-        self._order = np.asarray([int(i) - 1 for i in self._evaluator.image_ids], dtype=np.int64)
-        self.available = True
+            return cls(None)
 
     def stats(self, weights: np.ndarray | None = None) -> dict[str, float | None]:
         """All 12 numbers (None where COCO says -1)."""
@@ -320,13 +256,18 @@ class WeightedCoco:
 class ObjectStats:
     """The headline metrics of a detection (or instance-segmentation) evaluation for image weights and,
     for comparisons across class sets, a subset of classes (then COCO AP is over those categories and
-    the operating threshold is the F1-optimal one of their detections)."""
+    the operating threshold is the F1-optimal one of their detections).
+
+    `box` and `mask`: the evaluators of `coco` and `segm` with every class, when the caller has them
+    (each COCO evaluation is then built once per model)."""
 
     def __init__(self, truths: Sequence[ImageTruth], images: Sequence[ImageMatches], coco: tuple[dict[str, Any],
                  list[dict[str, Any]]], class_names: Sequence[str], threshold: float | None,
-                 segm: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> None:
+                 segm: tuple[dict[str, Any], list[dict[str, Any]]] | None = None, *,
+                 box: CocoEvaluator | None = None, mask: CocoEvaluator | None = None) -> None:
         self.images, self.class_names, self.threshold = list(images), list(class_names), threshold
         self._coco, self._segm = coco, segm
+        self._evaluators = (box, mask)
         self._cache: dict[tuple[int, ...] | None, tuple[np.ndarray, WeightedCoco, WeightedCoco | None]] = {}
         self._pools: dict[tuple[str, tuple[int, ...] | None], tuple[np.ndarray, ...]] = {}
 
@@ -372,44 +313,34 @@ class ObjectStats:
     def _parts(self, classes: Sequence[int] | None) -> tuple[np.ndarray, WeightedCoco, WeightedCoco | None]:
         key = None if classes is None else tuple(sorted(int(k) for k in classes))
         if key not in self._cache:
-            from kubeforge.evaluation.detection import operating_point
-
             threshold = self.threshold
             if key is not None:
                 threshold = operating_point(to_matches(self.images, len(self.class_names), key),
                                             self.class_names)["threshold"]
             counts = per_image_counts(self.images, threshold, key)
-            box = WeightedCoco(*subset_coco(*self._coco, key), "bbox")
-            mask = WeightedCoco(*subset_coco(*self._segm, key), "segm") if self._segm is not None else None
+            given_box, given_mask = self._evaluators if key is None else (None, None)
+            box = WeightedCoco(given_box) if given_box is not None else WeightedCoco.from_dicts(
+                *subset_coco(*self._coco, key), "bbox")
+            mask = None
+            if given_mask is not None:
+                mask = WeightedCoco(given_mask)
+            elif self._segm is not None:
+                mask = WeightedCoco.from_dicts(*subset_coco(*self._segm, key), "segm")
             self._cache[key] = (counts, box, mask)
         return self._cache[key]
 
     def __call__(self, weights: np.ndarray | None, classes: Sequence[int] | None = None) -> dict[str, float | None]:
         counts, box, mask = self._parts(classes)
         out: dict[str, float | None] = {}
-        suite = box.headline(weights)
-        out.update({k: suite.get(k) for k in ("AP", "AP50", "AP75") if k in suite})
         if mask is not None:
-            masks = mask.headline(weights)
-            out.update({f"mask{k}": masks.get(k) for k in ("AP", "AP50", "AP75") if k in masks})
+            out.update({f"mask{k}": v for k, v in mask.headline(weights).items()})
+        out.update(box.headline(weights))
         out.update(prf(counts, weights))
         out["threshold"] = self.threshold_for(np.ones(len(self.images)) if weights is None else weights, classes)
         return out
 
     def precision(self) -> np.ndarray:
         return self._parts(None)[1].precision()
-
-
-def segm_coco(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Any]], instances: Sequence[Any],
-              class_names: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The `segm` COCO inputs `instances.segm_suite` evaluates (masks as segmentations, no result boxes)."""
-    gt_dict, results = to_coco(truths, [inst.detections for inst in instances], class_names)
-    for ann, seg in zip(gt_dict["annotations"], [s for per_image in segmentations for s in per_image], strict=True):
-        ann["segmentation"] = seg
-    for res, rle in zip(results, [r for inst in instances for r in inst.masks], strict=True):
-        res["segmentation"] = rle
-        del res["bbox"]
-    return gt_dict, results
 
 
 def mask_by_size(images: Sequence[ImageMatches], mask_suite: dict[str, Any]) -> dict[str, Any]:

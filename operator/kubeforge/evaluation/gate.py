@@ -19,29 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from kubeforge.api.benchmark import GateCheck, GateCondition, GateResult
+from kubeforge.models.catalog import BENCHMARK_METRICS, BENCHMARK_MINIMISED, BENCHMARK_NESTED
 
 # Metrics where lower is better: a candidate "beats" a baseline by being lower, and wins by being lowest.
-MINIMISED = frozenset({"ece", "mce", "calibration.ece", "calibration.mce"})
+MINIMISED = BENCHMARK_MINIMISED
 # Metrics that live below `metrics` in the document, by the name a gate uses.
-NESTED: dict[str, tuple[str, ...]] = {
-    "ece": ("calibration", "ece"),
-    "mce": ("calibration", "mce"),
-    "calibration.ece": ("calibration", "ece"),
-    "calibration.mce": ("calibration", "mce"),
-    "matchedIoU": ("matchedIoU",),
-    "boundaryIoU": ("boundaryIoU",),
-    "rocAuc": ("rocAuc",),
-    "top1": ("topK", "top1"),
-    "top3": ("topK", "top3"),
-    "top5": ("topK", "top5"),
-}
+NESTED = BENCHMARK_NESTED
 # Without a gate, the winner is the best model on its task's first headline metric.
-FIRST_HEADLINE = {
-    "object-detection": "AP",
-    "instance-segmentation": "maskAP",
-    "semantic-segmentation": "mIoU",
-    "classification": "accuracy",
-}
+FIRST_HEADLINE = {task: m.headline[0] for task, m in BENCHMARK_METRICS.items()}
 # Headline entries that are settings, not scores.
 NOT_SCORES = frozenset({"threshold"})
 

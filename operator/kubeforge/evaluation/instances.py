@@ -18,7 +18,16 @@ import numpy as np
 
 from kubeforge.datasets.formats.common import mask_to_rle
 from kubeforge.datasets.manifest import Manifest, Segmentation
-from kubeforge.evaluation.detection import ImageDetections, ImageTruth, coco_stats, detection_metrics, to_coco
+from kubeforge.evaluation.cocoeval import STAT_NAMES, CocoEvaluator
+from kubeforge.evaluation.detection import (
+    ImageDetections,
+    ImageMatches,
+    ImageTruth,
+    coco_stats,
+    detection_metrics,
+    evaluator_suite,
+    to_coco,
+)
 from kubeforge.evaluation.groundtruth import ClassMap
 from kubeforge.evaluation.segmentation import box_mask, object_mask
 
@@ -60,9 +69,10 @@ def truth_segmentations(manifest: Manifest, indices: Sequence[int], classes: Cla
     return out
 
 
-def segm_suite(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Segmentation]],
-               instances: Sequence[ImageInstances], class_names: Sequence[str]) -> dict[str, Any]:
-    """COCO's suite on masks (AP, AP50, ..., perClass), as floats or None."""
+def segm_coco(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Segmentation]],
+              instances: Sequence[ImageInstances], class_names: Sequence[str]
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The `segm` COCO inputs: `to_coco`'s with masks as segmentations and no result boxes."""
     gt_dict, results = to_coco(truths, [inst.detections for inst in instances], class_names)
     # to_coco lists annotations and results image by image in their given order: attach masks alike.
     gt_segms = [seg for per_image in segmentations for seg in per_image]
@@ -75,16 +85,28 @@ def segm_suite(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Se
         res["segmentation"] = rle
         # A segm result is its mask; COCO derives the box and area from it (a box here would set the area).
         del res["bbox"]
-    return coco_stats(gt_dict, results, len(class_names), "segm")
+    return gt_dict, results
+
+
+def segm_suite(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Segmentation]],
+               instances: Sequence[ImageInstances], class_names: Sequence[str]) -> dict[str, Any]:
+    """COCO's suite on masks (AP, AP50, ..., perClass), as floats or None."""
+    return coco_stats(*segm_coco(truths, segmentations, instances, class_names), len(class_names), "segm")
 
 
 def instance_metrics(truths: Sequence[ImageTruth], segmentations: Sequence[Sequence[Segmentation]],
                      instances: Sequence[ImageInstances], class_names: Sequence[str],
-                     iou_threshold: float = 0.5) -> dict[str, Any]:
-    """The detection suite on boxes plus the mask suite (see the module docstring), JSON-ready."""
-    metrics = detection_metrics(truths, [inst.detections for inst in instances], class_names, iou_threshold)
-    mask = segm_suite(truths, segmentations, instances, class_names)
+                     iou_threshold: float = 0.5, box: CocoEvaluator | None = None,
+                     segm: CocoEvaluator | None = None, matched: Sequence[ImageMatches] | None = None
+                     ) -> dict[str, Any]:
+    """The detection suite on boxes plus the mask suite (see the module docstring), JSON-ready.
+
+    `box`, `segm` (the evaluators of `to_coco` and `segm_coco`) and `matched` are reused when given."""
+    metrics = detection_metrics(truths, [inst.detections for inst in instances], class_names, iou_threshold,
+                                box, matched)
+    mask = (evaluator_suite(segm, len(class_names)) if segm is not None
+            else segm_suite(truths, segmentations, instances, class_names))
     for row, ap in zip(metrics["perClass"], mask.pop("perClass"), strict=True):
         row["maskAP"], row["maskAP50"] = ap["AP"], ap["AP50"]
-    metrics.update(maskAP=mask["AP"], maskAP50=mask["AP50"], maskAP75=mask["AP75"], mask=mask)
+    metrics.update({f"mask{k}": mask[k] for k in STAT_NAMES[:3]}, mask=mask)
     return metrics

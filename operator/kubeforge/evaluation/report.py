@@ -36,26 +36,14 @@ from kubeforge.evaluation.report_figures import (
     with_interval,
 )
 from kubeforge.evaluation.report_images import Sample
+from kubeforge.models.catalog import BENCHMARK_METRICS, BenchmarkMetrics
 
-DETECTION_HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
-                      "precision", "recall", "f1", "threshold")
-# Instance segmentation: the mask AP first, then the same box metrics as detection.
-INSTANCE_HEADLINE = ("maskAP", "maskAP50", "maskAP75", *DETECTION_HEADLINE)
 # Tasks whose metrics are the detection suite (curves, per-class AP, box samples).
 OBJECT_TASKS = ("object-detection", "instance-segmentation")
-CLASSIFICATION_HEADLINE = ("accuracy", "macroPrecision", "macroRecall", "macroF1",
-                           "weightedPrecision", "weightedRecall", "weightedF1")
-SEMANTIC_HEADLINE = ("mIoU", "meanDice", "pixelAccuracy", "backgroundIoU")
-# Per-class columns, by task, in order; a column is shown when some row has the key.
-PER_CLASS_COLUMNS = {
-    "semantic-segmentation": [("IoU", "iou"), ("boundary IoU", "boundaryIoU"), ("Dice", "dice"),
-                              ("truth pixels", "truthPixels"), ("predicted pixels", "predictedPixels")],
-    "objects": [("mask AP", "maskAP"), ("mask AP50", "maskAP50"), ("AP", "AP"), ("AP50", "AP50"),
-                ("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("TP", "tp"), ("FP", "fp"),
-                ("FN", "fn"), ("support", "support")],
-    "classification": [("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("ROC AUC", "rocAuc"),
-                       ("support", "support")],
-}
+# How a per-class column is titled, where not by its key.
+COLUMN_TITLES = {"iou": "IoU", "boundaryIoU": "boundary IoU", "dice": "Dice", "truthPixels": "truth pixels",
+                 "predictedPixels": "predicted pixels", "maskAP": "mask AP", "maskAP50": "mask AP50", "f1": "F1",
+                 "tp": "TP", "fp": "FP", "fn": "FN", "rocAuc": "ROC AUC"}
 GROUP_TITLES = {"best": "Best images", "worst": "Worst images", "sample": "Samples",
                 "disagree": "Images where the models disagree"}
 CONFUSED_PAIRS = 10
@@ -78,12 +66,9 @@ table.kv td{text-align:left} table.kv td:first-child{color:#555;background:#fafa
 """
 
 
-def _headline_names(task: str) -> tuple[str, ...]:
-    if task == "instance-segmentation":
-        return INSTANCE_HEADLINE
-    if task == "semantic-segmentation":
-        return SEMANTIC_HEADLINE
-    return DETECTION_HEADLINE if task == "object-detection" else CLASSIFICATION_HEADLINE
+def _task_metrics(task: str) -> BenchmarkMetrics:
+    # A task this version does not know renders as classification: plain scalar metrics.
+    return BENCHMARK_METRICS.get(task, BENCHMARK_METRICS["classification"])
 
 
 def _cell_with_interval(model: Mapping[str, Any], key: str) -> Raw:
@@ -92,12 +77,15 @@ def _cell_with_interval(model: Mapping[str, Any], key: str) -> Raw:
 
 def _headline_table(model: Mapping[str, Any]) -> str:
     metrics = model["metrics"]
-    shown = [k for k in _headline_names(model["task"]) if k in metrics]
-    rows = [[k, _cell_with_interval(model, k)] for k in shown]
+    spec = _task_metrics(model["task"])
+    rows = [[k, _cell_with_interval(model, k)] for k in spec.headline if k in metrics]
+    extra = [[k, metrics[k]] for k in spec.report_extra if k in metrics]
     note = ""
     if model.get("intervals"):
-        note = "<p class='muted'>value [bootstrap interval over the evaluated images]</p>"
-    return f"<h3>Headline metrics</h3>{note}" + table(["metric", "value"], rows, cls="headline")
+        note = "<p class='muted'>value [bootstrap interval over the evaluated images]"
+        note += "; the metrics below the line have no interval</p>" if extra else "</p>"
+        extra = [[f"{k} (no interval)", v] for k, v in extra]
+    return f"<h3>Headline metrics</h3>{note}" + table(["metric", "value"], rows + extra, cls="headline")
 
 
 def _other_metrics(model: Mapping[str, Any]) -> str:
@@ -125,10 +113,9 @@ def _per_class_table(task: str, metrics: Mapping[str, Any]) -> str:
     rows = metrics.get("perClass") or []
     if not rows:
         return ""
-    columns = PER_CLASS_COLUMNS.get(task, PER_CLASS_COLUMNS["objects" if task in OBJECT_TASKS else "classification"])
-    shown = [(h, k) for h, k in columns if any(k in r for r in rows)]
-    return "<h3>Per class</h3>" + table(["class", *(h for h, _ in shown)],
-                                        [[r.get("class"), *(r.get(k) for _, k in shown)] for r in rows])
+    shown = [k for k in _task_metrics(task).per_class if any(k in r for r in rows)]
+    return "<h3>Per class</h3>" + table(["class", *(COLUMN_TITLES.get(k, k) for k in shown)],
+                                        [[r.get("class"), *(r.get(k) for k in shown)] for r in rows])
 
 
 def _confusion(task: str, metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -345,8 +332,12 @@ def _comparison_table(doc: Mapping[str, Any], names: Sequence[str]) -> str:
     order, models = doc["modelOrder"], doc["models"]
     rows: list[list[Any]] = []
     marked: set[tuple[int, int]] = set()
+    best = (doc.get("comparison") or {}).get("best") or {}
     for i, k in enumerate(names):
-        marked |= _best_marks([models[m]["metrics"].get(k) for m in order], i, 1)
+        # The document says which model is best (lower is better for some metrics); marked where 2+ have a value.
+        values = [models[m]["metrics"].get(k) for m in order]
+        if best.get(k) in order and sum(isinstance(v, int | float) for v in values) > 1:
+            marked.add((i, 1 + order.index(best[k])))
         rows.append([k, *(_cell_with_interval(models[m], k) for m in order)])
     ms = [(models[m].get("timings") or {}).get("msPerImage") for m in order]
     marked |= _best_marks(ms, len(rows), 1, higher=False)
@@ -390,7 +381,8 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
     comparison = doc.get("comparison") or {}
     # The models' task: a segmentation model is benchmarked on an object-detection dataset.
     task = models[order[0]]["task"]
-    names = [k for k in _headline_names(task) if k != "threshold"
+    spec = _task_metrics(task)
+    names = [k for k in (*spec.headline, *spec.report_extra) if k != "threshold"
              and any(models[m]["metrics"].get(k) is not None for m in order)]
     warn = ""
     if not comparison.get("sameImages", True):
@@ -402,6 +394,8 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
                  f"{len(shared or [])} classes they share: {escape(listed)}.</p>")
     classes = list(shared) if shared else [r["class"] for r in models[order[0]]["metrics"].get("perClass", [])]
     per_class = {m: models[m]["metrics"].get("perClass", []) for m in order}
+    key = spec.per_class_compared
+    label = COLUMN_TITLES.get(key, key)
     if task in OBJECT_TASKS:
         curves = {m: models[m]["metrics"] for m in order}
         plots = figs.html(pr_figure(curves, "Precision-recall, all models")) + figs.html(
@@ -409,12 +403,9 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
         if any((r.get("curve") or {}).get("recall") for rows in per_class.values() for r in rows):
             plots += figs.html(overlaid_class_pr_figure(per_class, classes, "Precision-recall per class, all models"),
                                width=700)
-        key = "maskAP" if task == "instance-segmentation" else "AP50"
     else:
-        key = "iou" if task == "semantic-segmentation" else "f1"
-        plots = figs.html(per_class_bars(per_class, classes, key, f"{'IoU' if key == 'iou' else 'F1'} per class"))
+        plots = figs.html(per_class_bars(per_class, classes, key, f"{label} per class"))
     if any(key in r for r in per_class[order[0]]):
-        label = {"iou": "IoU", "f1": "F1", "maskAP": "mask AP"}.get(key, key)
         plots += figs.html(per_class_difference_bars(per_class, classes, key, f"{label} per class, difference"))
     speeds = {m: models[m]["speed"] for m in order if isinstance(models[m].get("speed"), Mapping)}
     speed_html = _speed_html(speeds, figs, "Speed, side by side") if speeds else ""

@@ -43,6 +43,7 @@ import numpy as np
 
 from kubeforge.datasets.formats.common import polygons_to_mask, rle_to_mask
 from kubeforge.datasets.manifest import ManifestAnnotation, ManifestImage
+from kubeforge.models.catalog import BENCHMARK_METRICS
 from kubeforge.models.preprocess import mask_to_image
 
 BACKGROUND = "__bg__"
@@ -231,9 +232,6 @@ def boundary_iou(inter: np.ndarray, union: np.ndarray) -> tuple[list[float | Non
     return per_class, (float(np.mean(objects)) if objects else None)
 
 
-HEADLINE = ("mIoU", "meanDice", "pixelAccuracy")
-
-
 def headline(cm: np.ndarray, classes: Sequence[int] | None = None) -> dict[str, float | None]:
     """mIoU, meanDice, pixelAccuracy of a (possibly weighted) confusion matrix.
 
@@ -243,7 +241,7 @@ def headline(cm: np.ndarray, classes: Sequence[int] | None = None) -> dict[str, 
     """
     s = scores(cm)
     if classes is None:
-        return {k: s[k] for k in HEADLINE}
+        return {k: s[k] for k in BENCHMARK_METRICS["semantic-segmentation"].headline}
     keep = np.asarray(list(classes), dtype=np.int64)
     cm = np.asarray(cm, dtype=np.float64)
     rows = np.r_[0, keep]

@@ -11,8 +11,9 @@ entries listed here are the ones we test. `custom` models are listed by their ow
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Task = Literal["classification", "object-detection", "instance-segmentation", "semantic-segmentation"]
 TASKS: tuple[Task, ...] = get_args(Task)
@@ -36,6 +37,90 @@ REPORTED_METRICS: dict[str, tuple[str, ...]] = {
 VALIDATION_METRIC: dict[str, str] = {task: metrics[0] for task, metrics in REPORTED_METRICS.items()}
 # Metrics where lower is better; every other one is maximised.
 MINIMISED_METRICS = frozenset({"val_loss"})
+
+
+@dataclass(frozen=True)
+class BenchmarkMetrics:
+    """What a Benchmark reports of a task (metrics.json keys, `metrics.<key>` of a model entry).
+
+    headline: the model entry's `headline` and the status metrics, in order; each gets a bootstrap
+        interval, so only metrics a resample recomputes cheaply belong here. The first is the one the
+        status line shows and the one a gate without conditions picks the winner on.
+    report_extra: more scalars the report's headline table shows after them, without an interval.
+    per_image: the per-image score (`perImage.metric`) the galleries and disagreements rank by.
+    per_class: the keys of a `perClass` row the report's per-class table shows, in order.
+    per_class_compared: the per-class key a comparison of models plots class by class.
+    minimised: metric names (as a gate names them) where lower is better.
+    """
+
+    headline: tuple[str, ...]
+    report_extra: tuple[str, ...]
+    per_image: str
+    per_class: tuple[str, ...]
+    per_class_compared: str
+    minimised: frozenset[str] = frozenset()
+
+
+# COCO's AP at IoU .50:.95, .50 and .75: what a bootstrap resample recomputes (evaluation.cocoeval's one cell).
+_BOX_AP = ("AP", "AP50", "AP75")
+# The operating point (evaluation.detection): the F1-optimal confidence and what it yields.
+_OPERATING_POINT = ("precision", "recall", "f1", "threshold")
+# COCO's AP by object size and AR: a full accumulation each, too slow per resample.
+_BOX_EXTRA = ("APs", "APm", "APl", "AR1", "AR10", "AR100")
+# Calibration errors (metrics.calibration), by their short and their dotted name.
+_CALIBRATION_MINIMISED = frozenset({"ece", "mce", "calibration.ece", "calibration.mce"})
+# Per-class rows of detection: COCO AP, then the operating point's numbers (evaluation.detection).
+_BOX_PER_CLASS = ("AP", "AP50", "precision", "recall", "f1", "tp", "fp", "fn", "support")
+BENCHMARK_METRICS: dict[str, BenchmarkMetrics] = {
+    "object-detection": BenchmarkMetrics((*_BOX_AP, *_OPERATING_POINT), _BOX_EXTRA, "f1", _BOX_PER_CLASS, "AP",
+                                         _CALIBRATION_MINIMISED),
+    # Masks first: COCO's segm AP is the primary number of instance segmentation.
+    "instance-segmentation": BenchmarkMetrics((*(f"mask{k}" for k in _BOX_AP), *_BOX_AP, *_OPERATING_POINT),
+                                              _BOX_EXTRA, "f1", ("maskAP", "maskAP50", *_BOX_PER_CLASS), "maskAP",
+                                              _CALIBRATION_MINIMISED),
+    "classification": BenchmarkMetrics(("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1"),
+                                       ("weightedPrecision", "weightedRecall"), "trueClassProbability",
+                                       ("precision", "recall", "f1", "rocAuc", "support"), "f1",
+                                       _CALIBRATION_MINIMISED),
+    "semantic-segmentation": BenchmarkMetrics(("mIoU", "meanDice", "pixelAccuracy"), ("backgroundIoU",), "mIoU",
+                                              ("iou", "boundaryIoU", "dice", "truthPixels", "predictedPixels"),
+                                              "iou"),
+}
+# Every name a gate may use for a lower-is-better Benchmark metric.
+BENCHMARK_MINIMISED = frozenset().union(*(m.minimised for m in BENCHMARK_METRICS.values()))
+# Benchmark metrics that live below `metrics` in a model entry, by the name a gate uses.
+BENCHMARK_NESTED: dict[str, tuple[str, ...]] = {
+    "ece": ("calibration", "ece"),
+    "mce": ("calibration", "mce"),
+    "calibration.ece": ("calibration", "ece"),
+    "calibration.mce": ("calibration", "mce"),
+    "matchedIoU": ("matchedIoU",),
+    "boundaryIoU": ("boundaryIoU",),
+    "rocAuc": ("rocAuc",),
+    "top1": ("topK", "top1"),
+    "top3": ("topK", "top3"),
+    "top5": ("topK", "top5"),
+}
+
+
+def benchmark_best(doc_models: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict[str, str]:
+    """metrics.json `comparison.best`: for each metric of the models' headlines and their tasks' report_extra
+    (the threshold, a setting, left out), the model with the highest value, or the lowest for a minimised
+    metric; the first in `order` on ties."""
+    out: dict[str, str] = {}
+    for m in order:
+        spec = BENCHMARK_METRICS.get(doc_models[m].get("task", ""))
+        for k in (*doc_models[m]["headline"], *(spec.report_extra if spec else ())):
+            if k in out or k == "threshold":
+                continue
+            # The headline's rounded value where it has one: the value the table and the status show.
+            values = {n: v for n in order if isinstance(
+                v := doc_models[n]["headline"].get(k, (doc_models[n].get("metrics") or {}).get(k)), int | float)}
+            if values:
+                pick = min if k in BENCHMARK_MINIMISED else max
+                out[k] = pick(values, key=lambda n, values=values: values[n])
+    return out
+
 
 # The dataset-version task each training task reads: segmentation trains on object annotations
 # whose `segmentation` (polygons or RLE) carries the masks.

@@ -26,11 +26,12 @@ from kubeforge.datasets import versions
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.evaluation import bootstrap, detection_analysis
 from kubeforge.evaluation.classification import classification_metrics, weighted_headline
+from kubeforge.evaluation.cocoeval import CocoEvaluator
 from kubeforge.evaluation.detection import ImageDetections, detection_metrics, to_coco
 from kubeforge.evaluation.gate import gate_status
 from kubeforge.evaluation.groundtruth import ClassMap, classification_truth, detection_truth, select_images
 from kubeforge.evaluation.inference import OnnxModel, onnxruntime_version
-from kubeforge.evaluation.instances import ImageInstances, instance_metrics, truth_segmentations
+from kubeforge.evaluation.instances import ImageInstances, instance_metrics, segm_coco, truth_segmentations
 from kubeforge.evaluation.report import render_report
 from kubeforge.evaluation.report_images import (
     Sample,
@@ -59,18 +60,10 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 DETECTION_SAMPLES = 4
 CLASSIFICATION_SAMPLES = 6
-DETECTION_STATUS = ("AP", "AP50", "AP75", "precision", "recall", "f1", "threshold")
-# Instance segmentation: COCO mask AP first (evaluation.instances), then the box metrics of detection.
-INSTANCE_STATUS = ("maskAP", "maskAP50", "maskAP75", *DETECTION_STATUS)
-CLASSIFICATION_STATUS = ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1")
 SEGMENTATION_SAMPLES = 4
-SEMANTIC_STATUS = ("mIoU", "meanDice", "pixelAccuracy")
 GALLERY = 3  # best and worst images per model
 DISAGREEMENTS = 8
 SCHEMA = "https://kubeforge.io/schemas/benchmark-metrics/v2.json"
-# The per-image score of each task (metrics.json perImage.metric).
-PER_IMAGE_METRIC = {"object-detection": "f1", "instance-segmentation": "f1", "semantic-segmentation": "mIoU",
-                    "classification": "trueClassProbability"}
 
 
 def _log(message: str) -> None:
@@ -144,7 +137,7 @@ class _Evaluated:
     metrics: dict[str, Any]
     used: list[int]  # manifest indices, in evaluation order
     samples: list[Sample]  # the spread of samples (group "sample")
-    per_image: list[float | None]  # PER_IMAGE_METRIC of each used image
+    per_image: list[float | None]  # the task's per-image metric (catalog.BENCHMARK_METRICS) of each used image
     draw: Callable[[int], Sample]  # position in `used` -> that image drawn with truth and prediction
     stats_for: StatsFor
     class_index: dict[str, int]  # evaluated class name -> the index stats_for's `classes` takes
@@ -216,22 +209,26 @@ def _evaluate_objects(
         if (n + 1) % 50 == 0:
             _log(f"  {n + 1}/{len(indices)} images")
     names = [classes.model_classes[k] for k in evaluated]
-    segm, segmentations = None, []
+    # One matching and one COCO evaluation per IoU type, shared by the metrics and the bootstrap.
+    matched = detection_analysis.match_all(truths, detections, len(names), iou)
+    coco = to_coco(truths, detections, names)
+    box = CocoEvaluator.from_dicts(*coco, "bbox")
+    segm, segm_evaluator, segmentations = None, None, []
     if masks:
         instances = [ImageInstances(d, m) for d, m in zip(detections, kept_masks, strict=True)]
         segmentations = truth_segmentations(manifest, indices, classes)
-        metrics = instance_metrics(truths, segmentations, instances, names, iou_threshold=iou)
-        segm = detection_analysis.segm_coco(truths, segmentations, instances, names)
+        segm = segm_coco(truths, segmentations, instances, names)
+        segm_evaluator = CocoEvaluator.from_dicts(*segm, "segm")
+        metrics = instance_metrics(truths, segmentations, instances, names, iou, box, segm_evaluator, matched)
     else:
-        metrics = detection_metrics(truths, detections, names, iou_threshold=iou)
+        metrics = detection_metrics(truths, detections, names, iou, box, matched)
     metrics["detectionsOfClassesNotInDataset"] = dropped
     metrics["invalidDetections"] = invalid
     if invalid:
         _log(f"  {invalid} detection(s) with a NaN or infinite box or score were left out")
-    matched = detection_analysis.match_all(truths, detections, len(names), iou)
     metrics.update(detection_analysis.analysis(matched, names, metrics["threshold"], iou, metrics))
-    stats = detection_analysis.ObjectStats(truths, matched, to_coco(truths, detections, names), names,
-                                           metrics["threshold"], segm)
+    stats = detection_analysis.ObjectStats(truths, matched, coco, names, metrics["threshold"], segm, box=box,
+                                           mask=segm_evaluator)
     for row, curve in zip(metrics["perClass"], detection_analysis.pr_curves(stats.precision(), len(names)),
                           strict=True):
         row["curve"] = curve
@@ -295,13 +292,8 @@ def _evaluate_semantic(
 
 
 def _headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
-    if task == "semantic-segmentation":
-        return {k: round(float(metrics[k]), 6) for k in SEMANTIC_STATUS if metrics.get(k) is not None}
-    if task == "instance-segmentation":
-        names = INSTANCE_STATUS
-    else:
-        names = DETECTION_STATUS if task == "object-detection" else CLASSIFICATION_STATUS
-    return {k: round(float(metrics[k]), 6) for k in names if metrics.get(k) is not None}
+    return {k: round(float(metrics[k]), 6) for k in catalog.BENCHMARK_METRICS[task].headline
+            if metrics.get(k) is not None}
 
 
 def evaluate_model(
@@ -354,7 +346,7 @@ def evaluate_model(
         "splitFilesMissing": len(missing),
         "headline": _headline(meta.task, metrics),
         "metrics": metrics,
-        "perImage": {"metric": PER_IMAGE_METRIC[meta.task],
+        "perImage": {"metric": catalog.BENCHMARK_METRICS[meta.task].per_image,
                      "fileNames": [manifest.images[i].file_name for i in used],
                      "values": evaluated.per_image},
         "timings": timings,
@@ -410,11 +402,7 @@ def _galleries(evaluated: _Evaluated, metric: str) -> list[Sample]:
 def _comparison(doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]], order: list[str],
                 evaluated: dict[str, _Evaluated], plan: bootstrap.Plan) -> dict[str, Any]:
     names = sorted({k for m in doc_models.values() for k in m["headline"]} - {"threshold"})
-    best = {}
-    for k in names:
-        values = {m: doc_models[m]["headline"][k] for m in order if k in doc_models[m]["headline"]}
-        if values:
-            best[k] = max(values, key=lambda m: values[m])
+    best = catalog.benchmark_best(doc_models, order)
     class_sets = [doc_models[m]["evaluatedClasses"] for m in order]
     shared = [c for c in class_sets[0] if all(c in other for other in class_sets[1:])]
     differ = any(set(other) != set(class_sets[0]) for other in class_sets[1:])
@@ -551,17 +539,10 @@ def run(spec: BenchmarkRun) -> dict[str, Any]:
     store.put_json(metrics_key, doc)
     store.put_bytes(report_key, render_report(doc, samples, previews).encode("utf-8"))
     first = models[order[0]]
-    if first["task"] == "instance-segmentation":
-        mask_ap = first["metrics"].get("maskAP")
-        headline = f"maskAP={mask_ap:.3f}" if mask_ap is not None else "maskAP=n/a"
-    elif first["task"] == "semantic-segmentation":
-        miou = first["metrics"].get("mIoU")
-        headline = f"mIoU={miou:.3f}" if miou is not None else "mIoU=n/a"
-    elif first["task"] == "object-detection":
-        ap50 = first["metrics"].get("AP50")
-        headline = f"AP50={ap50:.3f}" if ap50 is not None else "AP50=n/a"
-    else:
-        headline = f"acc={first['metrics']['accuracy']:.3f}"
+    # The status line: the first model's primary metric (the one a gate without conditions ranks by).
+    primary = catalog.BENCHMARK_METRICS[first["task"]].headline[0]
+    value = first["metrics"].get(primary)
+    headline = f"{primary}={value:.3f}" if value is not None else f"{primary}=n/a"
     return {
         "metricsUri": store.url(metrics_key),
         "reportUri": store.url(report_key),

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from kubeforge.models.catalog import BENCHMARK_METRICS, benchmark_best
+
 CLASSES = ["circle", "square", "triangle"]
 SCHEMA_URI = "https://kubeforge.io/schemas/benchmark-metrics/v2.json"
 
@@ -123,17 +125,6 @@ def _semantic_metrics(rng: np.random.Generator, quality: float) -> dict[str, Any
                                                               [10, 5, 970, 5], [15, 0, 5, 980]]}}
 
 
-HEADLINES = {
-    "object-detection": ("AP", "AP50", "AP75", "precision", "recall", "f1", "threshold"),
-    "instance-segmentation": ("maskAP", "maskAP50", "maskAP75", "AP", "AP50", "AP75", "precision", "recall", "f1",
-                              "threshold"),
-    "classification": ("accuracy", "macroPrecision", "macroRecall", "macroF1", "weightedF1"),
-    "semantic-segmentation": ("mIoU", "meanDice", "pixelAccuracy"),
-}
-PER_IMAGE_METRIC = {"object-detection": "f1", "instance-segmentation": "f1", "classification": "trueClassProbability",
-                    "semantic-segmentation": "mIoU"}
-
-
 def v2_doc(task: str = "object-detection", models: tuple[str, ...] = ("det-a", "det-b"), seed: int = 0,
            class_sets_differ: bool = False) -> dict[str, Any]:
     """A formatVersion 2 metrics document for `task` with `models` (2+: with a comparison)."""
@@ -155,7 +146,7 @@ def v2_doc(task: str = "object-detection", models: tuple[str, ...] = ("det-a", "
             metrics = _classification_metrics(rng, quality)
         else:
             metrics = _semantic_metrics(rng, quality)
-        headline = {k: metrics[k] for k in HEADLINES[task] if metrics.get(k) is not None}
+        headline = {k: metrics[k] for k in BENCHMARK_METRICS[task].headline if metrics.get(k) is not None}
         doc["models"][name] = {
             "trainingJob": name, "experimentPrefix": f"experiments/team-a_shapes/{name}/runs/abc{n}",
             "checkpoint": "best", "exportUri": f"file:///store/experiments/{name}/export/model.onnx", "task": task,
@@ -165,7 +156,7 @@ def v2_doc(task: str = "object-detection", models: tuple[str, ...] = ("det-a", "
             "timings": {"loadSeconds": 0.1, "preprocessSeconds": 0.2, "inferenceSeconds": 0.5, "images": 12,
                         "calls": 12, "msPerImage": 4.1, "imagesPerSecond": 243.9, "totalSeconds": 1.5},
             "intervals": {k: _interval(v, rng) for k, v in headline.items() if k != "threshold"},
-            "perImage": _per_image(rng, files, PER_IMAGE_METRIC[task]),
+            "perImage": _per_image(rng, files, BENCHMARK_METRICS[task].per_image),
             "speed": _speed(rng, task in ("classification", "semantic-segmentation"), 64),
         }
     if len(models) > 1:
@@ -182,7 +173,7 @@ def v2_doc(task: str = "object-detection", models: tuple[str, ...] = ("det-a", "
             differences[k] = rows
         doc["comparison"] = {
             "sameImages": True,
-            "best": {k: max(models, key=lambda m, k=k: doc["models"][m]["headline"].get(k, -1)) for k in names},
+            "best": benchmark_best(doc["models"], models),
             "table": [{"trainingJob": m, **doc["models"][m]["headline"]} for m in models],
             "differences": differences,
             "sharedClasses": CLASSES[:2] if class_sets_differ else CLASSES,
