@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.evaluation import metrics_schema
 from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
 from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun, DatasetRef
 from kubeforge.store import LocalStore, layout
@@ -301,8 +302,6 @@ def test_detection_v2_keys(detection_run: tuple[dict, dict, str]) -> None:
 
 def test_the_real_document_follows_the_shipped_schema_and_carries_the_gate(
         detection_run: tuple[dict, dict, str]) -> None:
-    from kubeforge.evaluation import metrics_schema
-
     result, doc, report = detection_run
     metrics_schema.validate(doc)  # the schema users validate against accepts what the step writes
     # det-good's F1 beats det-weak's with an interval of the difference above zero (asserted above).
@@ -361,6 +360,7 @@ def test_classification_step(world: World, tmp_path: Path) -> None:
     result = _step(tmp_path, _run_spec(world, "colors-val", world.colors, ["color-clf"]))
     prefix = layout.benchmark_prefix(NS, "colors-val")
     doc = world.store.get_json(f"{prefix}/metrics.json")
+    metrics_schema.validate(doc)  # what the step writes follows the shipped schema
     model = doc["models"]["color-clf"]
     m = model["metrics"]
     # 6 evaluated: purple is not a model class, gone.png is not in the dataset, t0 is train.

@@ -152,10 +152,9 @@ def test_minimised_metrics_are_better_when_lower() -> None:
     cal = {"old": {"calibration": {"ece": 0.08, "mce": 0.2}}, "new": {"calibration": {"ece": 0.03, "mce": 0.1}}}
     d = doc({"old": {"AP": 0.5}, "new": {"AP": 0.5}}, {"ece": [diff("old", "new", 0.05, 0.02, 0.07)]}, **cal)
     assert metric_value(d["models"]["new"], "ece") == (True, 0.03)
-    res = evaluate_gate(d, gate({"metric": "ece", "betterThan": "old", "significant": True}, {"metric": "ece",
-                                                                                              "max": 0.05}))
+    res = evaluate_gate(d, gate({"metric": "ece", "betterThan": "old"}, {"metric": "ece", "max": 0.05}))
     assert res.passed and res.winner == "new"
-    assert res.checks[0].message == "new ece 0.03 < old 0.08, difference -0.05 [-0.07, -0.02] excludes 0"
+    assert res.checks[0].message.startswith("new ece 0.03 < old 0.08")
     worse = doc({"old": {"AP": 0.5}, "new": {"AP": 0.5}}, {}, old=cal["new"], new=cal["old"])
     res = evaluate_gate(worse, gate({"metric": "ece", "betterThan": "old"}))
     assert not res.passed and res.message == "new ece 0.08 > old 0.03 (lower is better)"
@@ -321,7 +320,8 @@ def random_case(rng: random.Random) -> tuple[dict[str, Any], list[dict[str, Any]
             c["max"] = rng.choice(grid)
         if kind == "better":
             c["betterThan"] = baseline
-            c["significant"] = rng.random() < 0.5
+            # Only metrics with bootstrap intervals can be `significant` (the API refuses the others).
+            c["significant"] = c["metric"] != "ece" and rng.random() < 0.75
         conds.append(c)
     return d, conds
 
@@ -503,3 +503,19 @@ def test_bounds_judge_the_unrounded_metric_not_the_rounded_headline() -> None:
     d["models"]["m"]["headline"]["AP50"] = 0.5  # what the status shows, rounded
     res = evaluate_gate(d, gate({"metric": "AP50", "min": 0.5}))
     assert not res.passed and res.checks[0].value == pytest.approx(0.4999996, abs=0)
+
+
+def test_the_api_refuses_unknown_metrics_and_significance_without_intervals() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"spec.gate \(AP5O\): not a Benchmark metric; expected one of"):
+        GateCondition.model_validate({"metric": "AP5O", "min": 0.5})
+    with pytest.raises(ValidationError, match=r"spec.gate \(ece\): significant needs a metric with bootstrap"):
+        GateCondition.model_validate({"metric": "ece", "betterThan": "old", "significant": True})
+    # Every name the catalog lists for the gate is accepted; the interval ones with significance too.
+    from kubeforge.models import catalog
+
+    for name in catalog.GATE_METRICS:
+        GateCondition.model_validate({"metric": name, "min": 0})
+    for name in catalog.INTERVAL_METRICS:
+        GateCondition.model_validate({"metric": name, "betterThan": "b", "significant": True})

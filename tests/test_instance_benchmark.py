@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.evaluation import metrics_schema
 from kubeforge.models.meta import InputSpec, ModelMeta, TensorSpec
 from kubeforge.steps import benchmark
 from kubeforge.steps.spec import BenchmarkModel, BenchmarkRun, DatasetRef
@@ -121,6 +122,7 @@ def test_mask_ap_is_the_known_answer(tmp_path: Path) -> None:
     })
     result = benchmark.run(run)
     doc = store.get_json(f"{layout.benchmark_prefix(NS, 'masks-bench')}/metrics.json")
+    metrics_schema.validate(doc)  # what the step writes follows the shipped schema
     m = doc["models"]["masks"]["metrics"]
     # Boxes (exact): circle AP 1 (its one object, found first). Square, by score: 0.9 hit (image 0),
     # 0.9 false (image 1), 0.7 false (image 0), 0.7 hit (image 1): precision 1 up to recall 0.5, then

@@ -16,6 +16,7 @@ from PIL import Image
 from kubeforge.datasets.formats.common import polygons_to_mask
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.datasets.versions import load_manifest
+from kubeforge.evaluation import metrics_schema
 from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb, to_input
 from kubeforge.steps import benchmark
@@ -104,6 +105,7 @@ def test_benchmark_semantic_exports(tmp_path: Path) -> None:
     })
     status = benchmark.run(run)
     doc = store.get_json(f"{layout.benchmark_prefix(NS, 'seg-compare')}/metrics.json")
+    metrics_schema.validate(doc)  # what the step writes follows the shipped schema
     for job, classes in (("seg-a", all_classes), ("seg-b", two)):
         entry = doc["models"][job]
         want = _expected(store, manifest, prefixes[job], split["val"], classes)

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+from kubeforge.models import catalog
 
 SpeedRuntime = Literal["torch", "onnxruntime", "openvino", "triton"]
 
@@ -72,6 +73,13 @@ class GateCondition(ApiModel):
             raise ValueError(f"spec.gate ({self.metric}): set min, max or betterThan")
         if self.significant and self.better_than is None:
             raise ValueError(f"spec.gate ({self.metric}): significant needs betterThan (a baseline model)")
+        # Checked here, not after a whole evaluation: a typo fails when the manifest is read.
+        if self.metric not in catalog.GATE_METRICS:
+            raise ValueError(f"spec.gate ({self.metric}): not a Benchmark metric; expected one of "
+                             f"{sorted(catalog.GATE_METRICS)}")
+        if self.significant and self.metric not in catalog.INTERVAL_METRICS:
+            raise ValueError(f"spec.gate ({self.metric}): significant needs a metric with bootstrap intervals: "
+                             f"{sorted(catalog.INTERVAL_METRICS)}")
         return self
 
 

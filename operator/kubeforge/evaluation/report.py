@@ -296,7 +296,7 @@ def _model_section(name: str, model: Mapping[str, Any], samples: Sequence[Sample
         ["images evaluated", model.get("imageCount")], ["split", model.get("split")],
         ["classes evaluated", ", ".join(model.get("evaluatedClasses", []))],
         ["inference", f"{timings.get('msPerImage', 0):.1f} ms/image, "
-                      f"{timings.get('imagesPerSecond', 0):.1f} images/s (ONNX Runtime, CPU, evaluation pass)"],
+                      f"{timings.get('imagesPerSecond', 0):.1f} images/s (ONNX Runtime, evaluation pass)"],
         ["export", model.get("exportUri", "")],
     ])
     notes = []
@@ -364,13 +364,14 @@ def _differences_html(comparison: Mapping[str, Any]) -> str:
             "interval excludes zero (paired: both models resampled on the same images)</p>" + html)
 
 
-def _disagreements_html(comparison: Mapping[str, Any], order: Sequence[str], samples: Sequence[Sample]) -> str:
+def _disagreements_html(comparison: Mapping[str, Any], order: Sequence[str], samples: Sequence[Sample],
+                        task: str) -> str:
     rows = comparison.get("disagreements")
     if not isinstance(rows, list) or not rows:
-        return _gallery(samples, "", ("disagree",))
+        return _gallery(samples, task, ("disagree",))
     table_html = table(["image", *order], [[r["fileName"], *(r.get("values", {}).get(m) for m in order)]
                                            for r in rows])
-    gallery = _gallery(samples, "", ("disagree",))
+    gallery = _gallery(samples, task, ("disagree",))
     return ("<h3>Where the models disagree most</h3><p class='muted'>images with the largest spread of per-image "
             "scores between the models</p>" + table_html + gallery)
 
@@ -413,7 +414,7 @@ def _comparison_section(doc: Mapping[str, Any], figs: Figures, samples: Sequence
             if any(models[m].get("intervals") for m in order) else "")
     return (f"<section><h2>Comparison</h2>{warn}{note}{_comparison_table(doc, names)}"
             f"{_differences_html(comparison)}<div class='figs'>{plots}</div>{speed_html}"
-            f"{_disagreements_html(comparison, order, samples)}</section>")
+            f"{_disagreements_html(comparison, order, samples, task)}</section>")
 
 
 def _gate_section(gate: Mapping[str, Any]) -> str:

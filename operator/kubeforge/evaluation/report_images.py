@@ -31,6 +31,7 @@ class Sample:
     png_base64: str
     caption: str
     group: str = "sample"
+    scored: bool = False  # the caption already gives the image's per-image score
 
 
 def _thumbnail(img: Image.Image) -> tuple[Image.Image, float]:
@@ -130,4 +131,5 @@ def segmentation_sample(file_name: str, img: Image.Image, truth: np.ndarray, pre
     both.paste(left, (0, 0))
     both.paste(right, (left.width + 6, 0))
     score = "n/a" if iou is None else f"{iou:.2f}"
-    return Sample(file_name=file_name, png_base64=_encode(both), caption=f"{file_name}: object mIoU {score}")
+    return Sample(file_name=file_name, png_base64=_encode(both), caption=f"{file_name}: object mIoU {score}",
+                  scored=True)

@@ -102,6 +102,12 @@ BENCHMARK_NESTED: dict[str, tuple[str, ...]] = {
     "top5": ("topK", "top5"),
 }
 
+# What `Benchmark.spec.gate[].metric` may name (any task's), and those with bootstrap intervals, which
+# `significant: true` needs (the threshold is a setting, not a score).
+GATE_METRICS = frozenset().union(*((*m.headline, *m.report_extra) for m in BENCHMARK_METRICS.values()),
+                                 BENCHMARK_NESTED) - {"threshold"}
+INTERVAL_METRICS = frozenset().union(*(m.headline for m in BENCHMARK_METRICS.values())) - {"threshold"}
+
 
 def benchmark_best(doc_models: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict[str, str]:
     """metrics.json `comparison.best`: for each metric of the models' headlines and their tasks' report_extra

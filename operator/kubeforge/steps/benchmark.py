@@ -142,6 +142,9 @@ class _Evaluated:
     stats_for: StatsFor
     class_index: dict[str, int]  # evaluated class name -> the index stats_for's `classes` takes
     replicates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # metric -> value per resample
+    # Positions in `used` with nothing to show (no object, no kept detection): a perfect score, and never
+    # a gallery image, which would fill "best" with empty pictures.
+    blank: frozenset[int] = frozenset()
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -234,7 +237,9 @@ def _evaluate_objects(
         row["curve"] = curve
     if masks:
         metrics["mask"]["bySize"] = detection_analysis.mask_by_size(matched, metrics["mask"])
-    per_image = detection_analysis.image_f1(detection_analysis.per_image_counts(matched, metrics["threshold"]))
+    counts = detection_analysis.per_image_counts(matched, metrics["threshold"])
+    per_image = detection_analysis.image_f1(counts)
+    blank = frozenset(int(j) for j in np.flatnonzero(counts.sum(axis=1) == 0))
 
     def draw(j: int) -> Sample:
         return detection_sample(manifest.images[indices[j]].file_name, images.get(indices[j]), truths[j],
@@ -242,7 +247,7 @@ def _evaluate_objects(
                                 segmentations[j] if masks else None, kept_masks[j] if masks else None)
 
     return _Evaluated(metrics=metrics, used=indices, samples=[draw(j) for j in spread(len(indices), DETECTION_SAMPLES)],
-                      per_image=[float(v) for v in per_image], draw=draw, stats_for=stats,
+                      per_image=[float(v) for v in per_image], draw=draw, stats_for=stats, blank=blank,
                       class_index={n: k for k, n in enumerate(names)})
 
 
@@ -298,8 +303,9 @@ def _headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
 
 def evaluate_model(
     run: BenchmarkRun, store: Store, manifest: Manifest, images: _Images, ref: BenchmarkModel, workdir: Path
-) -> tuple[dict[str, Any], list[Sample], list[int]]:
-    """Metrics document entry, report samples and the evaluated manifest indices for one model."""
+) -> tuple[dict[str, Any], list[Sample], list[int], _Evaluated]:
+    """Metrics document entry, report samples, the evaluated manifest indices and what the bootstrap and
+    the comparison need, for one model."""
     start = time.perf_counter()
     files = _ModelFiles(store, run, ref, workdir)
     meta = files.meta
@@ -386,7 +392,7 @@ def _intervals(run: BenchmarkRun, evaluated: _Evaluated, head: dict[str, float],
 
 def _galleries(evaluated: _Evaluated, metric: str) -> list[Sample]:
     """The best and the worst GALLERY images by their per-image score (no image in both)."""
-    scored = [(v, j) for j, v in enumerate(evaluated.per_image) if v is not None]
+    scored = [(v, j) for j, v in enumerate(evaluated.per_image) if v is not None and j not in evaluated.blank]
     best = sorted(scored, key=lambda p: (-p[0], p[1]))[:GALLERY]
     taken = {j for _, j in best}
     worst = [p for p in sorted(scored, key=lambda p: (p[0], p[1])) if p[1] not in taken][:GALLERY]
@@ -394,7 +400,7 @@ def _galleries(evaluated: _Evaluated, metric: str) -> list[Sample]:
     for group, chosen in (("best", best), ("worst", worst)):
         for value, j in chosen:
             sample = evaluated.draw(j)
-            caption = sample.caption if metric in sample.caption else f"{sample.caption}; {metric} {value:.2f}"
+            caption = sample.caption if sample.scored else f"{sample.caption}; {metric} {value:.2f}"
             out.append(dataclasses.replace(sample, group=group, caption=caption))
     return out
 
