@@ -68,6 +68,19 @@ def _raise_on_sigterm(signum: int, _frame: object) -> None:
                               "deleted or evicted, or its runner stopped it)")
 
 
+def _default_sigterm_in_child() -> None:
+    # A library's forked helper (OpenVINO's telemetry sender, say) must die on SIGTERM as usual: with our
+    # Python handler inherited, a child stuck in C code never runs it, its parent's terminate() is lost,
+    # and the step hangs at exit joining it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM raises StepTerminatedError in this process; processes it forks keep the default."""
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 def _report_failure(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     # Kubernetes copies this file into the pod status; the operator puts it in the condition.
@@ -111,7 +124,7 @@ def _make_command(step: str) -> None:
         ] = None,
     ) -> None:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-            signal.signal(signal.SIGTERM, _raise_on_sigterm)
+            install_sigterm_handler()
         try:
             out = run_step(step, spec)
         except (StepFailedError, ValueError, KeyError, OSError) as exc:
