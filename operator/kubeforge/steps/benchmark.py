@@ -417,21 +417,32 @@ def _comparison(doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]
     class_sets = [doc_models[m]["evaluatedClasses"] for m in order]
     shared = [c for c in class_sets[0] if all(c in other for other in class_sets[1:])]
     differ = any(set(other) != set(class_sets[0]) for other in class_sets[1:])
-    return {
+    differences, points = _differences(names, doc_models, used, order, evaluated, plan, shared if differ else None)
+    out: dict[str, Any] = {
         "sameImages": all(used[m] == used[order[0]] for m in order),
         "best": best,
         "table": [{"trainingJob": m, **doc_models[m]["headline"]} for m in order],
         "sharedClasses": shared,
         "classSetsDiffer": differ,
-        "differences": _differences(names, doc_models, used, order, evaluated, plan, shared if differ else None),
+        "differences": differences,
         "disagreements": _disagreements(doc_models, order),
     }
+    if differ:
+        # Each model's headline on the shared classes: what the comparison's best, table and a gate's
+        # betterThan judge, so they agree with the differences.
+        out["sharedMetrics"] = {m: {k: (None if v is None else round(float(v), 6)) for k, v in points[m].items()}
+                                for m in order}
+        out["best"] = catalog.benchmark_best(
+            {m: {"task": doc_models[m]["task"], "headline": {k: v for k, v in out["sharedMetrics"][m].items()
+                                                            if v is not None}} for m in order}, order)
+    return out
 
 
 def _differences(names: list[str], doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]],
                  order: list[str], evaluated: dict[str, _Evaluated], plan: bootstrap.Plan,
-                 shared: list[str] | None) -> dict[str, list[dict[str, Any]]]:
-    """a - b for each headline metric and pair a before b, with the bootstrap interval of the difference.
+                 shared: list[str] | None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """a - b for each headline metric and pair a before b, with the bootstrap interval of the difference;
+    and the point values they were taken from, by model.
 
     Same class sets: the models' own numbers and bootstrap replicates. Different class sets: every
     model's metrics are recomputed on the shared classes only (stats_for with `classes`), on the
@@ -462,7 +473,7 @@ def _differences(names: list[str], doc_models: dict[str, dict[str, Any]], used: 
                     paired=used[a] == used[b])})
         if rows:
             out[k] = rows
-    return out
+    return out, points
 
 
 def _disagreements(doc_models: dict[str, dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
