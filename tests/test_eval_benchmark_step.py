@@ -442,6 +442,10 @@ def test_comparison_pairs_shared_classes_and_unpaired_images() -> None:
     want = ea.stats_for(None, [0, 2])["accuracy"] - eb.stats_for(None, [1, 0])["accuracy"]
     assert row["difference"] == pytest.approx(want) and row["paired"] is True
     assert row["low"] <= row["difference"] <= row["high"]
+    # The comparison judges on the shared classes too: its points and best are those of the difference.
+    assert comp["sharedMetrics"]["a"]["accuracy"] == pytest.approx(ea.stats_for(None, [0, 2])["accuracy"], abs=1e-6)
+    assert comp["sharedMetrics"]["b"]["accuracy"] == pytest.approx(eb.stats_for(None, [1, 0])["accuracy"], abs=1e-6)
+    assert comp["best"]["accuracy"] == ("a" if want > 0 else "b")
     comp = _comparison({"a": a, "c": c}, {"a": ea.used, "c": ec.used}, ["a", "c"], {"a": ea, "c": ec}, plan)
     assert comp["classSetsDiffer"] is False and comp["sameImages"] is False
     (row,) = comp["differences"]["macroF1"]

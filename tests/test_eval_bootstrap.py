@@ -142,3 +142,17 @@ def test_every_headline_metric_is_resampled() -> None:
         spec = BENCHMARK_METRICS[task]
         assert list(stats(np.ones(1))) == list(spec.headline), task
         assert not set(spec.report_extra) & set(stats(np.ones(1)))
+
+
+def test_unpaired_differences_pair_independent_draws() -> None:
+    """Two models on different images of the same count, resampled from the same seed: their r-th draws
+    are the same positions, so without care the difference of near-identical data would look precise. The
+    interval must be as wide as for independent draws (about sqrt(2) times one model's)."""
+    values = np.random.default_rng(6).random(201)
+    a_vals, b_vals = values[:200], np.r_[values[:199], values[200]]  # one image differs: unpaired
+    ra = bootstrap.replicate(_mean_of(a_vals), bootstrap.resample_weights(200, 2000, 3))["mean"]
+    rb = bootstrap.replicate(_mean_of(b_vals), bootstrap.resample_weights(200, 2000, 3))["mean"]
+    one = np.subtract(*bootstrap.percentile_interval(ra, 0.95)[::-1])
+    d = bootstrap.difference(a_vals.mean(), b_vals.mean(), ra, rb, 0.95, paired=False)
+    assert d["high"] - d["low"] == pytest.approx(one * np.sqrt(2), rel=0.15)
+    assert d["excludesZero"] is False

@@ -519,3 +519,15 @@ def test_the_api_refuses_unknown_metrics_and_significance_without_intervals() ->
         GateCondition.model_validate({"metric": name, "min": 0})
     for name in catalog.INTERVAL_METRICS:
         GateCondition.model_validate({"metric": name, "betterThan": "b", "significant": True})
+
+
+def test_better_than_judges_models_of_different_class_sets_on_the_shared_classes() -> None:
+    # Own classes: new looks better; on the classes both know (as the difference is taken) it is not.
+    d = doc({"old": {"AP": 0.4}, "new": {"AP": 0.6}})
+    d["comparison"].update(classSetsDiffer=True, sharedClasses=["circle"],
+                           sharedMetrics={"old": {"AP": 0.55}, "new": {"AP": 0.5}})
+    res = evaluate_gate(d, gate({"metric": "AP", "betterThan": "old"}))
+    assert not res.passed
+    assert res.checks[0].message == "on the classes both models know: circle; new AP 0.5 < old 0.55"
+    d["comparison"]["sharedMetrics"]["new"]["AP"] = 0.7
+    assert evaluate_gate(d, gate({"metric": "AP", "betterThan": "old"})).passed

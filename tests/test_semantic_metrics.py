@@ -274,3 +274,30 @@ def test_weighted_headline_is_the_repeated_images(seed: int) -> None:
     assert sub["mIoU"] == pytest.approx((full["perClass"][1]["iou"] + full["perClass"][3]["iou"]) / 2)
     keep = np.isin(truths, [0, 1, 3])
     assert sub["pixelAccuracy"] == pytest.approx((truths[keep] == preds[keep]).mean())
+
+
+def test_pixel_sums_give_the_confusion_matrix_scores_and_add_over_images() -> None:
+    """The bootstrap keeps 3C sums per image instead of a CxC matrix: summed with weights they must give
+    what the weighted confusion matrix gives, computed here straight from the matrix."""
+    from kubeforge.evaluation.segmentation import headline_of_sums, pixel_sums
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        c = int(rng.integers(2, 7))
+        cms = rng.integers(0, 30, size=(int(rng.integers(1, 6)), c, c)) * (rng.random((1, c, c)) < 0.7)
+        weights = rng.integers(0, 4, size=len(cms))
+        total = np.tensordot(weights, cms, axes=1).astype(np.float64)
+        summed = np.tensordot(weights, np.stack([pixel_sums(m) for m in cms]), axes=1)
+        subset = [k for k in range(1, c) if rng.random() < 0.6] or [1]
+        got = headline_of_sums(summed, subset)
+        ious, dices = [], []
+        for k in subset:
+            tp, union = total[k, k], total[k].sum() + total[:, k].sum() - total[k, k]
+            if union > 0:
+                ious.append(tp / union)
+                dices.append(2 * tp / (union + tp))
+        rows = [0, *subset]
+        pixels = total[rows].sum()
+        assert got["mIoU"] == (pytest.approx(np.mean(ious)) if ious else None)
+        assert got["meanDice"] == (pytest.approx(np.mean(dices)) if dices else None)
+        assert got["pixelAccuracy"] == pytest.approx(sum(total[k, k] for k in rows) / pixels if pixels else 0.0)

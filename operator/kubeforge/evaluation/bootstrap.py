@@ -84,10 +84,17 @@ def intervals(samples: Mapping[str, np.ndarray], point: Mapping[str, float | Non
 
 def difference(a: float, b: float, samples_a: np.ndarray | None, samples_b: np.ndarray | None,
                confidence: float, paired: bool) -> dict[str, Any]:
-    """a - b with the interval of the per-resample differences (None bounds without resamples)."""
+    """a - b with the interval of the per-resample differences (None bounds without resamples).
+
+    Paired: resample r of both models drew the same images, so their difference is taken resample by
+    resample. Unpaired (different images): both models' resamples came from the same seed, so their r-th
+    draws are related; b's resamples are shuffled (a fixed permutation) to pair independent draws."""
     iv = None
     if samples_a is not None and samples_b is not None and len(samples_a) and len(samples_a) == len(samples_b):
-        iv = percentile_interval(np.asarray(samples_a) - np.asarray(samples_b), confidence)
+        b_samples = np.asarray(samples_b)
+        if not paired:
+            b_samples = b_samples[np.random.default_rng(len(b_samples)).permutation(len(b_samples))]
+        iv = percentile_interval(np.asarray(samples_a) - b_samples, confidence)
     return {
         "difference": float(a - b),
         "low": iv[0] if iv else None,

@@ -153,7 +153,12 @@ def _check(doc: Mapping[str, Any], models: Mapping[str, Any], cand: str, cond: G
     if cond.better_than is not None:
         base = cond.better_than
         _, base_value = metric_value(models[base], metric) if base in models else (False, None)
-        if base_value is None:
+        shared = (doc.get("comparison") or {}).get("sharedMetrics") or {}
+        if cand in shared and base in shared and metric in shared[cand] and metric in shared[base]:
+            # Trained on different class sets: compared on the classes both know, as the difference is.
+            value, base_value = shared[cand][metric], shared[base][metric]
+            parts.append(f"on the classes both models know: {', '.join(doc['comparison'].get('sharedClasses', []))}")
+        if value is None or base_value is None:
             passed = False
             parts.append(f"{cand} {metric} {fmt(value)}, baseline {base} {metric} is null: cannot beat it")
         else:

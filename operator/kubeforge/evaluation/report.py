@@ -333,12 +333,17 @@ def _comparison_table(doc: Mapping[str, Any], names: Sequence[str]) -> str:
     rows: list[list[Any]] = []
     marked: set[tuple[int, int]] = set()
     best = (doc.get("comparison") or {}).get("best") or {}
+    # Different class sets: every model's numbers on the shared classes (what best and the differences use).
+    shared = (doc.get("comparison") or {}).get("sharedMetrics") or {}
+    if shared:
+        names = [k for k in names if any(k in shared.get(m, {}) for m in order)]
     for i, k in enumerate(names):
         # The document says which model is best (lower is better for some metrics); marked where 2+ have a value.
-        values = [models[m]["metrics"].get(k) for m in order]
+        values = [(shared.get(m) or {}).get(k) if shared else models[m]["metrics"].get(k) for m in order]
         if best.get(k) in order and sum(isinstance(v, int | float) for v in values) > 1:
             marked.add((i, 1 + order.index(best[k])))
-        rows.append([k, *(_cell_with_interval(models[m], k) for m in order)])
+        cells = values if shared else [_cell_with_interval(models[m], k) for m in order]
+        rows.append([k, *cells])
     ms = [(models[m].get("timings") or {}).get("msPerImage") for m in order]
     marked |= _best_marks(ms, len(rows), 1, higher=False)
     rows.append(["ms/image (evaluation)", *ms])

@@ -157,14 +157,25 @@ def _mean(values: np.ndarray) -> float | None:
     return float(present.mean()) if len(present) else None
 
 
+def pixel_sums(cm: np.ndarray) -> np.ndarray:
+    """[3, C]: correct, truth and predicted pixels per class: everything the scores need of a confusion
+    matrix, so a per-image record for the bootstrap is 3C numbers, not C² (150 classes: 450, not 22,500)."""
+    cm = np.asarray(cm)
+    return np.stack([np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)])
+
+
 def scores(cm: np.ndarray) -> dict[str, Any]:
     """Pixel accuracy, per-class IoU and Dice (NaN when a class is absent from truth and prediction),
     and their means over the object classes (index 1..; see the module docstring)."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    total = cm.sum()
+    return scores_of_sums(pixel_sums(cm))
+
+
+def scores_of_sums(sums: np.ndarray) -> dict[str, Any]:
+    """`scores` from `pixel_sums` (possibly weighted and added over images)."""
+    tp, truth, predicted = (np.asarray(row, dtype=np.float64) for row in sums)
+    fp = predicted - tp
+    fn = truth - tp
+    total = truth.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
         dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
@@ -172,7 +183,7 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
         "pixelAccuracy": float(tp.sum() / total) if total else 0.0,
         "iou": iou, "dice": dice,
         "mIoU": _mean(iou[1:]), "meanDice": _mean(dice[1:]),
-        "truthPixels": cm.sum(axis=1).astype(np.int64), "predictedPixels": cm.sum(axis=0).astype(np.int64),
+        "truthPixels": truth.astype(np.int64), "predictedPixels": predicted.astype(np.int64),
     }
 
 
@@ -233,22 +244,27 @@ def boundary_iou(inter: np.ndarray, union: np.ndarray) -> tuple[list[float | Non
 
 
 def headline(cm: np.ndarray, classes: Sequence[int] | None = None) -> dict[str, float | None]:
-    """mIoU, meanDice, pixelAccuracy of a (possibly weighted) confusion matrix.
+    """mIoU, meanDice, pixelAccuracy of a (possibly weighted) confusion matrix; see `headline_of_sums`."""
+    return headline_of_sums(pixel_sums(cm), classes)
+
+
+def headline_of_sums(sums: np.ndarray, classes: Sequence[int] | None = None) -> dict[str, float | None]:
+    """mIoU, meanDice, pixelAccuracy of `pixel_sums` (possibly weighted and added over images).
 
     `classes` (object class indices, 1..) restricts them for a comparison between models trained
     on different class sets: the means run over those classes, and pixel accuracy over the pixels
     whose truth is background or one of them.
     """
-    s = scores(cm)
+    s = scores_of_sums(sums)
     if classes is None:
         return {k: s[k] for k in BENCHMARK_METRICS["semantic-segmentation"].headline}
     keep = np.asarray(list(classes), dtype=np.int64)
-    cm = np.asarray(cm, dtype=np.float64)
+    tp, truth = np.asarray(sums[0], dtype=np.float64), np.asarray(sums[1], dtype=np.float64)
     rows = np.r_[0, keep]
-    total = cm[rows].sum()
+    total = truth[rows].sum()
     return {"mIoU": _mean(s["iou"][keep]) if len(keep) else None,
             "meanDice": _mean(s["dice"][keep]) if len(keep) else None,
-            "pixelAccuracy": float(cm[rows, rows].sum() / total) if total else 0.0}
+            "pixelAccuracy": float(tp[rows].sum() / total) if total else 0.0}
 
 
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str],

@@ -45,8 +45,9 @@ from kubeforge.evaluation.segmentation import (
     boundary_counts,
     class_mask,
     confusion,
-    headline,
-    scores,
+    headline_of_sums,
+    pixel_sums,
+    scores_of_sums,
     segmentation_metrics,
 )
 from kubeforge.evaluation.speed import measure_speed
@@ -258,7 +259,9 @@ def _evaluate_semantic(
     returns it. Objects of dataset classes the model lacks are background (`evaluation.segmentation`)."""
     num_classes = len(classes.model_classes)
     per_image = manifest.annotations_by_image()
-    cms = np.zeros((len(indices), num_classes, num_classes), dtype=np.int64)
+    # The summed confusion matrix for the document; per image only its pixel sums (the bootstrap's input).
+    cm_total = np.zeros((num_classes, num_classes), dtype=np.int64)
+    sums = np.zeros((len(indices), 3, num_classes), dtype=np.int64)
     inter = np.zeros(num_classes, dtype=np.int64)
     union = np.zeros(num_classes, dtype=np.int64)
     sampled = set(spread(len(indices), SEGMENTATION_SAMPLES))
@@ -266,17 +269,19 @@ def _evaluate_semantic(
     predictions = model.segment(images.get(i) for i in indices)
     for n, (i, predicted) in enumerate(zip(indices, predictions, strict=True)):
         truth, _ = class_mask(manifest.images[i], per_image[i], classes.category_to_model)
-        cms[n] = confusion(truth, predicted, num_classes)
+        image_cm = confusion(truth, predicted, num_classes)
+        cm_total += image_cm
+        sums[n] = pixel_sums(image_cm)
         b_inter, b_union = boundary_counts(truth, predicted, num_classes)
         inter += b_inter
         union += b_union
         if n in sampled:
             samples.append(segmentation_sample(manifest.images[i].file_name, images.get(i), truth, predicted,
-                                               scores(cms[n])["mIoU"]))
+                                               scores_of_sums(sums[n])["mIoU"]))
         if (n + 1) % 50 == 0:
             _log(f"  {n + 1}/{len(indices)} images")
-    metrics = segmentation_metrics(cms.sum(axis=0), classes.model_classes, (inter, union))
-    flat = cms.reshape(len(indices), -1).astype(np.float64)
+    metrics = segmentation_metrics(cm_total, classes.model_classes, (inter, union))
+    flat = sums.reshape(len(indices), -1).astype(np.float64)
 
     def draw(j: int) -> Sample:
         # Masks are not kept (a val set of large images would not fit): predict the one image again.
@@ -284,15 +289,15 @@ def _evaluate_semantic(
         truth, _ = class_mask(manifest.images[i], per_image[i], classes.category_to_model)
         (predicted,) = list(model.segment([images.get(i)]))
         return segmentation_sample(manifest.images[i].file_name, images.get(i), truth, predicted,
-                                   scores(cms[j])["mIoU"])
+                                   scores_of_sums(sums[j])["mIoU"])
 
     def stats_for(weights: np.ndarray | None, subset: Sequence[int] | None) -> dict[str, float | None]:
         total = flat.sum(axis=0) if weights is None else np.asarray(weights, dtype=np.float64) @ flat
-        return headline(total.reshape(num_classes, num_classes),
-                        None if subset is None else [k for k in subset if k != 0])
+        return headline_of_sums(total.reshape(3, num_classes),
+                                None if subset is None else [k for k in subset if k != 0])
 
     return _Evaluated(metrics=metrics, used=indices, samples=samples,
-                      per_image=[scores(c)["mIoU"] for c in cms], draw=draw, stats_for=stats_for,
+                      per_image=[scores_of_sums(s)["mIoU"] for s in sums], draw=draw, stats_for=stats_for,
                       class_index={n: k for k, n in enumerate(classes.model_classes)})
 
 
@@ -412,21 +417,32 @@ def _comparison(doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]
     class_sets = [doc_models[m]["evaluatedClasses"] for m in order]
     shared = [c for c in class_sets[0] if all(c in other for other in class_sets[1:])]
     differ = any(set(other) != set(class_sets[0]) for other in class_sets[1:])
-    return {
+    differences, points = _differences(names, doc_models, used, order, evaluated, plan, shared if differ else None)
+    out: dict[str, Any] = {
         "sameImages": all(used[m] == used[order[0]] for m in order),
         "best": best,
         "table": [{"trainingJob": m, **doc_models[m]["headline"]} for m in order],
         "sharedClasses": shared,
         "classSetsDiffer": differ,
-        "differences": _differences(names, doc_models, used, order, evaluated, plan, shared if differ else None),
+        "differences": differences,
         "disagreements": _disagreements(doc_models, order),
     }
+    if differ:
+        # Each model's headline on the shared classes: what the comparison's best, table and a gate's
+        # betterThan judge, so they agree with the differences.
+        out["sharedMetrics"] = {m: {k: (None if v is None else round(float(v), 6)) for k, v in points[m].items()}
+                                for m in order}
+        out["best"] = catalog.benchmark_best(
+            {m: {"task": doc_models[m]["task"], "headline": {k: v for k, v in out["sharedMetrics"][m].items()
+                                                            if v is not None}} for m in order}, order)
+    return out
 
 
 def _differences(names: list[str], doc_models: dict[str, dict[str, Any]], used: dict[str, list[int]],
                  order: list[str], evaluated: dict[str, _Evaluated], plan: bootstrap.Plan,
-                 shared: list[str] | None) -> dict[str, list[dict[str, Any]]]:
-    """a - b for each headline metric and pair a before b, with the bootstrap interval of the difference.
+                 shared: list[str] | None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """a - b for each headline metric and pair a before b, with the bootstrap interval of the difference;
+    and the point values they were taken from, by model.
 
     Same class sets: the models' own numbers and bootstrap replicates. Different class sets: every
     model's metrics are recomputed on the shared classes only (stats_for with `classes`), on the
@@ -457,7 +473,7 @@ def _differences(names: list[str], doc_models: dict[str, dict[str, Any]], used: 
                     paired=used[a] == used[b])})
         if rows:
             out[k] = rows
-    return out
+    return out, points
 
 
 def _disagreements(doc_models: dict[str, dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:

@@ -181,4 +181,10 @@ def v2_doc(task: str = "object-detection", models: tuple[str, ...] = ("det-a", "
             "disagreements": [{"fileName": f, "values": {m: _r(rng.uniform(0, 1)) for m in models}}
                               for f in files[:3]],
         }
+        if class_sets_differ:
+            shared = {m: {k: _r(v * 0.9) for k, v in doc["models"][m]["headline"].items() if k != "threshold"}
+                      for m in models}
+            doc["comparison"]["sharedMetrics"] = shared
+            doc["comparison"]["best"] = benchmark_best(
+                {m: {"task": task, "headline": shared[m]} for m in models}, models)
     return doc
