@@ -428,7 +428,8 @@ def test_comparison_pairs_shared_classes_and_unpaired_images() -> None:
                         draw=lambda j: None, stats_for=stats_for,  # type: ignore[arg-type,return-value]
                         class_index={c: i for i, c in enumerate(classes)})
         ev.replicates = bootstrap.replicate(lambda w: stats_for(w, None), bootstrap.resample_weights(n, 200, 0))
-        doc = {"headline": {k2: round(v, 6) for k2, v in ev.metrics.items()}, "evaluatedClasses": classes,
+        doc = {"task": "classification", "headline": {k2: round(v, 6) for k2, v in ev.metrics.items()},
+               "evaluatedClasses": classes,
                "perImage": {"metric": "x", "fileNames": [f"{i}.png" for i in used], "values": ev.per_image}}
         return doc, ev
 
