@@ -343,19 +343,19 @@ def parse_ground_truth(doc: Any, iou_type: str, name: str = "ground truth") -> G
 def _check_annotation_ids(image_ids: np.ndarray, category_ids: np.ndarray, ann_image: np.ndarray,
                           ann_cat: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Image and category indices of the annotations; CocoInputError for ids the file does not define."""
-    image = np.searchsorted(image_ids, ann_image)
-    ok = image < len(image_ids)
-    ok[ok] = image_ids[image[ok]] == ann_image[ok]
+    return (_positions(image_ids, ann_image, f"{name}: annotations[{{i}}].image_id: {{id}} is not in images"),
+            _positions(category_ids, ann_cat, f"{name}: annotations[{{i}}].category_id: {{id}} is not in categories"))
+
+
+def _positions(defined: np.ndarray, used: np.ndarray, error: str) -> np.ndarray:
+    """Where each of `used` is in the sorted `defined`; CocoInputError (`error` with i and id) for one absent."""
+    index = np.searchsorted(defined, used)
+    ok = index < len(defined)
+    ok[ok] = defined[index[ok]] == used[ok]
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        raise CocoInputError(f"{name}: annotations[{i}].image_id: {ann_image[i]} is not in images")
-    category = np.searchsorted(category_ids, ann_cat)
-    ok = category < len(category_ids)
-    ok[ok] = category_ids[category[ok]] == ann_cat[ok]
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        raise CocoInputError(f"{name}: annotations[{i}].category_id: {ann_cat[i]} is not in categories")
-    return image, category
+        raise CocoInputError(error.format(i=i, id=used[i]))
+    return index
 
 
 def _ground_truth(image_ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, category_ids: np.ndarray,
