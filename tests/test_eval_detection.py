@@ -3,14 +3,8 @@ F1-optimal operating point on hand-built cases whose answer is known."""
 
 from __future__ import annotations
 
-import copy
-import io
-from contextlib import redirect_stdout
-
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from kubeforge.evaluation.cocoeval import STAT_NAMES
 from kubeforge.evaluation.detection import (
@@ -19,8 +13,8 @@ from kubeforge.evaluation.detection import (
     detection_metrics,
     match_detections,
     operating_point,
-    to_coco,
 )
+from kubeforge.testing.coco_reference import pycocotools_bbox
 
 
 def _random_scene(rng: np.random.Generator, num_classes: int) -> tuple[ImageTruth, ImageDetections]:
@@ -50,16 +44,7 @@ def _random_scene(rng: np.random.Generator, num_classes: int) -> tuple[ImageTrut
 
 
 def _pycocotools(truths, dets, names):  # type: ignore[no-untyped-def]
-    gt_dict, results = to_coco(truths, dets, names)
-    gt = COCO()
-    gt.dataset = copy.deepcopy(gt_dict)
-    with redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
+    return pycocotools_bbox(truths, dets, names)
 
 
 @pytest.mark.parametrize("seed", range(25))

@@ -14,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from kubeforge.evaluation import detection_analysis as da
 from kubeforge.evaluation.detection import ImageDetections, ImageTruth, detection_metrics, match_detections, to_coco
+from kubeforge.testing.coco_reference import pycocotools_bbox
 
 
 def _scene(rng: np.random.Generator, num_classes: int, kind: int) -> tuple[ImageTruth, ImageDetections]:
@@ -218,15 +219,7 @@ def test_matching_is_pycocotools(seed: int) -> None:
 
 
 def _pycocotools_precision(truths, dets, names):  # type: ignore[no-untyped-def]
-    gt_dict, results = to_coco(truths, dets, names)
-    gt = COCO()
-    gt.dataset = copy.deepcopy(gt_dict)
-    with redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-    return evaluator.eval["precision"]
+    return pycocotools_bbox(truths, dets, names).eval["precision"]
 
 
 @pytest.mark.parametrize("seed", range(15))
