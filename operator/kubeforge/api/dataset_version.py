@@ -17,7 +17,8 @@ from kubeforge.api.common import (
 )
 from kubeforge.api.dataset_operations import DatasetChanges, DatasetOperation, Lineage, ParentVersion
 
-SourceFormat = Literal["coco", "imagefolder", "voc", "yolo", "supervisely"]
+SourceFormat = Literal["coco", "imagefolder", "voc", "yolo", "supervisely", "cvat", "labelme", "labelstudio", "masks"]
+# kubeforge.datasets.formats.registry.PARSERS names the same formats (tests/test_datasets_formats.py checks).
 
 
 class DatasetSource(ApiModel):

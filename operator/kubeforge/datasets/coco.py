@@ -43,6 +43,7 @@ def find_annotations_file(source: Source, spec: DatasetSource, files: list[str])
 
 
 def parse_coco(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
+    """Also the registry's entry point `parse` (`kubeforge.datasets.formats.registry`)."""
     ann_rel = find_annotations_file(source, spec, files)
     where = source.where(ann_rel)
     try:
@@ -224,3 +225,6 @@ def _shoelace(poly: Iterable[float]) -> float:
     pts = np.asarray(list(poly), dtype=np.float64).reshape(-1, 2)
     x, y = pts[:, 0], pts[:, 1]
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+
+
+parse = parse_coco

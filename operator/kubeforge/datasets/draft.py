@@ -55,6 +55,10 @@ class Draft:
     images: list[DraftImage]
     annotations: list[DraftAnnotation] = field(default_factory=list)
     origin: str = ""  # the annotations file (full location), for messages
+    # Files the parser left out with `spec.onInvalidImage: Skip` semantics before any image is read
+    # (e.g. a file name that cannot be stored safely): (full location, reason). The importer lists
+    # them in status.skipped with the images it skips itself.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def is_number(v: Any) -> bool:

@@ -20,21 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kubeforge.datasets.formats.basic import write_coco, write_imagefolder
-from kubeforge.datasets.formats.supervisely import write_supervisely
+from kubeforge.datasets.formats.registry import EXPORT_FORMATS, writer
 from kubeforge.datasets.formats.tree import ExportError, ExportTree
-from kubeforge.datasets.formats.voc import write_voc
-from kubeforge.datasets.formats.yolo import write_yolo
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.datasets.versions import expand_digest, load_manifest
 from kubeforge.store.base import Store
 
 MARKER = ".kubeforge-export.json"
-WRITERS: dict[str, Callable[[Manifest, ExportTree], None]] = {
-    "coco": write_coco, "voc": write_voc, "yolo": write_yolo, "imagefolder": write_imagefolder,
-    "supervisely": write_supervisely,
-}
-EXPORT_FORMATS = tuple(WRITERS)
+WRITERS: dict[str, Callable[[Manifest, ExportTree], None]] = {fmt: writer(fmt) for fmt in EXPORT_FORMATS}
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_manifest", "export_version"]
 

@@ -9,10 +9,19 @@ folder; files at the top level and files without an image extension are ignored.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from kubeforge.datasets.draft import IMAGE_EXTENSIONS, DatasetImportError, Draft, DraftImage
 from kubeforge.datasets.manifest import Category
 from kubeforge.datasets.sources import Source
+
+if TYPE_CHECKING:
+    from kubeforge.api.dataset_version import DatasetSource
+
+
+def parse(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
+    """The registry's entry point (`kubeforge.datasets.formats.registry`)."""
+    return parse_imagefolder(source, files)
 
 
 def parse_imagefolder(source: Source, files: list[str]) -> Draft:

@@ -42,7 +42,6 @@ from kubeforge.datasets.stats import compute_stats
 from kubeforge.datasets.versions import manifest_key, write_version
 from kubeforge.store.base import Store
 
-SUPPORTED_FORMATS = ("coco", "imagefolder", "voc", "yolo", "supervisely")
 # How far a box or polygon may reach past the image edge: float noise from rounding, not a real overshoot.
 OUTSIDE_TOLERANCE_PX = 0.01
 _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
@@ -142,35 +141,22 @@ def decode_size(data: bytes, check: str = "full") -> tuple[int, int]:
 
 
 def parse_source(source: Source, spec: DatasetVersionSpec) -> Draft:
+    from kubeforge.datasets.formats.registry import SOURCE_FORMATS, parser
+
     fmt = spec.source.format
-    if fmt not in SUPPORTED_FORMATS:
+    if fmt not in SOURCE_FORMATS:
         raise DatasetImportError(
-            f"spec.source.format {fmt!r}: not supported yet; expected one of {', '.join(SUPPORTED_FORMATS)}"
+            f"spec.source.format {fmt!r}: not supported yet; expected one of {', '.join(SOURCE_FORMATS)}"
         )
+    from kubeforge.datasets.names import screen_names
+
     files = source.list()
     if not files:
         raise DatasetImportError(f"source {source.uri}: no files found")
-    # Each parser imported when its format is asked for: the CLI's start-up is timed
-    # against `dvc add`, and numpy (COCO RLE, masks) alone costs about 0.1 s.
-    if fmt == "coco":
-        from kubeforge.datasets.coco import parse_coco
-
-        return parse_coco(source, spec.source, files)
-    if fmt == "voc":
-        from kubeforge.datasets.formats.voc import parse_voc
-
-        return parse_voc(source, files)
-    if fmt == "yolo":
-        from kubeforge.datasets.formats.yolo import parse_yolo
-
-        return parse_yolo(source, files)
-    if fmt == "supervisely":
-        from kubeforge.datasets.formats.supervisely import parse_supervisely
-
-        return parse_supervisely(source, files)
-    from kubeforge.datasets.imagefolder import parse_imagefolder
-
-    return parse_imagefolder(source, files)
+    files, unsafe = screen_names(source, files, spec.on_invalid_image)
+    draft = parser(fmt)(source, spec.source, files)
+    draft.skipped.extend(unsafe)
+    return draft
 
 
 @dataclass
@@ -296,7 +282,7 @@ def read_images(
 def build_manifest(
     dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
 ) -> tuple[Manifest, list[SkippedFile]]:
-    skipped: list[SkippedFile] = []
+    skipped = [SkippedFile(file=where, reason=why) for where, why in draft.skipped]
     images: list[ManifestImage] = []
     index: dict[object, int] = {}
     _to_pixels(draft, reads)

@@ -23,7 +23,7 @@ import io
 import json
 import re
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -46,8 +46,16 @@ from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.manifest import Category, Manifest
 from kubeforge.datasets.sources import Source
 
+if TYPE_CHECKING:
+    from kubeforge.api.dataset_version import DatasetSource
+
 ANN = re.compile(r"^(?:(.*)/)?ann/([^/]+)\.json$")
 IMG = re.compile(r"^(?:(.*)/)?img/([^/]+)$")
+
+
+def parse(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
+    """The registry's entry point (`kubeforge.datasets.formats.registry`)."""
+    return parse_supervisely(source, files)
 
 
 def parse_supervisely(source: Source, files: list[str]) -> Draft:

@@ -18,7 +18,7 @@ Not read: `SegmentationClass/`, `SegmentationObject/`, `<part>` (person layout).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
 from kubeforge.datasets.formats.common import check_rel, is_image, join_tag, num, rc, read_text, split_tag
@@ -26,8 +26,16 @@ from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.manifest import Category, Manifest
 from kubeforge.datasets.sources import Source
 
+if TYPE_CHECKING:
+    from kubeforge.api.dataset_version import DatasetSource
+
 ANNOTATIONS, IMAGES, SETS, CLASSES = "Annotations/", "JPEGImages/", "ImageSets/Main/", "classes.txt"
 FLAGS = ("difficult", "truncated", "occluded")
+
+
+def parse(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
+    """The registry's entry point (`kubeforge.datasets.formats.registry`)."""
+    return parse_voc(source, files)
 
 
 def parse_voc(source: Source, files: list[str]) -> Draft:

@@ -20,7 +20,7 @@ boxes, iscrowd, object tags, image tags other than splits.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -39,6 +39,9 @@ from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.manifest import Category, Manifest
 from kubeforge.datasets.sources import Source
 
+if TYPE_CHECKING:
+    from kubeforge.api.dataset_version import DatasetSource
+
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml")
 SPLITS = ("train", "val", "test")
 DIGITS = 8  # normalised coordinates written with 8 decimals: < 0.0005 px off on a 10,000 px image
@@ -53,6 +56,11 @@ def label_path(image_rel: str) -> str:
 
 def _in_images(rel: str) -> bool:
     return "images" in rel.split("/")[:-1]
+
+
+def parse(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
+    """The registry's entry point (`kubeforge.datasets.formats.registry`)."""
+    return parse_yolo(source, files)
 
 
 def parse_yolo(source: Source, files: list[str]) -> Draft:
