@@ -143,3 +143,23 @@ def stem_index(files: Iterable[str]) -> dict[str, str]:
         if is_image(rel):
             out.setdefault(rel.rsplit(".", 1)[0], rel)
     return out
+
+
+def set_split(image: Any, name: str, where: str) -> bool:
+    """Record split `name` (any SPLIT_NAMES spelling) on a DraftImage as its one split tag.
+
+    False when `name` is not a split name (nothing recorded); a second, different split is an
+    error naming `where` (the file that gives it) and the image.
+    """
+    split = SPLIT_NAMES.get(name.lower())
+    if split is None:
+        return False
+    other = [t for t in image.tags if t in ("train", "val", "test") and t != split]
+    if other:
+        raise DatasetImportError(
+            f"{where}: image {image.path}: split {split!r}, but it is already in split {other[0]!r}; "
+            "expected one split per image"
+        )
+    if split not in image.tags:
+        image.tags.append(split)
+    return True

@@ -1,0 +1,168 @@
+"""Semantic-segmentation masks (VOC palette PNGs, images/ + masks/ with a class map): import, splits,
+the class masks the semantic trainer paints from the version equal to the source masks pixel for pixel."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kubeforge.datasets.draft import DatasetImportError
+from kubeforge.datasets.formats.masks import VOC_CLASSES, voc_palette
+from kubeforge.datasets.importer import ImportResult
+from kubeforge.evaluation.segmentation import class_mask
+from kubeforge.store import LocalStore
+
+from .test_datasets_formats import imp, png, write
+
+
+def mask_png(index: np.ndarray, mode: str = "P", colours: list[tuple[int, int, int]] | None = None) -> bytes:
+    buf = io.BytesIO()
+    if mode == "P":
+        img = Image.fromarray(index.astype(np.uint8), mode="P")
+        img.putpalette([v for c in voc_palette() for v in c])
+    elif mode == "RGB":
+        assert colours is not None
+        table = np.array([colours[i] if i < len(colours) else (224, 224, 192) for i in range(256)], dtype=np.uint8)
+        img = Image.fromarray(table[index])
+    else:
+        img = Image.fromarray(index.astype(np.uint8), mode="L")
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def scene(seed: int, h: int = 12, w: int = 16, classes: tuple[int, ...] = (1, 15), void: bool = True) -> np.ndarray:
+    """Background with one rectangle per class, each ringed by a 1-pixel void band (as VOC draws it)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((h, w), dtype=np.uint8)
+    for k, c in enumerate(classes):
+        y0, x0 = int(rng.integers(1, h // 2)), 1 + k * (w // 2)
+        y1, x1 = min(h - 1, y0 + int(rng.integers(2, h // 2))), x0 + int(rng.integers(2, w // 2 - 2))
+        if void:
+            out[y0 - 1:y1 + 1, x0 - 1:x1 + 1] = 255
+        out[y0:y1, x0:x1] = c
+    return out
+
+
+def painted(result: ImportResult, file_name: str) -> np.ndarray:
+    """What the semantic trainer reads: every class selected, class index = the class's mask index."""
+    m = result.manifest
+    i = next(k for k, im in enumerate(m.images) if im.file_name == file_name)
+    index_of = {c.id: c.id for c in m.categories}
+    return class_mask(m.images[i], m.annotations_by_image()[i], index_of)[0]
+
+
+def voc_masks(root: Path) -> dict[str, np.ndarray]:
+    truth = {"2007_000001": scene(1), "2007_000002": scene(2, classes=(8,)), "2007_000003": scene(3, classes=())}
+    for stem, index in truth.items():
+        write(root / "JPEGImages" / f"{stem}.jpg", png(16, 12))
+        write(root / "SegmentationClass" / f"{stem}.png", mask_png(index))
+    write(root / "JPEGImages" / "2007_000009.jpg", png(16, 12))  # detection only: not imported
+    write(root / "ImageSets/Segmentation/train.txt", "2007_000001\n2007_000003\n")
+    write(root / "ImageSets/Segmentation/val.txt", "2007_000002\n")
+    write(root / "ImageSets/Segmentation/trainval.txt", "2007_000001\n2007_000002\n2007_000003\n")
+    return truth
+
+
+def test_voc_palette_masks(tmp_path: Path) -> None:
+    truth = voc_masks(tmp_path / "src")
+    result = imp(tmp_path / "src", "masks", LocalStore(tmp_path / "store"))
+    m = result.manifest
+    assert m.task == "object-detection"
+    assert m.class_names() == list(VOC_CLASSES[1:]) and [c.id for c in m.categories] == list(range(1, 21))
+    assert [(im.file_name, im.tags) for im in m.images] == [
+        ("JPEGImages/2007_000001.jpg", ["train"]), ("JPEGImages/2007_000002.jpg", ["val"]),
+        ("JPEGImages/2007_000003.jpg", ["train"]),
+    ]
+    for stem, index in truth.items():
+        assert np.array_equal(painted(result, f"JPEGImages/{stem}.jpg"), index), stem
+    first = [a for a in m.annotations if a.image == 0]
+    assert sorted((m.category_name(a.category_id), a.iscrowd) for a in first) == [
+        ("aeroplane", 0), ("aeroplane", 1), ("person", 0), ("person", 1)]
+    for a in first:
+        assert a.area == float((truth["2007_000001"] == (1 if a.category_id == 1 else 15)).sum()) or a.iscrowd
+        assert isinstance(a.segmentation, dict) and a.segmentation["size"] == [12, 16]
+    assert not [a for a in m.annotations if a.image == 2]  # background and no void: nothing stored
+    # the same source gives the same digest
+    assert imp(tmp_path / "src", "masks", LocalStore(tmp_path / "store2")).digest == result.digest
+
+
+def test_images_and_masks_with_colours_and_split_folders(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    colours = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    write(src / "labelmap.txt", "# label:color_rgb:parts:actions\nbackground:0,0,0::\nroad:255,0,0::\n"
+          "car:0,255,0::\nsky:0,0,255::\n")
+    truth = {"train/a": scene(4, classes=(1, 2)), "train/sub/b": scene(5, classes=(3,), void=False),
+             "val/c": scene(6, classes=(2,))}
+    for stem, index in truth.items():
+        write(src / "images" / f"{stem}.jpg", png(16, 12))
+        write(src / "masks" / f"{stem}.png", mask_png(index, "RGB", colours))
+    result = imp(src, "masks", LocalStore(tmp_path / "store"))
+    m = result.manifest
+    assert m.class_names() == ["road", "car", "sky"]
+    assert [(im.file_name, im.tags) for im in m.images] == [
+        ("images/train/a.jpg", ["train"]), ("images/train/sub/b.jpg", ["train"]), ("images/val/c.jpg", ["val"])]
+    for stem, index in truth.items():
+        assert np.array_equal(painted(result, f"images/{stem}.jpg"), index), stem
+
+
+def test_grey_masks_with_classes_txt_background_by_name(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "classes.txt", "cat\nbackground\ndog\n")  # background is index 1 here
+    index = np.ones((12, 16), dtype=np.uint8)
+    index[2:6, 2:7] = 0
+    index[7:11, 9:15] = 2
+    write(src / "images/x.png", png(16, 12))
+    write(src / "masks/x.png", mask_png(index, "L"))
+    m = imp(src, "masks", LocalStore(tmp_path / "store")).manifest
+    assert [(c.id, c.name) for c in m.categories] == [(1, "cat"), (2, "dog")]
+    assert sorted((a.category_id, a.bbox, a.area) for a in m.annotations) == [
+        (1, [2.0, 2.0, 5.0, 4.0], 20.0), (2, [9.0, 7.0, 6.0, 4.0], 24.0)]
+
+
+def fails(src: Path, tmp_path: Path, message: str) -> str:
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(DatasetImportError, match=message) as info:
+        imp(src, "masks", store)
+    assert list(store.list("datasets/")) == []
+    return str(info.value)
+
+
+def test_defects_are_named(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "images/a.png", png(16, 12))
+    index = scene(1, classes=(1,))
+    write(src / "masks/a.png", mask_png(index, "L"))
+    fails(src, tmp_path / "1", r"no class map; expected labelmap.txt, classes.json or classes.txt")
+    write(src / "classes.txt", "background\nroad\n")
+    index[0, 3] = 7
+    write(src / "masks/a.png", mask_png(index, "L"))
+    msg = fails(src, tmp_path / "2", r"masks/a.png: pixel \(x=3, y=0\): class index 7; expected 0..1")
+    assert "classes.txt" in msg
+    index[0, 3] = 0
+    write(src / "masks/a.png", mask_png(index, "RGB", [(0, 0, 0), (9, 9, 9)]))
+    fails(src, tmp_path / "3", r"masks/a.png: pixel \(x=\d+, y=\d+\): colour 9,9,9 is no class colour")
+    write(src / "masks/a.png", mask_png(index, "L"))
+    write(src / "masks/b.png", mask_png(index, "L"))  # no images/b.*
+    fails(src, tmp_path / "4", r"images/b.png: file not found \(the image of mask .*masks/b.png\)")
+    (src / "masks/b.png").unlink()
+    write(src / "images/c.png", png(16, 12))  # no masks/c.png
+    fails(src, tmp_path / "5", r"images/c.png: no mask for it \(expected masks/c.png\)")
+    (src / "images/c.png").unlink()
+    write(src / "images/a.png", png(20, 12))
+    fails(src, tmp_path / "6", r"images/a.png: the annotations say 16x12, the image is 20x12")
+    write(src / "images/a.png", png(16, 12))
+    write(src / "classes.json", '["background", "road", "road"]')
+    fails(src, tmp_path / "7", r"classes.json: class 'road' is listed twice")
+
+
+def test_voc_split_list_names_a_missing_mask(tmp_path: Path) -> None:
+    voc_masks(tmp_path / "src")
+    write(tmp_path / "src/ImageSets/Segmentation/val.txt", "2007_000002\n2007_000042\n")
+    fails(tmp_path / "src", tmp_path, r"val.txt: line 2: '2007_000042' has no mask SegmentationClass/2007_000042.png")
+    write(tmp_path / "src/ImageSets/Segmentation/val.txt", "2007_000001\n")
+    fails(tmp_path / "src", tmp_path / "b", r"val.txt: line 1: image JPEGImages/2007_000001.jpg: split 'val', "
+          r"but it is already in split 'train'")
