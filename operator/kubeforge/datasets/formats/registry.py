@@ -40,6 +40,7 @@ WRITERS: dict[str, str] = {
     "yolo": "kubeforge.datasets.formats.yolo:write_yolo",
     "imagefolder": "kubeforge.datasets.formats.basic:write_imagefolder",
     "supervisely": "kubeforge.datasets.formats.supervisely:write_supervisely",
+    "cvat": "kubeforge.datasets.formats.cvat:write_cvat",
 }
 SOURCE_FORMATS = tuple(PARSERS)
 EXPORT_FORMATS = tuple(WRITERS)
