@@ -41,6 +41,7 @@ WRITERS: dict[str, str] = {
     "imagefolder": "kubeforge.datasets.formats.basic:write_imagefolder",
     "supervisely": "kubeforge.datasets.formats.supervisely:write_supervisely",
     "cvat": "kubeforge.datasets.formats.cvat:write_cvat",
+    "labelme": "kubeforge.datasets.formats.labelme:write_labelme",
 }
 SOURCE_FORMATS = tuple(PARSERS)
 EXPORT_FORMATS = tuple(WRITERS)
