@@ -166,3 +166,21 @@ def test_voc_split_list_names_a_missing_mask(tmp_path: Path) -> None:
     write(tmp_path / "src/ImageSets/Segmentation/val.txt", "2007_000001\n")
     fails(tmp_path / "src", tmp_path / "b", r"val.txt: line 1: image JPEGImages/2007_000001.jpg: split 'val', "
           r"but it is already in split 'train'")
+
+
+def test_the_semantic_trainer_reads_the_version(tmp_path: Path) -> None:
+    """The semantic trainer's dataset (store as its blob cache) yields the source masks, void as ignored."""
+    from kubeforge.models.preprocess import mask_to_image
+    from kubeforge_trainers.data import resolve_classes
+    from kubeforge_trainers.tasks.semantic import SemanticDataset
+
+    truth = voc_masks(tmp_path / "src")
+    m = imp(tmp_path / "src", "masks", LocalStore(tmp_path / "store")).manifest
+    names = [im.file_name for im in m.images]
+    ds = SemanticDataset(m, names, resolve_classes(m, None), tmp_path / "store", size=16)
+    for i, name in enumerate(names):
+        image, mask = ds[i]
+        assert tuple(image.shape) == (3, 16, 16)
+        expected = mask_to_image(truth[name.split("/")[-1][:-4]], 16, 16)
+        assert np.array_equal(mask.numpy(), expected), name
+    assert ds.stats.crowd == 3 and ds.stats.boxes_filled == 0
