@@ -78,7 +78,7 @@ def parse(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
             "(SegmentationClass/ beside JPEGImages/, or images/ + masks/)"
         )
     names, colours, map_where = _class_map(source, files, voc)
-    pairs = _voc_pairs(files) if voc else _folder_pairs(files)
+    pairs = _voc_pairs(files) if voc else _folder_pairs(source, files)
     bg = next((i for i, n in enumerate(names) if n.lower() in BACKGROUND_NAMES), 0)
     ids: dict[int, int] = {}
     categories: list[Category] = []
@@ -131,7 +131,7 @@ def _voc_pairs(files: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def _folder_pairs(files: list[str]) -> list[tuple[str, str | None]]:
+def _folder_pairs(source: Source, files: list[str]) -> list[tuple[str, str | None]]:
     masks = {f[len(MASKS):-4]: f for f in files if f.startswith(MASKS) and f.lower().endswith(".png")}
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
@@ -139,7 +139,9 @@ def _folder_pairs(files: list[str]) -> list[tuple[str, str | None]]:
         if rel.startswith(IMAGES) and is_image(rel):
             stem = rel[len(IMAGES):].rsplit(".", 1)[0]
             if stem in seen:
-                raise DatasetImportError(f"{rel}: two images named {IMAGES}{stem}.*; expected one image per mask")
+                raise DatasetImportError(
+                    f"{source.where(rel)}: a second image named {IMAGES}{stem}.*; expected one image per mask"
+                )
             seen.add(stem)
             out.append((rel, masks.get(stem)))
     out.extend((f"{IMAGES}{stem}.png", rel) for stem, rel in masks.items() if stem not in seen)
