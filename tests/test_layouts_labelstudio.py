@@ -163,10 +163,12 @@ def test_labelstudio_defects_are_named(change: Any, message: str, tmp_path: Path
 def test_labelstudio_images_missing_or_ambiguous(tmp_path: Path) -> None:
     src = source(tmp_path / "src", detection_tasks())
     write(src / "more/a.png", png(20, 10))  # a second a.png: the upload URL cannot tell which
-    with pytest.raises(DatasetImportError, match=r"task 11: image '/data/upload/3/1a2b3c4d-a.png': 2 files are "
-                                                 r"named a.png \(more/a.png, upload/a.png\); expected one"):
+    write(src / "more/b.png", png(20, 10))  # a second b.png: d=datasets/street/sub/b.png still can
+    with pytest.raises(DatasetImportError, match=r"task 11: image '/data/upload/3/1a2b3c4d-a.png': 2 files "
+                                                 r"end with a.png \(more/a.png, upload/a.png\); expected one"):
         imp(src, "labelstudio", LocalStore(tmp_path / "s1"))
     (src / "more/a.png").unlink()
+    assert imp(src, "labelstudio", LocalStore(tmp_path / "s3")).manifest.images[1].file_name == "sub/b.png"
     (src / "other/c.png").unlink()
     with pytest.raises(DatasetImportError, match=r"src/files/c.png: file not found"):
         imp(src, "labelstudio", LocalStore(tmp_path / "s2"))

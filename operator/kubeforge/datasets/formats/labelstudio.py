@@ -6,10 +6,10 @@ Import:
   their labels: a result from another control, of another type or with another label is an error;
 - images: the task's `data.image` (else the only `data` value with an image extension) is a URL:
   `/data/upload/<project>/<name>`, `/data/local-files/?d=<path>`, `http(s)://`, `s3://`, `gs://`.
-  It names the file of the source at the same relative path (for `d=`, the shortest suffix of the
-  path that is in the source), else the one file with that base name (for uploads, also the name
-  without the 8-character prefix Label Studio adds: `1a2b3c4d-cat.jpg` -> `cat.jpg`). Two files
-  with that base name are an error naming the task;
+  It names the one file of the source whose path ends with the longest suffix of the URL's path
+  (`/data/upload/3/x.jpg` -> `.../3/x.jpg`, else `.../x.jpg`), else, for uploads, the one named
+  without the 8-character prefix Label Studio adds (`1a2b3c4d-cat.jpg` -> `cat.jpg`). Two files
+  for the same suffix are an error naming the task;
 - annotations: the first annotation of a task that is not `was_cancelled` (predictions are not
   read); a task without one has no objects (classification: no label, an invalid image);
 - results, in percent of `original_width` x `original_height` (the image's size, checked):
@@ -26,7 +26,6 @@ Lost: predictions, other annotators' annotations, meta, relations are refused.
 from __future__ import annotations
 
 import math
-import posixpath
 import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
@@ -227,12 +226,16 @@ def _image_url(at: str, data: dict[str, Any]) -> str:
 
 
 class _Resolver:
+    """A task's image URL -> the source file: the one whose path ends with the longest suffix of the
+    URL's path, else (uploads) the one named like it without Label Studio's 8-character prefix."""
+
     def __init__(self, files: list[str]) -> None:
-        self.files = set(files)
-        self.by_name: dict[str, list[str]] = {}
+        self.by_suffix: dict[str, list[str]] = {}
         for f in files:
             if is_image(f):
-                self.by_name.setdefault(posixpath.basename(f), []).append(f)
+                parts = f.split("/")
+                for i in range(len(parts)):
+                    self.by_suffix.setdefault("/".join(parts[i:]), []).append(f)
 
     def find(self, at: str, url: str) -> str:
         parsed = urlparse(url)
@@ -242,20 +245,17 @@ class _Resolver:
             path = unquote(d[0]) if d else ""
         elif path.startswith("/data/upload/"):
             path = path[len("/data/upload/"):]
-        elif parsed.scheme in ("s3", "gs", "azure-blob"):
-            path = path.lstrip("/")
         parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in parts or not parts:
             raise DatasetImportError(f"{at}: image {url!r}: expected a path inside the source (no '..')")
-        for i in range(len(parts)):  # the longest suffix of the path that is a file of the source
-            candidate = "/".join(parts[i:])
-            if candidate in self.files:
-                return candidate
-        base = parts[-1]
-        for name in (base, UPLOAD_PREFIX.sub("", base)):
-            found = self.by_name.get(name, [])
+        suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
+        stripped = UPLOAD_PREFIX.sub("", parts[-1])
+        if stripped != parts[-1]:
+            suffixes.append(stripped)
+        for suffix in suffixes:
+            found = self.by_suffix.get(suffix, [])
             if len(found) > 1:
-                raise DatasetImportError(f"{at}: image {url!r}: {len(found)} files are named {name} "
+                raise DatasetImportError(f"{at}: image {url!r}: {len(found)} files end with {suffix} "
                                          f"({', '.join(found[:3])}); expected one")
             if found:
                 return found[0]
