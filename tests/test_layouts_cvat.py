@@ -183,3 +183,18 @@ def test_cvat_export_is_read_by_datumaro(tmp_path: Path, datumaro_reader: None) 
     assert a[0]["box"] == [1.5, 2.0, 4.75, 6.0]
     assert a[0]["attributes"] == {"occluded": True, "colour": "blue", "parked": True}  # datumaro reads "true" as True
     assert a[2]["pixels"] == 3
+
+
+def test_cvat_project_export_with_subset_folders(tmp_path: Path) -> None:
+    """CVAT's project export: labels under <meta><project>, images under images/<subset>/."""
+    src = tmp_path / "src"
+    xml = XML.replace("<task>", "<project>").replace("</task>", "<tasks><task><subset>Train</subset></task>"
+                                                                 "</tasks></project>")
+    write(src / "annotations.xml", xml)
+    write(src / "images/Train/a.png", png(20, 10))
+    write(src / "images/Validation/sub/b.png", png(20, 10))
+    write(src / "images/Custom/c.png", png(20, 10))
+    m = imp(src, "cvat", LocalStore(tmp_path / "store")).manifest
+    assert [(im.file_name, im.tags) for im in m.images] == [
+        ("images/Custom/c.png", ["subset=Custom"]), ("images/Train/a.png", ["night", "train"]),
+        ("images/Validation/sub/b.png", ["val"])]

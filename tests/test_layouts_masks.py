@@ -184,3 +184,16 @@ def test_the_semantic_trainer_reads_the_version(tmp_path: Path) -> None:
         expected = mask_to_image(truth[name.split("/")[-1][:-4]], 16, 16)
         assert np.array_equal(mask.numpy(), expected), name
     assert ds.stats.crowd == 3 and ds.stats.boxes_filled == 0
+
+
+def test_classes_json_with_colours(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    colours = [(0, 0, 0), (10, 20, 30), (200, 100, 0)]
+    write(src / "classes.json", '[{"name": "background", "color": [0, 0, 0]}, {"name": "leaf", "color": [10, 20, 30]},'
+          ' {"name": "stem", "color": [200, 100, 0]}]')
+    index = scene(7, classes=(1, 2))
+    write(src / "images/a.jpg", png(16, 12))
+    write(src / "masks/a.png", mask_png(index, "RGB", colours))
+    result = imp(src, "masks", LocalStore(tmp_path / "store"))
+    assert result.manifest.class_names() == ["leaf", "stem"]
+    assert np.array_equal(painted(result, "images/a.jpg"), index)
