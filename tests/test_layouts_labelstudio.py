@@ -172,3 +172,10 @@ def test_labelstudio_images_missing_or_ambiguous(tmp_path: Path) -> None:
     (src / "other/c.png").unlink()
     with pytest.raises(DatasetImportError, match=r"src/files/c.png: file not found"):
         imp(src, "labelstudio", LocalStore(tmp_path / "s2"))
+
+
+def test_labelstudio_size_disagrees_with_the_image(tmp_path: Path) -> None:
+    src = source(tmp_path / "src", detection_tasks())
+    write(src / "upload/a.png", png(21, 10))
+    with pytest.raises(DatasetImportError, match=r"upload/a.png: the annotations say 20x10, the image is 21x10"):
+        imp(src, "labelstudio", LocalStore(tmp_path / "store"))

@@ -76,7 +76,7 @@ def parse(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
     images: list[DraftImage] = []
     annotations: list[DraftAnnotation] = []
     paths: dict[str, str] = {}
-    for node in root.iter("image"):
+    for node in root.findall("image"):
         image, found = _image(where, node, labels, ids)
         name = image.path
         candidates = [f"{base}images/{name}", f"{base}{name}"]
