@@ -13,6 +13,7 @@ tags (`ManifestImage.tags`) and object tags (`ManifestAnnotation.tags`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -143,3 +144,23 @@ def stem_index(files: Iterable[str]) -> dict[str, str]:
         if is_image(rel):
             out.setdefault(rel.rsplit(".", 1)[0], rel)
     return out
+
+
+_SPLIT_NAME = re.compile(r"(?:obj_)?([a-z]+?)(?:[-_]?\d+)?(?:_data)?")
+
+
+def split_of(name: str) -> str | None:
+    """The split (train, val, test) a file or folder name stands for, or None: `train`,
+    `train2017`, `val_2014`, `valid`, `validation`, `test`, Darknet's `obj_train_data`."""
+    m = _SPLIT_NAME.fullmatch(name.lower())
+    return SPLIT_NAMES.get(m.group(1)) if m else None
+
+
+def export_rest(file_name: str, split: str | None) -> str:
+    """A version path without the leading folders an exporter's canonical layout supplies itself:
+    `images/` and a folder naming the image's own split (`images/train/a.png`, `train/images/a.png`,
+    `valid/a.png` -> `a.png` for split train/val)."""
+    parts = file_name.split("/")
+    while len(parts) > 1 and (parts[0] == "images" or (split is not None and split_of(parts[0]) == split)):
+        parts = parts[1:]
+    return "/".join(parts)
