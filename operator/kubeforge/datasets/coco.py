@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -54,7 +54,18 @@ class _Ref(NamedTuple):
         return repr(self.id)
 
 
-def _describe(rel: str, spec: DatasetSource) -> AnnotationFile:
+def _split_folders(files: list[str]) -> list[str]:
+    """Folders at the top or in `images/` whose names are splits (`val2017/`, `images/valid/`), sorted."""
+    out = set()
+    for f in files:
+        parts = f.split("/")
+        for n in (1, 2) if parts[0] == "images" else (1,):
+            if len(parts) > n and split_of(parts[n - 1]):
+                out.add("/".join(parts[:n]) + "/")
+    return sorted(out)
+
+
+def _describe(rel: str, spec: DatasetSource, split_folders: Sequence[str] = ()) -> AnnotationFile:
     images = spec.images.strip("/") if spec.images else None
     m = _INSTANCES.fullmatch(rel)
     if m:
@@ -63,8 +74,8 @@ def _describe(rel: str, spec: DatasetSource) -> AnnotationFile:
         if images is not None:
             return AnnotationFile(rel, split, [f"{images}/{name}/", f"{images}/"])
         folders = [f"{name}/", f"images/{name}/"]
-        if split is not None:
-            folders += [f"{split}/", f"images/{split}/"]
+        if split is not None:  # instances_val.json with its images in val2017/
+            folders += [f for f in split_folders if split_of(f.rstrip("/").rsplit("/", 1)[-1]) == split]
         return AnnotationFile(rel, split, [*dict.fromkeys([*folders, "images/", ""])])
     folder, _, base = rel.rpartition("/")
     if base == ROBOFLOW_NAME:
@@ -80,10 +91,11 @@ def find_annotation_files(source: Source, spec: DatasetSource, files: list[str])
         rel = spec.annotations.strip("/")
         if rel not in files:
             raise DatasetImportError(f"{source.where(rel)}: annotations file (spec.source.annotations) not found")
-        return [_describe(rel, spec)]
+        return [_describe(rel, spec, _split_folders(files))]
     standard = sorted(f for f in files if _INSTANCES.fullmatch(f) or f.rpartition("/")[2] == ROBOFLOW_NAME)
     if standard:
-        return [_describe(f, spec) for f in standard]
+        split_folders = _split_folders(files)
+        return [_describe(f, spec, split_folders) for f in standard]
     top = [f for f in files if "/" not in f and f.lower().endswith(".json")]
     if len(top) != 1:
         found = ", ".join(top) if top else "none"

@@ -159,8 +159,11 @@ def split_of(name: str) -> str | None:
 def export_rest(file_name: str, split: str | None) -> str:
     """A version path without the leading folders an exporter's canonical layout supplies itself:
     `images/` and a folder naming the image's own split (`images/train/a.png`, `train/images/a.png`,
-    `valid/a.png` -> `a.png` for split train/val)."""
+    `valid/a.png` -> `a.png` for split train/val; `images/default/a.png` -> `a.png` without one)."""
     parts = file_name.split("/")
-    while len(parts) > 1 and (parts[0] == "images" or (split is not None and split_of(parts[0]) == split)):
+    def own(part: str) -> bool:
+        return part == "images" or (split_of(part) == split if split else part == "default")
+
+    while len(parts) > 1 and own(parts[0]):
         parts = parts[1:]
     return "/".join(parts)
