@@ -158,6 +158,17 @@ def test_broken_entries_in_a_split_file_name_the_file_and_entry(tmp_path: Path) 
                          r"annotations/instances_<split>.json")
 
 
+def test_a_missing_image_names_its_file_and_where_it_was_looked_for(tmp_path: Path) -> None:
+    src = release(tmp_path / "src", "images/{split}", {"train": ["a.png", "b.png"], "val": ["c.png"]})
+    (src / "images" / "train" / "b.png").unlink()
+    msg = fails(src, tmp_path, r"images/train/b.png: file not found \(image id 2 in .*instances_train.json; looked in "
+                               r"train/, images/train/, images/, the top\)", parse=False)
+    assert msg.startswith(str(src / "images" / "train" / "b.png"))
+    res = import_dataset(spec(src, "coco", onInvalidImage="Skip"), LocalStore(tmp_path / "skip"), progress=False)
+    assert [s.file for s in res.skipped] == [str(src / "images" / "train" / "b.png")]
+    assert sorted(im.file_name for im in res.manifest.images) == ["images/train/a.png", "images/val/c.png"]
+
+
 def export_and_read(store: LocalStore, digest: str, out: Path) -> dict[str, Any]:
     """The export read back by pycocotools and supervision: split -> (image count, boxes by file)."""
     import supervision as sv

@@ -123,9 +123,12 @@ ULTRA = "train: images/train\nval: images/val\nnc: 2\nnames: [cat, dog]\n"
     (ULTRA, "0 0.5 0.5 0.1 0.1\n2 0.5 0.5 0.1 0.1\n", "labels/train/a.txt",
      r"line 2: class id 2 is unknown: there are 2 classes \(0..1\)"),
     (ULTRA, "0 0.5 0.5\n", "labels/train/a.txt", r"line 1: 3 values: expected 5 \(class cx cy w h\)"),
+    (ULTRA, BOX + "1 0.1 0.1 0.4 0.1 0.4\n", "labels/train/a.txt", r"line 2: 6 values: expected 5 .* or a class "
+     r"and 3 or more x y points"),
     (ULTRA, "0 0.5 0.5 -0.1 0.1\n", "labels/train/a.txt", r"line 1: box width and height must not be negative"),
     (ULTRA, "-1 0.5 0.5 0.1 0.1\n", "labels/train/a.txt", r"line 1: class id '-1': expected an integer 0..1"),
     (ULTRA.replace("nc: 2", "nc: 3"), BOX, "data.yaml", r"'nc' is 3 but 'names' has 2 classes"),
+    (ULTRA.replace("nc: 2", "nc: true"), BOX, "data.yaml", r"'nc' is True but 'names' has 2 classes"),
     (ULTRA.replace("[cat, dog]", "{0: cat, 2: dog}"), BOX, "data.yaml", r"'names': map keys \['0', '2'\]: expected"),
     (ULTRA.replace("[cat, dog]", "[cat, cat]"), BOX, "data.yaml", r"expected one or more distinct"),
     (ULTRA.replace("images/val", "images/nowhere"), BOX, "data.yaml", r"'val': folder 'images/nowhere' is not in"),

@@ -208,20 +208,22 @@ def _categories(where: str, raw: list[Any]) -> list[Category]:
     return out
 
 
-def _resolve(file_name: str, folders: list[str], files: set[str]) -> str:
+def _resolve(file_name: str, folders: list[str], files: set[str]) -> tuple[str, str | None]:
+    """(path, the folder it was found in); None: not found, the path is then under the only folder given,
+    else as written (the caller may place it with the file's other images)."""
     name = file_name.replace("\\", "/").lstrip("/")
     for folder in folders:
         if folder + name in files:
-            return folder + name
-    # Missing files are reported (or skipped) when images are read: under the only folder given,
-    # else as written.
-    return folders[0] + name if len(folders) == 1 else name
+            return folder + name, folder
+    return (folders[0] + name if len(folders) == 1 else name), None
 
 
 def _images(where: str, raw: list[Any], f: AnnotationFile, files: set[str]) -> list[DraftImage]:
     out: list[DraftImage] = []
     ids: set[Any] = set()
     paths: dict[str, Any] = {}
+    found: dict[str, int] = {}  # folder -> images found there
+    missing: list[int] = []  # images found nowhere (reported when images are read)
     for i, im in enumerate(raw):
         if not isinstance(im, dict) or not (is_int(im.get("id")) or isinstance(im.get("id"), str)):
             raise DatasetImportError(f"{where}: images[{i}]: expected an integer or string 'id'")
@@ -233,7 +235,11 @@ def _images(where: str, raw: list[Any], f: AnnotationFile, files: set[str]) -> l
                 raise DatasetImportError(f"{where}: image id {iid!r}: expected a positive integer {dim!r}")
         if iid in ids:
             raise DatasetImportError(f"{where}: image id {iid!r}: duplicate id")
-        path = _resolve(im["file_name"], f.folders, files)
+        path, folder = _resolve(im["file_name"], f.folders, files)
+        if folder is not None:
+            found[folder] = found.get(folder, 0) + 1
+        elif len(f.folders) > 2:  # a split file: say where it was looked for (one file: as before)
+            missing.append(len(out))
         if any(part in ("", ".", "..") for part in path.split("/")):
             raise DatasetImportError(
                 f"{where}: image id {iid!r}: file_name {im['file_name']!r}: expected a path inside the source"
@@ -254,6 +260,13 @@ def _images(where: str, raw: list[Any], f: AnnotationFile, files: set[str]) -> l
         if f.split and f.split not in tags:
             tags = [*tags, f.split]
         out.append(DraftImage(path=path, ref=iid, width=im.get("width"), height=im.get("height"), tags=tags))
+    looked = ", ".join(folder or "the top" for folder in f.folders)
+    best = max(found, key=lambda k: found[k]) if found else ""
+    for k in missing:  # named where this file's other images are; invalid without being read
+        im = out[k]
+        if f"{best}{im.path}" not in paths:
+            im.path = f"{best}{im.path}"
+        im.error = f"file not found (image id {im.ref!r} in {where}; looked in {looked})"
     return out
 
 

@@ -254,7 +254,7 @@ def _ultralytics(source: Source, rel: str, files: list[str], file_set: set[str])
         raise DatasetImportError(f"{where}: 'names': expected a list of class names or a map 0..N-1 to names")
     names = _check_names(where, [str(n) for n in raw])
     nc = data.get("nc")
-    if nc is not None and nc != len(names):
+    if nc is not None and not (is_int(nc) and nc == len(names)):
         raise DatasetImportError(
             f"{where}: 'nc' is {nc!r} but 'names' has {len(names)} classes; expected them to agree")
     dirs = _all_dirs(files)
