@@ -154,7 +154,8 @@ def test_tags_and_masks_survive_coco_export(tmp_path: Path) -> None:
     res = imp(tmp_path / "src", "supervisely", store)
     export_version(store, "ds", res.digest, "coco", tmp_path / "coco")
     back = imp(tmp_path / "coco", "coco", store).manifest
-    assert back.images[0].tags == ["train", "weather=sunny"]
+    assert {im.file_name: im.tags for im in back.images} == {  # the split is the file: instances_train.json
+        "images/train/ds1/img/a.png": ["train", "weather=sunny"], "images/default/ds1/img/b.png": []}
     assert sorted(t for a in back.annotations for t in a.tags) == ["occluded", "score=3"]
     assert [a.segmentation for a in back.annotations] == [a.segmentation for a in res.manifest.annotations]
 

@@ -1,11 +1,17 @@
 """COCO instances JSON -> a detection draft (boxes, polygons, RLE masks, iscrowd).
 
-Which files:
-- the annotations file is `source.annotations` (relative to the source root), else the only
-  `*.json` at the top of the source;
-- an image's file is `<source.images>/<file_name>` when `source.images` is set, else
-  `images/<file_name>` when that exists (our synthetic data, many exports), else
-  `<file_name>` relative to the root (file names that carry their folder).
+Which files (when `spec.source.annotations` does not name one):
+- COCO's release layout: every `annotations/instances_<name>.json` (other COCO files there,
+  captions and keypoints, are not read); `<name>` gives the split (`train2017` -> train,
+  `val` -> val, `default` -> no split), and an image's file is looked for in `<name>/`,
+  `images/<name>/`, `images/`, then as written (file names that carry their folder);
+- Roboflow's export: every `<folder>/_annotations.coco.json`, images beside it; the folder is the
+  split (`train`, `valid` -> val, `test`);
+- else the only `*.json` at the top of the source, images in `images/` or as written.
+Several files make one version: each image is tagged with its file's split; the files must
+declare the same categories (id -> name), and an image file may be listed in only one of them.
+`spec.source.images` names the image folder (`<images>/<file_name>`; with split files
+`<images>/<name>/` is tried first).
 
 Every entry is validated before any image is read; errors name the annotations file, the
 entry (image id, annotation id, category id) and what was expected.
@@ -14,40 +20,154 @@ entry (image id, annotation id, category id) and what was expected.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from kubeforge.api.dataset_version import DatasetSource
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage, is_int, is_number
-from kubeforge.datasets.formats.common import join_tag
+from kubeforge.datasets.formats.common import SPLIT_NAMES, join_tag, split_of
 from kubeforge.datasets.manifest import Category
 from kubeforge.datasets.sources import Source
 
+_INSTANCES = re.compile(r"annotations/instances_([^/]+)\.json")
+ROBOFLOW_NAME = "_annotations.coco.json"
 
-def find_annotations_file(source: Source, spec: DatasetSource, files: list[str]) -> str:
+
+@dataclass
+class AnnotationFile:
+    rel: str  # relative to the source root
+    split: str | None  # train, val, test, or None
+    folders: list[str]  # where its images are looked for, in order ('' is the root): 'images/train/', ...
+
+
+class _Ref(NamedTuple):
+    """An image id within one of several annotation files (ids restart in each); prints as the id."""
+
+    file: str
+    id: Any
+
+    def __repr__(self) -> str:
+        return repr(self.id)
+
+
+def _split_folders(files: list[str]) -> list[str]:
+    """Folders at the top or in `images/` whose names are splits (`val2017/`, `images/valid/`), sorted."""
+    out = set()
+    for f in files:
+        parts = f.split("/")
+        for n in (1, 2) if parts[0] == "images" else (1,):
+            if len(parts) > n and split_of(parts[n - 1]):
+                out.add("/".join(parts[:n]) + "/")
+    return sorted(out)
+
+
+def _describe(rel: str, spec: DatasetSource, split_folders: Sequence[str] = ()) -> AnnotationFile:
+    images = spec.images.strip("/") if spec.images else None
+    m = _INSTANCES.fullmatch(rel)
+    if m:
+        name = m.group(1)
+        split = split_of(name)
+        if images is not None:
+            return AnnotationFile(rel, split, [f"{images}/{name}/", f"{images}/"])
+        folders = [f"{name}/", f"images/{name}/"]
+        if split is not None:  # instances_val.json with its images in val2017/
+            folders += [f for f in split_folders if split_of(f.rstrip("/").rsplit("/", 1)[-1]) == split]
+        return AnnotationFile(rel, split, [*dict.fromkeys([*folders, "images/", ""])])
+    folder, _, base = rel.rpartition("/")
+    if base == ROBOFLOW_NAME:
+        split = SPLIT_NAMES.get(folder.rsplit("/", 1)[-1].lower()) if folder else None
+        return AnnotationFile(rel, split, [f"{images}/" if images is not None else (f"{folder}/" if folder else "")])
+    if images is not None:
+        return AnnotationFile(rel, None, [f"{images}/"])
+    return AnnotationFile(rel, None, ["images/", ""])
+
+
+def find_annotation_files(source: Source, spec: DatasetSource, files: list[str]) -> list[AnnotationFile]:
     if spec.annotations:
         rel = spec.annotations.strip("/")
         if rel not in files:
             raise DatasetImportError(f"{source.where(rel)}: annotations file (spec.source.annotations) not found")
-        return rel
+        return [_describe(rel, spec, _split_folders(files))]
+    standard = sorted(f for f in files if _INSTANCES.fullmatch(f) or f.rpartition("/")[2] == ROBOFLOW_NAME)
+    if standard:
+        split_folders = _split_folders(files)
+        return [_describe(f, spec, split_folders) for f in standard]
     top = [f for f in files if "/" not in f and f.lower().endswith(".json")]
     if len(top) != 1:
         found = ", ".join(top) if top else "none"
         raise DatasetImportError(
-            f"source {source.uri}: expected exactly one *.json at the top for COCO (found: {found}); "
-            "name the instances file in spec.source.annotations"
+            f"source {source.uri}: expected exactly one *.json at the top (found: {found}), COCO's "
+            f"annotations/instances_<split>.json files, or Roboflow's <split>/{ROBOFLOW_NAME}; "
+            "or name the instances file in spec.source.annotations"
         )
-    return top[0]
+    return [_describe(top[0], spec)]
+
+
+@dataclass
+class _Part:
+    where: str
+    categories: list[Category]
+    images: list[DraftImage]
+    annotations: list[DraftAnnotation]
 
 
 def parse_coco(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
     """Also the registry's entry point `parse` (`kubeforge.datasets.formats.registry`)."""
-    ann_rel = find_annotations_file(source, spec, files)
-    where = source.where(ann_rel)
+    chosen = find_annotation_files(source, spec, files)
+    file_set = set(files)
+    several = len(chosen) > 1
+    parts = [_parse_file(source, f, file_set, several) for f in chosen]
+    if not several:
+        p = parts[0]
+        return Draft(task="object-detection", categories=p.categories, images=p.images, annotations=p.annotations,
+                     origin=p.where)
+    return Draft(task="object-detection", categories=_merge_categories(parts), images=_merge_images(parts),
+                 annotations=[a for p in parts for a in p.annotations], origin=parts[0].where)
+
+
+def _merge_categories(parts: list[_Part]) -> list[Category]:
+    by_id: dict[int, tuple[Category, str]] = {}
+    by_name: dict[str, tuple[Category, str]] = {}
+    for p in parts:
+        for c in p.categories:
+            first = by_id.get(c.id) or by_name.get(c.name)
+            if first is None:
+                by_id[c.id] = by_name[c.name] = (c, p.where)
+                continue
+            other, where = first
+            if (other.id, other.name, other.supercategory) != (c.id, c.name, c.supercategory):
+                raise DatasetImportError(
+                    f"{p.where}: category id {c.id} ({c.name!r}, supercategory {c.supercategory!r}) disagrees with "
+                    f"{where}: category id {other.id} ({other.name!r}, supercategory {other.supercategory!r}); "
+                    "expected every split file to declare the same categories"
+                )
+    return [c for c, _ in by_id.values()]
+
+
+def _merge_images(parts: list[_Part]) -> list[DraftImage]:
+    seen: dict[str, tuple[Any, str]] = {}
+    out: list[DraftImage] = []
+    for p in parts:
+        for im in p.images:
+            if im.path in seen:
+                ref, where = seen[im.path]
+                raise DatasetImportError(
+                    f"{p.where}: image id {im.ref!r}: file {im.path} is also image id {ref!r} in {where}; "
+                    "expected each image in one split file only"
+                )
+            seen[im.path] = (im.ref, p.where)
+            out.append(im)
+    return out
+
+
+def _parse_file(source: Source, f: AnnotationFile, files: set[str], several: bool) -> _Part:
+    where = source.where(f.rel)
     try:
-        coco = json.loads(source.read(ann_rel))
+        coco = json.loads(source.read(f.rel))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetImportError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(coco, dict):
@@ -60,12 +180,14 @@ def parse_coco(source: Source, spec: DatasetSource, files: list[str]) -> Draft:
         raise DatasetImportError(f"{where}: expected a list under 'annotations'")
 
     categories = _categories(where, coco["categories"])
-    file_set = set(files)
-    images = _images(where, coco["images"], spec, file_set)
-    by_id = {im.ref: im for im in images}
+    images = _images(where, coco["images"], f, files)
+    if several:
+        for im in images:
+            im.ref = _Ref(f.rel, im.ref)
+    by_id = {im.ref.id if several else im.ref: im for im in images}
     cat_ids = {c.id for c in categories}
     annotations = [_annotation(where, i, a, by_id, cat_ids) for i, a in enumerate(raw_anns)]
-    return Draft(task="object-detection", categories=categories, images=images, annotations=annotations, origin=where)
+    return _Part(where, categories, images, annotations)
 
 
 def _categories(where: str, raw: list[Any]) -> list[Category]:
@@ -86,19 +208,22 @@ def _categories(where: str, raw: list[Any]) -> list[Category]:
     return out
 
 
-def _resolve(file_name: str, spec: DatasetSource, files: set[str]) -> str:
+def _resolve(file_name: str, folders: list[str], files: set[str]) -> tuple[str, str | None]:
+    """(path, the folder it was found in); None: not found, the path is then under the only folder given,
+    else as written (the caller may place it with the file's other images)."""
     name = file_name.replace("\\", "/").lstrip("/")
-    if spec.images:
-        return f"{spec.images.strip('/')}/{name}"
-    if f"images/{name}" in files:
-        return f"images/{name}"
-    return name  # missing files are reported (or skipped) when images are read
+    for folder in folders:
+        if folder + name in files:
+            return folder + name, folder
+    return (folders[0] + name if len(folders) == 1 else name), None
 
 
-def _images(where: str, raw: list[Any], spec: DatasetSource, files: set[str]) -> list[DraftImage]:
+def _images(where: str, raw: list[Any], f: AnnotationFile, files: set[str]) -> list[DraftImage]:
     out: list[DraftImage] = []
     ids: set[Any] = set()
     paths: dict[str, Any] = {}
+    found: dict[str, int] = {}  # folder -> images found there
+    missing: list[int] = []  # images found nowhere (reported when images are read)
     for i, im in enumerate(raw):
         if not isinstance(im, dict) or not (is_int(im.get("id")) or isinstance(im.get("id"), str)):
             raise DatasetImportError(f"{where}: images[{i}]: expected an integer or string 'id'")
@@ -110,7 +235,11 @@ def _images(where: str, raw: list[Any], spec: DatasetSource, files: set[str]) ->
                 raise DatasetImportError(f"{where}: image id {iid!r}: expected a positive integer {dim!r}")
         if iid in ids:
             raise DatasetImportError(f"{where}: image id {iid!r}: duplicate id")
-        path = _resolve(im["file_name"], spec, files)
+        path, folder = _resolve(im["file_name"], f.folders, files)
+        if folder is not None:
+            found[folder] = found.get(folder, 0) + 1
+        elif len(f.folders) > 2:  # a split file: say where it was looked for (one file: as before)
+            missing.append(len(out))
         if any(part in ("", ".", "..") for part in path.split("/")):
             raise DatasetImportError(
                 f"{where}: image id {iid!r}: file_name {im['file_name']!r}: expected a path inside the source"
@@ -122,7 +251,22 @@ def _images(where: str, raw: list[Any], spec: DatasetSource, files: set[str]) ->
         tags = im.get("tags", [])  # not COCO: what our exporter writes for image tags
         if not (isinstance(tags, list) and all(isinstance(t, str) and t for t in tags)):
             raise DatasetImportError(f"{where}: image id {iid!r}: tags: expected a list of strings")
+        splits = {t for t in tags if t in ("train", "val", "test")} | ({f.split} if f.split else set())
+        if len(splits) > 1:
+            said = f" (the file is the {f.split} split)" if f.split else ""
+            raise DatasetImportError(
+                f"{where}: image id {iid!r}: split tags {', '.join(sorted(splits))}{said}; expected one split per image"
+            )
+        if f.split and f.split not in tags:
+            tags = [*tags, f.split]
         out.append(DraftImage(path=path, ref=iid, width=im.get("width"), height=im.get("height"), tags=tags))
+    looked = ", ".join(folder or "the top" for folder in f.folders)
+    best = max(found, key=lambda k: found[k]) if found else ""
+    for k in missing:  # named where this file's other images are; invalid without being read
+        im = out[k]
+        if f"{best}{im.path}" not in paths:
+            im.path = f"{best}{im.path}"
+        im.error = f"file not found (image id {im.ref!r} in {where}; looked in {looked})"
     return out
 
 
@@ -157,8 +301,8 @@ def _annotation(
         raise DatasetImportError(f"{what}: attributes: expected an object")
     tags = [join_tag(k, v) for k, v in attributes.items() if v is not False and v is not None]
     return DraftAnnotation(
-        image_ref=a["image_id"], ref=aid, category_id=a["category_id"], bbox=[float(v) for v in bbox],
-        area=float(area), iscrowd=iscrowd, segmentation=seg, tags=tags,
+        image_ref=image.ref, ref=aid, category_id=a["category_id"], bbox=[float(v) for v in bbox],
+        area=float(area), iscrowd=iscrowd, segmentation=seg, tags=tags, where=where,
     )
 
 

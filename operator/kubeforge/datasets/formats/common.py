@@ -13,6 +13,7 @@ tags (`ManifestImage.tags`) and object tags (`ManifestAnnotation.tags`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -163,3 +164,26 @@ def set_split(image: Any, name: str, where: str) -> bool:
     if split not in image.tags:
         image.tags.append(split)
     return True
+
+
+_SPLIT_NAME = re.compile(r"(?:obj_)?([a-z]+?)(?:[-_]?\d+)?(?:_data)?")
+
+
+def split_of(name: str) -> str | None:
+    """The split (train, val, test) a file or folder name stands for, or None: `train`,
+    `train2017`, `val_2014`, `valid`, `validation`, `test`, Darknet's `obj_train_data`."""
+    m = _SPLIT_NAME.fullmatch(name.lower())
+    return SPLIT_NAMES.get(m.group(1)) if m else None
+
+
+def export_rest(file_name: str, split: str | None) -> str:
+    """A version path without the leading folders an exporter's canonical layout supplies itself:
+    `images/` and a folder naming the image's own split (`images/train/a.png`, `train/images/a.png`,
+    `valid/a.png` -> `a.png` for split train/val; `images/default/a.png` -> `a.png` without one)."""
+    parts = file_name.split("/")
+    def own(part: str) -> bool:
+        return part == "images" or (split_of(part) == split if split else part == "default")
+
+    while len(parts) > 1 and own(parts[0]):
+        parts = parts[1:]
+    return "/".join(parts)
