@@ -60,6 +60,7 @@ LABELMAP = "labelmap.txt"
 SEG_SETS, SEG_CLASS, SEG_OBJECT = "ImageSets/Segmentation/", "SegmentationClass/", "SegmentationObject/"
 FLAGS = ("difficult", "truncated", "occluded")
 SPLITS = ("train", "val", "test")
+DEFAULT = "default"  # datumaro's list of the images without a split: not a tag
 VOID = 255
 # VOC's own classes, in the order of SegmentationClass indices 1..20 (0 is background).
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -359,7 +360,9 @@ def _image_sets(source: Source, files: list[str], root: str, by_id: dict[str, _I
             if "_" in tag and tag.rsplit("_", 1)[0] in classes:
                 continue  # <class>_<split>.txt: per-class membership, implied by the objects
             split = SPLIT_NAMES.get(tag.lower())
-            if folder == SEG_SETS and split is None and tag != "trainval":
+            if tag == DEFAULT:
+                split = None  # datumaro's images without a subset: checked, not a tag
+            elif folder == SEG_SETS and split is None and tag != "trainval":
                 continue  # only split lists matter for segmentation
             where = source.where(rel)
             listed = members.setdefault(tag, {})
@@ -376,8 +379,8 @@ def _image_sets(source: Source, files: list[str], root: str, by_id: dict[str, _I
                 listed.setdefault(image_id, n)
                 if split:
                     entry.splits.setdefault(split, f"{where} (line {n})")
-                elif tag == "trainval" and has_both:
-                    pass  # checked below: train and val say more
+                elif tag == DEFAULT or (tag == "trainval" and has_both):
+                    pass  # trainval: checked below (train and val say more)
                 elif folder == SETS:
                     entry.image.tags.append(tag)
         if has_both and "trainval" in members:
@@ -503,13 +506,17 @@ def write_voc(manifest: Manifest, tree: ExportTree) -> None:
         masked = any(a.segmentation is not None for a in anns)
         if masked:
             _write_masks(tree, image_id, im.height, im.width, anns, index)
+        split = next((t for t in im.tags if t in SPLITS), DEFAULT)  # readers list every image in some set
+        sets.setdefault(split, []).append(image_id)
+        if masked:
+            seg_sets.setdefault(split, []).append(image_id)
         for tag in im.tags:
-            if "/" in tag or tag.startswith(".") or "\\" in tag:
+            if tag in SPLITS:
+                continue
+            if "/" in tag or tag.startswith(".") or "\\" in tag or tag == DEFAULT:
                 tree.lose("image tags that are not file names")
                 continue
             sets.setdefault(tag, []).append(image_id)
-            if masked and tag in SPLITS:
-                seg_sets.setdefault(tag, []).append(image_id)
     for folder, lists in ((SETS, sets), (SEG_SETS, seg_sets)):
         for tag, members in sorted(lists.items()):
             tree.text(f"{folder}{tag}.txt", "".join(f"{m}\n" for m in sorted(members)))
