@@ -221,3 +221,28 @@ def test_sdk_reads_an_export_without_splits(supervisely_sdk: str, tmp_path: Path
     export_version(store, "ds", digest, "supervisely", tmp_path / "flat")
     got = run_reader("supervisely", SDK, str(tmp_path / "flat"))
     assert got["datasets"] == {"ds0": ["ds1_a.png", "ds1_b.png", "ds2_a.png", "ds2_b.png"]}
+
+
+SDK_COPY = """
+import sys
+import supervisely as sly
+src = sly.Project(sys.argv[1], sly.OpenMode.READ)
+dst = sly.Project(sys.argv[2], sly.OpenMode.CREATE)
+dst.set_meta(src.meta)
+for ds in src.datasets:
+    new = dst.create_dataset(ds.name)
+    for name in ds.get_items_names():
+        new.add_item_file(name, ds.get_img_path(name), ann=ds.get_ann(name, src.meta))
+print("{}")
+"""
+
+
+def test_sdk_written_project_imports(supervisely_sdk: str, tmp_path: Path) -> None:
+    """The other direction: a project the SDK writes (its own JSON and bitmap encoding) imports to the
+    same version as the project it copied."""
+    supervisely_project(tmp_path / "src")
+    store = LocalStore(tmp_path / "store")
+    res = imp(tmp_path / "src", "supervisely", store)
+    export_version(store, "ds", res.digest, "supervisely", tmp_path / "out")
+    run_reader("supervisely", SDK_COPY, str(tmp_path / "out"), str(tmp_path / "copy"))
+    assert imp(tmp_path / "copy", "supervisely", store).digest == res.digest

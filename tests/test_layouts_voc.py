@@ -373,3 +373,25 @@ def test_bad_segmentation_pngs(tmp_path: Path) -> None:
     src = case("orphan")
     shutil.copy(src / "SegmentationObject" / "a.png", src / "SegmentationObject" / "zz.png")
     fails(src, tmp_path / "e6", r"SegmentationObject/zz.png: no Annotations/zz.xml")
+
+
+DATUMARO_EXPORT = """
+import json, sys
+from datumaro.components.dataset import Dataset
+Dataset.import_from(sys.argv[1], "voc").export(sys.argv[2], sys.argv[3], save_media=True)
+print("{}")
+"""
+
+
+def test_datumaro_export_imports(datumaro: str, split_version: tuple[LocalStore, Any, Path], tmp_path: Path) -> None:
+    """The other direction: what datumaro writes as VOC (detection) imports with the same images, splits
+    (ImageSets/Main/<subset>.txt), classes (labelmap.txt) and boxes (its float32 corners round back)."""
+    store, _, out = split_version
+    run_reader("datumaro", DATUMARO_EXPORT, str(out), str(tmp_path / "dm"), "voc_detection")
+    ours = imp(out, "voc", store).manifest
+    theirs = imp(tmp_path / "dm", "voc", store).manifest
+    assert [(im.file_name, im.blob, im.tags) for im in theirs.images] == [
+        (im.file_name, im.blob, im.tags) for im in ours.images]
+    assert theirs.categories == ours.categories
+    assert [(a.image, a.category_id, a.bbox) for a in theirs.annotations] == [
+        (a.image, a.category_id, a.bbox) for a in ours.annotations]
