@@ -395,3 +395,36 @@ def test_datumaro_export_imports(datumaro: str, split_version: tuple[LocalStore,
     assert theirs.categories == ours.categories
     assert [(a.image, a.category_id, a.bbox) for a in theirs.annotations] == [
         (a.image, a.category_id, a.bbox) for a in ours.annotations]
+
+
+def test_two_roots_rgb_masks_and_default_list(tmp_path: Path) -> None:
+    """VOC2007 and VOC2012 side by side are one version; masks saved as RGB (datumaro writes them so)
+    read through the VOC palette; datumaro's ImageSets/Main/default.txt (no subset) is not a tag."""
+    src = tmp_path / "src"
+    voc_tree(src / "VOCdevkit" / "VOC2007")
+    v12 = src / "VOCdevkit" / "VOC2012"
+    cat, dog = seg_tree(v12)
+    for folder in ("SegmentationObject", "SegmentationClass"):
+        path = v12 / folder / "a.png"
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        buf = io.BytesIO()
+        rgb.save(buf, format="PNG")
+        path.write_bytes(buf.getvalue())
+    write(v12 / "ImageSets" / "Main" / "default.txt", "d\n")
+    (v12 / "ImageSets" / "Main" / "test.txt").unlink()
+    m = imp(src, "voc", LocalStore(tmp_path / "store")).manifest
+    assert len(m.images) == 8 and [im.tags for im in m.images[4:]] == [["train"], ["train"], ["val"], []]
+    masks = {m.category_name(a.category_id): rle_to_mask(a.segmentation) for a in m.annotations_by_image()[4]}
+    assert np.array_equal(masks["cat"], cat) and np.array_equal(masks["dog"], dog)
+    rgb = np.zeros((30, 40, 3), dtype=np.uint8)
+    rgb[0, 0] = (1, 2, 3)
+    write(v12 / "SegmentationObject" / "a.png", _png_bytes(Image.fromarray(rgb)))
+    fails(src, tmp_path / "bad", r"VOC2012/SegmentationObject/a.png: pixel \(x=0, y=0\): colour #010203 is not in "
+                                 r"the VOC palette")
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

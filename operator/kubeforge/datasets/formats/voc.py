@@ -16,7 +16,8 @@ Splits: `ImageSets/Main/<split>.txt` and `ImageSets/Segmentation/<split>.txt` (t
 valid -> val) tag their images; `trainval.txt` adds nothing when train and val lists exist (then
 each of its images must be in one of them), else it is the tag `trainval`; any other
 `ImageSets/Main/<tag>.txt` is an image tag; per-class `<class>_<split>.txt` lists are ignored
-(they restate the objects). An image in two different split lists is an error naming both.
+(they restate the objects), and so is datumaro's `default.txt` (images without a subset). An
+image in two different split lists is an error naming both.
 Classes (the declared schema): `labelmap.txt` (`name:r,g,b:parts:actions`, a first `background`
 line is the void class 0) or `classes.txt` (one name a line), at the top or at a root: ids 1..K in
 that order, and then an object of any other class is an error; else the sorted object names.
@@ -25,6 +26,10 @@ XML is index k; 0 background, 255 void) and `SegmentationClass/<id>.png` the cla
 label map's order, else VOC's 20 classes); each object's pixels become its COCO RLE
 `segmentation` (area = pixel count), and their class must be the object's class.
 Not read: `<part>` (person layout), ImageSets/Layout and Action.
+Export (`write_voc`): the flat canonical layout datumaro and supervision read, whatever the
+source's folders: `JPEGImages/<id>.<ext>` and `Annotations/<id>.xml` by image id,
+`ImageSets/Main/<split>.txt` (`default.txt` for images without one), `labelmap.txt`, and the
+segmentation PNGs for images whose objects have masks.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ class _Labels:
 class _Image:
     image: DraftImage
     image_id: str  # the id ImageSets lists name (the XML's path inside Annotations/, no extension)
-    root: str  # "" or "<folder>/" (standard tree), None-like "" for flat images too
+    root: str  # "" or "<folder>/": the standard tree's root, or the flat XML's folder
     xml: str = ""  # its XML (full location), when it has one
     objects: list[tuple[str, DraftAnnotation]] = field(default_factory=list)
     splits: dict[str, str] = field(default_factory=dict)  # split -> "where: line n" that says so
