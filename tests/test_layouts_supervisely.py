@@ -108,6 +108,9 @@ def fails(src: Path, tmp_path: Path, message: str) -> str:
     ("train/ann/b.png.json", ann(rect(), rect("dog")),
      r"train/ann/b.png.json: object 2: geometry 'rectangle'; .*meta.json declares class 'dog' as 'polygon'"),
     ("train/ann/b.png.json", ann(rect("horse")), r"object 1: class 'horse' is not in meta.json classes"),
+    ("train/ann/b.png.json", ann(rect() | {"classTitle": ["cat"]}), r"object 1: class \['cat'\] is not in meta.json"),
+    ("meta.json", json.dumps(META | {"tags": [{"name": "x", "classes": "cat"}]}),
+     r"meta.json: tags\[0\] \(x\): 'classes': expected a list of class titles"),
     ("train/ann/b.png.json", ann(tags=[{"name": "val", "value": None}]),
      r"train/ann/b.png.json: image train/img/b.png is in split train \(dataset train\) and in split val "
      r"\(tag 'val'\); an image has one split"),

@@ -307,6 +307,8 @@ def test_label_map_orders_the_classes(tmp_path: Path) -> None:
      r"Annotations/a.xml: <size> <width> '40.5': expected a whole number of pixels"),
     (lambda s: s.replace("</annotation>", ""), r"Annotations/a.xml: not valid XML"),
     (lambda s: s.replace("<xmin>21</xmin>", "<xmin>two</xmin>"), r"Annotations/a.xml: object 2: <xmin> 'two'"),
+    (lambda s: s.replace("<xmin>21</xmin>", "<xmin>nan</xmin>"), r"Annotations/a.xml: object 2: <xmin> 'nan'"),
+    (lambda s: '<?xml version="1.0" encoding="bogus"?>' + s, r"Annotations/a.xml: not valid XML \(LookupError"),
     (lambda s: s.replace("<difficult>0</difficult>", "<difficult>maybe</difficult>", 1),
      r"Annotations/a.xml: object 1: <difficult> 'maybe': expected 0 or 1"),
     (lambda s: s.replace("<name>dog</name>", "<name></name>"), r"Annotations/a.xml: object 2: expected a <name>"),

@@ -202,7 +202,10 @@ def _tag_metas(where: str, raw: Any) -> dict[str, _TagMeta]:
                                      "imagesOnly or objectsOnly")
         if t["name"] in out:
             raise DatasetImportError(f"{what}: tag {t['name']!r} is declared twice")
-        out[t["name"]] = _TagMeta(value_type, values, applicable, list(t.get("classes") or []))
+        classes = t.get("classes") or []
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise DatasetImportError(f"{what} ({t['name']}): 'classes': expected a list of class titles")
+        out[t["name"]] = _TagMeta(value_type, values, applicable, classes)
     return out
 
 
@@ -256,7 +259,7 @@ def _parse_ann(
     out = []
     for k, obj in enumerate(objects, start=1):
         what = f"{where}: object {k}"
-        if not isinstance(obj, dict) or obj.get("classTitle") not in ids:
+        if not isinstance(obj, dict) or not isinstance(obj.get("classTitle"), str) or obj["classTitle"] not in ids:
             title = obj.get("classTitle") if isinstance(obj, dict) else None
             raise DatasetImportError(f"{what}: class {title!r} is not in meta.json classes")
         title = obj["classTitle"]

@@ -35,6 +35,7 @@ segmentation PNGs for images whose objects have masks.
 from __future__ import annotations
 
 import io
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -214,9 +215,12 @@ def _text(node: ET.Element | None, tag: str) -> str | None:
 def _number(where: str, node: ET.Element, tag: str) -> float:
     value = _text(node, tag)
     try:
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise DatasetImportError(f"{where}: <{tag}> {value!r}: expected a number") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise DatasetImportError(f"{where}: <{tag}> {value!r}: expected a number")
+    return number
 
 
 def _size(where: str, root: ET.Element) -> tuple[int | None, int | None]:
@@ -254,8 +258,8 @@ def _read_xml(source: Source, rel: str) -> ET.Element:
     where = source.where(rel)
     try:
         tree = ET.fromstring(source.read(rel))
-    except ET.ParseError as exc:
-        raise DatasetImportError(f"{where}: not valid XML ({exc})") from None
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: an unknown encoding
+        raise DatasetImportError(f"{where}: not valid XML ({type(exc).__name__}: {exc})") from None
     if tree.tag != "annotation":
         raise DatasetImportError(f"{where}: expected an <annotation> root element, found <{tree.tag}>")
     return tree
