@@ -430,3 +430,15 @@ def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_lowercase_annotations_and_images_folders(tmp_path: Path) -> None:
+    """Kaggle's layout: `annotations/*.xml` beside `images/*.png` is the standard tree."""
+    src = tmp_path / "src"
+    write(src / "images" / "m0.png", png(40, 30))
+    write(src / "images" / "m1.png", png(40, 30, (0, 0, 0)))
+    write(src / "annotations" / "m0.xml", xml("m0.png", [CAT, DOG]))
+    m = imp(src, "voc", LocalStore(tmp_path / "store")).manifest
+    assert [im.file_name for im in m.images] == ["images/m0.png", "images/m1.png"] and len(m.annotations) == 2
+    write(src / "Annotations" / "m1.xml", xml("m1.png", [CAT]))
+    fails(src, tmp_path / "two", r"annotations/m0.xml: Annotations/ and annotations/ both hold annotations")

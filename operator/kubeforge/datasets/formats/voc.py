@@ -101,19 +101,27 @@ class _Labels:
 class _Image:
     image: DraftImage
     image_id: str  # the id ImageSets lists name (the XML's path inside Annotations/, no extension)
-    root: str  # "" or "<folder>/": the standard tree's root, or the flat XML's folder
     xml: str = ""  # its XML (full location), when it has one
     objects: list[tuple[str, DraftAnnotation]] = field(default_factory=list)
     splits: dict[str, str] = field(default_factory=dict)  # split -> "where: line n" that says so
 
 
-def _root_of(rel: str, folder: str) -> str | None:
-    """'' or 'a/b/' when `rel` lies under 'a/b/<folder>/', else None (the last such folder counts)."""
+def _root_of(rel: str) -> tuple[str, str] | None:
+    """('' or 'a/b/', 'Annotations/') when `rel` lies under 'a/b/Annotations/' (any case: Kaggle's
+    `annotations/` + `images/` too), else None; the last such folder counts."""
     parts = rel.split("/")
     for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == folder:
-            return "/".join(parts[:i]) + "/" if i else ""
+        if parts[i].lower() == "annotations":
+            return ("/".join(parts[:i]) + "/" if i else ""), parts[i] + "/"
     return None
+
+
+def _image_dir(files: list[str], root: str) -> str:
+    """A root's image folder: JPEGImages/, else images/ (any case) when only that exists."""
+    tops = {f[len(root):].split("/", 1)[0] for f in files if f.startswith(root) and "/" in f[len(root):]}
+    if "JPEGImages" in tops:
+        return IMAGES
+    return next((t + "/" for t in sorted(tops) if t.lower() in ("jpegimages", "images")), IMAGES)
 
 
 def parse_voc(source: Source, files: list[str]) -> Draft:
@@ -123,13 +131,18 @@ def parse_voc(source: Source, files: list[str]) -> Draft:
             f"source {source.uri}: no Annotations/*.xml and no *.xml beside images; expected a Pascal VOC folder")
     file_set = set(files)
     roots: dict[str, list[str]] = {}
+    ann_dirs: dict[str, str] = {}
     flat: list[str] = []
     for rel in xmls:
-        root = _root_of(rel, "Annotations")
-        if root is None:
+        found = _root_of(rel)
+        if found is None:
             flat.append(rel)
-        else:
-            roots.setdefault(root, []).append(rel)
+            continue
+        root, ann_dir = found
+        if ann_dirs.setdefault(root, ann_dir) != ann_dir:
+            raise DatasetImportError(f"{source.where(rel)}: {root}{ann_dirs[root]} and {root}{ann_dir} both hold "
+                                     "annotations; expected one Annotations/ folder")
+        roots.setdefault(root, []).append(rel)
     labels = _labels(source, file_set, sorted(roots))
     entries: list[_Image] = []
     paths: dict[str, str] = {}  # image path -> the XML that names it
@@ -143,17 +156,17 @@ def parse_voc(source: Source, files: list[str]) -> Draft:
         entries.append(entry)
 
     for root in sorted(roots):
-        prefix = root + IMAGES
+        prefix = root + _image_dir(files, root)
         stems = {f[len(prefix):].rsplit(".", 1)[0]: f for f in files if f.startswith(prefix) and is_image(f)}
         by_id: dict[str, _Image] = {}
         for rel in sorted(roots[root]):
-            image_id = rel[len(root + ANNOTATIONS):-4]
-            entry = _parse_xml(source, rel, image_id, root, file_set, stems.get(image_id))
+            image_id = rel[len(root + ann_dirs[root]):-4]
+            entry = _parse_xml(source, rel, image_id, prefix, file_set, stems.get(image_id))
             by_id[image_id] = entry
             add(entry)
         for image_id, path in stems.items():
             if image_id not in by_id and path not in paths:
-                by_id[image_id] = _Image(DraftImage(path=path, ref=path), image_id, root)
+                by_id[image_id] = _Image(DraftImage(path=path, ref=path), image_id)
                 add(by_id[image_id])
         _masks(source, files, root, by_id, labels)
         _image_sets(source, files, root, by_id, labels)
@@ -172,7 +185,7 @@ def parse_voc(source: Source, files: list[str]) -> Draft:
         a.category_id = ids[name]
         annotations.append(a)
     categories = [Category(id=i, name=n) for n, i in ids.items()]
-    origin = source.where(sorted(roots)[0] + ANNOTATIONS) if roots else source.where(flat[0])
+    origin = source.where(sorted(roots)[0] + ann_dirs[sorted(roots)[0]]) if roots else source.where(flat[0])
     return Draft(task="object-detection", categories=categories, images=images, annotations=annotations,
                  origin=origin)
 
@@ -238,17 +251,17 @@ def _size(where: str, root: ET.Element) -> tuple[int | None, int | None]:
     return dims[0], dims[1]
 
 
-def _parse_xml(source: Source, rel: str, image_id: str, root: str, file_set: set[str], stem: str | None) -> _Image:
-    """One XML of the standard tree; its image is inside `<root>JPEGImages/`."""
+def _parse_xml(source: Source, rel: str, image_id: str, images: str, file_set: set[str], stem: str | None) -> _Image:
+    """One XML of the standard tree; its image is inside `images` (`<root>JPEGImages/`)."""
     where = source.where(rel)
     tree = _read_xml(source, rel)
     filename = _text(tree, "filename")
-    path = root + IMAGES + check_rel(where, "<filename>", filename) if filename else stem or ""
+    path = images + check_rel(where, "<filename>", filename) if filename else stem or ""
     if filename and path not in file_set and stem:
         path = stem  # <filename> is stale (renamed image): the image with the XML's id
     if not path:
-        raise DatasetImportError(f"{where}: no <filename> and no {root}{IMAGES}{image_id}.* image")
-    entry = _entry(source, rel, tree, path, image_id, root)
+        raise DatasetImportError(f"{where}: no <filename> and no {images}{image_id}.* image")
+    entry = _entry(source, rel, tree, path, image_id)
     if path not in file_set:
         entry.image.error = f"file not found (named by {where})"
     return entry
@@ -265,11 +278,11 @@ def _read_xml(source: Source, rel: str) -> ET.Element:
     return tree
 
 
-def _entry(source: Source, rel: str, tree: ET.Element, path: str, image_id: str, root: str) -> _Image:
+def _entry(source: Source, rel: str, tree: ET.Element, path: str, image_id: str) -> _Image:
     where = source.where(rel)
     width, height = _size(where, tree)
     image = DraftImage(path=path, ref=path, width=width, height=height)
-    entry = _Image(image, image_id, root, xml=where)
+    entry = _Image(image, image_id, xml=where)
     for k, obj in enumerate(tree.findall("object"), start=1):
         what = f"object {k}"
         name = _text(obj, "name")
@@ -338,14 +351,14 @@ def _flat(source: Source, files: list[str], xmls: list[str], file_set: set[str],
             path = stem
         else:
             raise DatasetImportError(f"{where}: no <filename> and no {rel[:-4]}.* image beside it")
-        entry = _entry(source, rel, tree, path, rel[:-4], prefix)
+        entry = _entry(source, rel, tree, path, rel[:-4])
         if path not in file_set:
             entry.image.error = f"file not found (named by {where})"
         _folder_split(where, path, entry)
         named.add(path)
         add(entry)
     for path in sorted(set(stems.values()) - named):
-        entry = _Image(DraftImage(path=path, ref=path), path.rsplit(".", 1)[0], "")
+        entry = _Image(DraftImage(path=path, ref=path), path.rsplit(".", 1)[0])
         _folder_split(source.where(path), path, entry)
         add(entry)
 
