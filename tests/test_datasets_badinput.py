@@ -103,6 +103,7 @@ def test_box_outside_the_image(fmt: str, sources: Path, tmp_path: Path) -> None:
         where.write_text(where.read_text().replace("<xmax>40</xmax>", "<xmax>45</xmax>"))
     else:
         where = sly_ann(src)
+        edit_json(src / "meta.json", lambda m: [c.update(shape="any") for c in m["classes"]])  # any geometry
         edit_json(where, lambda a: a["objects"][0].update(
             geometryType="rectangle", points={"exterior": [[0, 0], [40, 10]], "interior": []}))
     msg = fails(src, fmt, tmp_path, r"reaches outside the \d+x\d+ image")

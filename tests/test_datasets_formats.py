@@ -97,7 +97,8 @@ def supervisely_project(root: Path) -> np.ndarray:
     """One image with a rectangle, a polygon with a hole, a bitmap, and tags; returns the bitmap mask."""
     meta = {"classes": [{"title": "box", "shape": "rectangle"}, {"title": "ring", "shape": "polygon"},
                         {"title": "blob", "shape": "bitmap"}],
-            "tags": [{"name": "train", "value_type": "none"}, {"name": "weather", "value_type": "any_string"}]}
+            "tags": [{"name": "train", "value_type": "none"}, {"name": "weather", "value_type": "any_string"},
+                     {"name": "occluded", "value_type": "none"}, {"name": "score", "value_type": "any_number"}]}
     write(root / "meta.json", json.dumps(meta))
     write(root / "ds1" / "img" / "a.png", png(40, 30))
     write(root / "ds1" / "img" / "b.png", png(40, 30, (0, 0, 255)))  # no ann file: an image without objects

@@ -187,3 +187,35 @@ def export_rest(file_name: str, split: str | None) -> str:
     while len(parts) > 1 and own(parts[0]):
         parts = parts[1:]
     return "/".join(parts)
+
+
+def unique_stems(paths: Sequence[str], *, keep_ext: bool = False) -> list[str]:
+    """One flat name per path (for exports that hold one folder of images, e.g. VOC's JPEGImages):
+    the file name (without its extension unless `keep_ext`); where two paths share it, both get
+    the whole path with '/' as '_', and a '_2', '_3'... suffix if that still collides. Same input,
+    same names."""
+
+    def base(p: str) -> str:
+        name = p.rpartition("/")[2]
+        return name if keep_ext or "." not in name else name.rsplit(".", 1)[0]
+
+    def whole(p: str) -> str:
+        stem = p if keep_ext or "." not in p.rpartition("/")[2] else p.rsplit(".", 1)[0]
+        return stem.replace("/", "_")
+
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[base(p)] = counts.get(base(p), 0) + 1
+    out: list[str] = []
+    taken: set[str] = set()
+    for p in paths:
+        name = base(p) if counts[base(p)] == 1 else whole(p)
+        if name in taken:
+            stem, dot, ext = name.rpartition(".") if keep_ext and "." in name else (name, "", "")
+            n = 2
+            while f"{stem}_{n}{dot}{ext}" in taken:
+                n += 1
+            name = f"{stem}_{n}{dot}{ext}"
+        taken.add(name)
+        out.append(name)
+    return out
