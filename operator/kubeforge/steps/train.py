@@ -170,7 +170,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     from kubeforge_trainers.export_formats import ExportRecord
     from kubeforge_trainers.progress import ProgressReporter
     from kubeforge_trainers.sdk import TrainContext, get_trainer
-    from kubeforge_trainers.split import random_split
+    from kubeforge_trainers.split import choose_split
 
     job = spec.spec
     manifest = load_manifest(store, spec.dataset.dataset, spec.dataset.digest)
@@ -187,13 +187,16 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     parameters = trainer.run_parameters(job.model.name, hp, job.model.parameters)
     epochs = parameters.get("epochs")
     epochs = epochs if isinstance(epochs, int) and epochs > 0 else hp.epochs
-    split = random_split([img.file_name for img in manifest.images], job.split.train_percent, job.split.seed)
+    # spec.split.method (unset: the version's recorded split when it has one, else random).
+    split, split_line = choose_split(job.split.method, [(img.file_name, img.tags) for img in manifest.images],
+                                     job.split.train_percent, job.split.seed)
 
     main = dist_env.is_main
     # Only rank 0 publishes; the others report to nobody and keep their console quiet.
     progress = ProgressReporter(sink if main else None, epochs)
     progress.console.quiet = not main
     progress.phase("Preparing")
+    progress.console.print(split_line)
     if main:
         store.put_json(sink.key(layout.RUN_SPEC), {
             "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
