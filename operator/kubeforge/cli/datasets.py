@@ -43,11 +43,27 @@ def synth_shapes(
         SynthTask.DETECTION
     ),
     max_objects: Annotated[int, typer.Option("--max-objects", min=1, help="detection: shapes per image, 1..N.")] = 4,
+    splits: Annotated[str | None, typer.Option(
+        "--splits", help="detection: write the standard COCO layout with these splits, e.g. train,val: "
+        "annotations/instances_<split>.json and the images in <split>/ (every 5th image to val, the one "
+        "before it to test, the rest to train).")] = None,
 ) -> None:
     """Filled circles, squares and triangles on varied backgrounds."""
     from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 
     start = time.perf_counter()
+    if splits is not None:
+        wanted = [s.strip() for s in splits.split(",") if s.strip()]
+        if task is not SynthTask.DETECTION or not wanted or "train" not in wanted \
+                or not set(wanted) <= {"train", "val", "test"}:
+            typer.echo(f"error: --splits {splits!r}: expected train and any of val, test (detection only)", err=True)
+            raise typer.Exit(2)
+        counts = _coco_splits(out, wanted, images, size or 160, seed, max_objects)
+        typer.echo(f"wrote {images} images ({size or 160}px) in the COCO split layout in "
+                   f"{time.perf_counter() - start:.1f}s: " + ", ".join(
+                       f"{out / 'annotations' / f'instances_{s}.json'} ({n} images in {out / s})"
+                       for s, n in counts.items()))
+        return
     if task is SynthTask.DETECTION:
         ann = generate_shapes_coco(out, n_images=images, size=size or 160, seed=seed, max_objects=max_objects)
         import json
@@ -64,6 +80,36 @@ def synth_shapes(
             f"wrote {images} images per class ({size or 64}px) for {', '.join(classes)} "
             f"in {time.perf_counter() - start:.1f}s: {root} (ImageFolder)"
         )
+
+
+def _coco_splits(out: Path, splits: list[str], n_images: int, size: int, seed: int, max_objects: int
+                 ) -> dict[str, int]:
+    """The shapes of `synth shapes` (same seed, same images) in the standard COCO layout: images in
+    `<split>/`, `annotations/instances_<split>.json` naming them by file name; image i goes to val when
+    i % 5 == 4, to test when i % 5 == 3, else to train (splits not asked for fall to train)."""
+    import json
+    import shutil
+    import tempfile
+
+    from kubeforge.datasets.synth import generate_shapes_coco
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
+        coco = json.loads(generate_shapes_coco(Path(tmp), n_images=n_images, size=size, seed=seed,
+                                               max_objects=max_objects).read_text())
+        by_split: dict[str, list[dict]] = {s: [] for s in splits}
+        for i, image in enumerate(coco["images"]):
+            split = {4: "val", 3: "test"}.get(i % 5, "train")
+            by_split[split if split in by_split else "train"].append(image)
+        (out / "annotations").mkdir(exist_ok=True)
+        for split, images in by_split.items():
+            (out / split).mkdir(exist_ok=True)
+            for image in images:
+                shutil.move(Path(tmp) / "images" / image["file_name"], out / split / image["file_name"])
+            ids = {image["id"] for image in images}
+            doc = {**coco, "images": images, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+            (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc, separators=(",", ":")))
+    return {split: len(images) for split, images in by_split.items()}
 
 
 @app.command("import")
