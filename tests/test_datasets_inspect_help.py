@@ -96,3 +96,29 @@ def test_no_help_text_is_cut() -> None:
             text = getattr(param, "help", None)
             if text:
                 assert _squash(text) in _squash(result.output), f"datasets {' '.join(path)}: {param.name}: {text!r}"
+
+
+def test_synth_splits_writes_the_standard_coco_layout(tmp_path: Path) -> None:
+    import json
+
+    from kubeforge.datasets.synth import generate_shapes_coco
+
+    out = tmp_path / "coco"
+    result = CliRunner().invoke(app, ["datasets", "synth", "shapes", "--out", str(out), "--images", "10",
+                                      "--size", "32", "--splits", "train,val"])
+    assert result.exit_code == 0, result.output
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "annotations/instances_train.json", "annotations/instances_val.json",
+        *[f"train/{i:06d}.png" for i in (0, 1, 2, 3, 5, 6, 7, 8)], "val/000004.png", "val/000009.png"]
+    plain = json.loads(generate_shapes_coco(tmp_path / "plain", n_images=10, size=32, seed=0).read_text())
+    docs = {s: json.loads((out / "annotations" / f"instances_{s}.json").read_text()) for s in ("train", "val")}
+    assert sorted(im["id"] for d in docs.values() for im in d["images"]) == [im["id"] for im in plain["images"]]
+    assert sorted(a["id"] for d in docs.values() for a in d["annotations"]) == [a["id"] for a in plain["annotations"]]
+    for split, doc in docs.items():
+        ids = {im["id"] for im in doc["images"]}
+        assert all(a["image_id"] in ids for a in doc["annotations"])
+        for im in doc["images"]:
+            assert (out / split / im["file_name"]).read_bytes() == (tmp_path / "plain" / "images" /
+                                                                    im["file_name"]).read_bytes()
+    bad = CliRunner().invoke(app, ["datasets", "synth", "shapes", "--out", str(tmp_path / "x"), "--splits", "val"])
+    assert bad.exit_code == 2 and "expected train and any of val, test" in bad.output

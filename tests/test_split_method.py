@@ -145,3 +145,67 @@ def test_the_train_step_refuses_method_dataset_on_a_version_without_a_split(tmp_
     assert "spec.split.method is dataset, but the dataset version records no train and val images" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not store.exists(f"{run.experiment_prefix}/{layout.TRAIN_VAL_SPLIT}")
+
+
+E2E = """apiVersion: kubeforge.io/v1alpha1
+kind: DatasetVersion
+metadata: {name: cls}
+spec: {dataset: cls, source: {uri: data, format: imagefolder}}
+---
+apiVersion: kubeforge.io/v1alpha1
+kind: TrainingJob
+metadata: {name: clf}
+spec:
+  datasetVersion: cls
+  task: classification
+  model: {name: mobilenet_v3_small, imageSize: 32}
+  hyperparameters: {epochs: 1, batchSize: 4}
+  export: [onnx]
+  benchmark: {enabled: false}
+---
+apiVersion: kubeforge.io/v1alpha1
+kind: Benchmark
+metadata: {name: clf-val}
+spec:
+  models: [{trainingJob: clf}]
+  split: val
+  bootstrap: {resamples: 10}
+  speed: {enabled: false}
+"""
+
+
+@pytest.mark.slow  # a real training epoch, export and benchmark: ~30 s
+@pytest.mark.usefixtures("step_cache")
+def test_a_version_from_train_and_val_folders_is_trained_and_benchmarked_on_its_own_split(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kubeforge.cli.main import app
+    from kubeforge.local.state import StateDir
+
+    gen = tmp_path / "gen"
+    generate_shapes_imagefolder(gen, n_per_class=4, size=32, seed=5)
+    data = tmp_path / "data"
+    for i, png in enumerate(sorted(gen.rglob("*.png"))):  # train/<class>/..., val/<class>/...
+        split = "val" if i % 4 == 0 else "train"
+        (data / split / png.parent.name).mkdir(parents=True, exist_ok=True)
+        (data / split / png.parent.name / png.name).write_bytes(png.read_bytes())
+    (tmp_path / "m.yaml").write_text(E2E)
+    state, store = tmp_path / "state", tmp_path / "store"
+    result = CliRunner().invoke(app, ["run", "-f", str(tmp_path / "m.yaml"), "--state-dir", str(state),
+                                      "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    val_images = sorted(str(p.relative_to(data)) for p in (data / "val").rglob("*.png"))
+    train_images = sorted(str(p.relative_to(data)) for p in (data / "train").rglob("*.png"))
+    st = LocalStore(store)
+    job = StateDir(state).get("TrainingJob", "default", "clf").resource
+    prefix = job.status.output_prefix  # type: ignore[union-attr]
+    split = st.get_json(f"{prefix}/{layout.TRAIN_VAL_SPLIT}")
+    assert (split["method"], split["methodFrom"], split["train"], split["val"]) == (
+        "dataset", "default", train_images, val_images)
+    log = (StateDir(state).run_dir("TrainingJob", "default", "clf") / "step.log").read_text()
+    assert f"split: dataset (spec.split.method unset; the version records a split): {len(train_images)} train, " \
+           f"{len(val_images)} val images by their tags" in log
+    bench = StateDir(state).get("Benchmark", "default", "clf-val").resource
+    metrics = st.get_json(f"{bench.status.output_prefix}/metrics.json")  # type: ignore[union-attr]
+    model = metrics["models"]["clf"]
+    assert sorted(model["perImage"]["fileNames"]) == val_images

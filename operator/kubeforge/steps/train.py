@@ -196,7 +196,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     progress = ProgressReporter(sink if main else None, epochs)
     progress.console.quiet = not main
     progress.phase("Preparing")
-    progress.console.print(split_line)
+    progress.console.print(split_line, soft_wrap=True, markup=False, highlight=False)  # one line: greppable
     if main:
         store.put_json(sink.key(layout.RUN_SPEC), {
             "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
