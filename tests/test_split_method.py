@@ -41,6 +41,8 @@ def test_run_ids_of_specs_written_before_split_method_dataset_are_unchanged() ->
     assert run_id("TrainingJob", _job(split={"method": "random", "trainPercent": 80, "seed": 0}).spec,
                   INPUTS) == "8f546d23e5"
     assert run_id("TrainingJob", _job(split={"trainPercent": 70, "seed": 3}).spec, INPUTS) == "4e365dbe75"
+    # The new default written out (as a cluster's API server fills it in): still the same run.
+    assert run_id("TrainingJob", _job(split={"method": "auto"}).spec, INPUTS) == "8f546d23e5"
     # Asking for the recorded split is another run.
     assert run_id("TrainingJob", _job(split={"method": "dataset"}).spec, INPUTS) not in ("8f546d23e5", "4e365dbe75")
 
@@ -51,19 +53,19 @@ def _images(train: int, val: int, test: int = 0, untagged: int = 0) -> list[tupl
     return out + [(f"x/{i}.png", ["night"]) for i in range(untagged)]
 
 
-def test_unset_method_uses_the_recorded_split_and_says_what_it_left_out() -> None:
-    split, line = choose_split(None, _images(3, 2, test=2, untagged=1), 80.0, 0)
+def test_auto_uses_the_recorded_split_and_says_what_it_left_out() -> None:
+    split, line = choose_split("auto", _images(3, 2, test=2, untagged=1), 80.0, 0)
     assert split.method == "dataset"
     assert split.train == ["train/0.png", "train/1.png", "train/2.png"] and split.val == ["val/0.png", "val/1.png"]
     assert "dataset" in line and "3 train, 2 val" in line and "3 not used (2 tagged test, 1 untagged)" in line
     doc = split.to_json()
-    assert doc["method"] == "dataset" and doc["methodFrom"] == "default" and doc["unused"] == {"test": 2, "untagged": 1}
+    assert doc["method"] == "dataset" and doc["requested"] == "auto" and doc["unused"] == {"test": 2, "untagged": 1}
     assert "trainPercent" not in doc
 
 
-def test_unset_method_on_a_version_without_a_split_is_the_old_random_split() -> None:
+def test_auto_on_a_version_without_a_split_is_the_old_random_split() -> None:
     images = _images(0, 0, test=3, untagged=7)  # test tags alone record no train/val split
-    split, line = choose_split(None, images, 80.0, 0)
+    split, line = choose_split("auto", images, 80.0, 0)
     explicit, _ = choose_split("random", images, 80.0, 0)
     assert split.to_json() == explicit.to_json()
     assert split.to_json()["method"] == "random" and len(split.train) == 8 and "records no split" in line
@@ -86,9 +88,16 @@ def test_dataset_without_train_or_val_images_names_the_field_and_the_counts(imag
     assert f"{images[0]} train, {images[1]} val, 1 test, 2 untagged" in message
 
 
+def test_auto_with_train_tags_but_no_val_is_the_same_error() -> None:
+    with pytest.raises(ValueError, match=r"spec.split.method is auto \(the default\) and the version records a split, "
+                                         r"but the dataset version records no val images \(3 train, 0 val, 0 test, "
+                                         r"1 untagged images by their split tags\); .* set spec.split.method: random"):
+        choose_split("auto", _images(3, 0, untagged=1), 80.0, 0)
+
+
 def test_an_image_in_two_splits_is_an_error_naming_it() -> None:
     with pytest.raises(ValueError, match=r"a/b\.png: image tags \['train', 'val'\]"):
-        choose_split(None, [("a/b.png", ["val", "train"]), ("c.png", ["train"])], 80.0, 0)
+        choose_split("auto", [("a/b.png", ["val", "train"]), ("c.png", ["train"])], 80.0, 0)
 
 
 def _yolo_with_split_folders(root: Path) -> Path:
@@ -200,10 +209,10 @@ def test_a_version_from_train_and_val_folders_is_trained_and_benchmarked_on_its_
     job = StateDir(state).get("TrainingJob", "default", "clf").resource
     prefix = job.status.output_prefix  # type: ignore[union-attr]
     split = st.get_json(f"{prefix}/{layout.TRAIN_VAL_SPLIT}")
-    assert (split["method"], split["methodFrom"], split["train"], split["val"]) == (
-        "dataset", "default", train_images, val_images)
+    assert (split["method"], split["requested"], split["train"], split["val"]) == (
+        "dataset", "auto", train_images, val_images)
     log = (StateDir(state).run_dir("TrainingJob", "default", "clf") / "step.log").read_text()
-    assert f"split: dataset (spec.split.method unset; the version records a split): {len(train_images)} train, " \
+    assert f"split: dataset (spec.split.method auto; the version records a split): {len(train_images)} train, " \
            f"{len(val_images)} val images by their tags" in log
     bench = StateDir(state).get("Benchmark", "default", "clf-val").resource
     metrics = st.get_json(f"{bench.status.output_prefix}/metrics.json")  # type: ignore[union-attr]

@@ -3,8 +3,8 @@
 `method: dataset` uses the split the version records: the image tags `train` and `val` (set from
 the source's layout by the importers: COCO `instances_<split>.json`, YOLO lists and split folders,
 VOC image sets, ... or by the `assignSplit` operation). Images tagged `test`, or with no split tag,
-are used for neither. When the TrainingJob leaves `split.method` unset, a version that records a
-split (some image tagged train or val) is split by it; any other is split at random.
+are used for neither. With `method: auto` (the default), a version that records a split (some image
+tagged train or val) is split by it; any other is split at random.
 """
 
 from __future__ import annotations
@@ -98,17 +98,20 @@ def _counts(groups: dict[str, list[str]]) -> str:
             f"{len(groups['untagged'])} untagged")
 
 
-def dataset_split(groups: dict[str, list[str]], chosen_by: str = "spec") -> Split:
-    """The version's recorded split: train = images tagged train, val = images tagged val."""
+def dataset_split(groups: dict[str, list[str]], requested: str = "dataset") -> Split:
+    """The version's recorded split: train = images tagged train, val = images tagged val. `requested`: what
+    spec.split.method said (dataset, or auto), recorded beside the method used."""
     if not groups["train"] or not groups["val"]:
         missing = "val" if groups["train"] else "train" if groups["val"] else "train and val"
+        said = ("spec.split.method is dataset" if requested == "dataset" else
+                "spec.split.method is auto (the default) and the version records a split")
         raise ValueError(
-            f"spec.split.method is dataset, but the dataset version records no {missing} images "
+            f"{said}, but the dataset version records no {missing} images "
             f"({_counts(groups)} images by their split tags); tag them (the source's split files or folders, "
             "or the assignSplit operation of a derived DatasetVersion) or set spec.split.method: random"
         )
     return Split(train=groups["train"], val=groups["val"], method="dataset",
-                 extra={"methodFrom": chosen_by, "unused": {"test": len(groups["test"]),
+                 extra={"requested": requested, "unused": {"test": len(groups["test"]),
                                                            "untagged": len(groups["untagged"])}})
 
 
@@ -117,16 +120,14 @@ def choose_split(method: str | None, images: Sequence[tuple[str, Sequence[str]]]
     """The split of a TrainingJob's `spec.split` over a version's (file_name, tags), and a log line
     that says which method was used, why, and how many images went where."""
     groups = recorded_splits(images)
-    if method is None:
+    requested = method or "auto"
+    if requested == "auto":
         method = "dataset" if records_split(groups) else "random"
-        chosen_by = "default"
-    else:
-        chosen_by = "spec"
-    why = ("spec.split.method" if chosen_by == "spec" else
-           "spec.split.method unset; the version records a split" if method == "dataset" else
-           "spec.split.method unset; the version records no split")
+    why = ("spec.split.method" if requested != "auto" else
+           "spec.split.method auto; the version records a split" if method == "dataset" else
+           "spec.split.method auto; the version records no split")
     if method == "dataset":
-        split = dataset_split(groups, chosen_by)
+        split = dataset_split(groups, requested)
         unused = len(groups["test"]) + len(groups["untagged"])
         line = (f"split: dataset ({why}): {len(split.train)} train, {len(split.val)} val images by their tags; "
                 f"{unused} not used ({len(groups['test'])} tagged test, {len(groups['untagged'])} untagged)")

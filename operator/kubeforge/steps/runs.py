@@ -73,22 +73,23 @@ def _drop_added_defaults(kind: str, spec: ApiModel, dumped: dict[str, Any]) -> d
     return dumped
 
 
-# Spec fields whose default became "unset" (None) after release, with the value they had before: left
-# unset, the run id sees that old value, so an upgrade does not make every existing resource a new run.
-# TrainingJob split.method: unset now means "dataset when the version records a split, else random";
-# on a version without split tags that is the old default's outcome, the same run.
-FORMER_DEFAULTS: dict[str, tuple[tuple[tuple[str, ...], Any], ...]] = {
-    "TrainingJob": ((("split", "method"), "random"),),
+# Spec fields whose default changed after release: (path, the new default, the value it replaced). At the
+# new default, the run id sees the old value, so an upgrade does not make every existing resource a new run.
+# TrainingJob split.method: `auto` (dataset when the version records a split, else random) replaced
+# `random`; on a version without split tags it is the old default's outcome, the same run.
+FORMER_DEFAULTS: dict[str, tuple[tuple[tuple[str, ...], Any, Any], ...]] = {
+    "TrainingJob": ((("split", "method"), "auto", "random"),),
 }
 
 
 def _former_defaults(kind: str, dumped: dict[str, Any]) -> dict[str, Any]:
-    for path, value in FORMER_DEFAULTS.get(kind, ()):
+    for path, new, old in FORMER_DEFAULTS.get(kind, ()):
         target = dumped
         for name in path[:-1]:
             target = target.get(to_camel(name)) or {}
-        if isinstance(target, dict) and to_camel(path[-1]) in target and target[to_camel(path[-1])] is None:
-            target[to_camel(path[-1])] = value
+        key = to_camel(path[-1])
+        if isinstance(target, dict) and target.get(key) == new:
+            target[key] = old
     return dumped
 
 
