@@ -187,7 +187,7 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     parameters = trainer.run_parameters(job.model.name, hp, job.model.parameters)
     epochs = parameters.get("epochs")
     epochs = epochs if isinstance(epochs, int) and epochs > 0 else hp.epochs
-    # spec.split.method (unset: the version's recorded split when it has one, else random).
+    # spec.split.method (auto: the version's recorded split when it has one, else random).
     split, split_line = choose_split(job.split.method, [(img.file_name, img.tags) for img in manifest.images],
                                      job.split.train_percent, job.split.seed)
 
