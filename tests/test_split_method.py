@@ -47,6 +47,20 @@ def test_run_ids_of_specs_written_before_split_method_dataset_are_unchanged() ->
     assert run_id("TrainingJob", _job(split={"method": "dataset"}).spec, INPUTS) not in ("8f546d23e5", "4e365dbe75")
 
 
+def test_a_run_recorded_before_auto_is_the_same_run_where_auto_resolves_to_random() -> None:
+    from kubeforge.steps.spec import TrainRun
+    from kubeforge.steps.train import run_spec_digest
+
+    run = TrainRun.model_validate({
+        "store": "file:///s", "namespace": "default", "name": "clf", "run_id": "abc",
+        "spec": {"datasetVersion": "cls", "task": "classification", "model": {"name": "resnet18"}},
+        "dataset": {"dataset": "cls", "digest": "ab" * 32}, "experiment_prefix": "experiments/x/runs/abc"})
+    # The digest main's train step (commit 3939d84) recorded for this run spec in run_spec.json and
+    # experiment_info.json: a rerun of the same run after the upgrade finds its result.
+    assert run_spec_digest(run, "random") == "afb7b43e4098bbdd4a35d4bd19346097e09e54a1d0acf7e7803c4b0bf21ff622"
+    assert run_spec_digest(run, "dataset") != run_spec_digest(run, "random")
+
+
 def _images(train: int, val: int, test: int = 0, untagged: int = 0) -> list[tuple[str, list[str]]]:
     out = [(f"train/{i}.png", ["train"]) for i in range(train)] + [(f"val/{i}.png", ["val"]) for i in range(val)]
     out += [(f"test/{i}.png", ["test", "night"]) for i in range(test)]
