@@ -93,7 +93,8 @@ def _scratch(tmp: Path) -> tuple[Path, dict[str, str]]:
     trainers = importlib.util.find_spec("kubeforge_trainers")
     assert trainers is not None and trainers.origin is not None
     source = [str(Path(kubeforge.__file__).parents[1]), str(Path(trainers.origin).parents[1])]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFORGE_")}
+    # The user's shell after `make demo`: no state or store moved elsewhere (the step cache stays the test's).
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBEFORGE_STATE_DIR", "KUBEFORGE_STORE")}
     env.update(PYTHONPATH=os.pathsep.join(source), OMP_NUM_THREADS="2",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     for cmd in (["datasets", "synth", "shapes", "--out", "examples/quickstart/data/shapes", "--images", "16",
