@@ -20,9 +20,10 @@ def test_a_nested_field_shows_type_constraints_and_its_fields() -> None:
     assert "FIELD:    spec.split <Object>" in text
     split = TrainingJobSpec.model_fields["split"].default_factory()  # type: ignore[misc]
     # Each child with what the model enforces: enum, default, exclusive bounds.
-    assert '   method  <string>\n     one of: "random"; default: "random"' in text
-    assert f"   trainPercent  <number>\n     default: {split.train_percent}; > 0; < 100" in text
-    assert "   seed  <integer>\n     default: 0" in text
+    assert '   method  <string>\n     random: ' in text
+    assert 'one of: "auto", "random", "dataset"; default: "auto".' in text
+    assert f"default: {split.train_percent}; > 0; < 100" in text.split("   trainPercent  <number>\n", 1)[1]
+    assert "   seed  <integer>\n     method random: the shuffle's seed; default: 0" in text
 
 
 def test_required_fields_arrays_and_maps() -> None:

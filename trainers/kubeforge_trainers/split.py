@@ -1,12 +1,22 @@
-"""Train/val split: random, seeded, by image file name, so it is the same on every machine."""
+"""Train/val split: random (seeded, by image file name, the same on every machine) or the dataset's own.
+
+`method: dataset` uses the split the version records: the image tags `train` and `val` (set from
+the source's layout by the importers: COCO `instances_<split>.json`, YOLO lists and split folders,
+VOC image sets, ... or by the `assignSplit` operation). Images tagged `test`, or with no split tag,
+are used for neither. With `method: auto` (the default), a version that records a split (some image
+tagged train or val) is split by it; any other is split at random.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+SPLIT_TAGS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -21,10 +31,11 @@ class Split:
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "method": self.method, "trainPercent": self.train_percent, "seed": self.seed,
-            "train": self.train, "val": self.val,
-        }
+        if self.method == "dataset":
+            head: dict[str, object] = {"method": self.method}
+        else:
+            head = {"method": self.method, "trainPercent": self.train_percent, "seed": self.seed}
+        return {**head, **self.extra, "train": self.train, "val": self.val}
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +44,10 @@ class Split:
     @classmethod
     def load(cls, path: Path) -> Split:
         data = json.loads(path.read_text())
+        extra = {k: v for k, v in data.items() if k not in ("method", "trainPercent", "seed", "train", "val")}
         return cls(
             train=list(data["train"]), val=list(data["val"]), method=data.get("method", "random"),
-            train_percent=float(data.get("trainPercent", 80.0)), seed=int(data.get("seed", 0)),
+            train_percent=float(data.get("trainPercent", 80.0)), seed=int(data.get("seed", 0)), extra=extra,
         )
 
 
@@ -59,3 +71,68 @@ def random_split(file_names: list[str], train_percent: float, seed: int) -> Spli
         train=sorted(names[:n_train]), val=sorted(names[n_train:]),
         train_percent=train_percent, seed=seed,
     )
+
+
+def recorded_splits(images: Iterable[tuple[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """File names by the split the version records: {"train", "val", "test", "untagged"} -> sorted names.
+
+    `images`: (file_name, image tags). An image tagged with two different splits is an error naming it.
+    """
+    groups: dict[str, list[str]] = {name: [] for name in (*SPLIT_TAGS, "untagged")}
+    for file_name, tags in images:
+        found = sorted({t for t in tags if t in SPLIT_TAGS})
+        if len(found) > 1:
+            raise ValueError(f"{file_name}: image tags {found}: an image belongs to one split "
+                             f"(one of the tags {', '.join(SPLIT_TAGS)})")
+        groups[found[0] if found else "untagged"].append(file_name)
+    return {k: sorted(set(v)) for k, v in groups.items()}
+
+
+def records_split(groups: dict[str, list[str]]) -> bool:
+    """Whether a version records a split: some image is tagged train or val."""
+    return bool(groups["train"] or groups["val"])
+
+
+def _counts(groups: dict[str, list[str]]) -> str:
+    return (f"{len(groups['train'])} train, {len(groups['val'])} val, {len(groups['test'])} test, "
+            f"{len(groups['untagged'])} untagged")
+
+
+def dataset_split(groups: dict[str, list[str]], requested: str = "dataset") -> Split:
+    """The version's recorded split: train = images tagged train, val = images tagged val. `requested`: what
+    spec.split.method said (dataset, or auto), recorded beside the method used."""
+    if not groups["train"] or not groups["val"]:
+        missing = "val" if groups["train"] else "train" if groups["val"] else "train and val"
+        said = ("spec.split.method is dataset" if requested == "dataset" else
+                "spec.split.method is auto (the default) and the version records a split")
+        raise ValueError(
+            f"{said}, but the dataset version records no {missing} images "
+            f"({_counts(groups)} images by their split tags); tag them (the source's split files or folders, "
+            "or the assignSplit operation of a derived DatasetVersion) or set spec.split.method: random"
+        )
+    return Split(train=groups["train"], val=groups["val"], method="dataset",
+                 extra={"requested": requested, "unused": {"test": len(groups["test"]),
+                                                           "untagged": len(groups["untagged"])}})
+
+
+def choose_split(method: str | None, images: Sequence[tuple[str, Sequence[str]]], train_percent: float,
+                 seed: int) -> tuple[Split, str]:
+    """The split of a TrainingJob's `spec.split` over a version's (file_name, tags), and a log line
+    that says which method was used, why, and how many images went where."""
+    groups = recorded_splits(images)
+    requested = method or "auto"
+    if requested == "auto":
+        method = "dataset" if records_split(groups) else "random"
+    why = ("spec.split.method" if requested != "auto" else
+           "spec.split.method auto; the version records a split" if method == "dataset" else
+           "spec.split.method auto; the version records no split")
+    if method == "dataset":
+        split = dataset_split(groups, requested)
+        unused = len(groups["test"]) + len(groups["untagged"])
+        line = (f"split: dataset ({why}): {len(split.train)} train, {len(split.val)} val images by their tags; "
+                f"{unused} not used ({len(groups['test'])} tagged test, {len(groups['untagged'])} untagged)")
+        return split, line
+    split = random_split([name for name, _ in images], train_percent, seed)
+    line = (f"split: random ({why}): {len(split.train)} train, {len(split.val)} val images "
+            f"(trainPercent {train_percent:g}, seed {seed})")
+    return split, line

@@ -82,9 +82,15 @@ class ModelSpec(ApiModel):
 class SplitSpec(ApiModel):
     """How images are split into train and val (recorded in train_val_split.json of each run)."""
 
-    method: Literal["random"] = "random"
-    train_percent: float = Field(default=80.0, gt=0, lt=100)
-    seed: int = 0
+    method: Literal["auto", "random", "dataset"] = Field(
+        default="auto",
+        description="random: a seeded random cut at trainPercent. dataset: the split the DatasetVersion records "
+        "(train = images tagged train, val = images tagged val; images tagged test or untagged are not used). "
+        "auto: dataset when the version records a split (some image is tagged train or val), else random.",
+    )
+    train_percent: float = Field(default=80.0, gt=0, lt=100, description="method random: the share of images "
+                                 "trained on, in percent.")
+    seed: int = Field(default=0, description="method random: the shuffle's seed.")
 
 
 class OptimizerSpec(ApiModel):

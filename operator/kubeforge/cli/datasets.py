@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from kubeforge.cli.version_ref import VERSION_HELP, NamespaceOption, StateOption, StoreOption
+from kubeforge.datasets.formats.registry import EXPORT_FORMATS, SOURCE_FORMATS
 
 app = typer.Typer(no_args_is_help=True)
 synth_app = typer.Typer(no_args_is_help=True, help="Generate seeded synthetic datasets.")
@@ -35,17 +36,34 @@ def synth_shapes(
     images: Annotated[
         int, typer.Option("--images", min=1, help="detection: images in all; classification: images per class.")
     ] = 500,
-    size: Annotated[int | None, typer.Option("--size", min=16, help="Image side in pixels [160 / 64].")] = None,
+    size: Annotated[int | None, typer.Option(
+        "--size", min=16, help="Image side in pixels (default: 160 for detection, 64 for classification).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 0,
     task: Annotated[SynthTask, typer.Option("--task", help="detection (COCO) or classification (ImageFolder).")] = (
         SynthTask.DETECTION
     ),
     max_objects: Annotated[int, typer.Option("--max-objects", min=1, help="detection: shapes per image, 1..N.")] = 4,
+    splits: Annotated[str | None, typer.Option(
+        "--splits", help="detection: write the standard COCO layout with these splits, e.g. train,val: "
+        "annotations/instances_<split>.json and the images in <split>/ (every 5th image to val, the one "
+        "before it to test, the rest to train).")] = None,
 ) -> None:
     """Filled circles, squares and triangles on varied backgrounds."""
     from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 
     start = time.perf_counter()
+    if splits is not None:
+        wanted = [s.strip() for s in splits.split(",") if s.strip()]
+        if task is not SynthTask.DETECTION or not wanted or "train" not in wanted \
+                or not set(wanted) <= {"train", "val", "test"}:
+            typer.echo(f"error: --splits {splits!r}: expected train and any of val, test (detection only)", err=True)
+            raise typer.Exit(2)
+        counts = _coco_splits(out, wanted, images, size or 160, seed, max_objects)
+        typer.echo(f"wrote {images} images ({size or 160}px) in the COCO split layout in "
+                   f"{time.perf_counter() - start:.1f}s: " + ", ".join(
+                       f"{out / 'annotations' / f'instances_{s}.json'} ({n} images in {out / s})"
+                       for s, n in counts.items()))
+        return
     if task is SynthTask.DETECTION:
         ann = generate_shapes_coco(out, n_images=images, size=size or 160, seed=seed, max_objects=max_objects)
         import json
@@ -64,11 +82,41 @@ def synth_shapes(
         )
 
 
+def _coco_splits(out: Path, splits: list[str], n_images: int, size: int, seed: int, max_objects: int
+                 ) -> dict[str, int]:
+    """The shapes of `synth shapes` (same seed, same images) in the standard COCO layout: images in
+    `<split>/`, `annotations/instances_<split>.json` naming them by file name; image i goes to val when
+    i % 5 == 4, to test when i % 5 == 3, else to train (splits not asked for fall to train)."""
+    import json
+    import shutil
+    import tempfile
+
+    from kubeforge.datasets.synth import generate_shapes_coco
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
+        coco = json.loads(generate_shapes_coco(Path(tmp), n_images=n_images, size=size, seed=seed,
+                                               max_objects=max_objects).read_text())
+        by_split: dict[str, list[dict]] = {s: [] for s in splits}
+        for i, image in enumerate(coco["images"]):
+            split = {4: "val", 3: "test"}.get(i % 5, "train")
+            by_split[split if split in by_split else "train"].append(image)
+        (out / "annotations").mkdir(exist_ok=True)
+        for split, images in by_split.items():
+            (out / split).mkdir(exist_ok=True)
+            for image in images:
+                shutil.move(Path(tmp) / "images" / image["file_name"], out / split / image["file_name"])
+            ids = {image["id"] for image in images}
+            doc = {**coco, "images": images, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+            (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc, separators=(",", ":")))
+    return {split: len(images) for split, images in by_split.items()}
+
+
 @app.command("import")
 def import_(
     source: Annotated[str, typer.Argument(help="A local directory or s3://bucket/prefix/.")],
     dataset: Annotated[str, typer.Option("--dataset", help="The dataset this is a version of.")],
-    fmt: Annotated[str, typer.Option("--format", help="coco, voc, yolo, supervisely or imagefolder.")] = "coco",
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(SOURCE_FORMATS)}.")] = "coco",
     store: StoreOption = None,
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Leave corrupt images out (and list them) instead of failing.")
@@ -78,7 +126,8 @@ def import_(
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Read every file, even those unchanged since the last import of this source.")] = False,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Threads reading, hashing and storing [local: the cores, up to 4; S3: 8].")] = None,
+        "--workers", min=1, help="Threads reading, hashing and storing (default: the cores, up to 4, for a local "
+        "source and store; 8 with S3).")] = None,
 ) -> None:
     """Import a source as a dataset version (what the dataset-version step does), without a cluster."""
     from pydantic import ValidationError
@@ -116,7 +165,7 @@ def import_(
 @app.command("export")
 def export(
     version: Annotated[str, typer.Argument(help=VERSION_HELP)],
-    fmt: Annotated[str, typer.Option("--format", help="coco, voc, yolo, supervisely or imagefolder.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(EXPORT_FORMATS)}.")],
     out: Annotated[str, typer.Option("--out", help="A new (or empty) directory, or s3://bucket/prefix/.")],
     store: StoreOption = None,
     state_dir: StateOption = None,
@@ -171,47 +220,61 @@ def checkout(
 
 @app.command("inspect")
 def inspect(
-    dataset: Annotated[str, typer.Argument(help="The dataset name.")],
+    version: Annotated[str, typer.Argument(
+        help=f"{VERSION_HELP} A dataset name alone lists its versions.", metavar="VERSION")],
     digest: Annotated[str | None, typer.Argument(
-        help="The version's digest or a unique prefix of 6+ characters (default: list the versions).")] = None,
+        help="Deprecated: `DATASET DIGEST` is read as DATASET@DIGEST.", show_default=False)] = None,
     store: StoreOption = None,
+    state_dir: StateOption = None,
+    namespace: NamespaceOption = "default",
 ) -> None:
-    """List a dataset's versions, or show one version's classes and counts."""
+    """Show a version's classes, counts and splits; or list a dataset's versions."""
     from rich.console import Console
     from rich.table import Table
 
+    from kubeforge.cli.version_ref import VersionRefError, resolve_version
     from kubeforge.datasets.stats import compute_stats
-    from kubeforge.datasets.versions import (
-        CorruptManifestError,
-        UnknownVersionError,
-        expand_digest,
-        list_versions,
-        load_manifest,
-    )
+    from kubeforge.datasets.versions import CorruptManifestError, list_versions, load_manifest
+    from kubeforge.local.state import local_store_uri
     from kubeforge.store import StoreError, open_store
 
-    st = open_store(_store_uri(store))
-    if digest is None:
-        versions = list_versions(st, dataset)
-        if not versions:
-            typer.echo(f"no versions of dataset {dataset!r} in {st.uri}", err=True)
-            raise typer.Exit(1)
-        typer.echo("\n".join(versions))
-        return
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(1)
+
+    if digest is not None:
+        typer.echo(f"note: `datasets inspect {version} {digest}` is deprecated; write "
+                   f"`datasets inspect {version}@{digest}`", err=True)
+        version = f"{version}@{digest}"
     try:
-        digest = expand_digest(st, dataset, digest)  # a unique prefix will do, as for every VERSION
-        manifest = load_manifest(st, dataset, digest)
-    except UnknownVersionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        if "@" not in version:
+            # A DatasetVersion name of the local state, else a dataset name: list its versions.
+            st = open_store(local_store_uri(store, state_dir))
+            versions = list_versions(st, version)
+            try:
+                found = resolve_version(version, store=store, state_dir=state_dir, namespace=namespace)
+            except VersionRefError as exc:
+                if not versions:
+                    raise fail(f"{exc}; and no dataset {version!r} in {st.uri} to list") from None
+                typer.echo("\n".join(versions))
+                return
+        else:
+            found = resolve_version(version, store=store, state_dir=state_dir, namespace=namespace)
+        manifest = load_manifest(found.store, found.dataset, found.digest)
     except KeyError:
-        typer.echo(f"error: no version {digest} of dataset {dataset!r} in {st.uri}", err=True)
-        raise typer.Exit(1) from None
-    except (CorruptManifestError, StoreError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"no version {version.partition('@')[2] or version} of dataset "
+                   f"{version.partition('@')[0]!r} in {local_store_uri(store, state_dir)}") from None
+    except (ValueError, CorruptManifestError, StoreError) as exc:
+        raise fail(str(exc)) from None
     stats = compute_stats(manifest)
-    typer.echo(f"{dataset}@{digest}: {manifest.task}, {stats.images} images, {stats.total_bytes} bytes")
+    typer.echo(f"{found.dataset}@{found.digest}: {manifest.task}, {stats.images} images, {stats.total_bytes} bytes")
+    splits = {name: 0 for name in ("train", "val", "test", "untagged")}
+    for img in manifest.images:
+        tagged = [t for t in ("train", "val", "test") if t in img.tags]
+        for t in tagged or ["untagged"]:
+            splits[t] += 1
+    typer.echo("splits: " + ", ".join(f"{n} {name}" for name, n in splits.items())
+               + ("" if splits["train"] or splits["val"] else " (none recorded: training splits at random)"))
     table = Table()
     for col in ("id", "class", "objects", "images"):
         table.add_column(col, justify="right" if col != "class" else "left")

@@ -117,6 +117,9 @@ def run_command(
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} resources failed[/]; "
                       "`kubeforge logs KIND NAME` shows a step's output")
+        # The table's OUTPUT column holds the reason's first line only: here is all of it, wrapped, never cut.
+        for line in printing.failure_lines([o.record for o in failed]):
+            console.print(Text(line, style="red"), overflow="fold")
         raise typer.Exit(1)
 
 

@@ -22,13 +22,15 @@ import typer
 
 from kubeforge.store.base import Store
 
-VERSION_HELP = "dataset@digest (a unique prefix of 6+ characters will do) or a DatasetVersion name ([ns/]name)."
+# No square brackets in help texts: rich reads `[ns/]` as markup and drops it.
+VERSION_HELP = ("dataset@digest (a unique prefix of 6+ characters will do) or a DatasetVersion name "
+                "(name, or namespace/name).")
 StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Store URI [$KUBEFORGE_STORE, else the local runner's store].")
+    str | None, typer.Option("--store", help="Store URI (default: $KUBEFORGE_STORE, else the local runner's store).")
 ]
 StateOption = Annotated[
     str | None, typer.Option("--state-dir", help="State directory for DatasetVersion names "
-                             "[$KUBEFORGE_STATE_DIR, else ./.kubeforge].")
+                             "(default: $KUBEFORGE_STATE_DIR, else ./.kubeforge).")
 ]
 NamespaceOption = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of a DatasetVersion name.")]
 

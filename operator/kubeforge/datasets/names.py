@@ -23,11 +23,21 @@ def unsafe_reason(rel: str) -> str:
     return ""
 
 
+def printable(rel: str) -> str:
+    """`rel` as a message shows it: bytes that are not UTF-8 as `\\xNN` (the byte the file system holds),
+    control characters escaped (`\\n`, `\\x07`), every other character as it is (`été` stays)."""
+    try:
+        text = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file system name decodes to
+        return ascii(rel)[1:-1]
+    return "".join(ascii(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
 def screen_names(where_of: object, files: list[str], on_invalid: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(the files that can be stored, [(location, reason)] for those left out under Skip).
 
     `where_of`: the source (its `where(rel)` gives a full location). With `Fail`, the first
-    unsafe name raises, naming it with `ascii()` so the message itself is printable.
+    unsafe name raises, naming it with `printable()` so the message itself is printable.
     """
     keep: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -36,7 +46,7 @@ def screen_names(where_of: object, files: list[str], on_invalid: str) -> tuple[l
         if not why:
             keep.append(rel)
             continue
-        where = where_of.where(ascii(rel)[1:-1])  # type: ignore[attr-defined]
+        where = where_of.where(printable(rel))  # type: ignore[attr-defined]
         if on_invalid == "Fail":
             raise DatasetImportError(
                 f"{where}: {why}; rename it (spec.onInvalidImage is Fail; set it to Skip to leave such files out)"

@@ -122,6 +122,18 @@ def runs_rows(record: Record) -> list[list[str]]:
     return rows
 
 
+def failure_lines(records: list[Record]) -> list[str]:
+    """`<kind>/<name>: <reason>` for each failed resource, the whole message (its status.message; later
+    lines indented under the first), for `kubeforge run` to print after its table."""
+    lines = []
+    for record in records:
+        res = record.resource
+        message = (res.status.message if res.status is not None else "") or "failed (no message recorded)"
+        first, *rest = message.splitlines() or [""]
+        lines.append(f"{res.kind}/{res.name}: {first}" + "".join(f"\n    {more}" for more in rest))
+    return lines
+
+
 def describe(record: Record, run_dir: str | None = None) -> str:
     """The `kubectl describe` view of one record."""
     res = record.resource

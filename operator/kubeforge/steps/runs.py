@@ -73,10 +73,31 @@ def _drop_added_defaults(kind: str, spec: ApiModel, dumped: dict[str, Any]) -> d
     return dumped
 
 
+# Spec fields whose default changed after release: (path, the new default, the value it replaced). At the
+# new default, the run id sees the old value, so an upgrade does not make every existing resource a new run.
+# TrainingJob split.method: `auto` (dataset when the version records a split, else random) replaced
+# `random`; on a version without split tags it is the old default's outcome, the same run.
+FORMER_DEFAULTS: dict[str, tuple[tuple[tuple[str, ...], Any, Any], ...]] = {
+    "TrainingJob": ((("split", "method"), "auto", "random"),),
+}
+
+
+def _former_defaults(kind: str, dumped: dict[str, Any]) -> dict[str, Any]:
+    for path, new, old in FORMER_DEFAULTS.get(kind, ()):
+        target = dumped
+        for name in path[:-1]:
+            target = target.get(to_camel(name)) or {}
+        key = to_camel(path[-1])
+        if isinstance(target, dict) and target.get(key) == new:
+            target[key] = old
+    return dumped
+
+
 def run_id(kind: str, spec: ApiModel, inputs: dict[str, Any], ignored: frozenset[str] = RUN_IGNORES) -> str:
     """The id of the run of `spec` on `inputs`. Defaults are filled in, so a spec written with or
     without a default value (a cluster's API server applies CRD defaults) is the same run."""
     dumped = _drop_added_defaults(kind, spec, spec.model_dump(mode="json", by_alias=True, exclude=set(ignored)))
+    dumped = _former_defaults(kind, dumped)
     canonical = json.dumps({"kind": kind, "spec": dumped, "inputs": inputs}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
 

@@ -60,9 +60,14 @@ class StoreSink:
             return None
 
 
-def run_spec_digest(spec: TrainRun) -> str:
-    """sha256 of the run spec's canonical JSON: equal digests mean the same run."""
-    text = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+def run_spec_digest(spec: TrainRun, split_method: str | None = None) -> str:
+    """sha256 of the run spec's canonical JSON: equal digests mean the same run. `split_method`: what
+    spec.split.method `auto` resolved to on this version (random or dataset); the digest names that, so
+    a run recorded before `auto` existed (method random, on a version without split tags) is this run."""
+    dumped = spec.model_dump(mode="json", by_alias=True)
+    if split_method and dumped["spec"]["split"]["method"] == "auto":
+        dumped["spec"]["split"]["method"] = split_method
+    text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -137,7 +142,8 @@ def _run(spec: TrainRun, dist_env: Any) -> dict[str, Any]:
     store = open_store(spec.store)
     store.check()
     sink = StoreSink(store, spec.experiment_prefix)
-    digest = run_spec_digest(spec)
+    manifest = load_manifest(store, spec.dataset.dataset, spec.dataset.digest)
+    digest = run_spec_digest(spec, _auto_split_method(spec, manifest))
     info_key = sink.key(layout.EXPERIMENT_INFO)
     if store.exists(info_key):
         info = store.get_json(info_key)
@@ -152,7 +158,7 @@ def _run(spec: TrainRun, dist_env: Any) -> dict[str, Any]:
         for key in list(store.list(sink.prefix + "/")):
             store.delete(key)
     try:
-        return _train(spec, store, sink, digest, same_run, started, t0, dist_env)
+        return _train(spec, store, sink, manifest, digest, same_run, started, t0, dist_env)
     except FloatingPointError as exc:
         raise StepFailedError(str(exc)) from exc
     except RuntimeError as exc:
@@ -163,17 +169,26 @@ def _run(spec: TrainRun, dist_env: Any) -> dict[str, Any]:
         raise
 
 
-def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: bool, started: str,
-           t0: float, dist_env: Any) -> dict[str, Any]:
+def _auto_split_method(spec: TrainRun, manifest: Manifest) -> str | None:
+    """What spec.split.method `auto` resolves to on `manifest` (None for any other method)."""
+    from kubeforge_trainers.split import recorded_splits, records_split
+
+    if spec.spec.split.method != "auto":
+        return None
+    return "dataset" if records_split(recorded_splits((im.file_name, im.tags) for im in manifest.images)) \
+        else "random"
+
+
+def _train(spec: TrainRun, store: Store, sink: StoreSink, manifest: Manifest, digest: str, resume: bool,
+           started: str, t0: float, dist_env: Any) -> dict[str, Any]:
     from kubeforge_trainers import distributed
     from kubeforge_trainers.data import resolve_classes
     from kubeforge_trainers.export_formats import ExportRecord
     from kubeforge_trainers.progress import ProgressReporter
     from kubeforge_trainers.sdk import TrainContext, get_trainer
-    from kubeforge_trainers.split import random_split
+    from kubeforge_trainers.split import choose_split
 
     job = spec.spec
-    manifest = load_manifest(store, spec.dataset.dataset, spec.dataset.digest)
     if not catalog.trains_on(job.task, manifest.task):
         raise ValueError(f"spec.task is {job.task} but dataset version {spec.dataset.dataset}@"
                          f"{spec.dataset.digest[:12]} holds a {manifest.task} dataset")
@@ -187,13 +202,16 @@ def _train(spec: TrainRun, store: Store, sink: StoreSink, digest: str, resume: b
     parameters = trainer.run_parameters(job.model.name, hp, job.model.parameters)
     epochs = parameters.get("epochs")
     epochs = epochs if isinstance(epochs, int) and epochs > 0 else hp.epochs
-    split = random_split([img.file_name for img in manifest.images], job.split.train_percent, job.split.seed)
+    # spec.split.method (auto: the version's recorded split when it has one, else random).
+    split, split_line = choose_split(job.split.method, [(img.file_name, img.tags) for img in manifest.images],
+                                     job.split.train_percent, job.split.seed)
 
     main = dist_env.is_main
     # Only rank 0 publishes; the others report to nobody and keep their console quiet.
     progress = ProgressReporter(sink if main else None, epochs)
     progress.console.quiet = not main
     progress.phase("Preparing")
+    progress.console.print(split_line, soft_wrap=True, markup=False, highlight=False)  # one line: greppable
     if main:
         store.put_json(sink.key(layout.RUN_SPEC), {
             "runSpec": spec.model_dump(mode="json", by_alias=True), "runSpecDigest": digest,
