@@ -37,6 +37,7 @@ from kubeforge.api.dataset_version import DatasetStats, DatasetVersionSpec, Skip
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
 from kubeforge.datasets.filecache import Entry, load_cache, save_cache
 from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.manifest_columns import ManifestColumns
 from kubeforge.datasets.sources import Source, SourceError, open_source
 from kubeforge.datasets.stats import compute_stats
 from kubeforge.datasets.versions import manifest_key, write_version
@@ -49,13 +50,24 @@ _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 @dataclass
 class ImportResult:
-    manifest: Manifest
+    version: Manifest | ManifestColumns  # columns unless a value needed pydantic (see manifest_columns)
     digest: str
     manifest_key: str
     stats: DatasetStats
     skipped: list[SkippedFile]
     created: bool  # False: this version was already in the store
     reused: int = 0  # images unchanged since the last import of this source: not read again
+
+    @property
+    def manifest(self) -> Manifest:
+        """The pydantic form, made on first use (one object per image: callers that need only the
+        class names use `class_names()`)."""
+        if isinstance(self.version, ManifestColumns):
+            self.version = self.version.to_manifest()
+        return self.version
+
+    def class_names(self) -> list[str]:
+        return self.version.class_names()
 
 
 @dataclass
@@ -279,14 +291,14 @@ def read_images(
     return results
 
 
-def build_manifest(
-    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
-) -> tuple[Manifest, list[SkippedFile]]:
+def _valid_reads(draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+                 ) -> tuple[list[_Read], list[SkippedFile]]:
+    """The reads that make the version (in draft order), and the skipped files: the same checks
+    and messages for both ways of building the manifest."""
     skipped = [SkippedFile(file=where, reason=why) for where, why in draft.skipped]
-    images: list[ManifestImage] = []
-    index: dict[object, int] = {}
     _to_pixels(draft, reads)
     _check_inside(draft, reads, source, on_invalid)
+    valid = []
     for r in reads:
         if r.error:
             where = source.where(r.image.path)
@@ -296,32 +308,76 @@ def build_manifest(
                 )
             skipped.append(SkippedFile(file=where, reason=r.error))
             continue
+        valid.append(r)
+    if not valid:
+        raise DatasetImportError(f"source {source.uri}: no valid images ({len(skipped)} skipped)")
+    return valid, skipped
+
+
+def _check_rle(draft: Draft, a: DraftAnnotation, r: _Read) -> None:
+    if isinstance(a.segmentation, dict) and a.segmentation["size"] != [r.height, r.width]:
+        raise DatasetImportError(
+            f"{a.where or draft.origin}: annotation id {a.ref!r}: segmentation RLE size "
+            f"{a.segmentation['size']} does not match {r.image.path} "
+            f"({r.height}x{r.width}, height x width)"
+        )
+
+
+def build_version(
+    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+) -> tuple[Manifest | ManifestColumns, list[SkippedFile]]:
+    """The version as canonical columns (no object per image); the pydantic `Manifest` (validated)
+    when a value is not plain (see manifest_columns). Both give the same digest for the same content."""
+    valid, skipped = _valid_reads(draft, reads, source, on_invalid)
+    index = {r.image.ref: i for i, r in enumerate(valid)}
+    anns = []
+    for a in draft.annotations:
+        i = index.get(a.image_ref)
+        if i is None:
+            continue  # its image was skipped
+        _check_rle(draft, a, valid[i])
+        anns.append((i, a.category_id, a.bbox, a.area, a.iscrowd, a.segmentation, a.tags))
+    columns = ManifestColumns.from_values(
+        dataset, draft.task, draft.categories, [r.image.path for r in valid], [r.blob for r in valid],
+        [r.width for r in valid], [r.height for r in valid], [r.size for r in valid],
+        [r.image.category_id for r in valid], [r.image.tags for r in valid], anns,
+    )
+    if columns is None:
+        return _pydantic_manifest(dataset, draft, valid), sorted(skipped, key=lambda s: s.file)
+    return columns, sorted(skipped, key=lambda s: s.file)
+
+
+def build_manifest(
+    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+) -> tuple[Manifest, list[SkippedFile]]:
+    """The pydantic way (one validated object per image and annotation): the reference the columns
+    are compared with (tests), and the fallback for values that are not plain."""
+    valid, skipped = _valid_reads(draft, reads, source, on_invalid)
+    return _pydantic_manifest(dataset, draft, valid), sorted(skipped, key=lambda s: s.file)
+
+
+def _pydantic_manifest(dataset: str, draft: Draft, valid: list[_Read]) -> Manifest:
+    images: list[ManifestImage] = []
+    index: dict[object, int] = {}
+    for r in valid:
         index[r.image.ref] = len(images)
         images.append(ManifestImage(
             file_name=r.image.path, blob=r.blob, width=r.width, height=r.height, bytes=r.size,
             category_id=r.image.category_id, tags=r.image.tags,
         ))
-    if not images:
-        raise DatasetImportError(f"source {source.uri}: no valid images ({len(skipped)} skipped)")
     annotations: list[ManifestAnnotation] = []
     for a in draft.annotations:
         i = index.get(a.image_ref)
         if i is None:
             continue  # its image was skipped
-        if isinstance(a.segmentation, dict) and a.segmentation["size"] != [images[i].height, images[i].width]:
-            raise DatasetImportError(
-                f"{a.where or draft.origin}: annotation id {a.ref!r}: segmentation RLE size "
-                f"{a.segmentation['size']} does not match {images[i].file_name} "
-                f"({images[i].height}x{images[i].width}, height x width)"
-            )
+        _check_rle(draft, a, valid[i])
         annotations.append(ManifestAnnotation(
             image=i, category_id=a.category_id, bbox=a.bbox, area=a.area or 0.0, iscrowd=a.iscrowd,
             segmentation=a.segmentation, tags=a.tags,
         ))
-    manifest = Manifest(
+    return Manifest(
         dataset=dataset, task=draft.task, categories=draft.categories, images=images, annotations=annotations,
     ).canonical()
-    return manifest, sorted(skipped, key=lambda s: s.file)
 
 
 def _outside(a: DraftAnnotation, width: int, height: int) -> str:
@@ -378,13 +434,14 @@ def import_dataset(
     draft = parse_source(source, spec)
     cache = _Cache(load_cache(store, source.uri), started_ns) if use_cache else None
     reads = read_images(source, store, draft, workers=workers, progress=progress, cache=cache, check=check)
-    manifest, skipped = build_manifest(spec.dataset, draft, reads, source, spec.on_invalid_image)
-    digest, created = write_version(store, manifest)
+    version, skipped = build_version(spec.dataset, draft, reads, source, spec.on_invalid_image)
+    digest, created = write_version(store, version)
     if use_cache:
         entries = {r.image.path: Entry(r.stamp, r.blob, r.width, r.height, r.size)
                    for r in reads if r.stamp is not None and r.blob and not r.error}
         save_cache(store, source.uri, spec.dataset, digest, entries)
+    stats = version.stats() if isinstance(version, ManifestColumns) else compute_stats(version)
     return ImportResult(
-        manifest=manifest, digest=digest, manifest_key=manifest_key(store, spec.dataset, digest),
-        stats=compute_stats(manifest), skipped=skipped, created=created, reused=sum(r.reused for r in reads),
+        version=version, digest=digest, manifest_key=manifest_key(store, spec.dataset, digest),
+        stats=stats, skipped=skipped, created=created, reused=sum(r.reused for r in reads),
     )
