@@ -80,3 +80,33 @@ print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 def test_unknown_command_is_still_refused() -> None:
     result = CliRunner().invoke(lazy_app(), ["no-such-command"], prog_name="kubeforge", env=ENV)
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_datasets_import_loads_no_other_kind_and_no_arrow(tmp_path: Path) -> None:
+    """A small import (JSON manifest) and its no-change re-import: no pyarrow, numpy, PIL (plain PNG
+    headers are parsed without it), nor the API models of the other kinds."""
+    from kubeforge.datasets.synth import generate_shapes_imagefolder
+
+    generate_shapes_imagefolder(tmp_path / "src", n_per_class=2, size=32, seed=1)
+    code = """
+import json, sys
+from kubeforge.cli.main import main
+sys.argv = ["kubeforge", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainers")])}
+    args = ["datasets", "import", str(tmp_path / "src"), "--dataset", "d", "--format", "imagefolder",
+            "--store", str(tmp_path / "store"), "--check", "header"]
+    for run in ("first", "again"):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+        heavy = {"numpy", "pyarrow", "kubeforge.api.training_job", "kubeforge.api.benchmark",
+                 "kubeforge.api.inference_service", "kubeforge.steps.spec", "kubeforge.datasets.columnar"}
+        assert not heavy & loaded, (run, heavy & loaded)
+    assert "not read again" in proc.stdout
