@@ -177,6 +177,31 @@ class _Cache:
     started_ns: int
 
 
+def _lookup(source: Source, image: DraftImage, cache: _Cache | None) -> _Read | None:
+    """The read of `image` when it needs no reading (a parser's error, an unchanged file, a stamp
+    that cannot be taken); None when it must be read. One stat, in the calling thread."""
+    out = _Read(image=image)
+    if image.error:
+        out.error = image.error
+        return out
+    if cache is None:
+        return None
+    try:
+        out.stamp = source.stamp(image.path, cache.started_ns)
+    except FileNotFoundError:
+        out.error = "file not found"
+        return out
+    except SourceError as exc:  # a symlink out of the source, or a symlink loop
+        out.error = str(exc).split(": ", 1)[-1]
+        return out
+    hit = cache.entries.get(image.path)
+    if out.stamp is not None and hit is not None and hit.stamp == out.stamp:
+        out.blob, out.size, out.width, out.height, out.reused = hit.blob, hit.bytes, hit.width, hit.height, True
+        out.error = _size_mismatch(image, out)
+        return out
+    return None
+
+
 def _read_one(source: Source, store: Store, image: DraftImage, cache: _Cache | None = None,
               check: str = "full") -> _Read:
     out = _Read(image=image)
@@ -186,11 +211,6 @@ def _read_one(source: Source, store: Store, image: DraftImage, cache: _Cache | N
     try:
         if cache is not None:
             out.stamp = source.stamp(image.path, cache.started_ns)
-            hit = cache.entries.get(image.path)
-            if out.stamp is not None and hit is not None and hit.stamp == out.stamp:
-                out.blob, out.size, out.width, out.height, out.reused = hit.blob, hit.bytes, hit.width, hit.height, True
-                out.error = _size_mismatch(image, out)
-                return out
         data = source.read(image.path)
     except FileNotFoundError:
         out.error = "file not found"
@@ -254,15 +274,12 @@ def default_workers(source: Source, store: Store) -> int:
     return 16
 
 
-def _index_blobs(store: Store, images: list[DraftImage], cache: _Cache | None) -> None:
-    """A remote store that can list its blobs (S3) does it once when many may be new, instead of a
-    request per blob to ask whether it is there (`S3Store.index_blobs`)."""
+def _index_blobs(store: Store, misses: int) -> None:
+    """A remote store that can list its blobs (S3) does it once when many may be new (`misses`
+    files to read), instead of a request per blob to ask whether it is there (`S3Store.index_blobs`)."""
     inner = getattr(store, "inner", store)
     index = getattr(inner, "index_blobs", None)
-    if index is None:
-        return
-    misses = len(images) if cache is None else sum(1 for im in images if im.path not in cache.entries)
-    if misses >= 64:
+    if index is not None and misses >= 64:
         index(limit=max(10_000, 200 * misses))
 
 
@@ -273,37 +290,42 @@ def read_images(
     source: Source, store: Store, draft: Draft, *, workers: int | None = None, progress: bool | None = None,
     cache: _Cache | None = None, check: str = "full",
 ) -> list[_Read]:
-    """Read, check and store every image, in draft order. Threads: reading is I/O bound (S3),
-    and hashlib, zlib and file writes release the GIL. `workers` None: `default_workers`."""
+    """Read, check and store every image, in draft order. Unchanged files (the import cache) are
+    settled first, a stat each in this thread; the others are read by threads: reading is I/O
+    bound (S3), and hashlib, zlib and file writes release the GIL. `workers` None: `default_workers`."""
     if workers is None:
         workers = default_workers(source, store)
     images = draft.images
-    _index_blobs(store, images, cache)
+    results: list[_Read | None] = [_lookup(source, im, cache) for im in images]
+    todo = [i for i, r in enumerate(results) if r is None]
+    _index_blobs(store, len(todo))
     # Up to _CHUNK images a task, but enough tasks to keep every thread busy (a small S3 import).
-    size = max(1, min(_CHUNK, -(-len(images) // (4 * workers))))
-    chunks = [images[i:i + size] for i in range(0, len(images), size)]
+    size = max(1, min(_CHUNK, -(-len(todo) // (4 * workers))))
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
 
-    def run(chunk: list[DraftImage]) -> list[_Read]:
-        return [_read_one(source, store, im, cache, check) for im in chunk]
+    def run(chunk: list[int]) -> list[_Read]:
+        return [_read_one(source, store, images[i], cache, check) for i in chunk]
 
-    results: list[_Read] = []
     with _progress(len(images), progress) as advance:
+        advance(len(images) - len(todo))
         if workers <= 1 or len(chunks) <= 1:
             for chunk in chunks:
-                results.extend(run(chunk))
+                for i, r in zip(chunk, run(chunk), strict=True):
+                    results[i] = r
                 advance(len(chunk))
-            return results
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            for res in pool.map(run, chunks):
-                results.extend(res)
-                advance(len(res))
-        except BaseException:
-            # A store failure (or Ctrl-C) stops the import now, not after every queued image.
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown()
-    return results
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                for chunk, res in zip(chunks, pool.map(run, chunks), strict=True):
+                    for i, r in zip(chunk, res, strict=True):
+                        results[i] = r
+                    advance(len(res))
+            except BaseException:
+                # A store failure (or Ctrl-C) stops the import now, not after every queued image.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
+    return results  # type: ignore[return-value]  # every slot filled
 
 
 def _valid_reads(draft: Draft, reads: list[_Read], source: Source, on_invalid: str
