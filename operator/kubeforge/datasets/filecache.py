@@ -34,7 +34,7 @@ RACY_NS = 100_000_000  # 100 ms: far above any filesystem timestamp granularity
 _FORMAT = "kubeforge.cache/2"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per file: no per-instance dict
 class Entry:
     stamp: str
     blob: str

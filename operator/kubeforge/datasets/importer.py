@@ -70,7 +70,7 @@ class ImportResult:
         return self.version.class_names()
 
 
-@dataclass
+@dataclass(slots=True)  # one per file: no per-instance dict
 class _Read:
     image: DraftImage
     blob: str = ""

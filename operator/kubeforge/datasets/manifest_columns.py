@@ -64,10 +64,13 @@ def _floats(values: Any) -> list[float] | None:
     return out
 
 
+_NO_TAGS: list[str] = []  # shared by every untagged image (never mutated)
+
+
 def _tags(tags: Any) -> list[str] | None:
     if type(tags) is not list or any(type(t) is not str for t in tags):
         return None
-    return sorted(set(tags))
+    return sorted(set(tags)) if tags else _NO_TAGS
 
 
 def annotation_json(image: int, category_id: Any, bbox: Any, area: Any, iscrowd: Any, segmentation: Any,
