@@ -13,8 +13,9 @@ neither read, hashed, decoded nor uploaded. Images are read, hashed and stored b
 (hashlib, zlib and the S3 client release the GIL).
 
 `check`: "full" (default) decodes every new image (verify, then load: catches truncated
-data); "header" only parses the header for width and height (PIL `Image.open` without
-`load()`), so a file with a valid header and damaged pixel data is accepted: the blob is
+data; a plain PNG is checked without PIL, every chunk's CRC and its whole zlib stream, see
+`_png_full_size`); "header" only parses the header for width and height (PIL `Image.open`
+without `load()`), so a file with a valid header and damaged pixel data is accepted: the blob is
 still exactly the file's bytes (its sha256), and `kubeforge datasets verify` re-hashes blobs,
 but pixel-level damage surfaces only when the image is decoded for training.
 """
@@ -125,12 +126,63 @@ def _png_header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+def _png_full_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a plain PNG whose every byte checks out, or None: ask PIL.
+
+    `--check full` without PIL's set-up and pixel unpacking, for the common case only: what
+    `_png_header_size` accepts, not interlaced; every chunk's CRC (PIL's verify), only IDAT and
+    the plain chunks up to a final IEND, the zlib stream complete (its Adler-32 checked) and
+    exactly height x (1 + row bytes) long, every row's filter type 0-4 (what PIL's load()
+    would find wrong). It only accepts: anything else, damage included, goes to PIL, which
+    decides with its own message.
+    """
+    size = _png_header_size(data)
+    if size is None or data[28] != 0:  # IHDR interlace method: Adam7 rows have other lengths
+        return None
+    width, height = size
+    depth, colour = data[24], data[25]
+    row = (width * depth * _PNG_CHANNELS[colour] + 7) // 8
+    expected = height * (row + 1)
+    inflate = zlib.decompressobj()
+    got = 0
+    filters_ok = True
+    pos, end = 8, len(data)
+    seen_idat = False
+    while pos + 12 <= end:
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        body_end = pos + 8 + length
+        if body_end + 4 > end:
+            return None
+        if zlib.crc32(memoryview(data)[pos + 4:body_end]) != struct.unpack_from(">I", data, body_end)[0]:
+            return None
+        if ctype == b"IEND":
+            if not seen_idat or body_end + 4 != end or not inflate.eof or inflate.unused_data or got != expected:
+                return None
+            return (width, height) if filters_ok else None
+        if ctype == b"IDAT":
+            seen_idat = True
+            out = inflate.decompress(memoryview(data)[pos + 8:body_end], expected - got + 1)
+            if inflate.unconsumed_tail or len(out) + got > expected:
+                return None  # more pixel data than the header allows
+            # Filter bytes sit at multiples of row + 1 in the whole stream.
+            first = (-got) % (row + 1)
+            if max(out[first::row + 1], default=0) > 4:
+                filters_ok = False
+            got += len(out)
+        elif pos != 8 and ctype not in _PNG_PLAIN_CHUNKS:
+            return None
+        pos = body_end + 4
+    return None
+
+
 def decode_size(data: bytes, check: str = "full") -> tuple[int, int]:
     """(width, height) of an encoded image; raises ValueError saying why it is unreadable."""
-    if check == "header":
-        size = _png_header_size(data)
-        if size is not None:
-            return size
+    size = _png_header_size(data) if check == "header" else _png_full_size(data)
+    if size is not None:
+        return size
     from PIL import Image  # here, not at module level: most imports never need it (start-up)
 
     try:
