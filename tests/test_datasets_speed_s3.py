@@ -42,6 +42,7 @@ def test_import_into_s3_lists_blobs_once_and_checks_out(s3_store: S3Store, tmp_p
     with guarded_write(s3_store, "test import") as guarded:
         result = import_dataset(spec, guarded, progress=False)
     assert not [k for k in asked if k.startswith(layout.BLOB_PREFIX)]  # no stat per blob
+    assert s3_store._blobs is None  # the listing served this import only
     files = _files(src)
     assert result.stats.images == len(files)
     assert len(_blobs(s3_store)) == len(set(files.values())) == len(files) - 1

@@ -326,13 +326,21 @@ def default_workers(source: Source, store: Store) -> int:
     return 16
 
 
-def _index_blobs(store: Store, misses: int) -> None:
+@contextmanager
+def _blob_index(store: Store, misses: int) -> Iterator[None]:
     """A remote store that can list its blobs (S3) does it once when many may be new (`misses`
-    files to read), instead of a request per blob to ask whether it is there (`S3Store.index_blobs`)."""
+    files to read), instead of a request per blob to ask whether it is there; for this import
+    only (`S3Store.index_blobs`, `forget_blobs`)."""
     inner = getattr(store, "inner", store)
     index = getattr(inner, "index_blobs", None)
-    if index is not None and misses >= 64:
-        index(limit=max(10_000, 200 * misses))
+    if index is None or misses < 64:
+        yield
+        return
+    index(limit=max(10_000, 200 * misses))
+    try:
+        yield
+    finally:
+        inner.forget_blobs()
 
 
 _CHUNK = 64  # images per pool task: a future per image costs more than a cached image's check
@@ -350,7 +358,6 @@ def read_images(
     images = draft.images
     results: list[_Read | None] = [_lookup(source, im, cache) for im in images]
     todo = [i for i, r in enumerate(results) if r is None]
-    _index_blobs(store, len(todo))
     # Up to _CHUNK images a task, but enough tasks to keep every thread busy (a small S3 import).
     size = max(1, min(_CHUNK, -(-len(todo) // (4 * workers))))
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
@@ -358,7 +365,7 @@ def read_images(
     def run(chunk: list[int]) -> list[_Read]:
         return [_read_one(source, store, images[i], cache, check) for i in chunk]
 
-    with _progress(len(images), progress) as advance:
+    with _progress(len(images), progress) as advance, _blob_index(store, len(todo)):
         advance(len(images) - len(todo))
         if workers <= 1 or len(chunks) <= 1:
             for chunk in chunks:

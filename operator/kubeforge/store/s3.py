@@ -291,6 +291,11 @@ class S3Store(Store):
         self._blobs = self._call(f"list {layout.BLOB_PREFIX}", collect)
         return self._blobs is not None
 
+    def forget_blobs(self) -> None:
+        """Back to a stat per blob: the listing is a snapshot, trusted only for the import that made it
+        (a gc may delete blobs later; a long-lived process must not skip their upload then)."""
+        self._blobs = None
+
     def put_blob(self, data: bytes) -> str:
         known = self._blobs
         if known is None:
