@@ -114,8 +114,10 @@ def version_files(store: Store, dataset: str, digest: str) -> tuple[list[str], l
     try:
         data = store.get_bytes(key)
     except KeyError:
+        from kubeforge.datasets.columnar import pylist
+
         version = load_columnar(store, dataset, digest)
-        return version.images["file_name"].to_pylist(), version.images["blob"].to_pylist()
+        return pylist(version.images["file_name"]), pylist(version.images["blob"])
     actual = hashlib.sha256(data).hexdigest()
     if actual != digest:
         raise CorruptManifestError(f"{store.url(key)}: corrupted manifest: its sha256 is {actual}, expected {digest}")

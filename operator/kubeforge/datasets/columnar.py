@@ -46,6 +46,15 @@ _BATCH = 65536  # rows per chunk when streaming: bounds the Python objects alive
 Row = tuple[str, str, int, int, int, str | None]  # file_name, sha256, size, width, height, label
 
 
+def pylist(arr: Any) -> list[Any]:
+    """`arr.to_pylist()`, about 10x faster for strings and integers without nulls (through numpy:
+    an object array of str, or machine integers, `tolist()` to Python values)."""
+    if arr.null_count == 0 and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+                                or pa.types.is_integer(arr.type)):
+        return arr.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+    return arr.to_pylist()  # type: ignore[no-any-return]
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -147,7 +156,7 @@ class ColumnarManifest:
 
     def _image_rows(self) -> Iterator[str]:
         for batch in self.images.to_batches(_BATCH):
-            cols = [batch.column(n).to_pylist() for n in IMAGES_SCHEMA.names]
+            cols = [pylist(batch.column(n)) for n in IMAGES_SCHEMA.names]
             for name, blob, w, h, size, cid, tags in zip(*cols, strict=True):
                 tag_json = "[" + ",".join(encode_basestring(t) for t in sorted(set(tags or []))) + "]"
                 yield (f'{{"blob":"{blob}","bytes":{size},"category_id":{"null" if cid is None else cid},'
@@ -155,7 +164,7 @@ class ColumnarManifest:
 
     def _annotation_rows(self) -> Iterator[str]:
         for batch in self.annotations.to_batches(_BATCH):
-            cols = [batch.column(n).to_pylist() for n in ANNOTATIONS_SCHEMA.names]
+            cols = [pylist(batch.column(n)) for n in ANNOTATIONS_SCHEMA.names]
             for image, cid, bbox, area, iscrowd, seg, tags in zip(*cols, strict=True):
                 d: dict[str, Any] = {"image": image, "category_id": cid, "bbox": bbox, "area": area,
                                      "iscrowd": iscrowd, "segmentation": None if seg is None else json.loads(seg)}
@@ -187,7 +196,7 @@ class ColumnarManifest:
         return [c.name for c in self.categories]
 
     def blobs(self) -> list[str]:
-        return self.images["blob"].to_pylist()
+        return pylist(self.images["blob"])
 
     def to_manifest(self) -> Manifest:
         """The pydantic form (one object per image): for consumers that need it, on small versions."""
@@ -253,7 +262,7 @@ def _parquet(table: pa.Table) -> bytes:
 
 def blob_column(images_parquet: bytes) -> list[str]:
     """Only the blob column: what gc's writer guard needs, without the rest of the manifest."""
-    return pq.read_table(pa.BufferReader(images_parquet), columns=["blob"])["blob"].to_pylist()
+    return pylist(pq.read_table(pa.BufferReader(images_parquet), columns=["blob"])["blob"])
 
 
 # --- streaming: versions larger than memory -------------------------------------------------
@@ -404,7 +413,7 @@ def _run_rows(path: str) -> Iterator[tuple[str, str, int, int, int, str | None]]
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)
-            yield from zip(*(rb.column(n).to_pylist() for n in _RUN_SCHEMA.names), strict=True)
+            yield from zip(*(pylist(rb.column(n)) for n in _RUN_SCHEMA.names), strict=True)
 
 
 def _check_batch(dataset: str, rb: pa.RecordBatch) -> None:
