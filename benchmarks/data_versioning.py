@@ -2,23 +2,25 @@
 
     .venv/bin/python benchmarks/data_versioning.py            # 10,000 files, both tools, local + S3
     .venv/bin/python benchmarks/data_versioning.py --files 500 --no-s3
-    .venv/bin/python benchmarks/data_versioning.py --quick     # 2,000 files, 20,000 small files, 200k manifest
+    .venv/bin/python benchmarks/data_versioning.py --quick     # 2,000 files, 20,000 small files, 200k manifest (~2 min)
     .venv/bin/python benchmarks/data_versioning.py --kubeforge-only --files 200   # what the test runs
 
 Data: N real PNG files of random RGB noise, 53-103 px a side, so 8-32 KB each (noise does not
 compress), in 10 class folders: an ImageFolder dataset. Real images are the fair choice:
 Kubeforge must read each image's size (it records width and height) where DVC only hashes, and
-`--check header` is what it runs (the header is parsed for the size; see importer.py for what
-that checks). Both tools run as the CLI a user types, as subprocesses (start-up included), page
-cache warm (the data was just written), `sync` before each timed step. DVC comes from its own
-venv (.bench/dvc-venv, created on first use with pip). Restoring: `kubeforge datasets checkout
-v1 DIR` and `dvc checkout` after `git checkout HEAD~1 -- data.dvc`, both in the folder at v2.
-Store sizes: every file under the Kubeforge store (blobs, manifests, stats, import cache)
-against every file under .dvc/cache. Also: `kubeforge --help` (help_s, best of 3); into S3 a
-plain 16-thread upload of the same files with the same client (s3_plain_parallel_put_s) and the
-checkout of v2 into an empty folder against `dvc pull` in a fresh clone; N tiny files (8x8 PNGs,
-`--small-files`, keys files_100k_*, peak RSS of the import process); a synthetic N-image
-manifest (`--manifest-images`). The last line printed is one JSON object.
+`--check header` is what the table's rows run (the header is parsed for the size; see
+importer.py for what that checks); the default `--check full` is timed on a copy of the same
+files as well (kubeforge_full_first_s, _incremental_s, _noop_s). Both tools run as the CLI a
+user types, as subprocesses (start-up included), page cache warm (the data was just written),
+`sync` before each timed step. DVC comes from its own venv (.bench/dvc-venv, created on first
+use with pip). Restoring: `kubeforge datasets checkout v1 DIR` and `dvc checkout` after `git
+checkout HEAD~1 -- data.dvc`, both in the folder at v2. Store sizes: every file under the
+Kubeforge store (blobs, manifests, stats, import cache) against every file under .dvc/cache.
+Also: `kubeforge --help` (help_s, best of 3); into S3 a plain 16-thread upload of the same files
+with the same client (s3_plain_parallel_put_s) and the checkout of v2 into an empty folder
+against `dvc pull` in a fresh clone; N tiny files (8x8 PNGs, `--small-files`, keys files_100k_*,
+peak RSS of the import process); a synthetic N-image manifest (`--manifest-images`). The last
+line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -258,10 +260,13 @@ def main() -> None:
                          "200,000-image manifest (explicit size flags win)")
     ap.add_argument("--kubeforge-only", action="store_true", help="no DVC: the test's quick run")
     ap.add_argument("--no-s3", action="store_true")
-    ap.add_argument("--check-full", action="store_true",
-                    help="also time the local first/second version with the default `--check full`")
+    ap.add_argument("--check-full", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time the local versions with the default `--check full` (keys kubeforge_full_*; "
+                         "default: on, except with --kubeforge-only)")
     ap.add_argument("--workdir", type=Path, default=BENCH / "work")
     args = ap.parse_args()
+    if args.check_full is None:
+        args.check_full = not args.kubeforge_only
     if args.quick:
         given = set(sys.argv)
         if "--files" not in given:
