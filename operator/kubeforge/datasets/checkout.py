@@ -13,17 +13,19 @@ checkout deletes files, and a stray folder must not lose its content by a typo.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeforge.atomic_file import atomic_write_bytes
 from kubeforge.datasets.filecache import Entry, load_cache, local_stamp, save_cache
 from kubeforge.datasets.sources import LocalSource
-from kubeforge.datasets.versions import load_columnar
+from kubeforge.store import layout
 from kubeforge.store.base import Store
 
 
@@ -40,8 +42,14 @@ class CheckoutResult:
 
 
 def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str, *,
-                     workers: int = 8, force: bool = False) -> CheckoutResult:
-    version = load_columnar(store, dataset, digest)
+                     workers: int | None = None, force: bool = False) -> CheckoutResult:
+    """`workers` None: 4 threads from a local store (disk and hashing bound), 16 from a remote one
+    (each request waits on the network)."""
+    if workers is None:
+        from kubeforge.store.local import LocalStore
+
+        workers = 4 if isinstance(getattr(store, "inner", store), LocalStore) else 16
+    names, blobs = version_files(store, dataset, digest)
     root = Path(folder).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     source = LocalSource(root)
@@ -51,7 +59,6 @@ def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str
         raise CheckoutError(f"{root}: not empty and not a folder Kubeforge imported or checked out "
                             "(its files would be replaced or removed); pass --force to check out anyway")
     started = time.time_ns()
-    names, blobs = version.images["file_name"].to_pylist(), version.images["blob"].to_pylist()
     base = str(root)
 
     def unchanged(i: int) -> Entry | None:
@@ -67,16 +74,17 @@ def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str
 
     def write(i: int) -> None:
         name, blob = names[i], blobs[i]
-        path = root / name
         data = store.get_blob(blob)
         if hashlib.sha256(data).hexdigest() != blob:
             raise CheckoutError(f"{name}: blob {blob} in the store {store.uri} is corrupted (its hash differs)")
-        atomic_write_bytes(path, data)
+        _write_atomic(f"{base}/{name}", data)
 
     # One stat per file decides; only the differing files are fetched and written (in threads:
     # a remote store's reads wait on the network).
-    kept = [unchanged(i) for i in range(len(names))]
+    kept = [unchanged(i) for i in range(len(names))] if cache else [None] * len(names)
     todo = [i for i, e in enumerate(kept) if e is None]
+    for parent in sorted({os.path.dirname(f"{base}/{names[i]}") for i in todo}):
+        os.makedirs(parent, exist_ok=True)  # once per folder, not once per file
     if len(todo) > 1 and workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(write, todo))
@@ -95,6 +103,55 @@ def checkout_version(store: Store, dataset: str, digest: str, folder: Path | str
     entries = {name: e for name, e, _ in done if e is not None}
     save_cache(store, source.uri, dataset, digest, entries)
     return CheckoutResult(str(root), len(names), sum(w for _, _, w in done), removed)
+
+
+def version_files(store: Store, dataset: str, digest: str) -> tuple[list[str], list[str]]:
+    """(file names, blobs) of a version, verified against its digest: a JSON manifest is read as
+    plain JSON (no object per image, no pyarrow), a Parquet one as columns."""
+    from kubeforge.datasets.versions import CorruptManifestError, load_columnar
+
+    key = layout.dataset_manifest_key(dataset, digest)
+    try:
+        data = store.get_bytes(key)
+    except KeyError:
+        from kubeforge.datasets.columnar import pylist
+
+        version = load_columnar(store, dataset, digest)
+        return pylist(version.images["file_name"]), pylist(version.images["blob"])
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise CorruptManifestError(f"{store.url(key)}: corrupted manifest: its sha256 is {actual}, expected {digest}")
+    try:
+        doc = json.loads(data)
+        images = doc["images"]
+        names, blobs = [im["file_name"] for im in images], [im["blob"] for im in images]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptManifestError(f"{store.url(key)}: not a valid manifest ({exc})") from None
+    if doc.get("dataset") != dataset:
+        raise CorruptManifestError(f"{store.url(key)}: manifest says dataset {doc.get('dataset')!r}, "
+                                   f"expected {dataset!r}")
+    return names, blobs
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """`data` to `path`: written under a temporary name beside it, then renamed over it (a reader
+    never sees part of a file). `atomic_write_bytes` without its per-file mkdir, mkstemp and chmod:
+    the folders exist, and the name is unique to this process and thread."""
+    head, tail = os.path.split(path)
+    tmp = f"{head}/.tmp-{os.getpid()}-{threading.get_ident()}-{tail[-64:]}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies, as to open()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _prune_empty_dirs(root: Path) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,25 @@ from kubeforge.datasets.versions import expand_digest, load_manifest
 from kubeforge.store.base import Store
 
 MARKER = ".kubeforge-export.json"
-WRITERS: dict[str, Callable[[Manifest, ExportTree], None]] = {fmt: writer(fmt) for fmt in EXPORT_FORMATS}
+class _Writers(Mapping[str, Callable[[Manifest, ExportTree], None]]):
+    """format -> writer, each writer's module imported on first use (a checkout needs none of them)."""
+
+    def __getitem__(self, fmt: str) -> Callable[[Manifest, ExportTree], None]:
+        if fmt not in EXPORT_FORMATS:
+            raise KeyError(fmt)
+        return writer(fmt)  # type: ignore[no-any-return]
+
+    def __contains__(self, fmt: object) -> bool:
+        return fmt in EXPORT_FORMATS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(EXPORT_FORMATS)
+
+    def __len__(self) -> int:
+        return len(EXPORT_FORMATS)
+
+
+WRITERS = _Writers()
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_manifest", "export_version"]
 

@@ -13,8 +13,9 @@ neither read, hashed, decoded nor uploaded. Images are read, hashed and stored b
 (hashlib, zlib and the S3 client release the GIL).
 
 `check`: "full" (default) decodes every new image (verify, then load: catches truncated
-data); "header" only parses the header for width and height (PIL `Image.open` without
-`load()`), so a file with a valid header and damaged pixel data is accepted: the blob is
+data; a plain PNG is checked without PIL, every chunk's CRC and its whole zlib stream, see
+`_png_full_size`); "header" only parses the header for width and height (PIL `Image.open`
+without `load()`), so a file with a valid header and damaged pixel data is accepted: the blob is
 still exactly the file's bytes (its sha256), and `kubeforge datasets verify` re-hashes blobs,
 but pixel-level damage surfaces only when the image is decoded for training.
 """
@@ -37,6 +38,7 @@ from kubeforge.api.dataset_version import DatasetStats, DatasetVersionSpec, Skip
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
 from kubeforge.datasets.filecache import Entry, load_cache, save_cache
 from kubeforge.datasets.manifest import Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.manifest_columns import ManifestColumns
 from kubeforge.datasets.sources import Source, SourceError, open_source
 from kubeforge.datasets.stats import compute_stats
 from kubeforge.datasets.versions import manifest_key, write_version
@@ -49,7 +51,7 @@ _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 @dataclass
 class ImportResult:
-    manifest: Manifest
+    version: Manifest | ManifestColumns  # columns unless a value needed pydantic (see manifest_columns)
     digest: str
     manifest_key: str
     stats: DatasetStats
@@ -57,8 +59,19 @@ class ImportResult:
     created: bool  # False: this version was already in the store
     reused: int = 0  # images unchanged since the last import of this source: not read again
 
+    @property
+    def manifest(self) -> Manifest:
+        """The pydantic form, made on first use (one object per image: callers that need only the
+        class names use `class_names()`)."""
+        if isinstance(self.version, ManifestColumns):
+            self.version = self.version.to_manifest()
+        return self.version
 
-@dataclass
+    def class_names(self) -> list[str]:
+        return self.version.class_names()
+
+
+@dataclass(slots=True)  # one per file: no per-instance dict
 class _Read:
     image: DraftImage
     blob: str = ""
@@ -113,12 +126,63 @@ def _png_header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+def _png_full_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a plain PNG whose every byte checks out, or None: ask PIL.
+
+    `--check full` without PIL's set-up and pixel unpacking, for the common case only: what
+    `_png_header_size` accepts, not interlaced; every chunk's CRC (PIL's verify), only IDAT and
+    the plain chunks up to a final IEND, the zlib stream complete (its Adler-32 checked) and
+    exactly height x (1 + row bytes) long, every row's filter type 0-4 (what PIL's load()
+    would find wrong). It only accepts: anything else, damage included, goes to PIL, which
+    decides with its own message.
+    """
+    size = _png_header_size(data)
+    if size is None or data[28] != 0:  # IHDR interlace method: Adam7 rows have other lengths
+        return None
+    width, height = size
+    depth, colour = data[24], data[25]
+    row = (width * depth * _PNG_CHANNELS[colour] + 7) // 8
+    expected = height * (row + 1)
+    inflate = zlib.decompressobj()
+    got = 0
+    filters_ok = True
+    pos, end = 8, len(data)
+    seen_idat = False
+    while pos + 12 <= end:
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        body_end = pos + 8 + length
+        if body_end + 4 > end:
+            return None
+        if zlib.crc32(memoryview(data)[pos + 4:body_end]) != struct.unpack_from(">I", data, body_end)[0]:
+            return None
+        if ctype == b"IEND":
+            if not seen_idat or body_end + 4 != end or not inflate.eof or inflate.unused_data or got != expected:
+                return None
+            return (width, height) if filters_ok else None
+        if ctype == b"IDAT":
+            seen_idat = True
+            out = inflate.decompress(memoryview(data)[pos + 8:body_end], expected - got + 1)
+            if inflate.unconsumed_tail or len(out) + got > expected:
+                return None  # more pixel data than the header allows
+            # Filter bytes sit at multiples of row + 1 in the whole stream.
+            first = (-got) % (row + 1)
+            if max(out[first::row + 1], default=0) > 4:
+                filters_ok = False
+            got += len(out)
+        elif pos != 8 and ctype not in _PNG_PLAIN_CHUNKS:
+            return None
+        pos = body_end + 4
+    return None
+
+
 def decode_size(data: bytes, check: str = "full") -> tuple[int, int]:
     """(width, height) of an encoded image; raises ValueError saying why it is unreadable."""
-    if check == "header":
-        size = _png_header_size(data)
-        if size is not None:
-            return size
+    size = _png_header_size(data) if check == "header" else _png_full_size(data)
+    if size is not None:
+        return size
     from PIL import Image  # here, not at module level: most imports never need it (start-up)
 
     try:
@@ -165,6 +229,31 @@ class _Cache:
     started_ns: int
 
 
+def _lookup(source: Source, image: DraftImage, cache: _Cache | None) -> _Read | None:
+    """The read of `image` when it needs no reading (a parser's error, an unchanged file, a stamp
+    that cannot be taken); None when it must be read. One stat, in the calling thread."""
+    out = _Read(image=image)
+    if image.error:
+        out.error = image.error
+        return out
+    if cache is None:
+        return None
+    try:
+        out.stamp = source.stamp(image.path, cache.started_ns)
+    except FileNotFoundError:
+        out.error = "file not found"
+        return out
+    except SourceError as exc:  # a symlink out of the source, or a symlink loop
+        out.error = str(exc).split(": ", 1)[-1]
+        return out
+    hit = cache.entries.get(image.path)
+    if out.stamp is not None and hit is not None and hit.stamp == out.stamp:
+        out.blob, out.size, out.width, out.height, out.reused = hit.blob, hit.bytes, hit.width, hit.height, True
+        out.error = _size_mismatch(image, out)
+        return out
+    return None
+
+
 def _read_one(source: Source, store: Store, image: DraftImage, cache: _Cache | None = None,
               check: str = "full") -> _Read:
     out = _Read(image=image)
@@ -174,11 +263,6 @@ def _read_one(source: Source, store: Store, image: DraftImage, cache: _Cache | N
     try:
         if cache is not None:
             out.stamp = source.stamp(image.path, cache.started_ns)
-            hit = cache.entries.get(image.path)
-            if out.stamp is not None and hit is not None and hit.stamp == out.stamp:
-                out.blob, out.size, out.width, out.height, out.reused = hit.blob, hit.bytes, hit.width, hit.height, True
-                out.error = _size_mismatch(image, out)
-                return out
         data = source.read(image.path)
     except FileNotFoundError:
         out.error = "file not found"
@@ -229,7 +313,7 @@ def _progress(total: int, enabled: bool | None) -> Iterator[Callable[[int], None
 def default_workers(source: Source, store: Store) -> int:
     """Threads for reading, hashing and storing images.
 
-    A remote source or store (S3) waits on the network: 8 threads overlap the requests. Local
+    A remote source or store (S3) waits on the network: 16 threads overlap the requests. Local
     files are CPU bound (hashing; file creation in the kernel), so more threads than cores only
     contend for the GIL: measured on 2 cores, 8 threads were slower than 1.
     """
@@ -239,7 +323,24 @@ def default_workers(source: Source, store: Store) -> int:
     inner = getattr(store, "inner", store)  # a GuardedStore passes blobs through to its inner store
     if isinstance(source, LocalSource) and isinstance(inner, LocalStore):
         return max(1, min(4, os.cpu_count() or 1))
-    return 8
+    return 16
+
+
+@contextmanager
+def _blob_index(store: Store, misses: int) -> Iterator[None]:
+    """A remote store that can list its blobs (S3) does it once when many may be new (`misses`
+    files to read), instead of a request per blob to ask whether it is there; for this import
+    only (`S3Store.index_blobs`, `forget_blobs`)."""
+    inner = getattr(store, "inner", store)
+    index = getattr(inner, "index_blobs", None)
+    if index is None or misses < 64:
+        yield
+        return
+    index(limit=max(10_000, 200 * misses))
+    try:
+        yield
+    finally:
+        inner.forget_blobs()
 
 
 _CHUNK = 64  # images per pool task: a future per image costs more than a cached image's check
@@ -249,44 +350,51 @@ def read_images(
     source: Source, store: Store, draft: Draft, *, workers: int | None = None, progress: bool | None = None,
     cache: _Cache | None = None, check: str = "full",
 ) -> list[_Read]:
-    """Read, check and store every image, in draft order. Threads: reading is I/O bound (S3),
-    and hashlib, zlib and file writes release the GIL. `workers` None: `default_workers`."""
+    """Read, check and store every image, in draft order. Unchanged files (the import cache) are
+    settled first, a stat each in this thread; the others are read by threads: reading is I/O
+    bound (S3), and hashlib, zlib and file writes release the GIL. `workers` None: `default_workers`."""
     if workers is None:
         workers = default_workers(source, store)
     images = draft.images
-    chunks = [images[i:i + _CHUNK] for i in range(0, len(images), _CHUNK)]
+    results: list[_Read | None] = [_lookup(source, im, cache) for im in images]
+    todo = [i for i, r in enumerate(results) if r is None]
+    # Up to _CHUNK images a task, but enough tasks to keep every thread busy (a small S3 import).
+    size = max(1, min(_CHUNK, -(-len(todo) // (4 * workers))))
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
 
-    def run(chunk: list[DraftImage]) -> list[_Read]:
-        return [_read_one(source, store, im, cache, check) for im in chunk]
+    def run(chunk: list[int]) -> list[_Read]:
+        return [_read_one(source, store, images[i], cache, check) for i in chunk]
 
-    results: list[_Read] = []
-    with _progress(len(images), progress) as advance:
+    with _progress(len(images), progress) as advance, _blob_index(store, len(todo)):
+        advance(len(images) - len(todo))
         if workers <= 1 or len(chunks) <= 1:
             for chunk in chunks:
-                results.extend(run(chunk))
+                for i, r in zip(chunk, run(chunk), strict=True):
+                    results[i] = r
                 advance(len(chunk))
-            return results
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            for res in pool.map(run, chunks):
-                results.extend(res)
-                advance(len(res))
-        except BaseException:
-            # A store failure (or Ctrl-C) stops the import now, not after every queued image.
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown()
-    return results
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                for chunk, res in zip(chunks, pool.map(run, chunks), strict=True):
+                    for i, r in zip(chunk, res, strict=True):
+                        results[i] = r
+                    advance(len(res))
+            except BaseException:
+                # A store failure (or Ctrl-C) stops the import now, not after every queued image.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
+    return results  # type: ignore[return-value]  # every slot filled
 
 
-def build_manifest(
-    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
-) -> tuple[Manifest, list[SkippedFile]]:
+def _valid_reads(draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+                 ) -> tuple[list[_Read], list[SkippedFile]]:
+    """The reads that make the version (in draft order), and the skipped files: the same checks
+    and messages for both ways of building the manifest."""
     skipped = [SkippedFile(file=where, reason=why) for where, why in draft.skipped]
-    images: list[ManifestImage] = []
-    index: dict[object, int] = {}
     _to_pixels(draft, reads)
     _check_inside(draft, reads, source, on_invalid)
+    valid = []
     for r in reads:
         if r.error:
             where = source.where(r.image.path)
@@ -296,32 +404,76 @@ def build_manifest(
                 )
             skipped.append(SkippedFile(file=where, reason=r.error))
             continue
+        valid.append(r)
+    if not valid:
+        raise DatasetImportError(f"source {source.uri}: no valid images ({len(skipped)} skipped)")
+    return valid, skipped
+
+
+def _check_rle(draft: Draft, a: DraftAnnotation, r: _Read) -> None:
+    if isinstance(a.segmentation, dict) and a.segmentation["size"] != [r.height, r.width]:
+        raise DatasetImportError(
+            f"{a.where or draft.origin}: annotation id {a.ref!r}: segmentation RLE size "
+            f"{a.segmentation['size']} does not match {r.image.path} "
+            f"({r.height}x{r.width}, height x width)"
+        )
+
+
+def build_version(
+    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+) -> tuple[Manifest | ManifestColumns, list[SkippedFile]]:
+    """The version as canonical columns (no object per image); the pydantic `Manifest` (validated)
+    when a value is not plain (see manifest_columns). Both give the same digest for the same content."""
+    valid, skipped = _valid_reads(draft, reads, source, on_invalid)
+    index = {r.image.ref: i for i, r in enumerate(valid)}
+    anns = []
+    for a in draft.annotations:
+        i = index.get(a.image_ref)
+        if i is None:
+            continue  # its image was skipped
+        _check_rle(draft, a, valid[i])
+        anns.append((i, a.category_id, a.bbox, a.area, a.iscrowd, a.segmentation, a.tags))
+    columns = ManifestColumns.from_values(
+        dataset, draft.task, draft.categories, [r.image.path for r in valid], [r.blob for r in valid],
+        [r.width for r in valid], [r.height for r in valid], [r.size for r in valid],
+        [r.image.category_id for r in valid], [r.image.tags for r in valid], anns,
+    )
+    if columns is None:
+        return _pydantic_manifest(dataset, draft, valid), sorted(skipped, key=lambda s: s.file)
+    return columns, sorted(skipped, key=lambda s: s.file)
+
+
+def build_manifest(
+    dataset: str, draft: Draft, reads: list[_Read], source: Source, on_invalid: str
+) -> tuple[Manifest, list[SkippedFile]]:
+    """The pydantic way (one validated object per image and annotation): the reference the columns
+    are compared with (tests), and the fallback for values that are not plain."""
+    valid, skipped = _valid_reads(draft, reads, source, on_invalid)
+    return _pydantic_manifest(dataset, draft, valid), sorted(skipped, key=lambda s: s.file)
+
+
+def _pydantic_manifest(dataset: str, draft: Draft, valid: list[_Read]) -> Manifest:
+    images: list[ManifestImage] = []
+    index: dict[object, int] = {}
+    for r in valid:
         index[r.image.ref] = len(images)
         images.append(ManifestImage(
             file_name=r.image.path, blob=r.blob, width=r.width, height=r.height, bytes=r.size,
             category_id=r.image.category_id, tags=r.image.tags,
         ))
-    if not images:
-        raise DatasetImportError(f"source {source.uri}: no valid images ({len(skipped)} skipped)")
     annotations: list[ManifestAnnotation] = []
     for a in draft.annotations:
         i = index.get(a.image_ref)
         if i is None:
             continue  # its image was skipped
-        if isinstance(a.segmentation, dict) and a.segmentation["size"] != [images[i].height, images[i].width]:
-            raise DatasetImportError(
-                f"{a.where or draft.origin}: annotation id {a.ref!r}: segmentation RLE size "
-                f"{a.segmentation['size']} does not match {images[i].file_name} "
-                f"({images[i].height}x{images[i].width}, height x width)"
-            )
+        _check_rle(draft, a, valid[i])
         annotations.append(ManifestAnnotation(
             image=i, category_id=a.category_id, bbox=a.bbox, area=a.area or 0.0, iscrowd=a.iscrowd,
             segmentation=a.segmentation, tags=a.tags,
         ))
-    manifest = Manifest(
+    return Manifest(
         dataset=dataset, task=draft.task, categories=draft.categories, images=images, annotations=annotations,
     ).canonical()
-    return manifest, sorted(skipped, key=lambda s: s.file)
 
 
 def _outside(a: DraftAnnotation, width: int, height: int) -> str:
@@ -378,13 +530,14 @@ def import_dataset(
     draft = parse_source(source, spec)
     cache = _Cache(load_cache(store, source.uri), started_ns) if use_cache else None
     reads = read_images(source, store, draft, workers=workers, progress=progress, cache=cache, check=check)
-    manifest, skipped = build_manifest(spec.dataset, draft, reads, source, spec.on_invalid_image)
-    digest, created = write_version(store, manifest)
+    version, skipped = build_version(spec.dataset, draft, reads, source, spec.on_invalid_image)
+    digest, created = write_version(store, version)
     if use_cache:
         entries = {r.image.path: Entry(r.stamp, r.blob, r.width, r.height, r.size)
                    for r in reads if r.stamp is not None and r.blob and not r.error}
         save_cache(store, source.uri, spec.dataset, digest, entries)
+    stats = version.stats() if isinstance(version, ManifestColumns) else compute_stats(version)
     return ImportResult(
-        manifest=manifest, digest=digest, manifest_key=manifest_key(store, spec.dataset, digest),
-        stats=compute_stats(manifest), skipped=skipped, created=created, reused=sum(r.reused for r in reads),
+        version=version, digest=digest, manifest_key=manifest_key(store, spec.dataset, digest),
+        stats=stats, skipped=skipped, created=created, reused=sum(r.reused for r in reads),
     )

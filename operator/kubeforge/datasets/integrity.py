@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubeforge.datasets.columnar import blob_column
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.datasets.versions import PARQUET_MANIFEST, CorruptManifestError, is_manifest_key, load_columnar
 from kubeforge.store import layout
@@ -194,6 +193,8 @@ class GuardedStore(Store):
         if len(parts) == 4 and parts[0] == "datasets" and parts[3] == "manifest.json":
             self.pending.commit(im.blob for im in Manifest.from_bytes(data).images)
         elif len(parts) == 4 and parts[0] == "datasets" and parts[3] == PARQUET_MANIFEST:
+            from kubeforge.datasets.columnar import blob_column  # pyarrow: only when a Parquet manifest is written
+
             self.pending.commit(blob_column(data))
         self.inner.put_bytes(key, data)
 

@@ -53,7 +53,10 @@ class LocalSource(Source):
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise SourceError(f"source {self.root}: not a directory")
-        self._known: dict[str, str] = {}  # filled by list(): relative path -> absolute path
+        # Filled by list(): regular files reached through real folders (relative paths; the absolute
+        # one is root + "/" + it, made when needed: no second string per file held).
+        self._known: set[str] = set()
+        self._root_str = str(self.root)
 
     @property
     def uri(self) -> str:
@@ -66,8 +69,8 @@ class LocalSource(Source):
         # Regular files reached through real folders only: they are inside the root by
         # construction, so stamp() and read() skip resolve() (an lstat per path component)
         # for them. Plain strings: pathlib costs more than the syscalls on 10,000 files.
-        known: dict[str, str] = {}
-        root = str(self.root)
+        known: set[str] = set()
+        root = self._root_str
         stack = [(root, "")]
         while stack:
             top, rel_top = stack.pop()
@@ -88,7 +91,7 @@ class LocalSource(Source):
                     stack.append((entry.path, f"{rel}/"))
                 elif entry.is_file(follow_symlinks=False):
                     out.append(rel)
-                    known[rel] = entry.path
+                    known.add(rel)
         self._known = known
         return sorted(out)
 
@@ -116,14 +119,14 @@ class LocalSource(Source):
         from kubeforge.datasets.filecache import local_stamp
 
         try:
-            full = self._known.get(path)
+            full = f"{self._root_str}/{path}" if path in self._known else None
             st = os.stat(full) if full is not None else self._resolve(path).stat()
         except (OSError, SourceError):
             return None  # missing, unreadable or outside: read() says why
         return local_stamp(st.st_size, st.st_mtime_ns, started_ns)
 
     def read(self, path: str) -> bytes:
-        full = self._known.get(path)
+        full = f"{self._root_str}/{path}" if path in self._known else None
         if full is not None:
             # Listed as a regular file in a real folder. O_NOFOLLOW: if it was replaced by a
             # symlink since, take the checked path below instead of following it.

@@ -12,13 +12,17 @@ Readers accept both; nothing needs migrating.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from kubeforge.api.dataset_version import DatasetStats, ImageSizeStats
-from kubeforge.datasets.columnar import ColumnarManifest
 from kubeforge.datasets.manifest import Manifest
+from kubeforge.datasets.manifest_columns import ManifestColumns
 from kubeforge.datasets.stats import compute_stats
 from kubeforge.store import layout
 from kubeforge.store.base import Store
+
+if TYPE_CHECKING:  # columnar imports pyarrow (~0.2 s): only where a Parquet manifest is read or written
+    from kubeforge.datasets.columnar import ColumnarManifest
 
 COLUMNAR_MIN_IMAGES = 5000
 PARQUET_MANIFEST = "manifest.parquet"
@@ -86,7 +90,7 @@ def manifest_key(store: Store, dataset: str, digest: str) -> str:
     return pq_key if not store.exists(json_key) and store.exists(pq_key) else json_key
 
 
-def write_version(store: Store, manifest: Manifest | ColumnarManifest, *,
+def write_version(store: Store, manifest: Manifest | ColumnarManifest | ManifestColumns, *,
                   columnar: bool | None = None) -> tuple[str, bool]:
     """Store a manifest and its stats.json; returns (digest, created).
 
@@ -96,6 +100,10 @@ def write_version(store: Store, manifest: Manifest | ColumnarManifest, *,
     beside it (a writer stopped in between) is recomputed, since stats follow from the
     manifest alone. `columnar` None: by size (`COLUMNAR_MIN_IMAGES`).
     """
+    if isinstance(manifest, ManifestColumns):
+        return _write_columns(store, manifest, columnar)
+    from kubeforge.datasets.columnar import ColumnarManifest
+
     n = manifest.images.num_rows if isinstance(manifest, ColumnarManifest) else len(manifest.images)
     if columnar is None:
         columnar = n >= COLUMNAR_MIN_IMAGES
@@ -122,12 +130,36 @@ def write_version(store: Store, manifest: Manifest | ColumnarManifest, *,
     return digest, created
 
 
+def _write_columns(store: Store, mc: ManifestColumns, columnar: bool | None) -> tuple[str, bool]:
+    """`write_version` of plain columns: hashed from the lists; pyarrow only to write a new Parquet version."""
+    if columnar is None:
+        columnar = len(mc) >= COLUMNAR_MIN_IMAGES
+    data = b"" if columnar else mc.to_bytes()
+    digest = mc.digest()
+    stats_key = layout.dataset_stats_key(mc.dataset, digest)
+    created = not version_exists(store, mc.dataset, digest)
+    if created:
+        if columnar:
+            cm = mc.to_columnar()
+            images_key, anns_key = parquet_keys(mc.dataset, digest)
+            if cm.annotations.num_rows:
+                store.put_bytes(anns_key, cm.annotations_parquet())
+            store.put_bytes(images_key, cm.images_parquet())
+        else:
+            store.put_bytes(layout.dataset_manifest_key(mc.dataset, digest), data)
+    if created or not store.exists(stats_key):
+        store.put_json(stats_key, mc.stats().dump())
+    return digest, created
+
+
 def load_columnar(store: Store, dataset: str, digest: str) -> ColumnarManifest:
     """The version as Arrow columns, verified against its digest, from either form.
 
     Raises KeyError when the version is not in the store, CorruptManifestError when the
     stored bytes do not hash to `digest` or do not parse.
     """
+    from kubeforge.datasets.columnar import ColumnarManifest
+
     images_key, anns_key = parquet_keys(dataset, digest)
     try:
         images = store.get_bytes(images_key)

@@ -18,14 +18,16 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kubeforge.api import KINDS, InferenceService, Phase, Resource, parse_resource
 from kubeforge.atomic_file import atomic_write_text
-from kubeforge.local.manifests import ResourceKey, resource_label
-from kubeforge.steps.spec import StepRun
 from kubeforge.store import layout
 from kubeforge.store.factory import ENV_STORE
+
+if TYPE_CHECKING:  # the API models load on use: `local_store_uri` (every `kubeforge datasets` command) needs none
+    from kubeforge.api import Phase, Resource
+    from kubeforge.local.manifests import ResourceKey
+    from kubeforge.steps.spec import StepRun
 
 ENV_STATE_DIR = "KUBEFORGE_STATE_DIR"
 DEFAULT_STATE_DIR = ".kubeforge"
@@ -100,6 +102,8 @@ class StateDir:
         path = self.resource_path(kind, namespace, name)
         try:
             data = json.loads(path.read_text())
+            from kubeforge.api import parse_resource
+
             resource = parse_resource(data["resource"])
         except FileNotFoundError:
             return None
@@ -122,6 +126,8 @@ class StateDir:
 
     def list(self, kind: str | None = None, namespace: str | None = None) -> list[Record]:
         """Records sorted by kind order, namespace, name."""
+        from kubeforge.api import KINDS
+
         out = []
         for k in [kind] if kind else list(KINDS):
             base = self.root / "resources" / k
@@ -137,11 +143,15 @@ class StateDir:
         """Like load, but a missing resource is a StateError saying where we looked."""
         record = self.load(kind, namespace, name)
         if record is None:
+            from kubeforge.local.manifests import resource_label
+
             raise StateError(f"{resource_label(kind, namespace, name)} not found in the state directory {self.root}")
         return record
 
     def succeeded(self) -> dict[ResourceKey, Resource]:
         """Resources that can satisfy a reference without running again: Succeeded, or with a successful run."""
+        from kubeforge.api import Phase
+
         return {r.key: r.resource for r in self.list() if r.phase == Phase.SUCCEEDED
                 or (r.resource.status is not None and r.resource.status.latest_succeeded() is not None)}
 
@@ -175,9 +185,13 @@ class ServiceEndpoint(NamedTuple):
 
 def service_endpoint(name: str, namespace: str = "default", state_dir: Path | str | None = None) -> ServiceEndpoint:
     """Resolve an InferenceService name to its endpoint; StateError when it is not serving."""
+    from kubeforge.api import InferenceService
+
     state = StateDir(resolve_state_dir(state_dir))
     record = state.get("InferenceService", namespace, name)
     status = record.resource.status
+    from kubeforge.local.manifests import resource_label
+
     label = resource_label("InferenceService", namespace, name)
     if not isinstance(record.resource, InferenceService) or status is None or not status.ready or not status.url:
         phase = status.phase if status is not None else "never run"

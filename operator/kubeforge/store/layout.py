@@ -7,10 +7,13 @@ import re
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+BLOB_PREFIX = "blobs/sha256/"
+
+
 def blob_key(sha256_hex: str) -> str:
     if not _HEX64.match(sha256_hex):
         raise ValueError(f"not a sha256 hex digest: {sha256_hex!r}")
-    return f"blobs/sha256/{sha256_hex[:2]}/{sha256_hex}"
+    return f"{BLOB_PREFIX}{sha256_hex[:2]}/{sha256_hex}"
 
 
 def dataset_version_prefix(dataset: str, digest: str) -> str:

@@ -6,6 +6,7 @@ module raises names the endpoint, bucket and key, and nothing else of the connec
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -20,6 +21,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error, ServerError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from kubeforge.store import layout
 from kubeforge.store.base import Store, StoreError, StoreUnreachableError
 
 ENV_S3_ENDPOINT = "KUBEFORGE_S3_ENDPOINT"
@@ -65,7 +67,7 @@ def _http_client() -> urllib3.PoolManager:
     # caller (a CLI, a Job, a reconcile loop) can report it and move on.
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=2.0, read=60.0),
-        maxsize=10,
+        maxsize=32,  # a connection kept for each of the (up to 16) threads an import or checkout runs
         retries=urllib3.Retry(
             total=2, connect=1, read=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
         ),
@@ -111,6 +113,7 @@ class S3Store(Store):
             region=region,
             http_client=_http_client(),
         )
+        self._blobs: set[str] | None = None  # every blob in the bucket, when `index_blobs` listed them all
         if create_bucket:
             self._ensure_bucket()
 
@@ -267,6 +270,41 @@ class S3Store(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         # fget_object downloads to a temporary name and renames: no partial file on failure.
         self._call(f"get {key}", lambda: self._client.fget_object(self.bucket, name, str(path)), key=key)
+
+    def index_blobs(self, limit: int) -> bool:
+        """List the blobs once, so `put_blob` knows which exist without a request per blob.
+
+        Gives up (False, and `put_blob` asks per blob as before) past `limit` keys: a listing
+        costs a request per 1,000 keys, worth it only when many blobs are about to be stored.
+        """
+        full = self._list_prefix(layout.BLOB_PREFIX)
+
+        def collect() -> set[str] | None:
+            found: set[str] = set()
+            for obj in self._client.list_objects(self.bucket, prefix=full, recursive=True):
+                if len(found) >= limit:
+                    return None
+                if obj.object_name and not obj.object_name.endswith("/"):
+                    found.add(obj.object_name.rsplit("/", 1)[-1])
+            return found
+
+        self._blobs = self._call(f"list {layout.BLOB_PREFIX}", collect)
+        return self._blobs is not None
+
+    def forget_blobs(self) -> None:
+        """Back to a stat per blob: the listing is a snapshot, trusted only for the import that made it
+        (a gc may delete blobs later; a long-lived process must not skip their upload then)."""
+        self._blobs = None
+
+    def put_blob(self, data: bytes) -> str:
+        known = self._blobs
+        if known is None:
+            return super().put_blob(data)  # a stat, then a put when it is missing
+        digest = hashlib.sha256(data).hexdigest()
+        if digest not in known:  # the listing saw every blob: no stat needed
+            self.put_bytes(layout.blob_key(digest), data)
+            known.add(digest)
+        return digest
 
     def exists(self, key: str) -> bool:
         name = self._object(key)
