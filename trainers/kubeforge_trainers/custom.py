@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.api.training_job import Hyperparameters
 from kubeforge.datasets.export import EXPORT_FORMATS, WRITERS
 from kubeforge.datasets.formats.tree import ExportError, ExportTree
@@ -345,6 +346,10 @@ def _subset(manifest: Manifest, names: Iterable[str], classes: list[SelectedClas
             if img.category_id not in new_id:
                 continue
             img = img.model_copy(update={"category_id": new_id[img.category_id]})
+        if any(t in SPLIT_TAGS for t in img.tags):
+            # Each part is one split already: a recorded split would make the exporters write the
+            # part back into split folders (`instances_val.json` inside data.train).
+            img = img.model_copy(update={"tags": [t for t in img.tags if t not in SPLIT_TAGS]})
         index[i] = len(images)
         images.append(img)
     anns = [a.model_copy(update={"image": index[a.image], "category_id": new_id[a.category_id]})

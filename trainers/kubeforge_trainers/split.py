@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPLIT_TAGS = ("train", "val", "test")
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 
 
 @dataclass(frozen=True)

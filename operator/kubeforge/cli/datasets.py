@@ -49,13 +49,14 @@ def synth_shapes(
         "before it to test, the rest to train).")] = None,
 ) -> None:
     """Filled circles, squares and triangles on varied backgrounds."""
+    from kubeforge.api.dataset_operations import SPLIT_TAGS
     from kubeforge.datasets.synth import generate_shapes_coco, generate_shapes_imagefolder
 
     start = time.perf_counter()
     if splits is not None:
         wanted = [s.strip() for s in splits.split(",") if s.strip()]
         if task is not SynthTask.DETECTION or not wanted or "train" not in wanted \
-                or not set(wanted) <= {"train", "val", "test"}:
+                or not set(wanted) <= set(SPLIT_TAGS):
             typer.echo(f"error: --splits {splits!r}: expected train and any of val, test (detection only)", err=True)
             raise typer.Exit(2)
         counts = _coco_splits(out, wanted, images, size or 160, seed, max_objects)
@@ -127,7 +128,7 @@ def import_(
         "--no-cache", help="Read every file, even those unchanged since the last import of this source.")] = False,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Threads reading, hashing and storing (default: the cores, up to 4, for a local "
-        "source and store; 8 with S3).")] = None,
+        "source and store; 16 with S3).")] = None,
 ) -> None:
     """Import a source as a dataset version (what the dataset-version step does), without a cluster."""
     from pydantic import ValidationError
@@ -157,7 +158,7 @@ def import_(
     state = "imported" if result.created else "already in the store"
     typer.echo(
         f"{state}: {dataset}@{result.digest} ({result.stats.images} images, {result.stats.annotations} "
-        f"annotations, classes {', '.join(result.manifest.class_names())}; {result.reused} unchanged files "
+        f"annotations, classes {', '.join(result.class_names())}; {result.reused} unchanged files "
         f"not read again)\n{st.url(result.manifest_key)}"
     )
 
@@ -268,9 +269,11 @@ def inspect(
         raise fail(str(exc)) from None
     stats = compute_stats(manifest)
     typer.echo(f"{found.dataset}@{found.digest}: {manifest.task}, {stats.images} images, {stats.total_bytes} bytes")
-    splits = {name: 0 for name in ("train", "val", "test", "untagged")}
+    from kubeforge.api.dataset_operations import SPLIT_TAGS
+
+    splits = {name: 0 for name in (*SPLIT_TAGS, "untagged")}
     for img in manifest.images:
-        tagged = [t for t in ("train", "val", "test") if t in img.tags]
+        tagged = [t for t in SPLIT_TAGS if t in img.tags]
         for t in tagged or ["untagged"]:
             splits[t] += 1
     typer.echo("splits: " + ", ".join(f"{n} {name}" for name, n in splits.items())

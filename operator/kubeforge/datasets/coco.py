@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.api.dataset_version import DatasetSource
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage, is_int, is_number
 from kubeforge.datasets.formats.common import SPLIT_NAMES, join_tag, split_of
@@ -251,7 +252,7 @@ def _images(where: str, raw: list[Any], f: AnnotationFile, files: set[str]) -> l
         tags = im.get("tags", [])  # not COCO: what our exporter writes for image tags
         if not (isinstance(tags, list) and all(isinstance(t, str) and t for t in tags)):
             raise DatasetImportError(f"{where}: image id {iid!r}: tags: expected a list of strings")
-        splits = {t for t in tags if t in ("train", "val", "test")} | ({f.split} if f.split else set())
+        splits = {t for t in tags if t in SPLIT_TAGS} | ({f.split} if f.split else set())
         if len(splits) > 1:
             said = f" (the file is the {f.split} split)" if f.split else ""
             raise DatasetImportError(

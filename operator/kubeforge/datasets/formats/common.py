@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import IMAGE_EXTENSIONS, DatasetImportError
 from kubeforge.datasets.sources import Source
 
@@ -106,7 +107,7 @@ def join_tag(name: str, value: Any) -> str:
 
 def split_tags(tags: Iterable[str]) -> list[str]:
     """The split names among tags (train, val, test)."""
-    return sorted({t for t in tags if t in ("train", "val", "test")})
+    return sorted({t for t in tags if t in SPLIT_TAGS})
 
 
 def check_rel(where: str, what: str, rel: str) -> str:
@@ -155,7 +156,7 @@ def set_split(image: Any, name: str, where: str) -> bool:
     split = SPLIT_NAMES.get(name.lower())
     if split is None:
         return False
-    other = [t for t in image.tags if t in ("train", "val", "test") and t != split]
+    other = [t for t in image.tags if t in SPLIT_TAGS and t != split]
     if other:
         raise DatasetImportError(
             f"{where}: image {image.path}: split {split!r}, but it is already in split {other[0]!r}; "

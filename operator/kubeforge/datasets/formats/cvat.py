@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
 from kubeforge.datasets.formats.common import (
     check_rel,
@@ -325,7 +326,7 @@ def write_cvat(manifest: Manifest, tree: ExportTree) -> None:
         name = im.file_name[len("images/"):] if im.file_name.startswith("images/") else im.file_name
         tree.image(f"images/{name}", im.blob)
         node = ET.SubElement(root, "image", id=str(i), name=name, width=str(im.width), height=str(im.height))
-        subset = next((t for t in im.tags if t in ("train", "val", "test")), None)
+        subset = next((t for t in im.tags if t in SPLIT_TAGS), None)
         labelled = []
         for tag in im.tags:
             key, value = split_tag(tag)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage, is_int, is_number
 from kubeforge.datasets.formats.common import (
     is_image,
@@ -220,7 +221,7 @@ def write_labelme(manifest: Manifest, tree: ExportTree) -> None:
     tree.text(LABELS, "".join(f"{c.name}\n" for c in sorted(manifest.categories, key=lambda c: c.id)))
     for im, anns in zip(manifest.images, manifest.annotations_by_image(), strict=True):
         rel = im.file_name
-        split = next((t for t in im.tags if t in ("train", "val", "test")), None)
+        split = next((t for t in im.tags if t in SPLIT_TAGS), None)
         if split and rel.split("/")[0] != split:
             rel = f"{split}/{rel}"
         tree.image(rel, im.blob)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage, is_number
 from kubeforge.datasets.formats.common import (
     SPLIT_NAMES,
@@ -372,7 +373,7 @@ def _places(manifest: Manifest) -> list[tuple[str, str, str | None]]:
             dataset = m.group(1)
             out.append((dataset, m.group(2), SPLIT_NAMES.get(dataset.rpartition("/")[2].lower())))
             continue
-        splits = [t for t in im.tags if t in ("train", "val", "test")]
+        splits = [t for t in im.tags if t in SPLIT_TAGS]
         dataset = splits[0] if len(splits) == 1 else "ds0"
         out.append((dataset, "", splits[0] if len(splits) == 1 else None))
         loose.setdefault(dataset, []).append(i)

@@ -40,6 +40,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
 from kubeforge.datasets.formats.common import (
     SPLIT_NAMES,
@@ -65,7 +66,7 @@ ANNOTATIONS, IMAGES, SETS, CLASSES = "Annotations/", "JPEGImages/", "ImageSets/M
 LABELMAP = "labelmap.txt"
 SEG_SETS, SEG_CLASS, SEG_OBJECT = "ImageSets/Segmentation/", "SegmentationClass/", "SegmentationObject/"
 FLAGS = ("difficult", "truncated", "occluded")
-SPLITS = ("train", "val", "test")
+SPLITS = SPLIT_TAGS
 DEFAULT = "default"  # datumaro's list of the images without a split: not a tag
 VOID = 255
 # VOC's own classes, in the order of SegmentationClass indices 1..20 (0 is background).

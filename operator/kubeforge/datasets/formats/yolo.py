@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage, is_int
 from kubeforge.datasets.formats.basic import export_paths, image_split
 from kubeforge.datasets.formats.common import (
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from kubeforge.api.dataset_version import DatasetSource
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml")
-SPLITS = ("train", "val", "test")
+SPLITS = SPLIT_TAGS
 DARKNET_KEYS = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 DIGITS = 8  # normalised coordinates written with 8 decimals: < 0.0005 px off on a 10,000 px image
 
