@@ -50,3 +50,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def write_then_replace(tmp: str, path: str, data: bytes, *, exclusive: bool = False) -> None:
+    """`data` to the temporary name `tmp`, then renamed over `path`; `tmp` removed on an error.
+
+    The hot-path form of `atomic_write_bytes` (checked-out files, new store blobs): no mkdir,
+    mkstemp or chmod, so the caller's folders exist and `tmp` is unique to its writer. The file
+    is created with the umask's mode, as by open(); `exclusive`: O_EXCL instead of O_TRUNC.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    try:
+        fd = os.open(tmp, flags, 0o666)  # the umask applies, as to open()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -13,7 +13,6 @@ checkout deletes files, and a stray folder must not lose its content by a typo.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeforge.atomic_file import write_then_replace
 from kubeforge.datasets.filecache import Entry, load_cache, local_stamp, save_cache
 from kubeforge.datasets.sources import LocalSource
 from kubeforge.store import layout
@@ -138,20 +138,7 @@ def _write_atomic(path: str, data: bytes) -> None:
     never sees part of a file). `atomic_write_bytes` without its per-file mkdir, mkstemp and chmod:
     the folders exist, and the name is unique to this process and thread."""
     head, tail = os.path.split(path)
-    tmp = f"{head}/.tmp-{os.getpid()}-{threading.get_ident()}-{tail[-64:]}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies, as to open()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_then_replace(f"{head}/.tmp-{os.getpid()}-{threading.get_ident()}-{tail[-64:]}", path, data)
 
 
 def _prune_empty_dirs(root: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import os
@@ -12,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from kubeforge.atomic_file import write_then_replace
 from kubeforge.store.base import Store, StoreError
 
 _UMASK = os.umask(0)
@@ -71,19 +71,7 @@ class LocalStore(Store):
             os.makedirs(folder, exist_ok=True)
             self._blob_dirs.add(folder)  # set.add is atomic under the GIL; a repeat mkdir is harmless
         tmp = f"{folder}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(self._tmp_seq)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_then_replace(tmp, dest, data, exclusive=True)
         return digest
 
     def get_bytes(self, key: str) -> bytes:
