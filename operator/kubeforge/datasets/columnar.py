@@ -29,7 +29,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kubeforge.datasets.manifest import FORMAT_VERSION, Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.manifest import (
+    FORMAT_VERSION,
+    Category,
+    Manifest,
+    ManifestAnnotation,
+    ManifestImage,
+    canonical_chunks,
+    canonical_json,
+    chunks_digest,
+)
 
 # pyarrow.compute (~0.07 s to import) is imported by the functions that compute: writing and
 # reading a Parquet manifest, and hashing it, need none of it.
@@ -56,10 +65,6 @@ def pylist(arr: Any) -> list[Any]:
     return arr.to_pylist()  # type: ignore[no-any-return]
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 @dataclass
 class ColumnarManifest:
     dataset: str
@@ -84,7 +89,7 @@ class ColumnarManifest:
             d = a.model_dump(mode="json")
             for name in ANNOTATIONS_SCHEMA.names:
                 value = d.get(name, [])
-                anns[name].append(_dumps(value) if name == "segmentation" and value is not None else value)
+                anns[name].append(canonical_json(value) if name == "segmentation" and value is not None else value)
         return cls(
             dataset=c.dataset, task=c.task, categories=list(c.categories), format_version=c.format_version,
             images=pa.table(cols, schema=IMAGES_SCHEMA), annotations=pa.table(anns, schema=ANNOTATIONS_SCHEMA),
@@ -177,24 +182,18 @@ class ColumnarManifest:
                                      "iscrowd": iscrowd, "segmentation": None if seg is None else json.loads(seg)}
                 if tags:
                     d["tags"] = sorted(set(tags))
-                yield _dumps(d)
+                yield canonical_json(d)
 
     def canonical_chunks(self) -> Iterator[bytes]:
         """`Manifest.to_bytes()` of the same content, in pieces (keys in sorted order)."""
-        yield b'{"annotations":['
-        yield from _joined(self._annotation_rows())
-        cats = [c.model_dump(mode="json") for c in sorted(self.categories, key=lambda c: c.id)]
-        yield (f'],"categories":{_dumps(cats)},"dataset":{encode_basestring(self.dataset)},'
-               f'"format_version":{self.format_version},"images":[').encode()
-        yield from _joined(self._image_rows())
-        yield f'],"task":{encode_basestring(self.task)}}}'.encode()
+        return canonical_chunks(annotation_rows=self._annotation_rows(),
+                                categories=sorted(self.categories, key=lambda c: c.id), dataset=self.dataset,
+                                format_version=self.format_version, image_rows=self._image_rows(),
+                                task=self.task, rows_per_chunk=_BATCH)
 
     def digest(self) -> str:
         if self._digest is None:
-            h = hashlib.sha256()
-            for chunk in self.canonical_chunks():
-                h.update(chunk)
-            self._digest = h.hexdigest()
+            self._digest = chunks_digest(self.canonical_chunks())
         return self._digest
 
     # --- use ----------------------------------------------------------------------------
@@ -219,7 +218,7 @@ class ColumnarManifest:
     def _meta(self) -> dict[bytes, bytes]:
         meta = {"format_version": self.format_version, "dataset": self.dataset, "task": self.task,
                 "categories": [c.model_dump(mode="json") for c in self.categories]}
-        return {_META_KEY: _dumps(meta).encode()}
+        return {_META_KEY: canonical_json(meta).encode()}
 
     def images_parquet(self) -> bytes:
         return _parquet(self.images.replace_schema_metadata(self._meta()))
@@ -240,22 +239,6 @@ class ColumnarManifest:
                    categories=[Category(**c) for c in meta["categories"]],
                    images=table.replace_schema_metadata(None).cast(IMAGES_SCHEMA),
                    annotations=anns.replace_schema_metadata(None).cast(ANNOTATIONS_SCHEMA))
-
-
-def _joined(rows: Iterator[str]) -> Iterator[bytes]:
-    """Comma-joined rows, encoded a chunk at a time."""
-    first = True
-    buf: list[str] = []
-    for row in rows:
-        if not first:
-            buf.append(",")
-        buf.append(row)
-        first = False
-        if len(buf) >= 2 * _BATCH:
-            yield "".join(buf).encode()
-            buf.clear()
-    if buf:
-        yield "".join(buf).encode()
 
 
 def _parquet(table: pa.Table) -> bytes:

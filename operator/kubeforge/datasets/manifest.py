@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # C-accelerated, ensure_ascii=False
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
@@ -97,7 +99,7 @@ class Manifest(BaseModel):
         anns = [
             a.model_copy(update={"image": new_index[a.image], "tags": sorted(set(a.tags))}) for a in self.annotations
         ]
-        anns.sort(key=lambda a: (a.image, _canonical_json(a.model_dump(mode="json"))))
+        anns.sort(key=lambda a: (a.image, canonical_json(a.model_dump(mode="json"))))
         cats = sorted(self.categories, key=lambda c: c.id)
         return Manifest(
             format_version=self.format_version, dataset=self.dataset, task=self.task,
@@ -106,7 +108,7 @@ class Manifest(BaseModel):
 
     def to_bytes(self) -> bytes:
         """Canonical bytes; sha256 of these is the digest."""
-        return _canonical_json(self.canonical().model_dump(mode="json")).encode()
+        return canonical_json(self.canonical().model_dump(mode="json")).encode()
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()
@@ -116,5 +118,45 @@ class Manifest(BaseModel):
         return cls.model_validate_json(data)
 
 
-def _canonical_json(obj: Any) -> str:
+def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_chunks(*, annotation_rows: Iterable[str], categories: Iterable[Category], dataset: str,
+                     format_version: int, image_rows: Iterable[str], task: str,
+                     rows_per_chunk: int) -> Iterator[bytes]:
+    """`Manifest.to_bytes()` built from its parts, in pieces (for the columnar forms, which never
+    build a `Manifest`): rows are already canonical JSON in canonical order, categories sorted by
+    id; the keys around them in sorted order. `rows_per_chunk` bounds a piece, not the bytes."""
+    yield b'{"annotations":['
+    yield from _joined(annotation_rows, rows_per_chunk)
+    cats = [c.model_dump(mode="json") for c in categories]
+    yield (f'],"categories":{canonical_json(cats)},"dataset":{encode_basestring(dataset)},'
+           f'"format_version":{format_version},"images":[').encode()
+    yield from _joined(image_rows, rows_per_chunk)
+    yield f'],"task":{encode_basestring(task)}}}'.encode()
+
+
+def chunks_digest(chunks: Iterable[bytes]) -> str:
+    """The version digest of canonical bytes given in pieces."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _joined(rows: Iterable[str], rows_per_chunk: int) -> Iterator[bytes]:
+    """Comma-joined rows, encoded `rows_per_chunk` at a time."""
+    buf: list[str] = []
+    first = True
+    for row in rows:
+        if first:
+            first = False
+        else:
+            buf.append(",")
+        buf.append(row)
+        if len(buf) >= 2 * rows_per_chunk:
+            yield "".join(buf).encode()
+            buf.clear()
+    if buf:
+        yield "".join(buf).encode()

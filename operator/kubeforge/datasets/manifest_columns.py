@@ -15,21 +15,15 @@ here).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # C-accelerated, ensure_ascii=False
 from typing import Any
 
-from kubeforge.datasets.manifest import FORMAT_VERSION, Category
+from kubeforge.datasets.manifest import FORMAT_VERSION, Category, canonical_chunks, canonical_json, chunks_digest
 
 _ROWS = 4096  # rows per encoded chunk
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _plain(value: Any) -> bool:
@@ -160,7 +154,7 @@ class ManifestColumns:
                 return None
             anns.append(d)
         if anns:
-            keyed = sorted(((d["image"], _dumps(d)), n) for n, d in enumerate(anns))
+            keyed = sorted(((d["image"], canonical_json(d)), n) for n, d in enumerate(anns))
             anns = [anns[n] for _, n in keyed]
         return cls(
             dataset=dataset, task=task, categories=sorted(categories, key=lambda c: c.id),
@@ -183,23 +177,17 @@ class ManifestColumns:
 
     def canonical_chunks(self) -> Iterator[bytes]:
         """`Manifest.to_bytes()` of the same content, in pieces."""
-        yield b'{"annotations":['
-        yield from _joined(_dumps(d) for d in self.annotations)
-        cats = [c.model_dump(mode="json") for c in self.categories]
-        yield (f'],"categories":{_dumps(cats)},"dataset":{encode_basestring(self.dataset)},'
-               f'"format_version":{self.format_version},"images":[').encode()
-        yield from _joined(self._image_rows())
-        yield f'],"task":{encode_basestring(self.task)}}}'.encode()
+        return canonical_chunks(annotation_rows=(canonical_json(d) for d in self.annotations),
+                                categories=self.categories, dataset=self.dataset,
+                                format_version=self.format_version, image_rows=self._image_rows(),
+                                task=self.task, rows_per_chunk=_ROWS)
 
     def to_bytes(self) -> bytes:
         return b"".join(self.canonical_chunks())
 
     def digest(self) -> str:
         if self._digest is None:
-            h = hashlib.sha256()
-            for chunk in self.canonical_chunks():
-                h.update(chunk)
-            self._digest = h.hexdigest()
+            self._digest = chunks_digest(self.canonical_chunks())
         return self._digest
 
     # --- other forms --------------------------------------------------------------------
@@ -233,7 +221,7 @@ class ManifestColumns:
         annotations = pa.table({
             "image": [d["image"] for d in a], "category_id": [d["category_id"] for d in a],
             "bbox": [d["bbox"] for d in a], "area": [d["area"] for d in a], "iscrowd": [d["iscrowd"] for d in a],
-            "segmentation": [None if d["segmentation"] is None else _dumps(d["segmentation"]) for d in a],
+            "segmentation": [None if d["segmentation"] is None else canonical_json(d["segmentation"]) for d in a],
             "tags": [d.get("tags", []) for d in a],
         }, schema=ANNOTATIONS_SCHEMA)
         return ColumnarManifest(dataset=self.dataset, task=self.task, categories=list(self.categories),
@@ -274,19 +262,3 @@ class ManifestColumns:
             total_bytes=sum(self.bytes),
         )
 
-
-def _joined(rows: Iterator[str]) -> Iterator[bytes]:
-    """Comma-joined rows, encoded `_ROWS` at a time."""
-    buf: list[str] = []
-    first = True
-    for row in rows:
-        if first:
-            first = False
-        else:
-            buf.append(",")
-        buf.append(row)
-        if len(buf) >= 2 * _ROWS:
-            yield "".join(buf).encode()
-            buf.clear()
-    if buf:
-        yield "".join(buf).encode()
