@@ -229,6 +229,14 @@ class _Cache:
     started_ns: int
 
 
+def _unreadable(exc: FileNotFoundError | SourceError) -> str:
+    """An image's error when its source cannot give it: missing, or a symlink out of the source
+    or in a loop (the source's message without its location)."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return str(exc).split(": ", 1)[-1]
+
+
 def _lookup(source: Source, image: DraftImage, cache: _Cache | None) -> _Read | None:
     """The read of `image` when it needs no reading (a parser's error, an unchanged file, a stamp
     that cannot be taken); None when it must be read. One stat, in the calling thread."""
@@ -240,11 +248,8 @@ def _lookup(source: Source, image: DraftImage, cache: _Cache | None) -> _Read | 
         return None
     try:
         out.stamp = source.stamp(image.path, cache.started_ns)
-    except FileNotFoundError:
-        out.error = "file not found"
-        return out
-    except SourceError as exc:  # a symlink out of the source, or a symlink loop
-        out.error = str(exc).split(": ", 1)[-1]
+    except (FileNotFoundError, SourceError) as exc:
+        out.error = _unreadable(exc)
         return out
     hit = cache.entries.get(image.path)
     if out.stamp is not None and hit is not None and hit.stamp == out.stamp:
@@ -264,11 +269,8 @@ def _read_one(source: Source, store: Store, image: DraftImage, cache: _Cache | N
         if cache is not None:
             out.stamp = source.stamp(image.path, cache.started_ns)
         data = source.read(image.path)
-    except FileNotFoundError:
-        out.error = "file not found"
-        return out
-    except SourceError as exc:  # a symlink out of the source, or a symlink loop
-        out.error = str(exc).split(": ", 1)[-1]
+    except (FileNotFoundError, SourceError) as exc:
+        out.error = _unreadable(exc)
         return out
     try:
         out.width, out.height = decode_size(data, check)
