@@ -12,6 +12,8 @@ Readers accept both; nothing needs migrating.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kubeforge.api.dataset_version import DatasetStats, ImageSizeStats
@@ -110,23 +112,14 @@ def write_version(store: Store, manifest: Manifest | ColumnarManifest | Manifest
     if columnar:
         cm = manifest if isinstance(manifest, ColumnarManifest) else ColumnarManifest.from_manifest(manifest)
         digest = cm.digest()
+        data = b""
     else:
         pm = manifest.to_manifest() if isinstance(manifest, ColumnarManifest) else manifest
         data = pm.to_bytes()
         digest = hashlib.sha256(data).hexdigest()
-    stats_key = layout.dataset_stats_key(manifest.dataset, digest)
-    created = not version_exists(store, manifest.dataset, digest)
-    if created:
-        if columnar:
-            images_key, anns_key = parquet_keys(manifest.dataset, digest)
-            if cm.annotations.num_rows:
-                store.put_bytes(anns_key, cm.annotations_parquet())
-            store.put_bytes(images_key, cm.images_parquet())
-        else:
-            store.put_bytes(layout.dataset_manifest_key(manifest.dataset, digest), data)
-    if created or not store.exists(stats_key):
-        stats = columnar_stats(manifest) if isinstance(manifest, ColumnarManifest) else compute_stats(manifest)
-        store.put_json(stats_key, stats.dump())
+    stats = partial(columnar_stats, manifest) if isinstance(manifest, ColumnarManifest) \
+        else partial(compute_stats, manifest)
+    created = _put_version(store, manifest.dataset, digest, (lambda: cm) if columnar else None, data, stats)
     return digest, created
 
 
@@ -136,20 +129,28 @@ def _write_columns(store: Store, mc: ManifestColumns, columnar: bool | None) -> 
         columnar = len(mc) >= COLUMNAR_MIN_IMAGES
     data = b"" if columnar else mc.to_bytes()
     digest = mc.digest()
-    stats_key = layout.dataset_stats_key(mc.dataset, digest)
-    created = not version_exists(store, mc.dataset, digest)
+    created = _put_version(store, mc.dataset, digest, mc.to_columnar if columnar else None, data, mc.stats)
+    return digest, created
+
+
+def _put_version(store: Store, dataset: str, digest: str, to_columnar: Callable[[], ColumnarManifest] | None,
+                 data: bytes, stats: Callable[[], DatasetStats]) -> bool:
+    """The version's objects under `digest` unless there (Parquet from `to_columnar()`, or the JSON
+    `data` when it is None), then its stats.json unless there; returns whether the version is new."""
+    stats_key = layout.dataset_stats_key(dataset, digest)
+    created = not version_exists(store, dataset, digest)
     if created:
-        if columnar:
-            cm = mc.to_columnar()
-            images_key, anns_key = parquet_keys(mc.dataset, digest)
+        if to_columnar is not None:
+            cm = to_columnar()
+            images_key, anns_key = parquet_keys(dataset, digest)
             if cm.annotations.num_rows:
                 store.put_bytes(anns_key, cm.annotations_parquet())
             store.put_bytes(images_key, cm.images_parquet())
         else:
-            store.put_bytes(layout.dataset_manifest_key(mc.dataset, digest), data)
+            store.put_bytes(layout.dataset_manifest_key(dataset, digest), data)
     if created or not store.exists(stats_key):
-        store.put_json(stats_key, mc.stats().dump())
-    return digest, created
+        store.put_json(stats_key, stats().dump())
+    return created
 
 
 def load_columnar(store: Store, dataset: str, digest: str) -> ColumnarManifest:
