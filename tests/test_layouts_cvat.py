@@ -16,15 +16,6 @@ from kubeforge.store import LocalStore
 
 from .test_datasets_formats import imp, png, write
 
-
-@pytest.fixture(scope="session")
-def datumaro_reader() -> None:
-    """datumaro in its own venv (created on first use, ~45 s; kept under .venv/readers)."""
-    from kubeforge.testing.readers import reader_python
-
-    reader_python("datumaro")
-
-
 XML = """<?xml version="1.0" encoding="utf-8"?>
 <annotations>
   <version>1.1</version>
@@ -148,7 +139,7 @@ def test_cvat_export_round_trip(tmp_path: Path) -> None:
     assert again.digest == first.digest
 
 
-def test_cvat_export_is_read_by_datumaro(tmp_path: Path, datumaro_reader: None) -> None:
+def test_cvat_export_is_read_by_datumaro(tmp_path: Path) -> None:
     from kubeforge.testing.readers import run_reader
 
     store = LocalStore(tmp_path / "store")

@@ -16,7 +16,7 @@ from kubeforge.datasets.export import export_version
 from kubeforge.datasets.importer import import_dataset
 from kubeforge.datasets.synth import generate_shapes_coco
 from kubeforge.store import LocalStore
-from kubeforge.testing.readers import reader_python, run_reader
+from kubeforge.testing.readers import run_reader
 
 from .test_datasets_formats import imp, png, spec, supervisely_project, write
 
@@ -128,12 +128,6 @@ def test_meta_is_the_declared_schema(target: str, content: str, message: str, tm
 # --- export, read by the Supervisely SDK -----------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def supervisely_sdk() -> str:
-    """Creates the Supervisely SDK reader venv once per session (a minute or two the first time)."""
-    return str(reader_python("supervisely"))
-
-
 SDK = """
 import json, sys
 from collections import Counter
@@ -184,7 +178,7 @@ def test_export_writes_one_dataset_per_split(split_export: tuple[LocalStore, Any
     assert imp(out.parent / "again", "supervisely", store).digest == once.digest
 
 
-def test_sdk_reads_the_export(supervisely_sdk: str, split_export: tuple[LocalStore, Any, Path]) -> None:
+def test_sdk_reads_the_export(split_export: tuple[LocalStore, Any, Path]) -> None:
     _, manifest, out = split_export
     got = run_reader("supervisely", SDK, str(out))
     assert got["datasets"] == {"train": ["000000.png", "000001.png", "000002.png"], "val": ["000003.png"]}
@@ -197,7 +191,7 @@ def test_sdk_reads_the_export(supervisely_sdk: str, split_export: tuple[LocalSto
     assert got["image_tags"] == {"fold=1": 4}  # the split is the dataset, not a tag
 
 
-def test_sdk_reads_an_export_without_splits(supervisely_sdk: str, tmp_path: Path) -> None:
+def test_sdk_reads_an_export_without_splits(tmp_path: Path) -> None:
     """No split: one dataset ds0; colliding file names made unique; tags, bitmaps and holes read."""
     supervisely_project(tmp_path / "src")
     src = tmp_path / "src"
@@ -240,7 +234,7 @@ print("{}")
 """
 
 
-def test_sdk_written_project_imports(supervisely_sdk: str, tmp_path: Path) -> None:
+def test_sdk_written_project_imports(tmp_path: Path) -> None:
     """The other direction: a project the SDK writes (its own JSON and bitmap encoding) imports to the
     same version as the project it copied."""
     supervisely_project(tmp_path / "src")

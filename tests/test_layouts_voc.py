@@ -20,7 +20,7 @@ from kubeforge.datasets.formats.voc import voc_color
 from kubeforge.datasets.importer import import_dataset
 from kubeforge.datasets.synth import generate_shapes_coco
 from kubeforge.store import LocalStore
-from kubeforge.testing.readers import reader_python, run_reader
+from kubeforge.testing.readers import run_reader
 
 from .test_datasets_formats import imp, png, spec, write
 
@@ -144,12 +144,6 @@ def test_segmentation_masks_on_the_objects(tmp_path: Path) -> None:
 # --- export, read by independent readers ---------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def datumaro() -> str:
-    """Creates the datumaro reader venv once per session (about a minute the first time)."""
-    return str(reader_python("datumaro"))
-
-
 DATUMARO = """
 import json, sys
 from collections import Counter
@@ -202,7 +196,7 @@ def test_export_is_the_flat_canonical_layout(split_version: tuple[LocalStore, An
     assert len(back.annotations) == len(manifest.annotations)
 
 
-def test_datumaro_reads_the_export(datumaro: str, split_version: tuple[LocalStore, Any, Path]) -> None:
+def test_datumaro_reads_the_export(split_version: tuple[LocalStore, Any, Path]) -> None:
     store, manifest, out = split_version
     names = {c.id: c.name for c in manifest.categories}
     counts: dict[str, int] = {}
@@ -385,7 +379,7 @@ print("{}")
 """
 
 
-def test_datumaro_export_imports(datumaro: str, split_version: tuple[LocalStore, Any, Path], tmp_path: Path) -> None:
+def test_datumaro_export_imports(split_version: tuple[LocalStore, Any, Path], tmp_path: Path) -> None:
     """The other direction: what datumaro writes as VOC (detection) imports with the same images, splits
     (ImageSets/Main/<subset>.txt), classes (labelmap.txt) and boxes (its float32 corners round back)."""
     store, _, out = split_version
