@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from kubeforge.datasets.draft import DatasetImportError
 from kubeforge.datasets.export import export_version
-from kubeforge.datasets.importer import import_dataset
 from kubeforge.datasets.synth import generate_shapes_coco
 from kubeforge.store import LocalStore
 from kubeforge.testing.readers import run_reader
 
-from .test_datasets_formats import imp, png, spec, supervisely_project, write
+from .test_datasets_badinput import fails as fails_as
+from .test_datasets_formats import imp, png, supervisely_project, write
 
 META = {
     "classes": [{"title": "cat", "shape": "rectangle", "color": "#FF0000"},
@@ -78,11 +77,7 @@ def test_ann_named_without_the_extension(tmp_path: Path) -> None:
 
 
 def fails(src: Path, tmp_path: Path, message: str) -> str:
-    store = LocalStore(tmp_path / "store")
-    with pytest.raises(DatasetImportError, match=message) as info:
-        import_dataset(spec(src, "supervisely"), store, progress=False, workers=2)
-    assert list(store.list("datasets/")) == []  # nothing partially imported becomes a version
-    return str(info.value)
+    return fails_as(src, "supervisely", tmp_path, message)
 
 
 @pytest.mark.parametrize(("target", "content", "message"), [

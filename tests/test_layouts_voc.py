@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kubeforge.datasets.draft import DatasetImportError
 from kubeforge.datasets.export import export_version
 from kubeforge.datasets.formats.common import rle_to_mask
 from kubeforge.datasets.formats.voc import voc_color
@@ -22,6 +21,7 @@ from kubeforge.datasets.synth import generate_shapes_coco
 from kubeforge.store import LocalStore
 from kubeforge.testing.readers import run_reader
 
+from .test_datasets_badinput import fails as fails_as
 from .test_datasets_formats import imp, png, spec, write
 
 
@@ -60,11 +60,7 @@ def jpeg(width: int, height: int, color: tuple[int, int, int]) -> bytes:
 
 
 def fails(src: Path, tmp_path: Path, message: str) -> str:
-    store = LocalStore(tmp_path / "store")
-    with pytest.raises(DatasetImportError, match=message) as info:
-        import_dataset(spec(src, "voc"), store, progress=False, workers=2)
-    assert list(store.list("datasets/")) == []  # nothing partially imported becomes a version
-    return str(info.value)
+    return fails_as(src, "voc", tmp_path, message)
 
 
 @pytest.mark.parametrize("top", ["", "VOC2012/", "VOCdevkit/VOC2007/"])
