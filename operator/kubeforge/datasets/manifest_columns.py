@@ -230,35 +230,11 @@ class ManifestColumns:
 
     def stats(self) -> Any:
         """`compute_stats` of the same content, from the lists."""
-        from kubeforge.api.dataset_version import DatasetStats, ImageSizeStats
+        from kubeforge.datasets.stats import stats_from
 
-        names = {c.id: c.name for c in self.categories}
-        objects = {c.name: 0 for c in self.categories}
-        images_with: dict[str, set[int]] = {c.name: set() for c in self.categories}
-        if self.task == "classification":
-            labeled = 0
-            for i, cid in enumerate(self.category_id):
-                if cid is not None:
-                    labeled += 1
-                    objects[names[cid]] += 1
-                    images_with[names[cid]].add(i)
-            annotations = labeled
-        else:
-            for d in self.annotations:
-                objects[names[d["category_id"]]] += 1
-                images_with[names[d["category_id"]]].add(d["image"])
-            annotations = len(self.annotations)
-        sizes = None
-        n = len(self.file_name)
-        if n:
-            sizes = ImageSizeStats(
-                min_width=min(self.width), max_width=max(self.width), min_height=min(self.height),
-                max_height=max(self.height), mean_width=round(sum(self.width) / n, 2),
-                mean_height=round(sum(self.height) / n, 2),
-            )
-        return DatasetStats(
-            images=n, annotations=annotations, classes=len(self.categories), objects_per_class=objects,
-            images_per_class={name: len(ids) for name, ids in images_with.items()}, image_sizes=sizes,
-            total_bytes=sum(self.bytes),
+        return stats_from(
+            self.categories, self.task, image_category_ids=self.category_id,
+            annotations=((d["image"], d["category_id"]) for d in self.annotations),
+            widths=self.width, heights=self.height, sizes=self.bytes,
         )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from kubeforge.api.dataset_version import DatasetStats, ImageSizeStats
-from kubeforge.datasets.manifest import Manifest
+from kubeforge.datasets.manifest import Category, Manifest
 
 
 def compute_stats(manifest: Manifest) -> DatasetStats:
@@ -13,36 +15,50 @@ def compute_stats(manifest: Manifest) -> DatasetStats:
     counts images with at least one object of the class.
     classification: each labeled image is one annotation and one object of its class.
     """
-    names = {c.id: c.name for c in manifest.categories}
-    objects = {c.name: 0 for c in manifest.categories}
-    images_with: dict[str, set[int]] = {c.name: set() for c in manifest.categories}
-    if manifest.task == "classification":
+    images = manifest.images
+    return stats_from(
+        manifest.categories, manifest.task, image_category_ids=(im.category_id for im in images),
+        annotations=((ann.image, ann.category_id) for ann in manifest.annotations),
+        widths=[im.width for im in images], heights=[im.height for im in images],
+        sizes=(im.bytes for im in images),
+    )
+
+
+def stats_from(categories: Sequence[Category], task: str, *, image_category_ids: Iterable[int | None],
+               annotations: Iterable[tuple[int, int]], widths: Sequence[int], heights: Sequence[int],
+               sizes: Iterable[int]) -> DatasetStats:
+    """`compute_stats` from a manifest's values: per image its class, width, height and bytes;
+    (image, category_id) per annotation. Image class ids are read only for classification."""
+    names = {c.id: c.name for c in categories}
+    objects = {c.name: 0 for c in categories}
+    images_with: dict[str, set[int]] = {c.name: set() for c in categories}
+    if task == "classification":
         labeled = 0
-        for i, im in enumerate(manifest.images):
-            if im.category_id is not None:
+        for i, cid in enumerate(image_category_ids):
+            if cid is not None:
                 labeled += 1
-                objects[names[im.category_id]] += 1
-                images_with[names[im.category_id]].add(i)
-        annotations = labeled
+                objects[names[cid]] += 1
+                images_with[names[cid]].add(i)
+        n_annotations = labeled
     else:
-        for ann in manifest.annotations:
-            objects[names[ann.category_id]] += 1
-            images_with[names[ann.category_id]].add(ann.image)
-        annotations = len(manifest.annotations)
-    sizes = None
-    if manifest.images:
-        ws = [im.width for im in manifest.images]
-        hs = [im.height for im in manifest.images]
-        sizes = ImageSizeStats(
-            min_width=min(ws), max_width=max(ws), min_height=min(hs), max_height=max(hs),
-            mean_width=round(sum(ws) / len(ws), 2), mean_height=round(sum(hs) / len(hs), 2),
+        n_annotations = 0
+        for image, cid in annotations:
+            n_annotations += 1
+            objects[names[cid]] += 1
+            images_with[names[cid]].add(image)
+    image_sizes = None
+    n = len(widths)
+    if n:
+        image_sizes = ImageSizeStats(
+            min_width=min(widths), max_width=max(widths), min_height=min(heights), max_height=max(heights),
+            mean_width=round(sum(widths) / n, 2), mean_height=round(sum(heights) / n, 2),
         )
     return DatasetStats(
-        images=len(manifest.images),
-        annotations=annotations,
-        classes=len(manifest.categories),
+        images=n,
+        annotations=n_annotations,
+        classes=len(categories),
         objects_per_class=objects,
         images_per_class={name: len(ids) for name, ids in images_with.items()},
-        image_sizes=sizes,
-        total_bytes=sum(im.bytes for im in manifest.images),
+        image_sizes=image_sizes,
+        total_bytes=sum(sizes),
     )
