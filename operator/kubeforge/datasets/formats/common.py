@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -132,6 +132,15 @@ def read_text(source: Source, rel: str) -> str:
         return source.read(rel).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetImportError(f"{source.where(rel)}: not UTF-8 text ({exc})") from None
+
+
+def list_ids(source: Source, rel: str) -> Iterator[tuple[int, str]]:
+    """(line number, id) per non-blank line of a VOC ImageSets list: the line's first word (a
+    per-class list's `-1`/`1` after it is for the caller to ignore)."""
+    for n, line in enumerate(read_text(source, rel).splitlines(), start=1):
+        image_id = line.split()[0] if line.strip() else ""
+        if image_id:
+            yield n, image_id
 
 
 def is_image(rel: str) -> bool:

@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
-from kubeforge.datasets.formats.common import SPLIT_NAMES, is_image, mask_bbox_area, mask_to_rle, read_text, set_split
+from kubeforge.datasets.formats.common import (
+    SPLIT_NAMES,
+    is_image,
+    list_ids,
+    mask_bbox_area,
+    mask_to_rle,
+    read_text,
+    set_split,
+)
 from kubeforge.datasets.manifest import Category
 from kubeforge.datasets.sources import Source
 
@@ -329,10 +337,7 @@ def _voc_splits(source: Source, files: list[str], by_stem: dict[str, DraftImage]
         if name.lower() not in SPLIT_NAMES:
             continue  # not a split list (trainval.txt, default.txt): ignored
         where = source.where(rel)
-        for n, line in enumerate(read_text(source, rel).splitlines(), start=1):
-            stem = line.split()[0] if line.strip() else ""
-            if not stem:
-                continue
+        for n, stem in list_ids(source, rel):
             image = by_stem.get(stem)
             if image is None:
                 raise DatasetImportError(f"{where}: line {n}: {stem!r} has no mask {VOC_MASKS}{stem}.png")

@@ -47,6 +47,7 @@ from kubeforge.datasets.formats.common import (
     check_rel,
     is_image,
     join_tag,
+    list_ids,
     num,
     rc,
     read_text,
@@ -389,10 +390,7 @@ def _image_sets(source: Source, files: list[str], root: str, by_id: dict[str, _I
                 continue  # only split lists matter for segmentation
             where = source.where(rel)
             listed = members.setdefault(tag, {})
-            for n, line in enumerate(read_text(source, rel).splitlines(), start=1):
-                image_id = line.split()[0] if line.strip() else ""
-                if not image_id:
-                    continue
+            for n, image_id in list_ids(source, rel):
                 entry = by_id.get(image_id)
                 if entry is None:
                     raise DatasetImportError(
