@@ -13,6 +13,7 @@ tags (`ManifestImage.tags`) and object tags (`ManifestAnnotation.tags`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import PurePosixPath
@@ -37,6 +38,15 @@ def num(v: float) -> str:
     """A number as exporters write it: integral values without '.0', others with minimal digits."""
     v = float(v)
     return str(int(v)) if v.is_integer() else repr(v)
+
+
+def finite_float(text: str | None) -> float | None:
+    """A number written as text (an XML attribute or element): None unless it parses as a finite float."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def polygon_bbox(poly: Sequence[float]) -> list[float]:

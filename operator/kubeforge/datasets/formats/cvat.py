@@ -33,6 +33,7 @@ from kubeforge.api.dataset_operations import SPLIT_TAGS
 from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation, DraftImage
 from kubeforge.datasets.formats.common import (
     check_rel,
+    finite_float,
     join_tag,
     mask_bbox_area,
     mask_to_rle,
@@ -144,11 +145,8 @@ def _int(what: str, node: ET.Element, key: str, minimum: int) -> int:
 
 def _float(what: str, node: ET.Element, key: str) -> float:
     raw = node.get(key)
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
+    value = finite_float(raw)
+    if value is None:
         raise DatasetImportError(f"{what}: {key}={raw!r}: expected a number")
     return value
 

@@ -35,7 +35,6 @@ segmentation PNGs for images whose objects have masks.
 from __future__ import annotations
 
 import io
-import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from kubeforge.datasets.draft import DatasetImportError, Draft, DraftAnnotation,
 from kubeforge.datasets.formats.common import (
     SPLIT_NAMES,
     check_rel,
+    finite_float,
     is_image,
     join_tag,
     list_ids,
@@ -229,11 +229,8 @@ def _text(node: ET.Element | None, tag: str) -> str | None:
 
 def _number(where: str, node: ET.Element, tag: str) -> float:
     value = _text(node, tag)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
+    number = finite_float(value)
+    if number is None:
         raise DatasetImportError(f"{where}: <{tag}> {value!r}: expected a number")
     return number
 
