@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [("README.md", "## Data versioning"), ("docs/datasets.md", None)]
 MARK = re.compile(r"<!--\s*not-run:\s*(?P<why>.*?)\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-COMMAND = re.compile(r"^\s*(\$ )?(kubeforge|source|kubectl|helm|docker|make|export)\b", re.MULTILINE)
+# A command word followed by a space or the line end: `export.json` in a file tree is not a command.
+COMMAND = re.compile(r"^\s*(\$ )?(kubeforge|source|kubectl|helm|docker|make|export)(\s|$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
