@@ -9,7 +9,8 @@ path is its version path without a leading `images/` or split folder (`images/tr
 is kept). Image ids and annotation ids count from 1 across all files. Other image tags go in a
 non-standard `tags` list per image and object tags in CVAT-style `attributes` per annotation
 (`{"difficult": true, "pose": "Left"}`); other COCO tools ignore both. Lossless.
-ImageFolder: `<class>/<image>`; only classification versions; tags are lost.
+ImageFolder: `<class>/<image>`, or `<split>/<class>/<image>` when every image records a split;
+only classification versions; other image tags are lost.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kubeforge.datasets.formats.common import export_rest, split_tag, split_tags
+from kubeforge.datasets.formats.common import SPLIT_NAMES, export_rest, split_tag, split_tags
 from kubeforge.datasets.formats.tree import ExportError, ExportTree
 from kubeforge.datasets.manifest import Manifest, ManifestImage
 
@@ -90,16 +91,25 @@ def write_coco(manifest: Manifest, tree: ExportTree) -> None:
 
 
 def write_imagefolder(manifest: Manifest, tree: ExportTree) -> None:
+    """`<class>/<image>`, or `<split>/<class>/<image>` when every labelled image records a split
+    (the layout torchvision's ImageFolder reads per split and our importer reads back with its splits)."""
     if manifest.task != "classification":
         raise ExportError(f"format imagefolder holds one class per image; version {manifest.dataset} is "
                           f"{manifest.task} (export it as coco, voc, yolo or supervisely)")
     names = {c.id: c.name for c in manifest.categories}
-    for im in manifest.images:
-        if im.category_id is None:
-            tree.lose("unlabeled images (ImageFolder needs a class folder)")
-            continue
-        if im.tags:
+    labelled = [im for im in manifest.images if im.category_id is not None]
+    if len(labelled) < len(manifest.images):
+        tree.lose("unlabeled images (ImageFolder needs a class folder)")
+    splits = [image_split(im) for im in labelled]
+    by_split = all(splits)
+    if any(splits) and not by_split:
+        tree.lose("splits (some images record none; ImageFolder cannot mix split and class folders)")
+    for im, split in zip(labelled, splits, strict=True):
+        if set(im.tags) - set(split_tags(im.tags)):
             tree.lose("image tags")
-        cls = names[im.category_id]
-        rel = im.file_name if im.file_name.split("/")[0] == cls else f"{cls}/{im.file_name.replace('/', '_')}"
-        tree.image(rel, im.blob)
+        cls = names[im.category_id]  # type: ignore[index]
+        parts = im.file_name.split("/")
+        if by_split and len(parts) > 2 and SPLIT_NAMES.get(parts[0].lower()) == split:
+            parts = parts[1:]  # the version path's own split folder: the layout supplies it
+        rel = "/".join(parts) if parts[0] == cls else f"{cls}/{'_'.join(parts)}"
+        tree.image(f"{split}/{rel}" if by_split else rel, im.blob)
