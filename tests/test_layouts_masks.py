@@ -197,3 +197,39 @@ def test_classes_json_with_colours(tmp_path: Path) -> None:
     result = imp(src, "masks", LocalStore(tmp_path / "store"))
     assert result.manifest.class_names() == ["leaf", "stem"]
     assert np.array_equal(painted(result, "images/a.jpg"), index)
+
+
+def test_export_writes_masks_that_import_back_to_the_same_version(tmp_path: Path) -> None:
+    from kubeforge.datasets.export import export_version
+
+    src = tmp_path / "src"
+    write(src / "classes.txt", "background\nroad\ncar\nsky\n")
+    truth = {"train/a": scene(4, classes=(1, 2)), "train/sub/b": scene(5, classes=(3,), void=False),
+             "val/c": scene(6, classes=(2,))}
+    for stem, index in truth.items():
+        write(src / "images" / f"{stem}.png", png(16, 12))
+        write(src / "masks" / f"{stem}.png", mask_png(index, "L"))
+    store = LocalStore(tmp_path / "store")
+    first = imp(src, "masks", store)
+    out = tmp_path / "out"
+    result = export_version(store, first.manifest.dataset, first.digest, "masks", out)
+    assert not result.losses
+    assert (out / "classes.txt").read_text() == "background\nroad\ncar\nsky\n"
+    for stem, index in truth.items():  # the written PNGs hold the source's class indices, void included
+        assert np.array_equal(np.asarray(Image.open(out / "masks" / f"{stem}.png")), index), stem
+        assert (out / "images" / f"{stem}.png").is_file()
+    again = imp(out, "masks", LocalStore(tmp_path / "store2"))
+    assert again.digest == first.digest
+
+
+def test_export_of_a_classification_version_is_refused(tmp_path: Path) -> None:
+    from kubeforge.datasets.export import export_version
+    from kubeforge.datasets.formats.tree import ExportError
+
+    for cls in ("cat", "dog"):
+        write(tmp_path / "src" / cls / "x.png", png(8, 6))
+    store = LocalStore(tmp_path / "store")
+    first = imp(tmp_path / "src", "imagefolder", store)
+    with pytest.raises(ExportError, match="format masks holds objects' masks"):
+        export_version(store, first.manifest.dataset, first.digest, "masks", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,11 @@ __background__ or __bg__, else index 0) is not stored. Void pixels go to the nea
 in the image (8-connected distance) as a crowd object (`iscrowd: 1`) of that class, so training
 and evaluation ignore them (`evaluation.segmentation.class_mask` paints crowds 255) and the
 class mask comes back pixel for pixel; void in an image with no class present is dropped.
+Export (`write_masks`): `images/[<split>/]<path>` with `masks/[<split>/]<path stem>.png`, single
+channel class indices (0 background, 255 void from crowd objects), painted by
+`evaluation.segmentation.class_mask` (what training reads), and `classes.txt` (background first,
+then the categories by id). Objects without a mask are painted as their boxes (a recorded loss);
+object and other image tags are lost.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from kubeforge.datasets.formats.common import (
     read_text,
     set_split,
 )
-from kubeforge.datasets.manifest import Category
+from kubeforge.datasets.formats.tree import ExportError, ExportTree
+from kubeforge.datasets.manifest import Category, Manifest
 from kubeforge.datasets.sources import Source
 
 if TYPE_CHECKING:
@@ -342,3 +348,33 @@ def _voc_splits(source: Source, files: list[str], by_stem: dict[str, DraftImage]
             if image is None:
                 raise DatasetImportError(f"{where}: line {n}: {stem!r} has no mask {VOC_MASKS}{stem}.png")
             set_split(image, name, f"{where}: line {n}")
+
+
+def write_masks(manifest: Manifest, tree: ExportTree) -> None:
+    from PIL import Image
+
+    from kubeforge.datasets.formats.basic import export_paths, image_split
+    from kubeforge.evaluation.segmentation import class_mask
+
+    if manifest.task != "object-detection":
+        raise ExportError(f"format masks holds objects' masks; version {manifest.dataset} is {manifest.task} "
+                          "(export it as imagefolder)")
+    cats = sorted(manifest.categories, key=lambda c: c.id)
+    if len(cats) > VOID - 1:
+        raise ExportError(f"format masks: {len(cats)} classes; a mask PNG holds at most {VOID - 1} besides background")
+    if any(c.name in BACKGROUND_NAMES for c in cats):
+        raise ExportError(f"format masks: a class is named like the background ({', '.join(BACKGROUND_NAMES)})")
+    index_of = {c.id: k + 1 for k, c in enumerate(cats)}
+    tree.text("classes.txt", "".join(f"{name}\n" for name in ("background", *(c.name for c in cats))))
+    per_image = manifest.annotations_by_image()
+    for im, anns, (split, rel) in zip(manifest.images, per_image, export_paths(manifest, image_split), strict=True):
+        folder = f"{split}/" if split else ""
+        tree.image(f"images/{folder}{rel}", im.blob)
+        mask, stats = class_mask(im, anns, index_of)
+        if stats.boxes_filled:
+            tree.lose("objects without a mask (painted as their boxes)", stats.boxes_filled)
+        if any(a.tags for a in anns):
+            tree.lose("object tags")
+        buf = io.BytesIO()
+        Image.fromarray(mask, mode="L").save(buf, format="PNG")
+        tree.file(f"masks/{folder}{rel.rsplit('.', 1)[0]}.png", buf.getvalue())

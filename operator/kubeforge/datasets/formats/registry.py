@@ -35,6 +35,7 @@ PARSERS: dict[str, str] = {
     "masks": "kubeforge.datasets.formats.masks:parse",
 }
 WRITERS: dict[str, str] = {
+    "masks": "kubeforge.datasets.formats.masks:write_masks",
     "coco": "kubeforge.datasets.formats.basic:write_coco",
     "voc": "kubeforge.datasets.formats.voc:write_voc",
     "yolo": "kubeforge.datasets.formats.yolo:write_yolo",

@@ -28,6 +28,10 @@ class ExportTree:
     def text(self, rel: str, content: str) -> None:
         self._path(rel).write_text(content, encoding="utf-8")
 
+    def file(self, rel: str, data: bytes) -> None:
+        """A file the exporter makes itself (a mask PNG), written now."""
+        self._path(rel).write_bytes(data)
+
     def image(self, rel: str, blob: str) -> None:
         if rel in self.images or (self.root / rel).exists():
             raise ExportError(f"{rel}: two images would be written to the same file")

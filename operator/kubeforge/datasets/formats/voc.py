@@ -570,7 +570,7 @@ def _write_masks(tree: ExportTree, image_id: str, height: int, width: int, anns:
         img.putpalette(palette)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
-        tree._path(f"{folder}{image_id}.png").write_bytes(buf.getvalue())
+        tree.file(f"{folder}{image_id}.png", buf.getvalue())
 
 
 def _xml(name: str, width: int, height: int, anns: list[Any], names: dict[int, str], tree: ExportTree) -> str:
