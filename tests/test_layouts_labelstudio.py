@@ -12,26 +12,10 @@ import pytest
 
 from kubeforge.datasets.draft import DatasetImportError
 from kubeforge.datasets.formats.common import rle_to_mask
-from kubeforge.datasets.formats.labelstudio import decode_brush
+from kubeforge.datasets.formats.labelstudio import decode_brush, encode_brush
 from kubeforge.store import LocalStore
 
 from .test_datasets_formats import imp, png, write
-
-
-def encode_brush(values: np.ndarray) -> list[int]:
-    """A valid rle-pack stream (8-bit words, repeat runs of up to 2**16): enough to test decoding."""
-    bits: list[str] = [format(values.size, "032b"), format(7, "05b")] + [format(15, "04b")] * 4
-    flat = values.reshape(-1)
-    i = 0
-    while i < flat.size:
-        j = i
-        while j < flat.size and flat[j] == flat[i] and j - i < 1 << 16:
-            j += 1
-        bits += ["1", "00", format(j - i - 1, "016b"), format(int(flat[i]), "08b")]
-        i = j
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    return [int(stream[k:k + 8], 2) for k in range(0, len(stream), 8)]
 
 
 def brush(mask: np.ndarray) -> list[int]:
@@ -179,3 +163,30 @@ def test_labelstudio_size_disagrees_with_the_image(tmp_path: Path) -> None:
     write(src / "upload/a.png", png(21, 10))
     with pytest.raises(DatasetImportError, match=r"upload/a.png: the annotations say 20x10, the image is 21x10"):
         imp(src, "labelstudio", LocalStore(tmp_path / "store"))
+
+
+def _round_trip(tmp_path: Path, tasks: list[dict[str, Any]], config: str | None = None) -> None:
+    from kubeforge.datasets.export import export_version
+
+    store = LocalStore(tmp_path / "store")
+    first = imp(source(tmp_path / "src", tasks, config), "labelstudio", store)
+    out = tmp_path / "out"
+    export_version(store, first.manifest.dataset, first.digest, "labelstudio", out)
+    exported = json.loads((out / "export.json").read_text())
+    assert len(exported) == len(first.manifest.images)
+    again = imp(out, "labelstudio", LocalStore(tmp_path / "store2"))
+    assert again.digest == first.digest
+    assert again.manifest.class_names() == first.manifest.class_names()
+
+
+def test_labelstudio_export_imports_back_to_the_same_version(tmp_path: Path) -> None:
+    # rectangles, a rotated box (a polygon), a polygon, a brush mask, choices as tags, a split
+    _round_trip(tmp_path, detection_tasks(), CONFIG)
+
+
+def test_labelstudio_classification_export_round_trip(tmp_path: Path) -> None:
+    tasks = [{"id": i, "data": {"image": f"/data/upload/1/{name}", "split": split}, "annotations": [{"result": [
+        {"type": "choices", "from_name": "c", "to_name": "image", "value": {"choices": [label]}}]}]}
+        for i, (name, label, split) in enumerate([("a.png", "cat", "train"), ("b.png", "dog", "val"),
+                                                  ("c.png", "cat", "train")])]
+    _round_trip(tmp_path, tasks)

@@ -21,6 +21,12 @@ Import:
   several labels is an error (one class per object);
 - split: `data.split` when it is train/val(idation)/test.
 Lost: predictions, other annotators' annotations, meta, relations are refused.
+
+Export (`write_labelstudio`): `export.json` (one task per image, `data.image` a
+`/data/local-files/?d=<version path>` URL with the image at that path, `data.split`) and
+`label_config.xml` declaring every class (and the image tags, as choices). Boxes are
+`rectanglelabels`, single polygons `polygonlabels`, masks `brushlabels`; classification versions
+are `choices`. Lost: iscrowd, object tags, multi-part polygons (written as their boxes).
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ from kubeforge.datasets.formats.common import (
     read_json,
     set_split,
 )
-from kubeforge.datasets.manifest import Category
+from kubeforge.datasets.formats.tree import ExportTree
+from kubeforge.datasets.manifest import Category, Manifest, ManifestImage
 from kubeforge.datasets.sources import Source
 
 if TYPE_CHECKING:
@@ -355,3 +362,101 @@ def _brush(what: str, value: dict[str, Any], w: int, h: int) -> tuple[list[float
     mask = flat.reshape(h, w, 4)[:, :, 3] > 0
     bbox, area = mask_bbox_area(mask)
     return bbox, area, mask_to_rle(mask)
+
+
+def encode_brush(values: np.ndarray) -> list[int]:
+    """Flat uint8 values -> an rle-pack stream `decode_brush` reads (8-bit words, repeat runs of up
+    to 2**16), as Label Studio stores brush masks (RGBA canvas, 4 values a pixel)."""
+    bits: list[str] = [format(values.size, "032b"), format(7, "05b")] + [format(15, "04b")] * 4
+    flat = values.reshape(-1)
+    i = 0
+    while i < flat.size:
+        j = i
+        while j < flat.size and flat[j] == flat[i] and j - i < 1 << 16:
+            j += 1
+        bits += ["1", "00", format(j - i - 1, "016b"), format(int(flat[i]), "08b")]
+        i = j
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return [int(stream[k:k + 8], 2) for k in range(0, len(stream), 8)]
+
+
+def _region(kind: str, name: str, value: dict[str, Any], im: ManifestImage, n: int) -> dict[str, Any]:
+    """Result `n` of an image: a region of control `kind`, from the control named after its shape."""
+    return {"id": f"r{n}", "type": kind, "from_name": kind.removesuffix("labels"), "to_name": "image",
+            "original_width": im.width, "original_height": im.height, "image_rotation": 0,
+            "value": {**value, kind: [name]}}
+
+
+def write_labelstudio(manifest: Manifest, tree: ExportTree) -> None:
+    import json
+    from xml.sax.saxutils import quoteattr
+
+    from kubeforge.datasets.formats.basic import image_split
+    from kubeforge.datasets.formats.common import rle_to_mask, split_tags
+
+    detection = manifest.task == "object-detection"
+    name_of = {c.id: c.name for c in manifest.categories}
+    names = [c.name for c in sorted(manifest.categories, key=lambda c: c.id)]
+    image_tags = sorted({t for im in manifest.images for t in im.tags if t not in split_tags(im.tags)})
+    per_image = manifest.annotations_by_image()
+    tasks: list[dict[str, Any]] = []
+    for i, im in enumerate(manifest.images):
+        tree.image(im.file_name, im.blob)
+        w, h = im.width, im.height
+        data: dict[str, Any] = {"image": f"/data/local-files/?d={im.file_name}"}
+        split = image_split(im)
+        if split:
+            data["split"] = split
+        results: list[dict[str, Any]] = []
+
+        if detection:
+            for a in per_image[i]:
+                name = name_of[a.category_id]
+                if a.iscrowd:
+                    tree.lose("iscrowd")
+                if a.tags:
+                    tree.lose("object tags")
+                seg = a.segmentation
+                if isinstance(seg, dict):
+                    values = np.repeat(rle_to_mask(seg).astype(np.uint8).reshape(-1) * 255, 4)
+                    results.append(_region("brushlabels", name, {"format": "rle", "rle": encode_brush(values)}, im,
+                                           len(results)))
+                elif isinstance(seg, list) and len(seg) == 1:
+                    pts = [[x * 100 / w, y * 100 / h] for x, y in zip(seg[0][0::2], seg[0][1::2], strict=True)]
+                    results.append(_region("polygonlabels", name, {"points": pts}, im, len(results)))
+                else:
+                    if seg:
+                        tree.lose("multi-part polygons (written as their boxes)")
+                    x, y, bw, bh = a.bbox
+                    results.append(_region("rectanglelabels", name, {
+                        "x": x * 100 / w, "y": y * 100 / h, "width": bw * 100 / w, "height": bh * 100 / h,
+                        "rotation": 0}, im, len(results)))
+            tags = [t for t in im.tags if t in image_tags]
+            if tags:
+                results.append({"id": f"r{len(results)}", "type": "choices", "from_name": "tags",
+                                "to_name": "image", "value": {"choices": tags}})
+        elif im.category_id is not None:
+            results.append({"id": "r0", "type": "choices", "from_name": "class", "to_name": "image",
+                            "value": {"choices": [name_of[im.category_id]]}})
+            if set(im.tags) - set(split_tags(im.tags)):
+                tree.lose("image tags")
+        else:
+            tree.lose("unlabeled images")
+        tasks.append({"id": i + 1, "data": data, "annotations": [{"id": i + 1, "result": results}]})
+    tree.text("export.json", json.dumps(tasks, indent=1, ensure_ascii=False))
+
+    def control(tag: str, name: str, values: list[str], child: str) -> str:
+        inner = "".join(f"<{child} value={quoteattr(v)}/>" for v in values)
+        return f'  <{tag} name="{name}" toName="image">{inner}</{tag}>\n'
+
+    body = '  <Image name="image" value="$image"/>\n'
+    if detection:
+        body += control("RectangleLabels", "rectangle", names, "Label") + control("PolygonLabels", "polygon", names,
+                                                                                  "Label")
+        body += control("BrushLabels", "brush", names, "Label")
+        if image_tags:
+            body += control("Choices", "tags", image_tags, "Choice")
+    else:
+        body += control("Choices", "class", names, "Choice")
+    tree.text("label_config.xml", f"<View>\n{body}</View>\n")

@@ -36,6 +36,7 @@ PARSERS: dict[str, str] = {
 }
 WRITERS: dict[str, str] = {
     "masks": "kubeforge.datasets.formats.masks:write_masks",
+    "labelstudio": "kubeforge.datasets.formats.labelstudio:write_labelstudio",
     "coco": "kubeforge.datasets.formats.basic:write_coco",
     "voc": "kubeforge.datasets.formats.voc:write_voc",
     "yolo": "kubeforge.datasets.formats.yolo:write_yolo",
