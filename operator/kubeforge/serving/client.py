@@ -44,6 +44,7 @@ class Detection:
     mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     mask_pixels: int | None = None
     mask_file: str | None = None
+    track_id: int | None = None  # tracking by detection (kubeforge.predict.tracking)
 
 
 @dataclass
@@ -64,11 +65,19 @@ class Prediction:
     # Semantic segmentation: pixel share per class, and the class-index mask at the image's size.
     pixels: list[ClassPixels] = field(default_factory=list)
     mask: np.ndarray | None = field(default=None, repr=False)
+    # Video frames: the frame index and its time in seconds from the start.
+    frame: int | None = None
+    timestamp: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        for key in ("frame", "timestamp"):
+            if out[key] is None:
+                del out[key]
         for det in out["detections"]:
             det.pop("mask")
+            if det["track_id"] is None:
+                del det["track_id"]
             if det["mask_pixels"] is None:  # detection models: the same JSON as before masks existed
                 del det["mask_pixels"], det["mask_file"]
         out.pop("mask")
