@@ -1,4 +1,4 @@
-"""The API models: the single source of truth for the four resource kinds.
+"""The API models: the single source of truth for the resource kinds.
 
 CRDs are generated from these (``kubeforge crds generate``), and both the local runner
 and the operator validate manifests with them.
@@ -18,6 +18,8 @@ _WHERE = {
     "DatasetVersionStatus": "dataset_version",
     "InferenceService": "inference_service", "InferenceServiceSpec": "inference_service",
     "InferenceServiceStatus": "inference_service",
+    "PredictionJob": "prediction_job", "PredictionJobSpec": "prediction_job",
+    "PredictionJobStatus": "prediction_job",
     "KINDS": "registry", "Resource": "registry", "kind_for": "registry", "parse_resource": "registry",
     "TrainingJob": "training_job", "TrainingJobSpec": "training_job", "TrainingJobStatus": "training_job",
 }
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from kubeforge.api.common import Condition, ObjectMeta, Phase
     from kubeforge.api.dataset_version import DatasetVersion, DatasetVersionSpec, DatasetVersionStatus
     from kubeforge.api.inference_service import InferenceService, InferenceServiceSpec, InferenceServiceStatus
+    from kubeforge.api.prediction_job import PredictionJob, PredictionJobSpec, PredictionJobStatus
     from kubeforge.api.registry import KINDS, Resource, kind_for, parse_resource
     from kubeforge.api.training_job import TrainingJob, TrainingJobSpec, TrainingJobStatus
 
@@ -54,6 +57,9 @@ __all__ = [
     "InferenceServiceStatus",
     "ObjectMeta",
     "Phase",
+    "PredictionJob",
+    "PredictionJobSpec",
+    "PredictionJobStatus",
     "Resource",
     "TrainingJob",
     "TrainingJobSpec",

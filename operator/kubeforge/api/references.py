@@ -16,6 +16,7 @@ from kubeforge.api.benchmark import Benchmark
 from kubeforge.api.dataset_version import DatasetVersion
 from kubeforge.api.inference_service import InferenceService
 from kubeforge.api.owned import data_version_name
+from kubeforge.api.prediction_job import PredictionJob
 from kubeforge.api.registry import Resource
 from kubeforge.api.training_job import TrainingJob
 
@@ -24,20 +25,22 @@ WAITING_FOR_DATASET_VERSION = "WaitingForDatasetVersion"
 WAITING_FOR_MODELS = "WaitingForModels"
 WAITING_FOR_EXPORT = "WaitingForExport"
 WAITING_FOR_PROMOTION = "WaitingForPromotion"  # a Benchmark whose gate has not passed in any run yet
+WAITING_FOR_SERVICE = "WaitingForService"  # a PredictionJob's InferenceService is not Ready
 
 # What the referencing step uses the reference for:
 # parent: a DatasetVersion's parent(s); dataset: the data a step reads; init: fromTrainingJob's
 # checkpoint; model: a Benchmark's model; served: an InferenceService's model (a TrainingJob's run, or
-# the winner a Benchmark's promotion gate promoted).
-Role = Literal["parent", "dataset", "init", "model", "served"]
+# the winner a Benchmark's promotion gate promoted); predict: the model a PredictionJob applies (a TrainingJob's
+# run, or a Ready InferenceService).
+Role = Literal["parent", "dataset", "init", "model", "served", "predict"]
 
 
 @dataclass(frozen=True)
 class Reference:
     role: Role
     field: str  # where the user wrote it, e.g. "spec.models[1].trainingJob"
-    kind: str  # "DatasetVersion" (must have a digest), "TrainingJob" (must have a successful run) or
-    # "Benchmark" (must have promoted a model: a run whose gate passed)
+    kind: str  # "DatasetVersion" (must have a digest), "TrainingJob" (must have a successful run),
+    # "Benchmark" (must have promoted a model: a run whose gate passed) or "InferenceService" (must be Ready)
     name: str
     reason: str  # the condition reason while it is not ready
     run: str | None = None  # a TrainingJob run pinned by id (InferenceService spec.model.run)
@@ -49,6 +52,8 @@ class Reference:
             return "succeed (a dataset digest)"
         if self.kind == "Benchmark":
             return "promote a model (a run whose gate passes)"
+        if self.kind == "InferenceService":
+            return "be Ready (serving, with an endpoint)"
         return f"succeed in run {self.run!r}" if self.run else "have a successful run"
 
 
@@ -98,4 +103,17 @@ def references(res: Resource, lookup: SpecLookup | None = None) -> list[Referenc
         assert res.spec.model.training_job is not None  # the model refuses neither or both
         return [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
                           WAITING_FOR_EXPORT, run=res.spec.model.run)]
+    if isinstance(res, PredictionJob):
+        model = res.spec.model
+        if model.inference_service is not None:
+            out = [Reference("predict", "spec.model.inferenceService", "InferenceService", model.inference_service,
+                             WAITING_FOR_SERVICE)]
+        else:
+            assert model.training_job is not None  # the model refuses neither or both
+            out = [Reference("predict", "spec.model.trainingJob", "TrainingJob", model.training_job,
+                             WAITING_FOR_MODELS, run=model.run)]
+        if res.spec.input.dataset_version is not None:
+            out.append(Reference("dataset", "spec.input.datasetVersion", "DatasetVersion",
+                                 res.spec.input.dataset_version, WAITING_FOR_DATASET_VERSION))
+        return out
     raise TypeError(f"no references declared for {type(res).__name__}")

@@ -8,9 +8,10 @@ from kubeforge import GROUP_VERSION
 from kubeforge.api.benchmark import Benchmark
 from kubeforge.api.dataset_version import DatasetVersion
 from kubeforge.api.inference_service import InferenceService
+from kubeforge.api.prediction_job import PredictionJob
 from kubeforge.api.training_job import TrainingJob
 
-Resource = DatasetVersion | TrainingJob | Benchmark | InferenceService
+Resource = DatasetVersion | TrainingJob | Benchmark | InferenceService | PredictionJob
 
 # Dependency order: what each kind may reference comes before it.
 KINDS: dict[str, type[Resource]] = {
@@ -18,6 +19,7 @@ KINDS: dict[str, type[Resource]] = {
     "TrainingJob": TrainingJob,
     "Benchmark": Benchmark,
     "InferenceService": InferenceService,
+    "PredictionJob": PredictionJob,  # may predict through an InferenceService
 }
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from kubeforge.atomic_file import atomic_write_text
 from kubeforge.steps.errors import StepFailedError
-from kubeforge.steps.spec import BenchmarkRun, DatasetVersionRun, ServeRun, TrainRun
+from kubeforge.steps.spec import BenchmarkRun, DatasetVersionRun, PredictRun, ServeRun, TrainRun
 from kubeforge.store import StoreError, open_store
 
 app = typer.Typer(no_args_is_help=True, help="Run one step (what a Kubernetes Job runs).")
@@ -28,6 +28,7 @@ STEPS: dict[str, tuple[type, str]] = {
     "train": (TrainRun, "kubeforge.steps.train"),
     "benchmark": (BenchmarkRun, "kubeforge.steps.benchmark"),
     "serve": (ServeRun, "kubeforge.steps.serve"),
+    "predict": (PredictRun, "kubeforge.steps.predict"),
 }
 
 TERMINATION_LOG = Path("/dev/termination-log")

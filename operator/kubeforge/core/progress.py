@@ -1,10 +1,12 @@
-"""A running TrainingJob's `progress.json` (written by the trainer) as status, for both runtimes."""
+"""A running step's `progress.json` as status, for both runtimes: a TrainingJob's (written by the trainer,
+epochs) and a PredictionJob's (written by the predict step, images done of total)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from kubeforge.api.prediction_job import PredictionProgress
 from kubeforge.api.training_job import Progress
 from kubeforge.store import Store, StoreError, layout
 
@@ -24,11 +26,28 @@ def progress_status(data: Any) -> Progress | None:
         return None  # a progress file from a newer trainer: keep the last good one
 
 
-def read_progress(store: Store, run_prefix: str) -> Progress | None:
+def prediction_progress_status(data: Any) -> PredictionProgress | None:
+    """A PredictionJob's `status.progress` from its progress.json snapshot, or None when it is not one."""
+    if not isinstance(data, dict):
+        return None
     try:
-        return progress_status(store.get_json(f"{run_prefix.rstrip('/')}/{layout.PROGRESS}"))
+        return PredictionProgress.model_validate({k: data[k] for k in PredictionProgress.model_fields
+                                                  if k in data})
+    except ValueError:
+        return None
+
+
+# kind -> how its progress.json becomes status.progress (kinds not here have none)
+PROGRESS_KINDS: dict[str, Any] = {"TrainingJob": progress_status, "PredictionJob": prediction_progress_status}
+
+
+def read_progress(store: Store, run_prefix: str, kind: str = "TrainingJob") -> Any:
+    """`status.progress` of a `kind` (Progress, PredictionProgress) from its run's progress.json, or None."""
+    try:
+        data = store.get_json(f"{run_prefix.rstrip('/')}/{layout.PROGRESS}")
     except (KeyError, StoreError, ValueError):
         return None  # not written yet, or the store blinked: the next look tries again
+    return PROGRESS_KINDS[kind](data)
 
 
 def settle_progress(store: Store, run_prefix: str, phase: str, message: str) -> bool:

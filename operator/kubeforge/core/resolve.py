@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kubeforge.api import Benchmark, DatasetVersion, InferenceService, Resource, TrainingJob
+from kubeforge.api import Benchmark, DatasetVersion, InferenceService, PredictionJob, Resource, TrainingJob
 from kubeforge.api.benchmark import PromotedModel
 from kubeforge.api.common import Phase, RunRecord
 from kubeforge.api.references import Reference, references
 from kubeforge.steps import runs
-from kubeforge.steps.spec import BenchmarkRun, BenchmarkTriton, DatasetRef, StepRun
+from kubeforge.steps.spec import BenchmarkRun, BenchmarkTriton, DatasetRef, PredictModel, StepRun
 
 Lookup = Callable[[str, str, str], Resource | None]  # (kind, namespace, name) -> resource with status
 LEGACY_RUN_ID = "0" * 10  # the run of a resource that succeeded before run ids existed
@@ -87,6 +87,18 @@ def promoted_of(ref: Reference, target: Resource | None, who: str) -> PromotedMo
                               f"to {ref.needs}", ref.field)
 
 
+def service_of(ref: Reference, target: Resource | None, who: str) -> PredictModel:
+    """What an InferenceService reference produced: its endpoint and the TrainingJob run it serves."""
+    status = target.status if isinstance(target, InferenceService) else None
+    if status is None or not status.ready or not status.url or not status.experiment_prefix:
+        state = _state(target) + (" and not Ready" if status is not None and not status.ready else "")
+        raise Waiting(ref.reason, f"{who}: {ref.field}: InferenceService {ref.name!r} {state}; waiting for it to "
+                                  f"{ref.needs}", ref.field)
+    return PredictModel(experiment_prefix=status.experiment_prefix, training_job=status.training_job,
+                        training_run=status.training_run, inference_service=ref.name, url=status.url,
+                        model_name=status.model_name or ref.name)
+
+
 def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
     """The run spec of `res`, or Waiting naming the first reference that has not produced what it needs."""
     who, ns = res.key(), res.namespace
@@ -98,12 +110,15 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
     datasets: dict[str, list[DatasetRef]] = {}
     models: dict[str, list[RunRecord]] = {}
     promoted: PromotedModel | None = None
+    served: PredictModel | None = None
     for ref in refs:
         target = get(ref.kind, ref.name)
         if ref.kind == "DatasetVersion":
             datasets.setdefault(ref.role, []).append(dataset_of(ref, target, who))
         elif ref.kind == "Benchmark":
             promoted = promoted_of(ref, target, who)
+        elif ref.kind == "InferenceService":
+            served = service_of(ref, target, who)
         else:
             models.setdefault(ref.role, []).append(run_of(ref, target, who))
 
@@ -131,8 +146,15 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
     if isinstance(res, InferenceService):
         if promoted is not None:
             return runs.serve_run(res, store, promoted.experiment_prefix, promoted.run, promoted.training_job)
-        served = models["served"][0]
-        return runs.serve_run(res, store, prefix(served), served.id)
+        record = models["served"][0]
+        return runs.serve_run(res, store, prefix(record), record.id)
+    if isinstance(res, PredictionJob):
+        if served is None:
+            record = models["predict"][0]
+            served = PredictModel(experiment_prefix=prefix(record), training_job=res.spec.model.training_job,
+                                  training_run=record.id)
+        dataset = datasets.get("dataset")
+        return runs.predict_run(res, store, served, dataset[0] if dataset else None)
     raise TypeError(f"no step for {type(res).__name__}")
 
 

@@ -22,13 +22,14 @@ from kubeforge.api import (
     DatasetVersion,
     InferenceService,
     InferenceServiceStatus,
+    PredictionJobStatus,
     Resource,
     TrainingJob,
 )
 from kubeforge.api.common import Phase, RunPhase, RunRecord, StatusBase, now_rfc3339
 from kubeforge.api.owned import benchmark_name
 from kubeforge.steps.runs import output_prefix
-from kubeforge.steps.spec import ServeRun, StepRun
+from kubeforge.steps.spec import PredictRun, ServeRun, StepRun
 from kubeforge.store import layout
 
 SUCCEEDED = "Succeeded"
@@ -141,6 +142,11 @@ def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple
     if isinstance(run, ServeRun) and isinstance(status, InferenceServiceStatus):
         status.training_run, status.experiment_prefix = run.training_run, run.experiment_prefix
         status.training_job = run.training_job or run.spec.model.training_job
+    if isinstance(run, PredictRun) and isinstance(status, PredictionJobStatus):
+        # Known before the step starts: what predicts on what (the printer columns show them while it runs).
+        status.model, status.input = run.model.label, run.spec.input.label
+        status.training_job, status.training_run = run.model.training_job, run.model.training_run
+        status.inference_service = run.model.inference_service
     return status, superseded
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import ValidationError
 
-from kubeforge.api import DatasetVersion, Resource, parse_resource
+from kubeforge.api import DatasetVersion, PredictionJob, Resource, parse_resource
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
@@ -111,28 +111,48 @@ def _validation_problems(where: str, raw: Any, exc: ValidationError) -> list[str
     return problems
 
 
-def _resolve_source(loaded: LoadedResource) -> tuple[Resource, list[str]]:
-    """Make a DatasetVersion's local source absolute, relative to its manifest's directory."""
+def _absolute(loaded: LoadedResource, field: str, uri: str) -> tuple[str, list[str]]:
+    """A local path made absolute, relative to its manifest's directory (an s3:// URI as it is)."""
     res = loaded.resource
-    if not isinstance(res, DatasetVersion) or res.spec.source is None:  # derived versions read no source
-        return res, []
-    uri = res.spec.source.uri
     parsed = urlparse(uri)
     label = resource_label(res.kind, res.namespace, res.name)
     if parsed.scheme == "s3":
-        return res, []
+        return uri, []
     if parsed.scheme not in ("", "file"):
-        return res, [f"{loaded.where}: {label}: spec.source.uri: expected a local path or s3://bucket/prefix, "
-                     f"got {uri!r}"]
+        return uri, [f"{loaded.where}: {label}: {field}: expected a local path or s3://bucket/prefix, got {uri!r}"]
     local = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
     if not local.is_absolute():
         local = loaded.path.resolve().parent / local
     local = local.resolve()
     if not local.exists():
-        return res, [f"{loaded.where}: {label}: spec.source.uri: {uri!r} resolves to {local}, which does not exist "
+        return uri, [f"{loaded.where}: {label}: {field}: {uri!r} resolves to {local}, which does not exist "
                      f"(relative paths are relative to the manifest's directory)"]
+    return str(local), []
+
+
+def _resolve_source(loaded: LoadedResource) -> tuple[Resource, list[str]]:
+    """Make a DatasetVersion's (or a PredictionJob's) local source absolute, relative to its manifest's directory."""
+    res = loaded.resource
+    if isinstance(res, PredictionJob) and (res.spec.input.source is not None or res.spec.input.video is not None):
+        source = res.spec.input.source
+        field, uri = ("spec.input.source.uri", source.uri) if source is not None else \
+            ("spec.input.video", res.spec.input.video or "")
+        resolved, problems = _absolute(loaded, field, uri)
+        if problems or resolved == uri:
+            return res, problems
+        copy = res.model_copy(deep=True)
+        if copy.spec.input.source is not None:
+            copy.spec.input.source.uri = resolved
+        else:
+            copy.spec.input.video = resolved
+        return copy, []
+    if not isinstance(res, DatasetVersion) or res.spec.source is None:  # derived versions read no source
+        return res, []
+    resolved, problems = _absolute(loaded, "spec.source.uri", res.spec.source.uri)
+    if problems or resolved == res.spec.source.uri:
+        return res, problems
     copy = res.model_copy(deep=True)
-    copy.spec.source.uri = str(local)
+    copy.spec.source.uri = resolved
     return copy, []
 
 

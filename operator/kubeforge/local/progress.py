@@ -1,4 +1,4 @@
-"""Mirror a running TrainingJob's `progress.json` from the store into its status.
+"""Mirror a running TrainingJob's (or PredictionJob's) `progress.json` from the store into its status.
 
 The step never talks to the runner (as a pod never talks to the API server); the runner
 reads progress from the store, as the operator does, so `kubeforge get trainingjobs` in
@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
-from kubeforge.api.training_job import Progress
 from kubeforge.core.progress import read_progress
 from kubeforge.store import open_store
 
@@ -21,19 +21,20 @@ POLL_SECONDS = 2.0
 class ProgressWatcher:
     """Polls `<run prefix>/progress.json` on a daemon thread and calls `on_progress` when it changes."""
 
-    def __init__(self, store_uri: str, run_prefix: str, on_progress: Callable[[Progress], None],
-                 interval: float = POLL_SECONDS) -> None:
+    def __init__(self, store_uri: str, run_prefix: str, on_progress: Callable[[Any], None],
+                 interval: float = POLL_SECONDS, kind: str = "TrainingJob") -> None:
         self.store = open_store(store_uri)
         self.run_prefix = run_prefix
         self.on_progress = on_progress
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kubeforge-progress", daemon=True)
-        self._last: Progress | None = None
+        self.kind = kind
+        self._last: Any = None
 
-    def poll(self) -> Progress | None:
+    def poll(self) -> Any:
         """One read (the core's, as the operator's timer reads it); the progress when it changed."""
-        progress = read_progress(self.store, self.run_prefix)
+        progress = read_progress(self.store, self.run_prefix, self.kind)
         if progress is None or progress == self._last:
             return None
         self._last = progress

@@ -22,13 +22,13 @@ from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
-from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource, TrainingJob
+from kubeforge.api import InferenceService, InferenceServiceStatus, Phase, Resource
 from kubeforge.api.common import StatusBase, now_rfc3339
 from kubeforge.api.references import WAITING_FOR_PROMOTION
 from kubeforge.api.training_job import Progress
 from kubeforge.atomic_file import atomic_write_text
 from kubeforge.core import status as cs
-from kubeforge.core.progress import settle_progress
+from kubeforge.core.progress import PROGRESS_KINDS, settle_progress
 from kubeforge.core.resolve import Lookup, Waiting, build_run
 from kubeforge.local import serving
 from kubeforge.local.graph import Node, Plan, build_plan
@@ -75,6 +75,9 @@ def key_output(resource: Resource) -> str:
         return data.get("headline") or ""
     if resource.kind == "InferenceService":
         return data.get("url") or ""
+    if resource.kind == "PredictionJob" and data.get("digest"):
+        return (f"{data.get('dataset')}@{data['digest'][:12]}, {data.get('images')} images, "
+                f"{data.get('predictions')} predictions")
     return ""
 
 
@@ -193,7 +196,7 @@ class Runner:
     def _stopped(self, record: Record, message: str) -> None:
         """progress.json agrees with the status after any stop (the trainer did not get to say so)."""
         prefix = self._status(record).output_prefix
-        if isinstance(record.resource, TrainingJob) and prefix:
+        if record.resource.kind in PROGRESS_KINDS and prefix:
             settle_progress(open_store(self.store_uri), prefix, "Failed", message)
 
     def _run_node(self, node: Node, records: dict[ResourceKey, Record], failed: set[ResourceKey]) -> Outcome:
@@ -287,18 +290,21 @@ class Runner:
         return Outcome(node.key, "waiting", time.monotonic() - t0, record)
 
     def _watch(self, node: Node, record: Record, spinner: Status) -> contextlib.AbstractContextManager[Any]:
-        """For a TrainingJob, mirror the store's progress.json into its status while it trains."""
+        """For a TrainingJob (PredictionJob), mirror the store's progress.json into its status while it runs."""
         experiment = self._status(record).output_prefix
-        if not isinstance(node.resource, TrainingJob) or not experiment:
+        kind = node.resource.kind
+        if kind not in PROGRESS_KINDS or not experiment:
             return contextlib.nullcontext()
 
-        def update(progress: Progress) -> None:
+        def update(progress: Any) -> None:
             status = self._status(record)
             status.progress = progress  # type: ignore[attr-defined]
             self._save(record, status)
-            spinner.update(f"[bold]{node.label}[/]: train step running, epoch {progress.epoch}/{progress.epochs}")
+            where = (f"epoch {progress.epoch}/{progress.epochs}" if isinstance(progress, Progress)
+                     else progress.summary)
+            spinner.update(f"[bold]{node.label}[/]: {STEP_NAMES[kind]} step running, {where}")
 
-        return ProgressWatcher(self.store_uri, experiment, update, self.progress_interval)
+        return ProgressWatcher(self.store_uri, experiment, update, self.progress_interval, kind)
 
     def _execute(self, node: Node, run_dir: Path, record: Record) -> str | None:
         """Run the step, streaming its output; returns None on success or the error message."""

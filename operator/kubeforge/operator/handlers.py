@@ -35,7 +35,8 @@ from kubeforge.operator.reconcile import (
 from kubeforge.operator.serving import reconcile_serving
 from kubeforge.operator.settings import OperatorSettings
 
-STEP_KINDS = {"datasetversions": "DatasetVersion", "trainingjobs": "TrainingJob", "benchmarks": "Benchmark"}
+STEP_KINDS = {"datasetversions": "DatasetVersion", "trainingjobs": "TrainingJob", "benchmarks": "Benchmark",
+              "predictionjobs": "PredictionJob"}
 SERVE_PLURAL = "inferenceservices"
 KOPF_PREFIX = "kopf.kubeforge.io"
 FINALIZER = "kubeforge.io/finalizer"
@@ -151,11 +152,12 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
         def delete_handler(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
             delete_artifacts(ctx, _plain(body), logger)
 
-    @kopf.timer(API_GROUP, API_VERSION, "trainingjobs", registry=registry, id="progress",
-                interval=settings.progress_interval_seconds,
-                when=lambda status, **_: status.get("phase") == "Running")
-    def progress_timer(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-        refresh_progress(ctx, _plain(body), logger)
+    for plural in ("trainingjobs", "predictionjobs"):  # kinds whose steps write progress.json
+        @kopf.timer(API_GROUP, API_VERSION, plural, registry=registry, id="progress",
+                    interval=settings.progress_interval_seconds,
+                    when=lambda status, **_: status.get("phase") == "Running")
+        def progress_timer(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+            refresh_progress(ctx, _plain(body), logger)
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="step-job")
     def job_event(event: dict[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:

@@ -46,7 +46,7 @@ def api_path(api_version: str, plural: str, namespace: str | None, name: str | N
 # kind -> plural of everything the operator writes or reads (see rbac.REQUIRED_RULES).
 PLURALS = {"ConfigMap": "configmaps", "Service": "services", "Job": "jobs", "Deployment": "deployments",
            "Pod": "pods", "Event": "events", "DatasetVersion": "datasetversions", "TrainingJob": "trainingjobs",
-           "Benchmark": "benchmarks", "InferenceService": "inferenceservices"}
+           "Benchmark": "benchmarks", "InferenceService": "inferenceservices", "PredictionJob": "predictionjobs"}
 
 
 def _write_temp(data: str | bytes, suffix: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from kubeforge import API_GROUP
 
-KINDS_PLURAL = ("datasetversions", "trainingjobs", "benchmarks", "inferenceservices")
+KINDS_PLURAL = ("datasetversions", "trainingjobs", "benchmarks", "inferenceservices", "predictionjobs")
 
 REQUIRED_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": [API_GROUP], "resources": list(KINDS_PLURAL),

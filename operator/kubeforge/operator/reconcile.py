@@ -21,6 +21,7 @@ import kopf
 from kubeforge import GROUP_VERSION
 from kubeforge.api import Resource, TrainingJob, owned, parse_resource
 from kubeforge.api.common import Phase, StatusBase
+from kubeforge.api.training_job import Progress
 from kubeforge.api.references import references
 from kubeforge.core import status as cs
 from kubeforge.core.progress import read_progress, settle_progress
@@ -35,7 +36,7 @@ from kubeforge.store import Store, StoreError, open_store
 WAIT_DELAY = 15.0  # seconds between checks of a reference that is not ready (TemporaryError)
 SERVE_KIND = "InferenceService"
 # Kinds whose references name other resources: what may wait for a resource that just succeeded.
-DEPENDENT_KINDS = ("DatasetVersion", "TrainingJob", "Benchmark", "InferenceService")
+DEPENDENT_KINDS = ("DatasetVersion", "TrainingJob", "Benchmark", "InferenceService", "PredictionJob")
 
 
 @dataclass
@@ -356,19 +357,20 @@ def implicit_benchmark(job: TrainingJob) -> dict[str, Any]:
 
 
 def refresh_progress(ctx: Context, body: dict[str, Any], logger: logging.Logger) -> None:
-    """Timer body: mirror a running TrainingJob's progress.json into status.progress."""
+    """Timer body: mirror a running TrainingJob's (PredictionJob's) progress.json into status.progress."""
     status = body.get("status") or {}
     prefix = status.get("outputPrefix")
     if not prefix:
         return
-    progress = read_progress(ctx.store, prefix)
+    progress = read_progress(ctx.store, prefix, body["kind"])
     if progress is None or progress.dump() == status.get("progress"):
         return
     meta = body["metadata"]
     ctx.kube.patch(GROUP_VERSION, body["kind"], meta["namespace"], meta["name"],
                    {"status": {"progress": progress.dump()}}, "status")
-    ctx.metrics.set_progress(meta["namespace"], meta["name"], progress.epoch, progress.epochs)
-    logger.debug("progress %s/%s", progress.epoch, progress.epochs)
+    if isinstance(progress, Progress):
+        ctx.metrics.set_progress(meta["namespace"], meta["name"], progress.epoch, progress.epochs)
+    logger.debug("progress %s", progress.dump())
 
 
 def owner_of_job(ctx: Context, job: dict[str, Any]) -> dict[str, Any] | None:

@@ -19,13 +19,15 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel
 
-from kubeforge.api import Benchmark, DatasetVersion, InferenceService, TrainingJob
+from kubeforge.api import Benchmark, DatasetVersion, InferenceService, PredictionJob, TrainingJob
 from kubeforge.api.common import ApiModel
 from kubeforge.steps.spec import (
     BenchmarkModel,
     BenchmarkRun,
     DatasetRef,
     DatasetVersionRun,
+    PredictModel,
+    PredictRun,
     ServeRun,
     TrainRun,
 )
@@ -37,6 +39,7 @@ STEP_NAMES: dict[str, str] = {
     "TrainingJob": "train",
     "Benchmark": "benchmark",
     "InferenceService": "serve",
+    "PredictionJob": "predict",
 }
 
 # Spec fields that do not change what a step makes: changing them is not a new run.
@@ -164,11 +167,27 @@ def serve_run(res: InferenceService, store: str, experiment: str, training_run: 
     return run
 
 
+def predict_run(res: PredictionJob, store: str, model: PredictModel, dataset: DatasetRef | None) -> PredictRun:
+    """`model`: the TrainingJob run (and the service serving it) that predicts. The run id depends on the
+    model's run prefix (which names the run) and the input version's digest, not on a service's URL: a
+    service restarted on another port is the same run, and a rerun continues its predictions."""
+    inputs = {"experiment": model.experiment_prefix, "service": model.inference_service,
+              "dataset": _ref(dataset) if dataset else None}
+    rid = run_id(res.kind, res.spec, inputs)
+    output = layout.run_output_prefix(layout.prediction_prefix(res.namespace, res.name), rid)
+    run = PredictRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
+                     spec=_spec_without(res.spec, RUN_IGNORES), model=model, output_prefix=output,
+                     output_dataset=res.spec.output_dataset(res.name))
+    if dataset is not None:
+        run.dataset = dataset  # assigned, so run.json (exclude_unset) carries it
+    return run
+
+
 def output_prefix(run: Any) -> str | None:
     """The store prefix a run writes (a serve run reads an experiment and writes only its output);
     None for a dataset version, whose prefix is known from its digest only after it ran."""
     if isinstance(run, TrainRun):
         return run.experiment_prefix
-    if isinstance(run, BenchmarkRun | ServeRun):
+    if isinstance(run, BenchmarkRun | ServeRun | PredictRun):
         return run.output_prefix
     return None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kubeforge.api.benchmark import BenchmarkSpec
 from kubeforge.api.dataset_version import DatasetVersionSpec
 from kubeforge.api.inference_service import InferenceServiceSpec
+from kubeforge.api.prediction_job import PredictionJobSpec
 from kubeforge.api.training_job import TrainingJobSpec
 
 
@@ -95,4 +96,33 @@ class ServeRun(_Run):
     model_name: str = Field(description="The Triton model name.")
 
 
-StepRun = DatasetVersionRun | TrainRun | BenchmarkRun | ServeRun
+class PredictModel(BaseModel):
+    """The model a PredictionJob applies, as resolved: a TrainingJob run's export, or a served model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_prefix: str = Field(description="The TrainingJob run's prefix (its export and model_meta.json).")
+    training_job: str | None = None
+    training_run: str | None = Field(default=None, description="The id of that TrainingJob run.")
+    inference_service: str | None = Field(default=None, description="Set: predict through this service.")
+    url: str | None = Field(default=None, description="The service's endpoint when the run was built.")
+    model_name: str | None = Field(default=None, description="The Triton model name.")
+
+    @property
+    def label(self) -> str:
+        run = f" run {self.training_run}" if self.training_run else ""
+        if self.inference_service:
+            return f"InferenceService/{self.inference_service} (TrainingJob/{self.training_job}{run})"
+        return f"TrainingJob/{self.training_job}{run}"
+
+
+class PredictRun(_Run):
+    step: Literal["predict"] = "predict"
+    spec: PredictionJobSpec
+    model: PredictModel
+    dataset: DatasetRef | None = Field(default=None, description="spec.input.datasetVersion resolved.")
+    output_prefix: str = Field(description="Where the run writes its predictions and progress.")
+    output_dataset: str = Field(description="The dataset the output version belongs to.")
+
+
+StepRun = DatasetVersionRun | TrainRun | BenchmarkRun | ServeRun | PredictRun

@@ -41,6 +41,10 @@ def benchmark_prefix(namespace: str, benchmark: str) -> str:
     return f"benchmarks/{namespace}_{benchmark}"
 
 
+def prediction_prefix(namespace: str, prediction_job: str) -> str:
+    return f"predictions/{namespace}_{prediction_job}"
+
+
 def serving_prefix(namespace: str, inference_service: str) -> str:
     return f"serving/{namespace}_{inference_service}"
 
