@@ -135,4 +135,5 @@ def test_the_crd_carries_the_same_one_of_rules() -> None:
     spec = schema["properties"]["spec"]["properties"]
     rules = [r["rule"] for r in spec["model"]["x-kubernetes-validations"]]
     assert "has(self.inferenceService) != has(self.trainingJob)" in rules
-    assert spec["input"]["x-kubernetes-validations"][0]["message"] == "set exactly one of datasetVersion, source or video"
+    message = spec["input"]["x-kubernetes-validations"][0]["message"]
+    assert message == "set exactly one of datasetVersion, source or video"

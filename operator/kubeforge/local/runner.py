@@ -28,7 +28,7 @@ from kubeforge.api.references import WAITING_FOR_PROMOTION
 from kubeforge.api.training_job import Progress
 from kubeforge.atomic_file import atomic_write_text
 from kubeforge.core import status as cs
-from kubeforge.core.progress import PROGRESS_KINDS, settle_progress
+from kubeforge.core.progress import PROGRESS_KINDS, read_progress, settle_progress
 from kubeforge.core.resolve import Lookup, Waiting, build_run
 from kubeforge.local import serving
 from kubeforge.local.graph import Node, Plan, build_plan
@@ -193,6 +193,14 @@ class Runner:
         assert record.resource.status is not None  # _new_record sets one
         return record.resource.status
 
+    def _last_progress(self, record: Record) -> None:
+        """A failed run's progress as the step last wrote it (how far it got: a rerun continues from there)."""
+        status, kind = self._status(record), record.resource.kind
+        if kind in PROGRESS_KINDS and status.output_prefix:
+            progress = read_progress(open_store(self.store_uri), status.output_prefix, kind)
+            if progress is not None:
+                status.progress = progress  # type: ignore[attr-defined]
+
     def _stopped(self, record: Record, message: str) -> None:
         """progress.json agrees with the status after any stop (the trainer did not get to say so)."""
         prefix = self._status(record).output_prefix
@@ -266,6 +274,7 @@ class Runner:
             error = self._succeed(node, record, result, run_dir, run)
         seconds = time.monotonic() - t0
         if error is not None:
+            self._last_progress(record)
             self._save(record, cs.fail(self._status(record), cs.STEP_FAILED, error,
                                        record.resource.metadata.generation))
             self._stopped(record, error)

@@ -21,10 +21,10 @@ import kopf
 from kubeforge import GROUP_VERSION
 from kubeforge.api import Resource, TrainingJob, owned, parse_resource
 from kubeforge.api.common import Phase, StatusBase
-from kubeforge.api.training_job import Progress
 from kubeforge.api.references import references
+from kubeforge.api.training_job import Progress
 from kubeforge.core import status as cs
-from kubeforge.core.progress import read_progress, settle_progress
+from kubeforge.core.progress import PROGRESS_KINDS, read_progress, settle_progress
 from kubeforge.core.resolve import Lookup, Waiting, build_run
 from kubeforge.operator import builders as b
 from kubeforge.operator import status as st
@@ -274,6 +274,10 @@ def sync_from_job(ctx: Context, body: dict[str, Any], res: Resource, job: dict[s
     if outcome.phase == Phase.FAILED:
         if current.phase == "Failed":
             return None
+        if current.output_prefix and res.kind in PROGRESS_KINDS:  # how far it got (a rerun continues there)
+            progress = read_progress(ctx.store, current.output_prefix, res.kind)
+            if progress is not None:
+                status.progress = progress  # type: ignore[attr-defined]
         cs.fail(status, outcome.reason, outcome.message, generation)
         if current.output_prefix:
             settle_progress(ctx.store, current.output_prefix, "Failed", outcome.message)
