@@ -20,6 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from kubeforge.api.registry import KINDS
 from kubeforge.cli import chart as chart_cli
 from kubeforge.cli.main import app
 
@@ -293,7 +294,7 @@ def test_chart_crds_are_the_generated_crds(loaded: Any) -> None:
 def test_crds_gated_by_crds_enabled_and_keep(loaded: Any) -> None:
     assert rendered_crds(render(loaded, {"crds": {"enabled": False}})) == {}
     not_kept = rendered_crds(render(loaded, {"crds": {"keep": False}}))
-    assert len(not_kept) == 6
+    assert len(not_kept) == len(KINDS) + 2  # ours and the two Kopf peering CRDs
     assert all("annotations" not in crd["metadata"] for crd in not_kept.values())
 
 
