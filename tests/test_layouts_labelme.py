@@ -152,19 +152,23 @@ def test_labelme_reads_the_export(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     src = labelme_source(tmp_path / "src")
     write(src / "labels.txt", "dog\ncat\n")
+    write(src / "train/d.png", png(20, 10))  # a mask off the diagonal: x and y cannot be swapped unseen
+    part = np.array([[1, 1, 1, 0], [0, 0, 1, 1]], dtype=bool)
+    write(src / "train/d.json", json.dumps(doc("d.png", [shape("cat", "mask", [[12, 3], [15, 4]],
+                                                               mask=mask_b64(part))])))
     first = imp(src, "labelme", store)
     m, out = first.manifest, tmp_path / "out"
     export_version(store, "ds", first.digest, "labelme", out)
     read = run_reader("labelme", LABELME_READ, str(out))
-    assert sorted(read) == ["train/a.json", "val/img/b.json", "val/img/c.json"]
+    assert sorted(read) == ["train/a.json", "train/d.json", "val/img/b.json", "val/img/c.json"]
     names = m.class_names()
     for im, anns in zip(m.images, m.annotations_by_image(), strict=True):
-        doc = read[im.file_name.rsplit(".", 1)[0] + ".json"]
-        assert doc["image_path"] == im.file_name.split("/")[-1] and doc["size"] == [im.width, im.height]
-        assert doc["image_bytes"] == (out / im.file_name).stat().st_size
-        assert doc["flags"] == {t: True for t in im.tags if t not in ("train", "val")}
-        assert [s["label"] for s in doc["shapes"]] == [m.category_name(a.category_id) for a in anns]
-        for s, a in zip(doc["shapes"], anns, strict=True):
+        got = read[im.file_name.rsplit(".", 1)[0] + ".json"]
+        assert got["image_path"] == im.file_name.split("/")[-1] and got["size"] == [im.width, im.height]
+        assert got["image_bytes"] == (out / im.file_name).stat().st_size
+        assert got["flags"] == {t: True for t in im.tags if t not in ("train", "val")}
+        assert [s["label"] for s in got["shapes"]] == [m.category_name(a.category_id) for a in anns]
+        for s, a in zip(got["shapes"], anns, strict=True):
             assert s["value"] == names.index(s["label"]) + 1  # labelme maps the label to its class value
             x, y, w, h = a.bbox
             if a.segmentation is None:
@@ -179,6 +183,8 @@ def test_labelme_reads_the_export(tmp_path: Path) -> None:
     assert a["rectangle", 2]["points"] == [[1, 2], [6.5, 8]] and a["rectangle", 2]["flags"] == {"occluded": True}
     assert a["polygon", 3]["group_id"] == 3 and a["mask", 2]["pixels"] == [[4, 4], [4, 5], [5, 5]]
     assert len(a["polygon", 32]["points"]) == 32  # the circle
+    (d,) = read["train/d.json"]["shapes"]
+    assert d["points"] == [[12, 3], [15, 4]] and d["pixels"] == [[3, 12], [3, 13], [3, 14], [4, 14], [4, 15]]
 
 
 LABELME_WRITE = """
