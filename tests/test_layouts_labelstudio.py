@@ -190,3 +190,107 @@ def test_labelstudio_classification_export_round_trip(tmp_path: Path) -> None:
         for i, (name, label, split) in enumerate([("a.png", "cat", "train"), ("b.png", "dog", "val"),
                                                   ("c.png", "cat", "train")])]
     _round_trip(tmp_path, tasks)
+
+
+LS_READ = """
+    import json, os, pathlib, sys, tempfile
+    root = pathlib.Path(sys.argv[1])
+    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root)  # read at import: /data/local-files/?d= resolves here
+    from label_studio_sdk.converter import Converter
+    from label_studio_sdk.converter.brush import decode_from_annotation
+    from label_studio_sdk.label_interface import LabelInterface
+    config = (root / "label_config.xml").read_text()
+    interface = LabelInterface(config)
+    interface.validate()
+    tasks = json.loads((root / "export.json").read_text())
+    errors = [e for t in tasks for a in t["annotations"] for i, r in enumerate(a["result"])
+              for e in interface.validate_region(r, return_errors=True, region_index=i)]
+    converter = Converter(config=config, project_dir=str(root), download_resources=False)
+    out = {"errors": errors, "brush": {}, "choices": {}}
+    for item in converter.iter_from_json_file(str(root / "export.json")):
+        for name, results in item["output"].items():
+            for key, mask in decode_from_annotation(name, results).items():
+                out["brush"][f"{item['id']}:{key}"] = [[int(y), int(x)] for y, x in zip(*mask.nonzero())]
+            out["choices"].update({f"{item['id']}:{name}": r["choices"] for r in results if "choices" in r})
+    if any(t in config for t in ("RectangleLabels", "PolygonLabels")):
+        coco = tempfile.mkdtemp()
+        converter.convert(str(root / "export.json"), coco, "COCO", is_dir=False)
+        out["coco"] = json.loads((pathlib.Path(coco) / "result.json").read_text())
+        for image in out["coco"]["images"]:  # relative to the COCO folder: as a path of the export
+            image["file_name"] = os.path.relpath(os.path.join(coco, image["file_name"]), root)
+    print(json.dumps(out))
+"""
+
+
+def test_label_studio_reads_the_export(tmp_path: Path) -> None:
+    """Label Studio's SDK reads the export with the config we write: every region validates against
+    the labeling config, its COCO converter finds each image (local-files URL) and puts boxes and
+    polygons where the version has them, its brush decoder gives the masks' pixels, choices the tags."""
+    from kubeforge.datasets.export import export_version
+    from kubeforge.testing.readers import run_reader
+
+    store = LocalStore(tmp_path / "store")
+    first = imp(source(tmp_path / "src", detection_tasks(), CONFIG), "labelstudio", store)
+    m, out = first.manifest, tmp_path / "out"
+    export_version(store, m.dataset, first.digest, "labelstudio", out)
+    read = run_reader("labelstudio", LS_READ, str(out))
+    assert read["errors"] == []
+    coco = read["coco"]
+    assert [(i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [
+        (im.file_name, im.width, im.height) for im in m.images]  # found the image, opened it
+    ls_names = {c["id"]: c["name"] for c in coco["categories"]}
+    found = sorted((i["image_id"], ls_names[i["category_id"]], i["bbox"], i["segmentation"])
+                   for i in coco["annotations"])
+    expected = sorted((k, m.category_name(a.category_id), a.bbox, a.segmentation or [])
+                      for k, anns in enumerate(m.annotations_by_image()) for a in anns
+                      if not isinstance(a.segmentation, dict))
+    assert len(found) == len(expected) == 3  # a box, a polygon, the rotated box (a polygon); the brush is apart
+    for (k, name, bbox, seg), (k2, name2, bbox2, seg2) in zip(found, expected, strict=True):
+        assert (k, name) == (k2, name2)
+        assert bbox == pytest.approx(bbox2, abs=1e-6)
+        assert [pytest.approx(p, abs=1e-6) for p in seg] == seg2
+    a = next(k for k, im in enumerate(m.images) if im.file_name == "upload/a.png")
+    assert read["brush"] == {f"{a + 1}:brush-road-0": np.argwhere(MASK).tolist()}
+    assert read["choices"] == {f"{a + 1}:tags": ["night"]}
+
+
+def test_label_studio_reads_the_classification_export(tmp_path: Path) -> None:
+    from kubeforge.datasets.export import export_version
+    from kubeforge.testing.readers import run_reader
+
+    tasks = [{"id": i, "data": {"image": f"/data/upload/1/{name}"}, "annotations": [{"result": [
+        {"type": "choices", "from_name": "c", "to_name": "image", "value": {"choices": [label]}}]}]}
+        for i, (name, label) in enumerate([("a.png", "cat"), ("b.png", "dog"), ("c.png", "cat")])]
+    store = LocalStore(tmp_path / "store")
+    first = imp(source(tmp_path / "src", tasks), "labelstudio", store)
+    export_version(store, first.manifest.dataset, first.digest, "labelstudio", tmp_path / "out")
+    read = run_reader("labelstudio", LS_READ, str(tmp_path / "out"))
+    assert read["errors"] == []
+    m = first.manifest
+    assert read["choices"] == {f"{k + 1}:class": [m.category_name(im.category_id)]  # type: ignore[arg-type]
+                               for k, im in enumerate(m.images)}
+
+
+LS_BRUSH = """
+    import json, sys
+    import numpy as np
+    from label_studio_sdk.converter.brush import mask2rle
+    mask = np.zeros((10, 20), dtype=np.uint8)
+    mask[4:6, 3:6] = [[0, 255, 255], [0, 0, 255]]
+    mask[0, :] = 255  # a long run: Label Studio's encoder picks another run-length size
+    print(json.dumps({"rle": [int(v) for v in mask2rle(mask)]}))
+"""
+
+
+def test_a_brush_mask_label_studio_encodes_imports(tmp_path: Path) -> None:
+    """Our decoder reads Label Studio's own brush encoder (8-bit words, run sizes 3/4/8/16 bits)."""
+    from kubeforge.testing.readers import run_reader
+
+    rle = run_reader("labelstudio", LS_BRUSH)["rle"]
+    expected = MASK.copy()
+    expected[0, :] = True
+    tasks = [{"id": 1, "data": {"image": "/data/upload/3/1a2b3c4d-a.png"}, "annotations": [{"result": [
+        result("brushlabels", {"format": "rle", "rle": rle, "brushlabels": ["road"]}, name="brush")]}]}]
+    m = imp(source(tmp_path / "src", tasks), "labelstudio", LocalStore(tmp_path / "store")).manifest
+    (a,) = m.annotations
+    assert np.array_equal(rle_to_mask(a.segmentation), expected)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ the class masks the semantic trainer paints from the version equal to the source
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_defects_are_named(tmp_path: Path) -> None:
     write(src / "images/a.png", png(16, 12))
     index = scene(1, classes=(1,))
     write(src / "masks/a.png", mask_png(index, "L"))
-    fails(src, tmp_path / "1", r"no class map; expected labelmap.txt, classes.json or classes.txt")
+    fails(src, tmp_path / "1", r"no class map; expected labelmap.txt, classes.json, classes.txt or dataset_meta.json")
     write(src / "classes.txt", "background\nroad\n")
     index[0, 3] = 7
     write(src / "masks/a.png", mask_png(index, "L"))
@@ -215,6 +216,7 @@ def test_export_writes_masks_that_import_back_to_the_same_version(tmp_path: Path
     result = export_version(store, first.manifest.dataset, first.digest, "masks", out)
     assert not result.losses
     assert (out / "classes.txt").read_text() == "background\nroad\ncar\nsky\n"
+    assert json.loads((out / "dataset_meta.json").read_text()) == {"labels": ["background", "road", "car", "sky"]}
     for stem, index in truth.items():  # the written PNGs hold the source's class indices, void included
         assert np.array_equal(np.asarray(Image.open(out / "masks" / f"{stem}.png")), index), stem
         assert (out / "images" / f"{stem}.png").is_file()
@@ -233,3 +235,88 @@ def test_export_of_a_classification_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="format masks holds objects' masks"):
         export_version(store, first.manifest.dataset, first.digest, "masks", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+DATUMARO_READ = """
+    import json, os, sys
+    import numpy as np
+    from datumaro.components.annotation import AnnotationType
+    from datumaro.components.dataset import Dataset
+    ds = Dataset.import_from(sys.argv[1], "common_semantic_segmentation")
+    labels = [c.name for c in ds.categories()[AnnotationType.label]]
+    items = {}
+    for item in ds:
+        index = None
+        for a in item.annotations:  # one mask per value in the PNG: value = label index
+            assert a.type == AnnotationType.mask
+            if index is None:
+                index = np.full(a.image.shape, -1)
+            index[a.image] = a.label
+        media = os.path.relpath(item.media.path, sys.argv[1]) if item.media is not None else None
+        items[item.id] = {"subset": item.subset, "image": media, "index": index.tolist()}
+    print(json.dumps({"labels": labels, "items": items}))
+"""
+
+
+def test_datumaro_reads_the_export(tmp_path: Path) -> None:
+    """datumaro's common_semantic_segmentation reads the export as written (dataset_meta.json for the
+    classes): each item's mask holds the version's classes at the version's pixels, class by class,
+    void as 255. datumaro names an item by its mask's base name and pairs the image of that name
+    at the top of images/, so a version without split folders pairs every image."""
+    from kubeforge.datasets.export import export_version
+    from kubeforge.testing.readers import run_reader
+
+    src = tmp_path / "src"
+    write(src / "classes.txt", "background\nroad\ncar\nsky\n")
+    truth = {"a": scene(4, classes=(1, 2)), "b": scene(5, classes=(3,), void=False), "c": scene(6, classes=(2,))}
+    for stem, index in truth.items():
+        write(src / "images" / f"{stem}.png", png(16, 12))
+        write(src / "masks" / f"{stem}.png", mask_png(index, "L"))
+    store = LocalStore(tmp_path / "store")
+    first = imp(src, "masks", store)
+    export_version(store, first.manifest.dataset, first.digest, "masks", tmp_path / "out")
+    read = run_reader("datumaro", DATUMARO_READ, str(tmp_path / "out"))
+    assert read["labels"] == ["background", "road", "car", "sky"]
+    assert sorted(read["items"]) == ["a", "b", "c"]
+    for stem, index in truth.items():
+        item = read["items"][stem]
+        assert item["image"] == f"images/{stem}.png"
+        assert np.array_equal(np.array(item["index"]), index), stem  # background, each class and void
+
+
+def test_datumaro_reads_the_masks_of_split_folders(tmp_path: Path) -> None:
+    """With split folders datumaro still reads every mask's classes (by base name), not the images."""
+    from kubeforge.datasets.export import export_version
+    from kubeforge.testing.readers import run_reader
+
+    src = tmp_path / "src"
+    write(src / "classes.txt", "background\nroad\ncar\nsky\n")
+    truth = {"train/a": scene(4, classes=(1, 2)), "val/c": scene(6, classes=(2, 3))}
+    for stem, index in truth.items():
+        write(src / "images" / f"{stem}.png", png(16, 12))
+        write(src / "masks" / f"{stem}.png", mask_png(index, "L"))
+    store = LocalStore(tmp_path / "store")
+    first = imp(src, "masks", store)
+    export_version(store, first.manifest.dataset, first.digest, "masks", tmp_path / "out")
+    read = run_reader("datumaro", DATUMARO_READ, str(tmp_path / "out"))
+    for stem, index in truth.items():
+        assert np.array_equal(np.array(read["items"][stem.split("/")[1]]["index"]), index), stem
+
+
+def test_datumaro_dataset_meta_with_colours(tmp_path: Path) -> None:
+    """datumaro's common_semantic_segmentation layout: dataset_meta.json (label_map and its colours)."""
+    src = tmp_path / "src"
+    colours = [(0, 0, 0), (10, 20, 30), (200, 100, 0)]
+    write(src / "dataset_meta.json", '{"label_map": {"0": "background", "2": "stem", "1": "leaf"}, '
+          '"segmentation_colors": [[0, 0, 0], [10, 20, 30], [200, 100, 0]]}')
+    index = scene(7, classes=(1, 2))
+    write(src / "images/a.jpg", png(16, 12))
+    write(src / "masks/a.png", mask_png(index, "RGB", colours))
+    result = imp(src, "masks", LocalStore(tmp_path / "store"))
+    assert result.manifest.class_names() == ["leaf", "stem"]
+    assert np.array_equal(painted(result, "images/a.jpg"), index)
+    write(src / "dataset_meta.json", '{"label_map": {"0": "background", "2": "stem"}}')
+    fails(src, tmp_path / "2", r"dataset_meta.json: label_map keys \['0', '2'\]: expected the indices 0..1")
+    write(src / "dataset_meta.json", '{"labels": ["background", "leaf", "stem"]}')  # VOC palette colours
+    write(src / "masks/a.png", mask_png(index, "RGB", voc_palette()[:3]))
+    assert np.array_equal(painted(imp(src, "masks", LocalStore(tmp_path / "s3")), "images/a.jpg"), index)

@@ -1,8 +1,9 @@
 """Independent reference readers in venvs of their own, for checking what our exporters write.
 
-datumaro and the Supervisely SDK pin numpy, pydantic and pillow versions that conflict with ours
-(and with each other), so each gets its own venv under `.venv/readers/<name>` (inside `.venv`:
-`make clean` removes it with the rest), created on first use from the package registry and kept.
+datumaro, the Supervisely SDK, labelme and Label Studio's SDK pin numpy, pydantic and pillow
+versions that conflict with ours (and with each other), so each gets its own venv under
+`.venv/readers/<name>` (inside `.venv`: `make clean` removes it with the rest), created on first use
+from the package registry and kept.
 A reader runs a short script there and prints one JSON document on stdout, which is returned.
 """
 
@@ -21,6 +22,9 @@ REPO = Path(__file__).resolve().parents[3]
 READERS: dict[str, tuple[str, ...]] = {
     "datumaro": ("datumaro==1.13.12",),
     "supervisely": ("supervisely==6.74.51",),
+    # labelme 7 needs Python >= 3.12; 6.3 is the newest for our 3.11 (same JSON, LabelFile loader)
+    "labelme": ("labelme==6.3.1",),
+    "labelstudio": ("label-studio-sdk==2.1.2",),
 }
 
 

@@ -10,8 +10,9 @@ Layouts:
   `test` under `images/` is the split.
 Class map (at the top, the first found): `labelmap.txt` (`name:r,g,b:parts:actions` lines, as CVAT's
 "Segmentation mask" and datumaro write it), `classes.json` (a list of names or of
-`{"name": ..., "color": [r, g, b]}`), `classes.txt` (one name a line); the line (position) is the
-class index. Without one, the VOC layout uses the 21 VOC names (index 0 background); the
+`{"name": ..., "color": [r, g, b]}`), `classes.txt` (one name a line), `dataset_meta.json`
+(datumaro's common_semantic_segmentation: `labels`, or `label_map` with `segmentation_colors`); the
+line (position) is the class index. Without one, the VOC layout uses the 21 VOC names (index 0 background); the
 `images/` + `masks/` layout requires one.
 Pixels: palette (`P`) and grey masks hold the class index; RGB masks hold the class colour (the
 declared colours, else the VOC palette colour of each index). Index 255 (RGB: VOC's void colour
@@ -25,9 +26,10 @@ and evaluation ignore them (`evaluation.segmentation.class_mask` paints crowds 2
 class mask comes back pixel for pixel; void in an image with no class present is dropped.
 Export (`write_masks`): `images/[<split>/]<path>` with `masks/[<split>/]<path stem>.png`, single
 channel class indices (0 background, 255 void from crowd objects), painted by
-`evaluation.segmentation.class_mask` (what training reads), and `classes.txt` (background first,
-then the categories by id). Objects without a mask are painted as their boxes (a recorded loss);
-object and other image tags are lost.
+`evaluation.segmentation.class_mask` (what training reads), `classes.txt` (background first,
+then the categories by id) and the same list as `dataset_meta.json` `{"labels": [...]}`, so
+datumaro's `common_semantic_segmentation` reads the export as it is. Objects without a mask are
+painted as their boxes (a recorded loss); object and other image tags are lost.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ VOID = 255
 VOID_RGB = (224, 224, 192)
 VOC_MASKS, VOC_IMAGES, VOC_SETS = "SegmentationClass/", "JPEGImages/", "ImageSets/Segmentation/"
 MASKS, IMAGES = "masks/", "images/"
-CLASS_FILES = ("labelmap.txt", "classes.json", "classes.txt")
+DATASET_META = "dataset_meta.json"  # datumaro's common_semantic_segmentation class list (written on export)
+CLASS_FILES = ("labelmap.txt", "classes.json", "classes.txt", DATASET_META)
 
 
 def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
@@ -167,14 +170,16 @@ def _class_map(source: Source, files: list[str], voc: bool) -> tuple[list[str], 
     if rel is None:
         if not voc:
             raise DatasetImportError(
-                f"source {source.uri}: no class map; expected labelmap.txt, classes.json or classes.txt at the top "
-                "(the line is the class index)"
+                f"source {source.uri}: no class map; expected labelmap.txt, classes.json, classes.txt or "
+                f"{DATASET_META} at the top (the line is the class index)"
             )
         return list(VOC_CLASSES), [None] * len(VOC_CLASSES), ""
     where = source.where(rel)
     names: list[str] = []
     colours: list[tuple[int, int, int] | None] = []
-    if rel == "classes.json":
+    if rel == DATASET_META:
+        names, colours = _dataset_meta(source, rel)
+    elif rel == "classes.json":
         try:
             raw = json.loads(source.read(rel))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -220,6 +225,36 @@ def _class_map(source: Source, files: list[str], voc: bool) -> tuple[list[str], 
     if len(set(given)) != len(given):
         raise DatasetImportError(f"{where}: two classes have the same colour")
     return names, colours, where
+
+
+def _dataset_meta(source: Source, rel: str) -> tuple[list[str], list[tuple[int, int, int] | None]]:
+    """datumaro's `dataset_meta.json`: `label_map` {"<index>": name} with `segmentation_colors`
+    (a [r, g, b] per index), else `labels` (a list: the position is the index, VOC palette colours)."""
+    where = source.where(rel)
+    try:
+        raw = json.loads(source.read(rel))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetImportError(f"{where}: not valid JSON ({exc})") from None
+    label_map = raw.get("label_map") if isinstance(raw, dict) else None
+    if isinstance(label_map, dict) and label_map:
+        if sorted(label_map, key=lambda k: int(k) if k.isdigit() else -1) != [str(i) for i in range(len(label_map))]:
+            raise DatasetImportError(f"{where}: label_map keys {sorted(label_map)}: expected the indices 0.."
+                                     f"{len(label_map) - 1}")
+        names = [label_map[str(i)] for i in range(len(label_map))]
+        given = raw.get("segmentation_colors") or []
+        if not isinstance(given, list):
+            raise DatasetImportError(f"{where}: segmentation_colors: expected a list of [r, g, b]")
+        colours = [_colour(f"{where}: segmentation_colors[{i}]", given[i]) if i < len(given) and given[i] is not None
+                   else None for i in range(len(names))]
+    elif isinstance(raw, dict) and isinstance(raw.get("labels"), list):
+        names, colours = raw["labels"], [None] * len(raw["labels"])
+    else:
+        raise DatasetImportError(f"{where}: expected {{\"labels\": [names]}} or {{\"label_map\": {{\"0\": name, ...}}, "
+                                 "\"segmentation_colors\": [[r, g, b], ...]}")
+    bad = next((n for n in names if not isinstance(n, str) or not n), None)
+    if bad is not None or not names:
+        raise DatasetImportError(f"{where}: class {bad!r}: expected class names (non-empty strings)")
+    return names, colours
 
 
 def _colour(what: str, raw: Any) -> tuple[int, int, int]:
@@ -365,7 +400,10 @@ def write_masks(manifest: Manifest, tree: ExportTree) -> None:
     if any(c.name in BACKGROUND_NAMES for c in cats):
         raise ExportError(f"format masks: a class is named like the background ({', '.join(BACKGROUND_NAMES)})")
     index_of = {c.id: k + 1 for k, c in enumerate(cats)}
-    tree.text("classes.txt", "".join(f"{name}\n" for name in ("background", *(c.name for c in cats))))
+    names = ["background", *(c.name for c in cats)]  # the line / list position is the mask value
+    tree.text("classes.txt", "".join(f"{name}\n" for name in names))
+    # datumaro's common_semantic_segmentation (and OpenVINO's accuracy checker) read the classes here
+    tree.text(DATASET_META, json.dumps({"labels": names}, indent=1, ensure_ascii=False))
     per_image = manifest.annotations_by_image()
     for im, anns, (split, rel) in zip(manifest.images, per_image, export_paths(manifest, image_split), strict=True):
         folder = f"{split}/" if split else ""
