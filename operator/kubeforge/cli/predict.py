@@ -114,7 +114,7 @@ def predict(
 
     from kubeforge.predict import engine, outputs, sources
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # file names whole, never wrapped
     written: list[Path] = []
     skipped: list[str] = []
     done = 0

@@ -229,34 +229,48 @@ def predict_stream(backend: Backend, items: Iterable[Item], *, threshold: float,
             if prepared and len(in_flight) < concurrency:
                 # Keep the model busy first: the next batch goes out as soon as its images are ready.
                 group: list[_Prepared] = []
+                failed: tuple[Item, Exception] | None = None
                 while prepared and len(group) < batch:
                     item, future = prepared.popleft()
                     try:
                         group.append(future.result())
                     except Exception as exc:
+                        if on_error is None:
+                            failed = (item, exc)
+                            break
                         _fail(item, exc, on_error)
                 if group:
                     x = np.stack([p.x for p in group]) if len(group) > 1 else group[0].x[None]
                     in_flight.append((group, send(x)))
+                if failed is not None:
+                    # Everything before the failed item is answered first: the predictions made stand.
+                    while in_flight:
+                        yield from _answers(meta, *in_flight.popleft(), threshold, top_k, on_error)
+                    _fail(*failed, None)
                 continue
             if not in_flight:
                 break
-            group, future = in_flight.popleft()
-            try:
-                outputs = future.result()
-            except Exception as exc:
-                for p in group:
-                    _fail(p.item, exc, on_error)
-                continue
-            for i, p in enumerate(group):
-                one = {k: v[i:i + 1] for k, v in outputs.items()} if len(group) > 1 else outputs
-                try:
-                    pred = decode(meta, one, p.item.name, p.width, p.height, threshold, top_k)
-                except Exception as exc:
-                    _fail(p.item, exc, on_error)
-                    continue
-                pred.frame, pred.timestamp = p.item.frame, p.item.timestamp
-                yield pred
+            yield from _answers(meta, *in_flight.popleft(), threshold, top_k, on_error)
+
+
+def _answers(meta: ModelMeta, group: list[_Prepared], future: Future[dict[str, np.ndarray]], threshold: float,
+             top_k: int, on_error: ErrorHandler | None) -> Iterator[Prediction]:
+    """The predictions of one request, in order."""
+    try:
+        outputs = future.result()
+    except Exception as exc:
+        for p in group:
+            _fail(p.item, exc, on_error)
+        return
+    for i, p in enumerate(group):
+        one = {k: v[i:i + 1] for k, v in outputs.items()} if len(group) > 1 else outputs
+        try:
+            pred = decode(meta, one, p.item.name, p.width, p.height, threshold, top_k)
+        except Exception as exc:
+            _fail(p.item, exc, on_error)
+            continue
+        pred.frame, pred.timestamp = p.item.frame, p.item.timestamp
+        yield pred
 
 
 def _fail(item: Item, exc: Exception, on_error: ErrorHandler | None) -> None:
