@@ -1,11 +1,19 @@
-"""`kubeforge predict SERVICE IMAGE...`: classify, detect or segment with a served model; print a table or JSON,
-and write masks as PNGs with --masks-dir (instance segmentation: one per detection; semantic: one per image)."""
+"""`kubeforge predict SERVICE PATH...`: apply a served model to image files, folders, S3 prefixes and videos.
+
+Requests go over gRPC when the endpoint has it (the local runner records it), through the pipeline of
+`kubeforge.predict.engine`; the output is a table, JSON lines, COCO results or annotated images
+(`kubeforge.predict.outputs`). The confidence threshold defaults to the one the model's Benchmark
+found best (`kubeforge.predict.threshold`), and the command says which it used and why.
+"""
 
 from __future__ import annotations
 
-import json
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,67 +24,199 @@ class ServiceNotFoundError(RuntimeError):
     """SERVICE could not be resolved to an endpoint."""
 
 
-def resolve_service(name: str, namespace: str = "default") -> tuple[str, str, ModelMeta]:
-    """An InferenceService name -> (url, Triton model name, ModelMeta), from the local runner's state.
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # gRPC host:port when known, else the HTTP URL
+    model_name: str
+    store_uri: str | None = None  # local runner: where the served run's Benchmark records live
+    experiment_prefix: str | None = None
 
-    The meta comes from the server itself (kubeforge embeds it in the model config), so
-    predictions are decoded with exactly what is being served.
-    """
-    from kubeforge.local.state import StateError, service_endpoint
-    from kubeforge.serving.client import fetch_meta
+
+def resolve_service(name: str, namespace: str = "default") -> Endpoint:
+    """An InferenceService name -> its endpoint, from the local runner's state (gRPC preferred)."""
+    from kubeforge.local.state import StateDir, StateError, resolve_state_dir, service_endpoint
 
     try:
         endpoint = service_endpoint(name, namespace)
+        status = StateDir(resolve_state_dir()).get("InferenceService", namespace, name).resource.status
     except StateError as exc:
         raise ServiceNotFoundError(str(exc)) from None
-    return endpoint.url, endpoint.model_name, fetch_meta(endpoint.url, endpoint.model_name)
+    grpc_url = getattr(status, "grpc_url", None)
+    return Endpoint(grpc_url or endpoint.url, endpoint.model_name, endpoint.store_uri, endpoint.experiment_prefix)
+
+
+def _threshold(override: float | None, served: float | None, endpoint: Endpoint, namespace: str) -> Any:
+    from kubeforge.predict.threshold import Threshold, benchmark_threshold, choose
+
+    recorded = None
+    if served is not None:
+        recorded = Threshold(served, "F1-optimal on the model's Benchmark, recorded in the served config")
+    elif override is None and endpoint.store_uri and endpoint.experiment_prefix:
+        # Served before its Benchmark finished: look the record up now.
+        from kubeforge.store import open_store
+
+        recorded = benchmark_threshold(open_store(endpoint.store_uri), endpoint.experiment_prefix, namespace)
+    return choose(override, recorded)
+
+
+def _tracker(method: str, items_source: list[str]) -> Any:
+    from kubeforge.predict.tracking import Tracker  # the tracking part: boxmot only when --track is given
+
+    fps = 30.0  # when the video's rate cannot be read
+    try:
+        import av
+
+        video = next(p for p in items_source if Path(p).is_file())
+        with av.open(video) as container:
+            fps = float(container.streams.video[0].average_rate or fps)
+    except Exception:
+        pass
+    return Tracker(method, fps)
 
 
 def predict(
     service: Annotated[str, typer.Argument(help="The InferenceService name (the model name with --url).")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
-    url: Annotated[str | None, typer.Option(help="Triton HTTP endpoint; skips the local state lookup.")] = None,
+    paths: Annotated[list[str], typer.Argument(
+        help="Image files, folders (recursive), videos, or s3://bucket/prefix.", metavar="PATH...")],
+    url: Annotated[str | None, typer.Option(
+        help="Triton endpoint, skipping the local state lookup: host:port or grpc://host:port (gRPC), "
+        "http://host:port (HTTP).")] = None,
     model: Annotated[str | None, typer.Option(help="Triton model name (default: SERVICE).")] = None,
     meta: Annotated[Path | None, typer.Option(help="model_meta.json (default: read from the server).",
                                               exists=True, dir_okay=False)] = None,
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
-    threshold: Annotated[float, typer.Option(help="Detection score threshold.", min=0.0, max=1.0)] = 0.5,
+    threshold: Annotated[float | None, typer.Option(
+        help="Detection score threshold (default: the F1-optimal one of the model's Benchmark, else 0.5).",
+        min=0.0, max=1.0)] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | jsonl | coco | annotated.")] = "table",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="jsonl: a file (default stdout); coco: the results file; annotated: a folder.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (small inputs).")] = False,
     masks_dir: Annotated[Path | None, typer.Option(
         "--masks-dir", "--masks", help="Segmentation: write masks here as PNGs at the image's size. Instance "
         "segmentation: one per detection (<image>_<rank>_<class>.png); semantic: one per image (<image stem>.png, "
         "class indices of model_meta classes, 0 = __bg__).", file_okay=False)] = None,
+    rle: Annotated[bool, typer.Option("--rle", help="jsonl/--json: masks as COCO RLE in the JSON.")] = False,
+    coco_gt: Annotated[Path | None, typer.Option(
+        "--coco-gt", help="coco: take image and category ids from this COCO ground truth (by file and class "
+        "name).", exists=True, dir_okay=False)] = None,
+    skip_errors: Annotated[bool, typer.Option(
+        "--skip-errors", help="Skip unreadable images and list them at the end, instead of stopping.")] = False,
+    track: Annotated[str | None, typer.Option(
+        "--track", help="Videos: track objects across frames (bytetrack | botsort).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.", min=1)] = 8,
 ) -> None:
-    """Send images to a served model and show what it predicts (detections with masks for instance segmentation)."""
+    """Apply a served model to images, folders, videos or S3 prefixes; print or write what it predicts."""
     from rich.console import Console
     from tritonclient.utils import InferenceServerException
 
-    from kubeforge.serving.client import fetch_meta, predict_images, render_table, write_masks
+    from kubeforge.predict import engine, outputs, sources
 
+    err = Console(stderr=True, soft_wrap=True)  # file names whole, never wrapped
+    written: list[Path] = []
+    skipped: list[str] = []
+    done = 0
+    start = time.perf_counter()
+    writer: Any = None
+    backend: Any = None
+    failure: str | None = None
     try:
-        if url is None:
-            url, model_name, served_meta = resolve_service(service, namespace)
-            model_meta = ModelMeta.model_validate_json(meta.read_text()) if meta else served_meta
-            model_name = model or model_name
-        else:
-            model_name = model or service
-            model_meta = ModelMeta.model_validate_json(meta.read_text()) if meta else fetch_meta(url, model_name)
+        if track is not None and track not in ("bytetrack", "botsort"):
+            raise ValueError(f"--track {track!r}: expected bytetrack or botsort")
+        if as_json:
+            fmt = "json"
+        endpoint = Endpoint(url, model or service) if url else resolve_service(service, namespace)
+        if url is None and model:
+            endpoint = Endpoint(endpoint.url, model, endpoint.store_uri, endpoint.experiment_prefix)
+        given_meta = ModelMeta.model_validate_json(meta.read_text()) if meta else None
+        backend = engine.TritonBackend(endpoint.url, endpoint.model_name, given_meta, concurrency=concurrency)
+        model_meta = backend.meta
         if masks_dir is not None and model_meta.task not in ("instance-segmentation", "semantic-segmentation"):
-            raise ValueError(f"--masks-dir: model {model_name!r} is {model_meta.task}; only segmentation "
+            raise ValueError(f"--masks-dir: model {endpoint.model_name!r} is {model_meta.task}; only segmentation "
                              "models predict masks")
-        predictions = predict_images(url, model_name, model_meta, list(images), top_k=top_k, threshold=threshold)
-        written = write_masks(predictions, masks_dir) if masks_dir is not None else []
-    except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError) as exc:
-        # The user gets one line naming what failed, not a traceback.
-        typer.echo(f"error: predict {service}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
+        chosen = _threshold(threshold, backend.threshold, endpoint, namespace)
+        if model_meta.task in ("object-detection", "instance-segmentation"):
+            err.print(f"{chosen.describe()}", highlight=False)
+        writer = outputs.writer(fmt, output, model_meta, masks_as_rle=rle, coco_gt=coco_gt)
+        many = len(paths) > 1 or any(p.startswith("s3://") or Path(p).is_dir() or sources.is_video_path(p)
+                                     for p in paths)
+        total = sources.count(paths) if many else 1
+        tracker = _tracker(track, paths) if track else None
+
+        progress = _progress(err) if many else None
+        task = progress.add_task("predict", total=total) if progress else None
+
+        def on_error(item: engine.Item, exc: Exception) -> None:
+            skipped.append(str(exc))
+            if progress is not None:
+                progress.update(task, advance=1)
+
+        pending: deque[engine.Item] = deque()
+        stream = engine.predict_stream(
+            backend, _remembered(sources.items(paths), pending), threshold=chosen.value, top_k=top_k,
+                concurrency=concurrency, on_error=on_error if skip_errors else None)
+        with progress if progress else nullcontext():
+            for pred in stream:
+                if tracker is not None:
+                    pred = tracker.update(pred)
+                if masks_dir is not None:
+                    from kubeforge.serving.client import write_masks
+
+                    written += write_masks([pred], masks_dir)
+                writer.write(pred, _item_of(pred, pending))
+                done += 1
+                if progress is not None:
+                    progress.update(task, advance=1)
+    except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError, RuntimeError) as exc:
+        failure = str(exc)
+    finally:
+        if writer is not None:  # what was predicted before a failure is written, not lost
+            written += writer.close()
+        if backend is not None:
+            backend.close()
+    elapsed = time.perf_counter() - start
+    folders = sorted({str(p.parent) for p in written})
+    if len(written) > 5 and len(folders) == 1:  # a folder of annotated images or masks: one line
+        err.print(f"wrote: {len(written)} files to {folders[0]}", highlight=False)
     else:
-        Console(width=120).print(render_table(predictions))
-    for path in written:
-        typer.echo(f"mask: {path}", err=as_json)
+        for path in written:
+            err.print(f"wrote: {path}", highlight=False)
+    if skipped:
+        err.print(f"skipped {len(skipped)} unreadable input(s):", highlight=False)
+        for line in skipped:
+            err.print(f"  {line}", highlight=False)
+    if done > 1:
+        err.print(f"{done} images in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.1f} images/s", highlight=False)
+    if failure is not None:
+        # The user gets one line naming what failed, not a traceback.
+        typer.echo(f"error: predict {service}: {failure}", err=True)
+        raise typer.Exit(1)
+
+
+def _remembered(source: Any, pending: deque[Any]) -> Any:
+    """The items, each kept until its prediction comes back (writers that draw on the image need it);
+    at most the pipeline's window is pending at a time."""
+    for item in source:
+        pending.append(item)
+        yield item
+
+
+def _item_of(pred: Any, pending: deque[Any]) -> Any:
+    """The Item a prediction answers; items before it were skipped (predictions come in input order)."""
+    while pending:
+        item = pending.popleft()
+        if item.name == pred.image:
+            return item
+    raise RuntimeError(f"{pred.image}: a prediction for an input that was not sent")
+
+
+def _progress(console: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
 
 
 def register(app: typer.Typer) -> None:

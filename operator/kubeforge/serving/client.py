@@ -97,10 +97,18 @@ def _client(url: str, concurrency: int = 1) -> Any:
     return httpclient.InferenceServerClient(_host(url), concurrency=concurrency, network_timeout=120.0)
 
 
+def fetch_config(url: str, model_name: str) -> dict[str, Any]:
+    """The served model's config (Triton's JSON form), over HTTP."""
+    client = _client(url)
+    try:
+        return dict(client.get_model_config(model_name))
+    finally:
+        client.close()
+
+
 def fetch_meta(url: str, model_name: str) -> ModelMeta:
     """The ModelMeta a kubeforge-built repository embeds in its config (see triton_repo)."""
-    config = _client(url).get_model_config(model_name)
-    return triton_repo.meta_from_parameters(config.get("parameters", {}))
+    return triton_repo.meta_from_parameters(fetch_config(url, model_name).get("parameters", {}))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -178,6 +186,11 @@ def _open(image: Image.Image | Path | str) -> tuple[str, Image.Image]:
     if isinstance(image, Image.Image):
         return getattr(image, "filename", "") or "<image>", image.convert("RGB")
     return str(image), load_rgb(image)
+
+
+def triton_dtype(meta: ModelMeta) -> str:
+    """The input's datatype name in the inference protocol (FP32, ...)."""
+    return _NP_TO_TRITON[meta.input.dtype]
 
 
 def encode_request(x: np.ndarray, meta: ModelMeta) -> tuple[list[Any], list[Any]]:

@@ -53,6 +53,8 @@ PYTHON_MODEL_FILE = "model.py"
 CONFIG_FILE = "config.pbtxt"
 META_FILE = "model_meta.json"
 META_PARAMETER = "kubeforge.model_meta"
+# The F1-optimal confidence threshold the model's Benchmark found (kubeforge.predict.threshold), when one did.
+THRESHOLD_PARAMETER = "kubeforge.threshold"
 
 # Tasks whose outputs keep one row per input image, so requests can be stacked into one batch.
 BATCHED_TASKS = ("classification", "semantic-segmentation")
@@ -103,8 +105,12 @@ def supports_batching(meta: ModelMeta) -> bool:
     return meta.task in BATCHED_TASKS and meta.input.dynamic_batch and meta.input.shape[:1] == [-1]
 
 
-def build_config(meta: ModelMeta, model_name: str, runtime: RuntimeSpec, variant: Variant) -> ModelConfig:
+def build_config(meta: ModelMeta, model_name: str, runtime: RuntimeSpec, variant: Variant,
+                 threshold: float | None = None) -> ModelConfig:
     """Decide the Triton config for one variant (pure; see the module docstring for the rules)."""
+    parameters = {META_PARAMETER: meta.model_dump_json()}
+    if threshold is not None:
+        parameters[THRESHOLD_PARAMETER] = repr(float(threshold))
     batched = runtime.max_batch_size > 0 and supports_batching(meta)
     where = f"model_meta.json of model {model_name!r}"
     return ModelConfig(
@@ -117,7 +123,7 @@ def build_config(meta: ModelMeta, model_name: str, runtime: RuntimeSpec, variant
         instance_kind="KIND_CPU" if variant == "python" else "KIND_AUTO",
         dynamic_batching=batched and runtime.dynamic_batching,
         max_queue_delay_microseconds=runtime.max_queue_delay_microseconds,
-        parameters={META_PARAMETER: meta.model_dump_json()},
+        parameters=parameters,
     )
 
 
@@ -156,7 +162,7 @@ def python_model_source() -> bytes:
 
 
 def repository_files(
-    onnx: bytes, meta: ModelMeta, model_name: str, runtime: RuntimeSpec
+    onnx: bytes, meta: ModelMeta, model_name: str, runtime: RuntimeSpec, threshold: float | None = None
 ) -> dict[str, bytes]:
     """Every file of both variants, keyed by path relative to the serving prefix.
 
@@ -169,7 +175,8 @@ def repository_files(
         files[f"{model_dir}/{MODEL_VERSION}/{MODEL_FILE}"] = onnx
         if variant == "python":
             files[f"{model_dir}/{MODEL_VERSION}/{PYTHON_MODEL_FILE}"] = python_model_source()
-        files[f"{model_dir}/{CONFIG_FILE}"] = render_config(build_config(meta, model_name, runtime, variant)).encode()
+        config = build_config(meta, model_name, runtime, variant, threshold)
+        files[f"{model_dir}/{CONFIG_FILE}"] = render_config(config).encode()
     return files
 
 
@@ -195,3 +202,9 @@ def meta_from_parameters(parameters: dict[str, Any]) -> ModelMeta:
         raise KeyError(f"model config has no parameter {META_PARAMETER!r}; was the repository built by kubeforge?"
                        ) from None
     return ModelMeta.model_validate(json.loads(raw))
+
+
+def threshold_from_parameters(parameters: dict[str, Any]) -> float | None:
+    """The recorded default threshold from a model config's `parameters`, or None when none was recorded."""
+    raw = parameters.get(THRESHOLD_PARAMETER, {}).get("string_value")
+    return float(raw) if raw else None

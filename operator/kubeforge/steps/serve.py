@@ -2,17 +2,20 @@
 
 Pure store I/O: reads the TrainingJob's `export/model.onnx` and `model_meta.json`, writes
 both repository variants (`serving.triton_repo` documents the layout) under
-`spec.output_prefix`, and returns the partial status. Starting a server is the local
+`spec.output_prefix`, and returns the partial status. The served config records the default
+confidence threshold when a Benchmark of the served run found one (`predict.threshold`). Starting a server is the local
 runner's or the operator's job, never a step's.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubeforge.models.meta import ModelMeta
+from kubeforge.predict.threshold import DEFAULT_THRESHOLD, benchmark_threshold
 from kubeforge.serving import triton_repo
 from kubeforge.steps.spec import ServeRun
 from kubeforge.store import layout, open_store
@@ -43,7 +46,13 @@ def run(spec: ServeRun) -> dict[str, Any]:
     except ValidationError as exc:
         raise ServeStepError(f"{who}: {store.url(meta_key)} is not a valid model meta: {exc}") from None
 
-    files = triton_repo.repository_files(onnx, meta, spec.model_name, spec.spec.runtime)
+    # The default confidence threshold clients use: the F1-optimal one a Benchmark of this run found.
+    recorded = benchmark_threshold(store, spec.experiment_prefix, spec.namespace)
+    said = recorded.describe() if recorded else (f"no Benchmark recorded a threshold for {spec.experiment_prefix}; "
+                                                 f"clients default to {DEFAULT_THRESHOLD}")
+    print(f"{who}: {said}", file=sys.stderr, flush=True)
+    files = triton_repo.repository_files(onnx, meta, spec.model_name, spec.spec.runtime,
+                                         recorded.value if recorded else None)
     for rel, data in files.items():  # in the order triton_repo gives: configs after what they load
         store.put_bytes(f"{spec.output_prefix.rstrip('/')}/{rel}", data)
     return {"repositoryUri": store.url(spec.output_prefix.rstrip("/")), "modelName": spec.model_name}

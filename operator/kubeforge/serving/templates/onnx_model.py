@@ -10,10 +10,18 @@ request is its own call and gets the export's outputs unchanged.
 
 import json
 import os
+import shutil
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+# The stub's embedded interpreter ignores PYTHONDONTWRITEBYTECODE (isolated config), so importing
+# this file has just written __pycache__/ beside it: inside the served repository, i.e. the store.
+# Each instance removes it after its own import, so none is left whatever the instances' order.
+sys.dont_write_bytecode = True
+shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__"), ignore_errors=True)
 
 
 class TritonPythonModel:
