@@ -5,17 +5,19 @@
     .venv/bin/python benchmarks/predict_video.py --no-triton        # ONNX Runtime only
 
 The video is a generated moving-shapes MP4 (H.264, `--size` px square, `--frames` frames). Each row is
-`predict_video` end to end from the file: decoding (in its thread), resizing, the model, decoding its
-outputs, and, per row, tracking (ByteTrack) and writing the annotated MP4. `decode only` is
-`frame_items` alone, the ceiling the model cannot beat. The model's weights do not change its speed, so
-by default a detector trained for one epoch is enough. Prints a table, then one JSON object as the last
-line with `onnxruntime_fps`, `triton_fps` (null with --no-triton) and every row.
+`predict_video` end to end from the file: decoding (in its thread),
+resizing, the model, decoding its outputs, and, per row, tracking (ByteTrack) and writing the annotated
+MP4; each row is the median of `--repeats` runs. `decode only` is `frame_items` alone, the ceiling the
+model cannot beat. The model's weights do not change its speed, so by default a detector trained for one
+epoch is enough. Prints a table, then one JSON object as the last line with `onnxruntime_fps`,
+`triton_fps` (null with --no-triton or when that run failed, with its error) and every row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -43,13 +45,15 @@ def run(backend: Backend, clip: Path, fps: int, work: Path, track: bool, annotat
     return stats.fps
 
 
-def rows_for(name: str, backend: Backend, clip: Path, fps: int, work: Path, concurrency: int) -> list[dict[str, Any]]:
+def rows_for(name: str, backend: Backend, clip: Path, fps: int, work: Path, concurrency: int,
+             repeats: int) -> list[dict[str, Any]]:
     run(backend, clip, fps, work, False, False, concurrency)  # warm-up: sessions, threads, the codec
     out = []
     for label, track, annotate in (("predict", False, False), ("predict + track", True, False),
                                    ("predict + track + annotated MP4", True, True)):
-        out.append({"runtime": name, "pipeline": label, "fps": round(run(backend, clip, fps, work, track, annotate,
-                                                                         concurrency), 1)})
+        # The median of a few runs: a shared machine's neighbours move single runs a lot.
+        runs = [run(backend, clip, fps, work, track, annotate, concurrency) for _ in range(repeats)]
+        out.append({"runtime": name, "pipeline": label, "fps": round(statistics.median(runs), 1)})
     return out
 
 
@@ -59,6 +63,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=320, help="video frame size (px, square)")
     parser.add_argument("--model", help="a folder with model.onnx and model_meta.json (skips training)")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row (the median is shown)")
     parser.add_argument("--no-triton", action="store_true", help="skip the tritonserver rows")
     parser.add_argument("--work", help="working folder (default: a temporary one)")
     args = parser.parse_args()
@@ -79,7 +84,7 @@ def main() -> None:
     n = sum(1 for _ in frame_items(clip))
     rows: list[dict[str, Any]] = [{"runtime": "-", "pipeline": "decode only", "fps": round(n / (time.perf_counter()
                                                                                               - t0), 1)}]
-    rows += rows_for("onnxruntime", OnnxBackend(onnx, meta), clip, video.fps, work, args.concurrency)
+    rows += rows_for("onnxruntime", OnnxBackend(onnx, meta), clip, video.fps, work, args.concurrency, args.repeats)
     if not args.no_triton:
         from kubeforge.api.inference_service import RuntimeSpec
         from kubeforge.serving.triton_server import prepare_backend_dir
@@ -89,7 +94,10 @@ def main() -> None:
         with served(work / "triton", onnx, meta, "shapes", runtime, prepare_backend_dir()) as proc:
             backend = TritonBackend(proc.http_url, "shapes", meta, concurrency=args.concurrency)
             try:
-                rows += rows_for("triton", backend, clip, video.fps, work, args.concurrency)
+                rows += rows_for("triton", backend, clip, video.fps, work, args.concurrency, args.repeats)
+            except RuntimeError as exc:  # a failed run is a result too: shown, not hidden by a traceback
+                console.print(f"[red]triton: {exc}")
+                rows.append({"runtime": "triton", "pipeline": "predict", "fps": None, "error": str(exc)[:300]})
             finally:
                 backend.close()
 
@@ -98,8 +106,8 @@ def main() -> None:
     for col in ("runtime", "pipeline", "frames/s"):
         table.add_column(col, justify="right" if col == "frames/s" else "left")
     for row in rows:
-        table.add_row(row["runtime"], row["pipeline"], f"{row['fps']:.1f}")
-    Console().print(table)
+        table.add_row(row["runtime"], row["pipeline"], "failed" if row["fps"] is None else f"{row['fps']:.1f}")
+    Console(width=140).print(table)
 
     def first(runtime: str) -> float | None:
         return next((r["fps"] for r in rows if r["runtime"] == runtime and r["pipeline"] == "predict"), None)

@@ -93,7 +93,7 @@ def main() -> None:
         for method, s in by_method.items():
             table.add_row(source, method, *(f"{s[k]:.3f}" for k in ("hota", "deta", "assa", "mota", "idf1")),
                           *(str(s[k]) for k in ("id_switches", "false_positives", "misses", "predicted_tracks")))
-    Console().print(table)
+    Console(width=140).print(table)
     console.print(f"annotated videos in {work}")
     print(json.dumps({"frames": args.frames, "true_tracks": len(video.track_ids), "threshold": args.threshold,
                       "scores": rows}))
