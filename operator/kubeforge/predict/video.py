@@ -289,6 +289,7 @@ def predict_video(backend: Backend, path: Path | str, *, threshold: float, track
     """
     info = probe(path)
     stats = stats if stats is not None else VideoStats()
+    stats.started = time.perf_counter()  # the run's own time, however long ago the caller made `stats`
     pending: deque[Item] = deque()  # frames in flight, in order: their images for the tracker and the writer
 
     def items() -> Iterator[Item]:
