@@ -99,3 +99,30 @@ def test_real_detector_tracks_beat_the_floor(video: MovingShapes, detector: tupl
         for key, floor in REAL_FLOORS.items():
             assert getattr(scores, key) >= floor, (method, key, scores)
         assert probe(tmp_path / f"{method}.mp4").frames == 120
+
+
+@pytest.mark.slow
+def test_tracking_benchmark_prints_a_table_and_json(detector: tuple[Path, Any], tmp_path: Path) -> None:
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    onnx, meta = detector
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(onnx, model / "model.onnx")
+    (model / "model_meta.json").write_text(meta.model_dump_json(by_alias=True))
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "tracking.py"), "--model", str(model),
+                           "--frames", "40", "--objects", "4", "--work", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"})
+    assert proc.returncode == 0, proc.stderr
+    assert "HOTA" in proc.stdout and "truth+noise" in proc.stdout
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert last["frames"] == 40 and set(last["scores"]) == {"detector", "truth+noise"}
+    for by_method in last["scores"].values():
+        assert set(by_method) == set(METHODS)
+        assert all(0 <= s["idf1"] <= 1 and s["frames"] == 40 for s in by_method.values())
+    assert (tmp_path / "work" / "tracked-botsort.mp4").is_file()

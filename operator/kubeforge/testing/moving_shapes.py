@@ -171,6 +171,8 @@ def train_detector(root: Path, size: int = 128, n_images: int = 300, epochs: int
     from kubeforge.testing.train_runs import train_run_spec
 
     root = Path(root)
+    # 50 warm-up steps (the recipe) where there are enough; a quarter of them for a tiny speed-only run.
+    warmup = min(50, (int(n_images * 0.9) // 8) * epochs // 4)
     store = LocalStore(root / "store")
     ref = shapes_version(store, root / "src", n_images=n_images, size=size, seed=seed)
     spec = train_run_spec(store, ref, "shapes-det", {
@@ -178,7 +180,7 @@ def train_detector(root: Path, size: int = 128, n_images: int = 300, epochs: int
         "model": {"name": "ssdlite320_mobilenet_v3_large", "imageSize": size},
         "split": {"method": "random", "trainPercent": 90, "seed": 7},
         "hyperparameters": {"epochs": epochs, "batchSize": 8, "optimizer": {"type": "AdamW", "lr": 1.0e-3},
-                            "scheduler": {"type": "cosine", "warmupIterations": 50}},
+                            "scheduler": {"type": "cosine", "warmupIterations": warmup}},
     })
     train.run(spec)
     prefix = spec.experiment_prefix
