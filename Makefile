@@ -20,12 +20,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # tritonserver's Python-backend stub links the shared libpython3.11; the report tests load
-# report.html in headless Chromium. Both are Debian packages.
+# report.html in headless Chromium; OpenCV (pulled in by boxmot, the trackers) loads libGL and
+# libgthread. All are Debian packages.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ldconfig -p | grep -q 'libGL.so.1' || missing="$$missing libgl1"; \
+	ldconfig -p | grep -q 'libgthread-2.0.so.0' || missing="$$missing libglib2.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
