@@ -209,3 +209,60 @@ def test_masks_as_rle_round_trip() -> None:
     sky = mask_util.decode({**rows["sky"], "counts": rows["sky"]["counts"].encode()})
     assert (sky == (semantic == 2)).all()
     assert all("segmentation" not in px for px in prediction_json(sem)["pixels"])  # only when asked
+
+
+def cells_video(path: Path, frames: int = 12) -> list[tuple[int, int, int, int]]:
+    """A red cell in the second row and, from frame 4 on, a green one in the third (the grid detector sees
+    cells only, so objects stay put; the trackers' motion is tested in test_tracking.py); returns red's boxes."""
+    from kubeforge.predict.video import AnnotatedVideoWriter
+    from kubeforge.serving.client import Prediction
+
+    boxes = []
+    with AnnotatedVideoWriter(path, fps=10.0) as writer:
+        for f in range(frames):
+            img = Image.new("RGB", (W, H))
+            box = (16, 12, 32, 24)
+            img.paste(COLOURS["red"], box)
+            if f >= 4:
+                img.paste(COLOURS["green"], (32, 24, 48, 36))
+            boxes.append(box)
+            writer.write(img, Prediction(image="", width=W, height=H, task="object-detection"))
+    return boxes
+
+
+def test_video_frames_tracked_and_annotated(detector_server: TritonProcess, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    boxes = cells_video(clip)
+    out = tmp_path / "frames.jsonl"
+    result = run("grid", str(clip), "--url", detector_server.grpc_url, "-f", "jsonl", "-o", str(out),
+                 "--track", "bytetrack", "--threshold", "0.3")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["frame"] for p in lines] == list(range(len(boxes)))
+    assert [round(p["timestamp"], 3) for p in lines] == [round(f / 10, 3) for f in range(len(boxes))]
+    tracks: dict[str, set[int]] = {"red": set(), "green": set()}
+    for f, (pred, box) in enumerate(zip(lines, boxes, strict=True)):
+        reds = [d for d in pred["detections"] if d["class_name"] == "red"]
+        assert len(reds) == 1, pred
+        assert np.allclose(reds[0]["box"], box, atol=2.0)
+        assert len([d for d in pred["detections"] if d["class_name"] == "green"]) == (f >= 4)
+        for det in pred["detections"]:
+            if det.get("track_id") is not None:
+                tracks[det["class_name"]].add(det["track_id"])
+    # One identity per object across the video, and two objects, two identities.
+    assert len(tracks["red"]) == 1 and len(tracks["green"]) == 1 and tracks["red"] != tracks["green"]
+
+    annotated = tmp_path / "annotated"
+    result = run("grid", str(clip), "--url", detector_server.grpc_url, "-f", "annotated", "-o", str(annotated),
+                 "--stride", "2")
+    assert result.exit_code == 0, result.output
+    from kubeforge.predict.video import probe
+
+    info = probe(annotated / "clip.mp4")
+    assert info.frames == len(boxes) // 2 and (info.width, info.height) == (W, H)
+
+
+def test_track_needs_a_video(detector_server: TritonProcess, tmp_path: Path) -> None:
+    folder(tmp_path / "in", 2)
+    result = run("grid", str(tmp_path / "in"), "--url", detector_server.grpc_url, "--track", "bytetrack")
+    assert result.exit_code == 1 and "no PATH is a video file" in result.output

@@ -59,19 +59,20 @@ def _threshold(override: float | None, served: float | None, endpoint: Endpoint,
     return choose(override, recorded)
 
 
-def _tracker(method: str, items_source: list[str]) -> Any:
-    from kubeforge.predict.tracking import Tracker  # the tracking part: boxmot only when --track is given
+def _groups(paths: list[str]) -> list[tuple[str, list[str]]]:
+    """PATHs in order as ("images", paths) runs and ("video", [path]) each: a video gets its own tracker,
+    frame rate and annotated MP4."""
+    from kubeforge.predict.sources import is_video_path
 
-    fps = 30.0  # when the video's rate cannot be read
-    try:
-        import av
-
-        video = next(p for p in items_source if Path(p).is_file())
-        with av.open(video) as container:
-            fps = float(container.streams.video[0].average_rate or fps)
-    except Exception:
-        pass
-    return Tracker(method, fps)
+    groups: list[tuple[str, list[str]]] = []
+    for raw in paths:
+        if not raw.startswith("s3://") and is_video_path(raw) and Path(raw).is_file():
+            groups.append(("video", [raw]))
+        elif groups and groups[-1][0] == "images":
+            groups[-1][1].append(raw)
+        else:
+            groups.append(("images", [raw]))
+    return groups
 
 
 def predict(
@@ -91,8 +92,8 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | jsonl | coco | annotated.")] = "table",
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="jsonl: a file (default stdout); coco: the results file; annotated: a folder.")
-    ] = None,
+        "--output", "-o", help="jsonl: a file (default stdout); coco: the results file; annotated: a folder "
+        "(images as <name>, videos as <stem>.mp4).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (small inputs).")] = False,
     masks_dir: Annotated[Path | None, typer.Option(
         "--masks-dir", "--masks", help="Segmentation: write masks here as PNGs at the image's size. Instance "
@@ -106,6 +107,7 @@ def predict(
         "--skip-errors", help="Skip unreadable images and list them at the end, instead of stopping.")] = False,
     track: Annotated[str | None, typer.Option(
         "--track", help="Videos: track objects across frames (bytetrack | botsort).")] = None,
+    stride: Annotated[int, typer.Option(help="Videos: predict every N-th frame.", min=1)] = 1,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.", min=1)] = 8,
 ) -> None:
     """Apply a served model to images, folders, videos or S3 prefixes; print or write what it predicts."""
@@ -121,10 +123,13 @@ def predict(
     start = time.perf_counter()
     writer: Any = None
     backend: Any = None
+    videos: list[Path] = []  # annotated MP4s written
     failure: str | None = None
     try:
         if track is not None and track not in ("bytetrack", "botsort"):
             raise ValueError(f"--track {track!r}: expected bytetrack or botsort")
+        if track is not None and not any(kind == "video" for kind, _ in _groups(paths)):
+            raise ValueError("--track: tracking follows objects across a video's frames; no PATH is a video file")
         if as_json:
             fmt = "json"
         endpoint = Endpoint(url, model or service) if url else resolve_service(service, namespace)
@@ -142,38 +147,40 @@ def predict(
         writer = outputs.writer(fmt, output, model_meta, masks_as_rle=rle, coco_gt=coco_gt)
         many = len(paths) > 1 or any(p.startswith("s3://") or Path(p).is_dir() or sources.is_video_path(p)
                                      for p in paths)
-        total = sources.count(paths) if many else 1
-        tracker = _tracker(track, paths) if track else None
-
         progress = _progress(err) if many else None
-        task = progress.add_task("predict", total=total) if progress else None
 
         def on_error(item: engine.Item, exc: Exception) -> None:
             skipped.append(str(exc))
             if progress is not None:
                 progress.update(task, advance=1)
 
-        pending: deque[engine.Item] = deque()
-        stream = engine.predict_stream(
-            backend, _remembered(sources.items(paths), pending), threshold=chosen.value, top_k=top_k,
-                concurrency=concurrency, on_error=on_error if skip_errors else None)
         with progress if progress else nullcontext():
-            for pred in stream:
-                if tracker is not None:
-                    pred = tracker.update(pred)
-                if masks_dir is not None:
-                    from kubeforge.serving.client import write_masks
+            for kind, group in _groups(paths):
+                pending: deque[engine.Item] = deque()
+                if kind == "video":
+                    stream, task = _video_stream(backend, group[0], fmt, output, track, stride, chosen.value,
+                                                 top_k, concurrency, progress, videos)
+                else:
+                    task = progress.add_task("predict", total=sources.count(group)) if progress else None
+                    stream = engine.predict_stream(
+                        backend, _remembered(sources.items(group), pending), threshold=chosen.value, top_k=top_k,
+                        concurrency=concurrency, on_error=on_error if skip_errors else None)
+                for pred in stream:
+                    if masks_dir is not None:
+                        from kubeforge.serving.client import write_masks
 
-                    written += write_masks([pred], masks_dir)
-                writer.write(pred, _item_of(pred, pending))
-                done += 1
-                if progress is not None:
-                    progress.update(task, advance=1)
+                        written += write_masks([pred], masks_dir)
+                    if kind == "images" or fmt != "annotated":  # a video's annotated frames go to its MP4
+                        writer.write(pred, _item_of(pred, pending) if kind == "images" else None)
+                    done += 1
+                    if progress is not None:
+                        progress.update(task, advance=1)
     except (ServiceNotFoundError, InferenceServerException, ValueError, KeyError, OSError, RuntimeError) as exc:
         failure = str(exc)
     finally:
         if writer is not None:  # what was predicted before a failure is written, not lost
             written += writer.close()
+        written += videos
         if backend is not None:
             backend.close()
     elapsed = time.perf_counter() - start
@@ -188,11 +195,35 @@ def predict(
         for line in skipped:
             err.print(f"  {line}", highlight=False)
     if done > 1:
-        err.print(f"{done} images in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.1f} images/s", highlight=False)
+        what = "images and frames" if any(kind == "video" for kind, _ in _groups(paths)) else "images"
+        rate = done / max(elapsed, 1e-9)
+        err.print(f"{done} {what} in {elapsed:.1f} s: {rate:.1f} {what}/s", highlight=False)
     if failure is not None:
         # The user gets one line naming what failed, not a traceback.
         typer.echo(f"error: predict {service}: {failure}", err=True)
         raise typer.Exit(1)
+
+
+def _video_stream(backend: Any, path: str, fmt: str, output: Path | None, track: str | None, stride: int,
+                  threshold: float, top_k: int, concurrency: int, progress: Any, videos: list[Path]) -> Any:
+    """One video's predictions (its own tracker; with --format annotated, its MP4 in the output folder)."""
+    from kubeforge.predict import video
+
+    info = video.probe(path)
+    tracker = None
+    if track is not None:
+        from kubeforge.predict.tracking import Tracker  # boxmot only when --track is given
+
+        tracker = Tracker(track, (info.fps or 30.0) / stride)  # type: ignore[arg-type]  # checked above
+    annotated = None
+    if fmt == "annotated" and output is not None:
+        annotated = output / f"{Path(path).stem}.mp4"
+        videos.append(annotated)
+    total = -(-info.frames // stride) if info.frames else None
+    task = progress.add_task(Path(path).name, total=total) if progress else None
+    stream = video.predict_video(backend, path, threshold=threshold, tracker=tracker, annotated=annotated,
+                                 stride=stride, top_k=top_k, concurrency=concurrency)
+    return stream, task
 
 
 def _remembered(source: Any, pending: deque[Any]) -> Any:

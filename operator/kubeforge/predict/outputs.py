@@ -28,7 +28,7 @@ FORMATS = ("table", "jsonl", "coco", "annotated")
 
 
 class Writer(Protocol):
-    def write(self, pred: Prediction, item: Item) -> None: ...
+    def write(self, pred: Prediction, item: Item | None) -> None: ...
 
     def close(self) -> list[Path]: ...  # the files written
 
@@ -62,7 +62,7 @@ class TableWriter:
         self.predictions: list[Prediction] = []
         self.stream = stream
 
-    def write(self, pred: Prediction, item: Item) -> None:
+    def write(self, pred: Prediction, item: Item | None) -> None:
         pred.mask = None  # the table shows fractions and mask files, not pixels: keep memory small
         for det in pred.detections:
             det.mask = None
@@ -87,7 +87,7 @@ class JsonlWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] = open(path, "w") if path is not None else sys.stdout
 
-    def write(self, pred: Prediction, item: Item) -> None:
+    def write(self, pred: Prediction, item: Item | None) -> None:
         self._fh.write(json.dumps(prediction_json(pred, self.masks_as_rle)) + "\n")
         self._fh.flush()
 
@@ -105,7 +105,7 @@ class JsonArrayWriter:
         self.masks_as_rle = masks_as_rle
         self.rows: list[dict[str, Any]] = []
 
-    def write(self, pred: Prediction, item: Item) -> None:
+    def write(self, pred: Prediction, item: Item | None) -> None:
         self.rows.append(prediction_json(pred, self.masks_as_rle))
 
     def close(self) -> list[Path]:
@@ -141,7 +141,7 @@ class CocoWriter:
             raise ValueError(f"{pred.image}: --coco-gt has no image with file_name {name!r}")
         return self.by_file[name]
 
-    def write(self, pred: Prediction, item: Item) -> None:
+    def write(self, pred: Prediction, item: Item | None) -> None:
         image_id = self._image_id(pred)
         for det in pred.detections:
             category = self.category_of.get(det.class_name)
@@ -195,10 +195,12 @@ class AnnotatedWriter:
         self._taken.add(name)
         return name
 
-    def write(self, pred: Prediction, item: Item) -> None:
+    def write(self, pred: Prediction, item: Item | None) -> None:
         from kubeforge.predict.annotate import draw
 
         path = self.folder / self._name(pred)
+        if item is None:
+            raise ValueError(f"{pred.image}: annotated output needs the image it was predicted on")
         draw(item.load(), pred).save(path)
         self.written.append(path)
 
