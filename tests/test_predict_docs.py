@@ -1,6 +1,7 @@
-"""Every ```sh block of docs/predict.md and of the README's "Predict on a folder" runs as printed, in order, with
-the real CLI, against a served model registered as the local runner registers it: InferenceService `shapes` in a
-state directory, its repository written by the serve step into the store and served by the real tritonserver.
+"""Every ```sh block of docs/predict.md and of the README's "Predict on a folder or a video" runs as printed, in
+order, with the real CLI, against a served model registered as the local runner registers it: InferenceService
+`shapes` in a state directory, its repository written by the serve step into the store and served by the real
+tritonserver.
 The model is the tiny grid detector (what it finds on the shapes does not matter here; the commands do).
 Blocks that need what a test cannot have are marked `<!-- not-run: why -->` (checked as in test_docs_commands).
 """
@@ -28,7 +29,7 @@ from kubeforge.store import LocalStore, layout
 
 pytestmark = pytest.mark.triton
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [("docs/predict.md", None), ("README.md", "## Predict on a folder")]
+DOCS = [("docs/predict.md", None), ("README.md", "## Predict on a folder or a video")]
 
 
 def _docs_module():  # type: ignore[no-untyped-def]

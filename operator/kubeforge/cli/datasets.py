@@ -83,6 +83,28 @@ def synth_shapes(
         )
 
 
+@synth_app.command("video")
+def synth_video(
+    out: Annotated[Path, typer.Option("--out", help="The MP4 to write; its true tracks go beside it as "
+                                      "<stem>.gt.txt (MOTChallenge).", dir_okay=False)],
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames in the video.")] = 120,
+    objects: Annotated[int, typer.Option("--objects", min=1, help="Shapes that cross the video.")] = 7,
+    size: Annotated[int, typer.Option("--size", min=32, help="Frame side in pixels.")] = 128,
+    fps: Annotated[int, typer.Option("--fps", min=1, help="Frames per second.")] = 25,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same video.")] = 0,
+) -> None:
+    """Shapes moving across a video (entering, crossing, leaving), drawn like `synth shapes`, with true tracks."""
+    from kubeforge.datasets.synth_video import render
+
+    start = time.perf_counter()
+    video = render(n_frames=frames, size=size, n_objects=objects, seed=seed, fps=fps)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    video.write(out)
+    truth = video.write_truth(out.with_name(f"{out.stem}.gt.txt"))
+    typer.echo(f"wrote {frames} frames ({size}px, {fps} fps) with {len(video.track_ids)} true tracks in "
+               f"{time.perf_counter() - start:.1f}s: {out}, tracks in {truth}")
+
+
 def _coco_splits(out: Path, splits: list[str], n_images: int, size: int, seed: int, max_objects: int
                  ) -> dict[str, int]:
     """The shapes of `synth shapes` (same seed, same images) in the standard COCO layout: images in

@@ -51,8 +51,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
              "Print the output of a resource's last step run (or its tritonserver log with --server)."),
     "runs": ("kubeforge.cli.runs",
              "List a resource's runs (the current one marked *): id, phase, generation, times, store prefix."),
-    "predict": ("kubeforge.cli.predict", "Send images to a served model and show what it predicts (detections "
-                "with masks for instance segmentation)."),
+    "predict": ("kubeforge.cli.predict", "Apply a served model to images, folders, videos or S3 prefixes; print or "
+                "write what it predicts."),
     "explain": ("kubeforge.cli.explain", "Describe a kind's fields (type, description, enum, default, bounds, "
                 "required), like `kubectl explain`."),
     "report": ("kubeforge.cli.report",
