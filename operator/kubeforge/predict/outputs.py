@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import numpy as np
-
+from kubeforge.datasets.formats.common import mask_to_rle
 from kubeforge.models.meta import ModelMeta
 from kubeforge.predict.engine import Item
 from kubeforge.serving.client import Prediction
@@ -33,16 +32,6 @@ class Writer(Protocol):
     def close(self) -> list[Path]: ...  # the files written
 
 
-def rle(mask: np.ndarray) -> dict[str, Any]:
-    """A binary mask [H, W] -> COCO RLE {size, counts} with counts as text (JSON-safe)."""
-    from faster_coco_eval.core import mask as mask_util
-
-    encoded = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    counts = encoded["counts"]
-    return {"size": [int(v) for v in encoded["size"]],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
-
-
 def prediction_json(pred: Prediction, masks_as_rle: bool = False) -> dict[str, Any]:
     """`Prediction.to_dict`, plus the masks as RLE when asked (instance: per detection; semantic: per class)."""
     out = pred.to_dict()
@@ -50,10 +39,10 @@ def prediction_json(pred: Prediction, masks_as_rle: bool = False) -> dict[str, A
         return out
     for det, raw in zip(out["detections"], pred.detections, strict=True):
         if raw.mask is not None:
-            det["segmentation"] = rle(raw.mask)
+            det["segmentation"] = mask_to_rle(raw.mask)
     if pred.mask is not None:
         for px in out["pixels"]:
-            px["segmentation"] = rle(pred.mask == px["index"])
+            px["segmentation"] = mask_to_rle(pred.mask == px["index"])
     return out
 
 
@@ -151,14 +140,14 @@ class CocoWriter:
             entry: dict[str, Any] = {"image_id": image_id, "category_id": category, "score": round(det.score, 6),
                                      "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)]}
             if det.mask is not None:
-                entry["segmentation"] = rle(det.mask)
+                entry["segmentation"] = mask_to_rle(det.mask)
             self.results.append(entry)
         if pred.mask is not None:  # semantic: one region per present class, scored 1
             for px in pred.pixels:
                 category = self.category_of.get(px.class_name)
                 if category is not None and px.index != 0:
                     self.results.append({"image_id": image_id, "category_id": category, "score": 1.0,
-                                         "segmentation": rle(pred.mask == px.index)})
+                                         "segmentation": mask_to_rle(pred.mask == px.index)})
 
     def mapping_path(self) -> Path:
         return self.path.with_name(f"{self.path.stem}.images.json")

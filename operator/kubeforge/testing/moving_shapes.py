@@ -1,16 +1,6 @@
-"""A generated video of moving shapes whose true tracks are known, and a detector trained for it.
-
-The frames are drawn in the style of `kubeforge.datasets.synth` (its backgrounds, its contrast rule for
-shape colours, the same three classes and sizes), so a detector trained on `generate_shapes_coco` images
-finds the shapes in the video. Objects move in straight lines at constant speed: some are in view from
-the first frame, the others enter from an edge at staggered times, and all head through the middle of
-the frame, so paths cross (the later object is drawn on top) and objects leave through the far edge.
-
-The truth per frame lists each object whose box is at least `MIN_VISIBLE` visible (inside the frame and
-not hidden by objects drawn over it), with its id, class and box clipped to the frame: what a person
-labelling the video would have marked. The video itself is `kubeforge.datasets.synth_video` (users have it
-as `kubeforge datasets synth video`); this module adds what tests and benchmarks need around it.
-"""
+"""Around the generated moving-shapes video (`kubeforge.datasets.synth_video`, users have it as `kubeforge
+datasets synth video`): a detector trained for it through the real train step, and noisy copies of its true
+boxes, for the tracking tests and benchmarks."""
 
 from __future__ import annotations
 
