@@ -86,12 +86,10 @@ def _cell_box(cell: int) -> tuple[int, int, int, int]:
     return x, y, x + side, y + side
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, triton_backend_dir: Path) -> Iterator[tuple[LocalStore, str,
-                                                                                                    TritonProcess]]:
-    """A store with a dataset, the detector's export, a Benchmark run on it, the serve step's repository, and
-    tritonserver serving that repository straight from the store (as the local runner does)."""
-    tmp = tmp_path_factory.mktemp("threshold")
+def benchmarked(tmp: Path) -> tuple[LocalStore, str, str]:
+    """A store with the scenes as a dataset version, the detector's export as TrainingJob `circles`'s run,
+    and a Benchmark run on it that recorded the F1-optimal threshold (BEST). Returns (store, the run's
+    experiment prefix, the dataset digest)."""
     store = LocalStore(tmp / "store")
     images, anns = [], []
     for i, (grey, cell, noise) in enumerate(SCENES):
@@ -119,6 +117,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, triton_backend_dir: Path) -
         "models": [BenchmarkModel(training_job=JOB, experiment_prefix=experiment).model_dump()],
         "output_prefix": layout.run_output_prefix(layout.benchmark_prefix(NS, bench), "b1"),
     }))
+    return store, experiment, digest
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, triton_backend_dir: Path) -> Iterator[tuple[LocalStore, str,
+                                                                                                    TritonProcess]]:
+    """`benchmarked`, the serve step's repository, and tritonserver serving that repository straight from the
+    store (as the local runner does)."""
+    tmp = tmp_path_factory.mktemp("threshold")
+    store, experiment, _ = benchmarked(tmp)
     serving = layout.serving_prefix(NS, "circles")
     serve.run(ServeRun(store=store.uri, namespace=NS, name="circles", experiment_prefix=experiment,
                        spec=InferenceServiceSpec.model_validate({"model": {"trainingJob": JOB}}),

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from kubeforge.api import PredictionJob
 from kubeforge.datasets.versions import load_manifest
 from kubeforge.predict import to_dataset
+from kubeforge.predict.threshold import DEFAULT_THRESHOLD
 from kubeforge.steps import predict
 from kubeforge.steps.errors import StepFailedError
 from kubeforge.steps.spec import PredictRun
@@ -104,7 +105,8 @@ def test_skip_leaves_an_unreadable_image_out_and_names_it(world: dict[str, Any])
     assert result["images"] == 9 and result["resumed"] == 0
     assert [s["file"] for s in result["skipped"]] == ["img03.png"]
     assert "not a readable image" in result["skipped"][0]["reason"]
-    assert result["threshold"] == predict.DEFAULT_THRESHOLD and result["progress"]["skipped"] == 1
+    assert result["threshold"] == DEFAULT_THRESHOLD and "no Benchmark" in result["thresholdSource"]
+    assert result["progress"]["skipped"] == 1
 
 
 def doc(**spec: Any) -> dict[str, Any]:

@@ -136,6 +136,8 @@ class PredictionJobStatus(StatusBase):
     training_run: str | None = Field(default=None, description="That TrainingJob's run.")
     inference_service: str | None = None
     threshold: float | None = Field(default=None, description="The confidence threshold applied.")
+    threshold_source: str | None = Field(default=None, description="Where it came from: spec.threshold, the "
+                                         "model's Benchmark (which one, which run), or the default.")
     progress: PredictionProgress | None = None
     predictions_uri: str | None = Field(default=None, description="The predictions as JSON lines, written as "
                                         "they are made (what a rerun continues from).")

@@ -64,10 +64,11 @@ def benchmark_threshold(store: Store, experiment_prefix: str, namespace: str | N
     return best[1] if best else None
 
 
-def choose(override: float | None, recorded: Threshold | None) -> Threshold:
-    """`--threshold` over the recorded Benchmark threshold over 0.5 (saying so)."""
+def choose(override: float | None, recorded: Threshold | None, given_as: str = "--threshold") -> Threshold:
+    """The override (`given_as` names where it was given) over the recorded Benchmark threshold over 0.5
+    (saying so)."""
     if override is not None:
-        return Threshold(override, "--threshold")
+        return Threshold(override, given_as)
     if recorded is not None:
         return recorded
     return Threshold(DEFAULT_THRESHOLD, "default: no Benchmark recorded one for this model")

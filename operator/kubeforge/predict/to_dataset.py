@@ -19,8 +19,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
 from kubeforge.api.dataset_operations import ParentVersion
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
 from kubeforge.datasets.versions import write_version
@@ -53,14 +51,6 @@ def manifest_task(model_task: str) -> str:
             f"a {model_task} model's predictions cannot be a DatasetVersion (a version holds "
             f"{', '.join(sorted(set(MANIFEST_TASKS.values())))} annotations); use `kubeforge predict` for its "
             "masks") from None
-
-
-def rle(mask: np.ndarray) -> dict[str, Any]:
-    """A binary mask as COCO RLE (counts as text), what manifests store for a mask."""
-    from pycocotools import mask as mask_utils
-
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
 def categories_for(classes: Sequence[str], parent: Sequence[Category] = ()) -> list[Category]:

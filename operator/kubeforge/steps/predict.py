@@ -26,6 +26,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from kubeforge.api.dataset_operations import ParentVersion
+from kubeforge.datasets.formats.common import mask_to_rle
 from kubeforge.datasets.integrity import IntegrityError, guarded_write
 from kubeforge.datasets.manifest import Manifest
 from kubeforge.datasets.sources import SourceError, open_source
@@ -34,17 +35,18 @@ from kubeforge.models.meta import ModelMeta
 from kubeforge.models.preprocess import load_rgb
 from kubeforge.predict import to_dataset
 from kubeforge.predict.engine import Item, OnnxBackend, TritonBackend, predict_stream
+from kubeforge.predict.sources import IMAGE_EXTENSIONS, is_image
+from kubeforge.predict.threshold import Threshold, benchmark_threshold, choose
 from kubeforge.serving.client import Prediction
 from kubeforge.steps.errors import StepFailedError
 from kubeforge.steps.spec import PredictRun
 from kubeforge.store import Store, StoreError, layout, open_store
 
-DEFAULT_THRESHOLD = 0.5  # when neither the spec nor the model's Benchmark gives one
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PART_EVERY = 64  # predictions per part at most
 PART_SECONDS = 5.0  # and a part at least this often while predicting
 PARTS = "parts"
 PREDICTIONS = "predictions.jsonl"  # every part joined, in input order, once the run succeeded
+THRESHOLD_FILE = "threshold.json"  # the threshold the run's first attempt chose; later attempts keep it
 
 
 @dataclass
@@ -215,12 +217,12 @@ class Inputs:
     def _source_items(self, uri: str) -> list[Item]:
         try:
             source = open_source(uri)
-            files = [f for f in source.list() if f.lower().endswith(IMAGE_SUFFIXES)]
+            files = [f for f in source.list() if is_image(f)]
         except SourceError as exc:
             raise StepFailedError(f"spec.input.source.uri: {exc}") from None
         if not files:
-            raise StepFailedError(f"spec.input.source.uri: no image files ({', '.join(IMAGE_SUFFIXES)}) under "
-                                  f"{source.uri}")
+            raise StepFailedError(f"spec.input.source.uri: no image files "
+                                  f"({', '.join(sorted(IMAGE_EXTENSIONS))}) under {source.uri}")
         out = []
         for rel in files:
             self.where[rel] = Where(rel)
@@ -272,7 +274,7 @@ def line_of(pred: Prediction, where: Where) -> dict[str, Any]:
     line = pred.to_dict()
     for det, out in zip(pred.detections, line["detections"], strict=True):
         if det.mask is not None:
-            out["segmentation"] = to_dataset.rle(det.mask)
+            out["segmentation"] = mask_to_rle(det.mask)
             out["mask_pixels"] = int(det.mask.sum())
     assert where.blob is not None, "an image's blob is known once it was read"
     line.update(fileName=where.file_name, blob=where.blob, bytes=where.bytes, tags=where.tags)
@@ -281,21 +283,47 @@ def line_of(pred: Prediction, where: Where) -> dict[str, Any]:
 
 def run(spec: PredictRun) -> dict[str, Any]:
     who = f"PredictionJob {spec.namespace}/{spec.name}"
-    threshold = spec.spec.threshold if spec.spec.threshold is not None else DEFAULT_THRESHOLD
     try:
         store = open_store(spec.store)
         store.check()
         with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kubeforge-predict-")))
             guarded = stack.enter_context(guarded_write(store, who))
-            return _run(spec, guarded, tmp, who, threshold)
+            return _run(spec, guarded, tmp, who)
     except (StoreError, SourceError, IntegrityError, CorruptManifestError,
             to_dataset.PredictionDatasetError) as exc:
         raise StepFailedError(f"{who}: {exc}") from None
 
 
-def _run(spec: PredictRun, store: Store, tmp: Path, who: str, threshold: float) -> dict[str, Any]:
+def choose_threshold(spec: PredictRun, store: Store, backend: Any) -> Threshold:
+    """spec.threshold, else the F1-optimal threshold the model's Benchmark recorded (for a served model, the
+    one in its served config; else looked up in the store), else the default. A run keeps the threshold its
+    first attempt chose: predictions resumed from parts were filtered with it, and a Benchmark finishing in
+    between must not split one version across two thresholds."""
+    key = f"{spec.output_prefix.rstrip('/')}/{THRESHOLD_FILE}"
+    try:
+        kept = store.get_json(key)
+        return Threshold(float(kept["value"]), str(kept["source"]))
+    except (KeyError, TypeError, ValueError):
+        pass  # the first attempt (or a record this version cannot read: choose again)
+    recorded = None
+    if spec.spec.threshold is None:
+        served = getattr(backend, "threshold", None)
+        if served is not None:
+            recorded = Threshold(served, f"F1-optimal on the model's Benchmark, recorded in InferenceService "
+                                         f"{spec.model.inference_service}'s served config")
+        else:
+            recorded = benchmark_threshold(store, spec.model.experiment_prefix, spec.namespace)
+    chosen = choose(spec.spec.threshold, recorded, given_as="spec.threshold")
+    store.put_json(key, {"value": chosen.value, "source": chosen.source})
+    return chosen
+
+
+def _run(spec: PredictRun, store: Store, tmp: Path, who: str) -> dict[str, Any]:
     backend, model_label = open_backend(spec, store, tmp)
+    chosen = choose_threshold(spec, store, backend)
+    threshold = chosen.value
+    print(f"{who}: {chosen.describe()}", file=sys.stderr)
     to_dataset.manifest_task(backend.meta.task)  # a task a version cannot hold fails before any work
     inputs = Inputs(spec, store, tmp)
     items = inputs.items()
@@ -331,11 +359,11 @@ def _run(spec: PredictRun, store: Store, tmp: Path, who: str, threshold: float) 
     final = progress.write(len(parts.done), "Succeeded")
     order = list(inputs.where)
     lines = [parts.done[name] for name in order if name in parts.done]
-    return _version(spec, store, inputs, lines, backend.meta, threshold, parts, final)
+    return _version(spec, store, inputs, lines, backend.meta, chosen, parts, final)
 
 
 def _version(spec: PredictRun, store: Store, inputs: Inputs, lines: list[dict[str, Any]], meta: ModelMeta,
-             threshold: float, parts: Parts, progress: dict[str, Any]) -> dict[str, Any]:
+             chosen: Threshold, parts: Parts, progress: dict[str, Any]) -> dict[str, Any]:
     # Images of earlier attempts were stored then; a `datasets gc` in between may have taken one.
     missing = [line["fileName"] for line in lines[: parts.resumed]
                if not store.exists(layout.blob_key(line["blob"]))]
@@ -350,16 +378,16 @@ def _version(spec: PredictRun, store: Store, inputs: Inputs, lines: list[dict[st
               "model": {"trainingJob": model.training_job, "run": model.training_run,
                         "inferenceService": model.inference_service, "experimentPrefix": model.experiment_prefix,
                         "task": meta.task},
-              "threshold": threshold, "input": spec.spec.input.dump()}
+              "threshold": chosen.value, "thresholdSource": chosen.source, "input": spec.spec.input.dump()}
     digest, source_key = to_dataset.write_predictions_version(store, manifest, source, parents)
     joined = f"{spec.output_prefix.rstrip('/')}/{PREDICTIONS}"
     store.put_bytes(joined, "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode())
     objects = len(manifest.annotations) if manifest.task != "classification" else \
         sum(1 for im in manifest.images if im.category_id is not None)
     print(f"{spec.output_dataset}@{digest[:12]}: {len(manifest.images)} images, {objects} predictions "
-          f"(threshold {threshold:g}), {len(inputs.skipped)} skipped", file=sys.stderr)
+          f"({chosen.describe()}), {len(inputs.skipped)} skipped", file=sys.stderr)
     return {
-        "threshold": threshold,
+        "threshold": chosen.value, "thresholdSource": chosen.source,
         "progress": {k: progress[k] for k in ("done", "total", "skipped", "imagesPerSecond", "summary")},
         "predictionsUri": store.url(joined),
         "dataset": spec.output_dataset, "digest": digest,
