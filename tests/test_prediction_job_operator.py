@@ -1,0 +1,89 @@
+"""A PredictionJob through the operator, with real step processes, end to end.
+
+Real: the Kopf operator (in a thread), the Kubernetes API as the KMock-based emulator over HTTP (CRD
+schemas and CEL rules, the chart's RBAC: the `kubeforge_operator` fixture fails the test on any RBAC
+denial or refused write), every step (`kubeforge step …` as a subprocess from the Job's own command: a tiny
+classifier trained for one epoch, then the predict step running its ONNX export), SeaweedFS as the store.
+Nothing is written into a status by the test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubeforge.datasets.versions import load_manifest
+from kubeforge.predict import to_dataset
+from kubeforge.store import layout
+from kubeforge.testing.kube_operator import GV, condition, status_of
+from tests import test_gate_operator
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.triton]  # the shared fixture starts a pod runner
+# that can serve (triton_backend_dir), as in the gate test
+cluster = test_gate_operator.cluster  # the gate test's fixture: operator, SeaweedFS, pod runner, synthetic images
+
+
+def manifests(ns: str, source: str) -> list[dict[str, Any]]:
+    meta = {"namespace": ns}
+    return [
+        {"apiVersion": GV, "kind": "DatasetVersion", "metadata": {"name": "shapes-cls", **meta},
+         "spec": {"dataset": "shapes-cls", "source": {"uri": source, "format": "imagefolder"}}},
+        {"apiVersion": GV, "kind": "TrainingJob", "metadata": {"name": "clf", **meta},
+         "spec": {"datasetVersion": "shapes-cls", "task": "classification",
+                  "split": {"trainPercent": 50, "seed": 1}, "hyperparameters": {"epochs": 1, "batchSize": 8},
+                  "export": ["onnx"], "benchmark": {"enabled": False},
+                  "model": {"name": "mobilenet_v3_small", "imageSize": 32}}},
+        {"apiVersion": GV, "kind": "PredictionJob", "metadata": {"name": "shapes-predicted", **meta},
+         "spec": {"model": {"trainingJob": "clf"}, "input": {"datasetVersion": "shapes-cls"},
+                  "backoffLimit": 1}},
+    ]
+
+
+def test_a_prediction_job_runs_as_a_job_and_records_its_version(cluster: dict[str, Any]) -> None:
+    emu, ns, store = cluster["emu"], cluster["ns"], cluster["store"]
+    for doc in manifests(ns, cluster["source"]):
+        emu.create(doc)
+
+    def done() -> dict[str, Any] | None:
+        status = status_of(emu, "PredictionJob", "shapes-predicted", ns)
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"PredictionJob shapes-predicted failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    status = emu.wait_for(done, timeout=300, interval=0.3, message="PredictionJob shapes-predicted Succeeded")
+    dsv = status_of(emu, "DatasetVersion", "shapes-cls", ns)
+    job = status_of(emu, "TrainingJob", "clf", ns)
+
+    # The step ran as a batch/v1 Job the operator made (its own command, run by the pod runner).
+    [batch] = emu.list("Job", ns, "kubeforge.io/name=shapes-predicted")
+    assert batch["spec"]["backoffLimit"] == 1
+    assert any(job_name == batch["metadata"]["name"] and code == 0
+               for job_name, _, code in cluster["runner"].finished)
+
+    # Status: what predicted on what, the progress, the output version and its parent.
+    assert status["model"] == f"TrainingJob/clf run {job['runId']}" and status["input"] == "DatasetVersion/shapes-cls"
+    assert (status["trainingJob"], status["trainingRun"]) == ("clf", job["runId"])
+    progress = status["progress"]
+    n = dsv["stats"]["images"]
+    assert n > 0 and progress["done"] == progress["total"] == status["images"] == n
+    assert progress["summary"].startswith(f"{n}/{n}")
+    assert status["dataset"] == "shapes-predicted" and len(status["digest"]) == 64
+    assert status["parents"] == [{"name": "shapes-cls", "dataset": "shapes-cls", "digest": dsv["digest"]}]
+    assert status["threshold"] == 0.5 and "no Benchmark" in status["thresholdSource"]
+    assert status["resumed"] == 0 and status["predictionsUri"].endswith("/predictions.jsonl")
+    assert condition(status, "Ready").get("status") == "True"
+
+    # The store: the version, every image labelled with a score, its source record naming the parent.
+    manifest = load_manifest(store, "shapes-predicted", status["digest"])
+    parent = load_manifest(store, "shapes-cls", dsv["digest"])
+    assert [im.file_name for im in manifest.images] == [im.file_name for im in parent.images]
+    assert [im.blob for im in manifest.images] == [im.blob for im in parent.images]
+    assert all(im.category_id is not None and any(t.startswith("score=") for t in im.tags)
+               for im in manifest.images)
+    source = to_dataset.read_source(store, "shapes-predicted", status["digest"])
+    assert source is not None and source["parents"][0]["digest"] == dsv["digest"]
+    assert source["model"]["trainingJob"] == "clf" and source["model"]["run"] == job["runId"]
+    assert source["predictionJob"]["name"] == "shapes-predicted"
+    assert status["manifestUri"].endswith(layout.dataset_manifest_key("shapes-predicted", status["digest"]))
+
