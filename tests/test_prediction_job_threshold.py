@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from kubeforge.api.dataset_operations import DatasetOperation
+from kubeforge.datasets.operations import apply_operations
 from kubeforge.datasets.versions import load_manifest
 from kubeforge.predict import to_dataset
 from kubeforge.predict.threshold import DEFAULT_THRESHOLD
@@ -83,3 +86,23 @@ def test_without_a_benchmark_the_default_applies(world: tuple[LocalStore, str, s
         store.put_bytes(f"{other}/{name}", store.get_bytes(f"{experiment}/{name}"))
     result = predict.run(run_spec(store, other, digest, "by-default"))
     assert result["threshold"] == DEFAULT_THRESHOLD and "no Benchmark" in result["thresholdSource"]
+
+
+def test_filter_min_score_keeps_the_confident_predictions(world: tuple[LocalStore, str, str]) -> None:
+    """A reviewed version derived from the predictions: `filter: {minScore: 0.5, minAnnotations: 1}`."""
+    store, experiment, digest = world
+    result = predict.run(run_spec(store, experiment, digest, "to-review"))
+    predicted = load_manifest(store, result["dataset"], result["digest"])
+    ops = [DatasetOperation.model_validate({"filter": {"minScore": 0.5}})]
+    confident = apply_operations([predicted], ops, "reviewed")
+    kept = sorted(round(float(t.split("=")[1]), 3) for a in confident.annotations for t in a.tags)
+    assert kept == [0.76, 0.846] and len(confident.images) == len(predicted.images)  # objects go, images stay
+    both = [DatasetOperation.model_validate({"filter": {"minScore": 0.5, "minAnnotations": 1}})]
+    reviewed = apply_operations([predicted], both, "reviewed")
+    assert len(reviewed.images) == 2 and len(reviewed.annotations) == 2  # the images left without an object go
+    # An object without a score tag (a human's box merged in) is kept whatever the bar.
+    unscored = predicted.model_copy(update={"annotations": [a.model_copy(update={"tags": []})
+                                                            for a in predicted.annotations]})
+    assert len(apply_operations([unscored], ops, "reviewed").annotations) == 4
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        DatasetOperation.model_validate({"filter": {"minScore": 1.5}})

@@ -24,7 +24,8 @@ SPLIT_TAGS = ("train", "val", "test")
 
 
 class FilterOp(ApiModel):
-    """Keep the images that match every criterion given (an unset criterion matches all)."""
+    """Keep the images that match every criterion given (an unset criterion matches all); minScore keeps
+    objects, not images."""
 
     classes: list[str] | None = Field(
         default=None, min_length=1,
@@ -37,6 +38,11 @@ class FilterOp(ApiModel):
     max_height: int | None = Field(default=None, ge=1)
     min_annotations: int | None = Field(default=None, ge=0, description="Objects per image, at least.")
     max_annotations: int | None = Field(default=None, ge=0, description="Objects per image, at most.")
+    min_score: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Keep the objects (a classification: the label) whose confidence tag `score=...` is at least "
+        "this, as a PredictionJob records it; those without a score tag are kept. Applied before the image "
+        "criteria, so minAnnotations counts the objects kept.")
 
 
 class MergeOp(ApiModel):

@@ -28,6 +28,8 @@ from kubeforge.api.dataset_operations import (
 )
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation
 
+SCORE_TAG = "score"  # an object's confidence, `score=0.8731` (predict.to_dataset writes it)
+
 
 class OperationError(ValueError):
     """An operation cannot apply to its input (an unknown class, a merge conflict)."""
@@ -122,7 +124,37 @@ def objects_per_image(m: Manifest) -> list[list[str]]:
 # --- operations -------------------------------------------------------------------------
 
 
+def score_of(tags: Sequence[str]) -> float | None:
+    """The confidence in a `score=0.8731` tag (what a PredictionJob writes), None without one."""
+    for tag in tags:
+        name, sep, value = tag.partition("=")
+        if sep and name == SCORE_TAG:
+            try:
+                return float(value)
+            except ValueError:
+                raise OperationError(f"minScore: tag {tag!r} is not {SCORE_TAG}=<number>") from None
+    return None
+
+
+def keep_confident(m: Manifest, min_score: float) -> Manifest:
+    """The objects (a classification: the labels) scoring at least `min_score`; unscored ones stay. A label
+    dropped leaves its image unlabelled (without its score tag); `minAnnotations: 1` then drops the image."""
+    def confident(tags: Sequence[str]) -> bool:
+        score = score_of(tags)
+        return score is None or score >= min_score
+
+    if m.task == "classification":
+        images = [im if im.category_id is None or confident(im.tags) else
+                  im.model_copy(update={"category_id": None, "tags": [t for t in im.tags
+                                                                      if t.partition("=")[0] != SCORE_TAG]})
+                  for im in m.images]
+        return m.model_copy(update={"images": images})
+    return m.model_copy(update={"annotations": [a for a in m.annotations if confident(a.tags)]})
+
+
 def filter_images(m: Manifest, op: FilterOp) -> Manifest:
+    if op.min_score is not None:
+        m = keep_confident(m, op.min_score)
     if op.classes:
         _check_classes(m, op.classes, "classes")
     classes = set(op.classes or ())

@@ -21,13 +21,13 @@ from typing import Any
 
 from kubeforge.api.dataset_operations import ParentVersion
 from kubeforge.datasets.manifest import Category, Manifest, ManifestAnnotation, ManifestImage
+from kubeforge.datasets.operations import SCORE_TAG
 from kubeforge.datasets.versions import write_version
 from kubeforge.store import layout
 from kubeforge.store.base import Store
 
 SOURCE_FORMAT = 1
 SOURCE_FILE = "predictions.json"
-SCORE_TAG = "score"
 TRACK_TAG = "track"
 # Manifest tasks by model task: segmentation instances are objects with a mask; semantic masks are not
 # objects, and a manifest has no per-pixel form yet.
