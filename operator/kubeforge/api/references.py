@@ -29,7 +29,8 @@ WAITING_FOR_PROMOTION = "WaitingForPromotion"  # a Benchmark whose gate has not 
 # parent: a DatasetVersion's parent(s); dataset: the data a step reads; init: fromTrainingJob's
 # checkpoint; model: a Benchmark's model; served: an InferenceService's model (a TrainingJob's run, or
 # the winner a Benchmark's promotion gate promoted).
-Role = Literal["parent", "dataset", "init", "model", "served"]
+# canary: an InferenceService's spec.canary model.
+Role = Literal["parent", "dataset", "init", "model", "served", "canary"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,15 @@ def references(res: Resource, lookup: SpecLookup | None = None) -> list[Referenc
         return out
     if isinstance(res, InferenceService):
         if res.spec.model.benchmark is not None:
-            return [Reference("served", "spec.model.benchmark", "Benchmark", res.spec.model.benchmark,
-                              WAITING_FOR_PROMOTION)]
-        assert res.spec.model.training_job is not None  # the model refuses neither or both
-        return [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
-                          WAITING_FOR_EXPORT, run=res.spec.model.run)]
+            out = [Reference("served", "spec.model.benchmark", "Benchmark", res.spec.model.benchmark,
+                             WAITING_FOR_PROMOTION)]
+        else:
+            assert res.spec.model.training_job is not None  # the model refuses neither or both
+            out = [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
+                             WAITING_FOR_EXPORT, run=res.spec.model.run)]
+        canary = res.spec.canary
+        if canary is not None and canary.model.training_job is not None:
+            out.append(Reference("canary", "spec.canary.model.trainingJob", "TrainingJob",
+                                 canary.model.training_job, WAITING_FOR_EXPORT, run=canary.model.run))
+        return out
     raise TypeError(f"no references declared for {type(res).__name__}")

@@ -141,7 +141,24 @@ def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple
     if isinstance(run, ServeRun) and isinstance(status, InferenceServiceStatus):
         status.training_run, status.experiment_prefix = run.training_run, run.experiment_prefix
         status.training_job = run.training_job or run.spec.model.training_job
+        _served_extras(status, run)
     return status, superseded
+
+
+def _served_extras(status: InferenceServiceStatus, run: ServeRun) -> None:
+    """The Triton versions and the canary a serve run builds (spec.model.versions, spec.canary)."""
+    from kubeforge.api.inference_service import CanaryStatus, ServedVersion
+
+    status.versions = [ServedVersion(version=v.version or 1, training_run=v.training_run,
+                                     experiment_prefix=v.experiment_prefix) for v in run.versions] or None
+    if run.canary is None:
+        status.canary = None
+        return
+    old = status.canary
+    status.canary = CanaryStatus(training_job=run.canary.training_job or "", training_run=run.canary.training_run,
+                                 experiment_prefix=run.canary.experiment_prefix,
+                                 requests=old.requests if old and old.training_run == run.canary.training_run
+                                 else None)
 
 
 def served_run_notice(res: InferenceService, before: str | None, status: StatusBase,
