@@ -51,15 +51,15 @@ def test_hpa_passes_the_kubernetes_schema(metric: str, name: str) -> None:
     hpa = br.horizontal_pod_autoscaler(isvc(metric=metric, minReplicas=2, target=30))
     assert core_schema.check(hpa, []) == ([], [])
     assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
-    assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": name},
-                                                                "target": {"type": "AverageValue", "averageValue": "30"}}}]
+    target = {"type": "AverageValue", "averageValue": "30"}
+    assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": name}, "target": target}}]
     broken = {**hpa, "spec": {**hpa["spec"], "metrics": [{"type": "Pods"}], "maxReplicas": "five"}}
     invalid, decode = core_schema.check(broken, [])
     assert invalid or decode
 
 
 def test_scale_to_zero_needs_keda() -> None:
-    with pytest.raises(br.AutoscalingError, match="minReplicas 0 .*needs KEDA"):
+    with pytest.raises(br.AutoscalingError, match=r"minReplicas 0 .*needs KEDA"):
         br.horizontal_pod_autoscaler(isvc(minReplicas=0))
     br.check_autoscaling(isvc(minReplicas=0).spec.autoscaling, keda=True)  # type: ignore[arg-type]
 
