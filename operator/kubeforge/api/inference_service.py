@@ -170,11 +170,15 @@ class CanaryStatus(ApiModel):
     traffic_percent: int = 0
     split: Literal["HTTPRoute", "replicas", "local"] | None = Field(
         default=None, description="HTTPRoute: exact weights (Gateway API); replicas: approximate, by replica "
-        "ratio behind one Service; local: both models on the local tritonserver.")
+        "ratio behind one Service; local: a second local tritonserver (url), nothing splits traffic.")
     replicas: int | None = None
     ready: bool = False
     model_name: str | None = None
     requests: int | None = Field(default=None, description="Successful inferences of the canary model.")
+    url: str | None = Field(default=None, description="Local mode: the canary's own tritonserver (HTTP).")
+    grpc_url: str | None = None
+    metrics_url: str | None = None
+    pid: int | None = Field(default=None, description="Local mode: the canary's tritonserver process.")
 
 
 class InferenceServiceStatus(StatusBase):
@@ -193,6 +197,7 @@ class InferenceServiceStatus(StatusBase):
         default=None, description="That run's store prefix (its export and model_meta.json)."
     )
     pid: int | None = Field(default=None, description="Local mode: the tritonserver process.")
+    metrics_url: str | None = Field(default=None, description="Local mode: its Prometheus metrics endpoint.")
     requests: int | None = Field(default=None, description="Successful inferences of the stable model "
                                  "(Triton's nv_inference_request_success, summed over its servers).")
     versions: list[ServedVersion] | None = Field(
@@ -210,6 +215,10 @@ class InferenceService(ResourceBase):
         PrinterColumn(name="Model", type="string", json_path=".status.trainingJob"),
         PrinterColumn(name="Benchmark", type="string", json_path=".spec.model.benchmark"),
         PrinterColumn(name="Run", type="string", json_path=".status.trainingRun", priority=1),
+        PrinterColumn(name="Canary", type="string", json_path=".status.canary.trainingJob"),
+        PrinterColumn(name="Canary%", type="integer", json_path=".status.canary.trafficPercent", priority=1),
+        PrinterColumn(name="Requests", type="integer", json_path=".status.requests", priority=1),
+        PrinterColumn(name="CanaryRequests", type="integer", json_path=".status.canary.requests", priority=1),
         PrinterColumn(name="URL", type="string", json_path=".status.url"),
         PrinterColumn(name="Ready", type="boolean", json_path=".status.ready"),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
