@@ -190,9 +190,10 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
 
     desired = bs.triton_deployment(res, ctx.settings, stable_revision(status, revision))
     desired["spec"]["replicas"] = stable_n
-    # An autoscaler owns the stable replicas (the operator must not fight it), except while a replica
-    # ratio splits traffic: then the split decides.
-    existing = _apply_deployment(ctx, body, desired, own_replicas=auto is None or (canary is not None and not gateway))
+    # An autoscaler owns the stable replicas: the operator sets them only when it creates the Deployment,
+    # never fights it. With a replica-ratio canary the split is then made on minReplicas and the canary's
+    # share shrinks as the stable track scales out (approximate, docs/serving.md).
+    existing = _apply_deployment(ctx, body, desired, own_replicas=auto is None)
     service = bs.triton_service(res)
     if canary is not None and not gateway:
         service["spec"]["selector"] = br.shared_selector(res)
