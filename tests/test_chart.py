@@ -41,6 +41,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
     "no-crds": {"crds": {"enabled": False}},
+    "serving": {"serving": {"gateway": "infra/public", "prometheusUrl": "http://prom.mon:9090",
+                            "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                                 "annotations": {"grafana_folder": "ML"}}}},
     "crds-not-kept": {"crds": {"keep": False}},
     "everything-else": {
         **EXTERNAL_S3, "operator": {"replicas": 2, "priorityClassName": "system-cluster-critical",
@@ -387,3 +390,32 @@ def test_default_values_validate_and_notes_render(loaded: Any) -> None:
     notes = next(t for p, t in loaded.render(values={}, name=RELEASE, namespace=NAMESPACE).items()
                  if p.endswith("NOTES.txt"))
     assert f"deployment/{RELEASE}" in notes and "s3://kubeforge/store" in notes
+
+
+# --- serving: the Grafana dashboard and rollout settings ----------------------------------------
+
+
+def test_grafana_dashboard_is_off_by_default_and_a_sidecar_configmap_when_on(loaded: Any) -> None:
+    import json
+
+    assert not [o for o in render(loaded) if o["kind"] == "ConfigMap" and "dashboard" in o["metadata"]["name"]]
+    objects = render(loaded, VALUE_SETS["serving"])
+    cm = only(objects, "ConfigMap", f"{RELEASE}-triton-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and cm["metadata"]["namespace"] == "monitoring"
+    dashboard = json.loads(cm["data"]["kubeforge-triton.json"])
+    assert dashboard["uid"] == "kubeforge-triton"
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("nv_inference_request_success", "nv_inference_request_duration_us",
+                   "nv_inference_queue_duration_us", "nv_inference_count", "nv_inference_exec_count"):
+        assert metric in exprs
+    env = env_of(only(objects, "Deployment", RELEASE))
+    assert env["KUBEFORGE_GATEWAY"] == "infra/public" and env["KUBEFORGE_PROMETHEUS_URL"] == "http://prom.mon:9090"
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ({"serving": {"grafanaDashboard": {"enabeld": True}}}, "additional properties 'enabeld' not allowed"),
+    ({"serving": {"gateway": "Not A Gateway"}}, "'Not A Gateway' does not match pattern"),
+])
+def test_serving_values_are_typed(loaded: Any, values: dict[str, Any], error: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(error)):
+        render(loaded, values)

@@ -1,4 +1,4 @@
-"""Every ```sh block of the README's data section and of docs/datasets.md runs as printed, from the
+"""Every ```sh block of the README's data section, of docs/datasets.md and of docs/serving.md runs as printed, from the
 repository root, after the state `make demo` leaves.
 
 The state is built the way the demo builds it, only smaller: `kubeforge datasets synth shapes --out
@@ -30,7 +30,7 @@ import kubeforge
 
 REPO = Path(__file__).resolve().parents[1]
 # (file, the section whose blocks run: its heading, or None for the whole file)
-DOCS = [("README.md", "## Data versioning"), ("docs/datasets.md", None)]
+DOCS = [("README.md", "## Data versioning"), ("docs/datasets.md", None), ("docs/serving.md", None)]
 MARK = re.compile(r"<!--\s*not-run:\s*(?P<why>.*?)\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 # A command word followed by a space or the line end: `export.json` in a file tree is not a command.

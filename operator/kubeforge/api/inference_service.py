@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import ApiModel, ArtifactPolicy, PrinterColumn, ResourceBase, StatusBase
+
+
+class ModelVersions(ApiModel):
+    """Runs of one TrainingJob served side by side as Triton versions `<model>/<n>/` of one model.
+
+    `runs`: pinned; version n is the n-th run listed, and Triton serves exactly those
+    (`version_policy: specific`). `latest: N`: the TrainingJob's N latest successful runs; a run's
+    version is its number among the TrainingJob's successful runs (1 = the first), so a version keeps
+    its number as the job retrains, and Triton serves the newest N (`version_policy: latest`).
+    A request without a version gets Triton's highest loaded version.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.runs) != has(self.latest)", "message": "set exactly one of runs or latest"},
+    ]})
+
+    runs: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{6,64}$")]] | None = Field(
+        default=None, min_length=1, max_length=16,
+        description="TrainingJob run ids (from its status.runs); version n is the n-th.")
+    latest: int | None = Field(default=None, ge=1, le=16, description="Serve the N latest successful runs.")
+
+    @model_validator(mode="after")
+    def _one(self) -> ModelVersions:
+        if (self.runs is None) == (self.latest is None):
+            raise ValueError("spec.model.versions: set exactly one of runs or latest")
+        if self.runs is not None and len(set(self.runs)) != len(self.runs):
+            raise ValueError(f"spec.model.versions.runs lists a run twice: {self.runs}")
+        return self
 
 
 class ServedModelRef(ApiModel):
@@ -33,6 +61,9 @@ class ServedModelRef(ApiModel):
         "a later passing run with a new winner rolls the service to it.")
     pick: Literal["best"] = Field(default="best", description="With benchmark: which passing model to serve.")
     format: Literal["onnx"] = "onnx"
+    versions: ModelVersions | None = Field(
+        default=None, description="Serve several runs of the TrainingJob as Triton model versions of one model "
+        "(instead of one run): pinned runs, or its latest N successful runs.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ServedModelRef:
@@ -40,6 +71,9 @@ class ServedModelRef(ApiModel):
             raise ValueError("spec.model: set exactly one of trainingJob or benchmark")
         if self.run is not None and self.training_job is None:
             raise ValueError("spec.model.run pins a run of spec.model.trainingJob; it cannot go with benchmark")
+        if self.versions is not None and (self.training_job is None or self.run is not None):
+            raise ValueError("spec.model.versions serves runs of spec.model.trainingJob: it cannot go with "
+                             "benchmark or run (list the runs in versions.runs instead)")
         return self
 
 
@@ -52,13 +86,99 @@ class RuntimeSpec(ApiModel):
     instances: int = Field(default=1, ge=1, le=64, description="Model instances per server.")
 
 
+class CanarySpec(ApiModel):
+    """A second model served beside spec.model, taking a share of the traffic.
+
+    Promote: make this model spec.model and remove canary. Roll back: remove canary. Either way the
+    canary's Deployment (and route) are deleted.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.model.trainingJob)",
+         "message": "a canary serves a TrainingJob's run: set model.trainingJob (and optionally model.run)"},
+    ]})
+
+    model: ServedModelRef
+    traffic_percent: int = Field(
+        default=10, ge=0, le=100,
+        description="Share of requests sent to the canary: exact with Gateway API (HTTPRoute weights), else "
+        "approximate (the ratio of canary to stable replicas behind one Service).")
+
+    @model_validator(mode="after")
+    def _training_job(self) -> CanarySpec:
+        if self.model.training_job is None or self.model.versions is not None:
+            raise ValueError("spec.canary.model: a canary serves one TrainingJob run: set trainingJob (and "
+                             "optionally run), not benchmark or versions")
+        return self
+
+
+AutoscalingMetric = Literal["queueTime", "requestsPerSecond", "gpuUtilization"]
+
+
+class AutoscalingSpec(ApiModel):
+    """Scale Triton with load: a KEDA ScaledObject when KEDA is installed, else an autoscaling/v2 HPA.
+
+    `target` per replica: queueTime in microseconds of queue time per request, requestsPerSecond in
+    successful inferences per second, gpuUtilization in percent (0-100).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"},
+    ]})
+
+    min_replicas: int = Field(default=1, ge=0, le=100, description="0 scales to zero (needs KEDA).")
+    max_replicas: int = Field(ge=1, le=100)
+    metric: AutoscalingMetric = "requestsPerSecond"
+    target: float = Field(gt=0, description="The per-replica value the autoscaler keeps the metric at.")
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"spec.autoscaling: minReplicas {self.min_replicas} exceeds maxReplicas "
+                             f"{self.max_replicas}")
+        if self.metric == "gpuUtilization" and self.target > 100:
+            raise ValueError(f"spec.autoscaling.target {self.target}: gpuUtilization is a percentage (0-100)")
+        return self
+
+
 class InferenceServiceSpec(ApiModel):
     """Which model to serve on Triton, how, and with how many replicas."""
 
     model: ServedModelRef
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
-    replicas: int = Field(default=1, ge=0, le=100)
+    replicas: int = Field(default=1, ge=0, le=100,
+                          description="Ignored while spec.autoscaling is set (the autoscaler owns replicas).")
+    canary: CanarySpec | None = None
+    autoscaling: AutoscalingSpec | None = None
     artifact_policy: ArtifactPolicy = ArtifactPolicy.RETAIN
+
+
+class ServedVersion(ApiModel):
+    """One Triton model version and the TrainingJob run it serves."""
+
+    version: int = Field(ge=1)
+    training_run: str
+    experiment_prefix: str
+
+
+class CanaryStatus(ApiModel):
+    """The canary beside the stable model: what it serves, how traffic is split, what it got."""
+
+    training_job: str
+    training_run: str | None = None
+    experiment_prefix: str | None = None
+    traffic_percent: int = 0
+    split: Literal["HTTPRoute", "replicas", "local"] | None = Field(
+        default=None, description="HTTPRoute: exact weights (Gateway API); replicas: approximate, by replica "
+        "ratio behind one Service; local: a second local tritonserver (url), nothing splits traffic.")
+    replicas: int | None = None
+    ready: bool = False
+    model_name: str | None = None
+    requests: int | None = Field(default=None, description="Successful inferences of the canary model.")
+    url: str | None = Field(default=None, description="Local mode: the canary's own tritonserver (HTTP).")
+    grpc_url: str | None = None
+    metrics_url: str | None = None
+    pid: int | None = Field(default=None, description="Local mode: the canary's tritonserver process.")
 
 
 class InferenceServiceStatus(StatusBase):
@@ -77,6 +197,13 @@ class InferenceServiceStatus(StatusBase):
         default=None, description="That run's store prefix (its export and model_meta.json)."
     )
     pid: int | None = Field(default=None, description="Local mode: the tritonserver process.")
+    metrics_url: str | None = Field(default=None, description="Local mode: its Prometheus metrics endpoint.")
+    requests: int | None = Field(default=None, description="Successful inferences of the stable model "
+                                 "(Triton's nv_inference_request_success, summed over its servers).")
+    versions: list[ServedVersion] | None = Field(
+        default=None, description="With spec.model.versions: which TrainingJob run each Triton version is.")
+    canary: CanaryStatus | None = None
+    autoscaler: str | None = Field(default=None, description="ScaledObject (KEDA) or HorizontalPodAutoscaler.")
 
 
 class InferenceService(ResourceBase):
@@ -88,6 +215,10 @@ class InferenceService(ResourceBase):
         PrinterColumn(name="Model", type="string", json_path=".status.trainingJob"),
         PrinterColumn(name="Benchmark", type="string", json_path=".spec.model.benchmark"),
         PrinterColumn(name="Run", type="string", json_path=".status.trainingRun", priority=1),
+        PrinterColumn(name="Canary", type="string", json_path=".status.canary.trainingJob"),
+        PrinterColumn(name="Canary%", type="integer", json_path=".status.canary.trafficPercent", priority=1),
+        PrinterColumn(name="Requests", type="integer", json_path=".status.requests", priority=1),
+        PrinterColumn(name="CanaryRequests", type="integer", json_path=".status.canary.requests", priority=1),
         PrinterColumn(name="URL", type="string", json_path=".status.url"),
         PrinterColumn(name="Ready", type="boolean", json_path=".status.ready"),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),

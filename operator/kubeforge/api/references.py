@@ -30,9 +30,9 @@ WAITING_FOR_SERVICE = "WaitingForService"  # a PredictionJob's InferenceService 
 # What the referencing step uses the reference for:
 # parent: a DatasetVersion's parent(s); dataset: the data a step reads; init: fromTrainingJob's
 # checkpoint; model: a Benchmark's model; served: an InferenceService's model (a TrainingJob's run, or
-# the winner a Benchmark's promotion gate promoted); predict: the model a PredictionJob applies (a TrainingJob's
-# run, or a Ready InferenceService).
-Role = Literal["parent", "dataset", "init", "model", "served", "predict"]
+# the winner a Benchmark's promotion gate promoted); canary: an InferenceService's spec.canary model;
+# predict: the model a PredictionJob applies (a TrainingJob's run, or a Ready InferenceService).
+Role = Literal["parent", "dataset", "init", "model", "served", "canary", "predict"]
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,17 @@ def references(res: Resource, lookup: SpecLookup | None = None) -> list[Referenc
         return out
     if isinstance(res, InferenceService):
         if res.spec.model.benchmark is not None:
-            return [Reference("served", "spec.model.benchmark", "Benchmark", res.spec.model.benchmark,
-                              WAITING_FOR_PROMOTION)]
-        assert res.spec.model.training_job is not None  # the model refuses neither or both
-        return [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
-                          WAITING_FOR_EXPORT, run=res.spec.model.run)]
+            out = [Reference("served", "spec.model.benchmark", "Benchmark", res.spec.model.benchmark,
+                             WAITING_FOR_PROMOTION)]
+        else:
+            assert res.spec.model.training_job is not None  # the model refuses neither or both
+            out = [Reference("served", "spec.model.trainingJob", "TrainingJob", res.spec.model.training_job,
+                             WAITING_FOR_EXPORT, run=res.spec.model.run)]
+        canary = res.spec.canary
+        if canary is not None and canary.model.training_job is not None:
+            out.append(Reference("canary", "spec.canary.model.trainingJob", "TrainingJob",
+                                 canary.model.training_job, WAITING_FOR_EXPORT, run=canary.model.run))
+        return out
     if isinstance(res, PredictionJob):
         model = res.spec.model
         if model.inference_service is not None:

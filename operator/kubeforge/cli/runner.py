@@ -149,6 +149,9 @@ def get_command(
             records = [found] if found is not None else []
         else:
             records = state.list(kind_name, None if all_namespaces else namespace)
+        if cls is InferenceService:  # live request counts from the local servers' metrics
+            for record in records:
+                serving.refresh_requests(record.resource.status)  # type: ignore[arg-type]
         by_kind.append((cls, records))
     every = [r for _, records in by_kind for r in records]
     if name is not None and not every:

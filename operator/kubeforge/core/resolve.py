@@ -13,7 +13,7 @@ from kubeforge.api.benchmark import PromotedModel
 from kubeforge.api.common import Phase, RunRecord
 from kubeforge.api.references import Reference, references
 from kubeforge.steps import runs
-from kubeforge.steps.spec import BenchmarkRun, BenchmarkTriton, DatasetRef, PredictModel, StepRun
+from kubeforge.steps.spec import BenchmarkRun, BenchmarkTriton, DatasetRef, PredictModel, ServedRun, StepRun
 
 Lookup = Callable[[str, str, str], Resource | None]  # (kind, namespace, name) -> resource with status
 LEGACY_RUN_ID = "0" * 10  # the run of a resource that succeeded before run ids existed
@@ -144,10 +144,18 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
                                  [r.id for r in models["model"]])
         return _with_triton(run, res, get)
     if isinstance(res, InferenceService):
+        canary = models.get("canary")
+        extra = {"canary": ServedRun(training_run=canary[0].id, experiment_prefix=prefix(canary[0]),
+                                     training_job=res.spec.canary.model.training_job)
+                 } if canary and res.spec.canary else {}
         if promoted is not None:
-            return runs.serve_run(res, store, promoted.experiment_prefix, promoted.run, promoted.training_job)
+            return runs.serve_run(res, store, promoted.experiment_prefix, promoted.run, promoted.training_job,
+                                  **extra)
         record = models["served"][0]
-        return runs.serve_run(res, store, prefix(record), record.id)
+        if res.spec.model.versions is not None:
+            extra["versions"] = served_versions(res, get("TrainingJob", res.spec.model.training_job or ""), who)
+            record = runs_by_id(extra["versions"])[-1]
+        return runs.serve_run(res, store, prefix(record), record.id, **extra)
     if isinstance(res, PredictionJob):
         if served is None:
             record = models["predict"][0]
@@ -156,6 +164,38 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
         dataset = datasets.get("dataset")
         return runs.predict_run(res, store, served, dataset[0] if dataset else None)
     raise TypeError(f"no step for {type(res).__name__}")
+
+
+def served_versions(res: InferenceService, target: Resource | None, who: str) -> list[ServedRun]:
+    """spec.model.versions resolved against the TrainingJob's runs: pinned runs are versions 1..n in the
+    order listed; `latest: N` takes its N latest successful runs, each numbered by its place among the
+    job's successful runs (so a version keeps its number as the job retrains)."""
+    versions = res.spec.model.versions
+    assert versions is not None and res.spec.model.training_job
+    job = res.spec.model.training_job
+    status = target.status if isinstance(target, TrainingJob) else None
+    succeeded = [r for r in (status.runs if status else []) if r.phase == "Succeeded" and r.output_prefix]
+    if versions.runs is not None:
+        by_id = {r.id: r for r in succeeded}
+        missing = [r for r in versions.runs if r not in by_id]
+        if missing:
+            known = ", ".join(r.id for r in succeeded) or "none yet"
+            raise Waiting("WaitingForExport", f"{who}: spec.model.versions.runs: run(s) {', '.join(missing)} of "
+                          f"TrainingJob {job!r} have not succeeded (its successful runs: {known}); waiting for "
+                          "them to succeed", "spec.model.versions.runs")
+        return [ServedRun(training_run=rid, experiment_prefix=by_id[rid].output_prefix or "", version=n)
+                for n, rid in enumerate(versions.runs, start=1)]
+    assert versions.latest is not None
+    numbered = list(enumerate(succeeded, start=1))[-versions.latest:]
+    if not numbered:
+        raise Waiting("WaitingForExport", f"{who}: spec.model.versions.latest: TrainingJob {job!r} has no "
+                      "successful run yet; waiting for it to have a successful run", "spec.model.versions")
+    return [ServedRun(training_run=r.id, experiment_prefix=r.output_prefix or "", version=n) for n, r in numbered]
+
+
+def runs_by_id(versions: list[ServedRun]) -> list[RunRecord]:
+    """The versions as run records (the last is the highest version: what a request without one gets)."""
+    return [RunRecord(id=v.training_run, phase="Succeeded", output_prefix=v.experiment_prefix) for v in versions]
 
 
 def _with_triton(run: BenchmarkRun, res: Benchmark, get: Callable[[str, str], Resource | None]) -> BenchmarkRun:

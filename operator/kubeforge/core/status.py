@@ -142,12 +142,29 @@ def start_run(status: StatusBase, run: StepRun, generation: int | None) -> tuple
     if isinstance(run, ServeRun) and isinstance(status, InferenceServiceStatus):
         status.training_run, status.experiment_prefix = run.training_run, run.experiment_prefix
         status.training_job = run.training_job or run.spec.model.training_job
+        _served_extras(status, run)
     if isinstance(run, PredictRun) and isinstance(status, PredictionJobStatus):
         # Known before the step starts: what predicts on what (the printer columns show them while it runs).
         status.model, status.input = run.model.label, run.spec.input.label
         status.training_job, status.training_run = run.model.training_job, run.model.training_run
         status.inference_service = run.model.inference_service
     return status, superseded
+
+
+def _served_extras(status: InferenceServiceStatus, run: ServeRun) -> None:
+    """The Triton versions and the canary a serve run builds (spec.model.versions, spec.canary)."""
+    from kubeforge.api.inference_service import CanaryStatus, ServedVersion
+
+    status.versions = [ServedVersion(version=v.version or 1, training_run=v.training_run,
+                                     experiment_prefix=v.experiment_prefix) for v in run.versions] or None
+    if run.canary is None:
+        status.canary = None
+        return
+    old = status.canary
+    status.canary = CanaryStatus(training_job=run.canary.training_job or "", training_run=run.canary.training_run,
+                                 experiment_prefix=run.canary.experiment_prefix,
+                                 requests=old.requests if old and old.training_run == run.canary.training_run
+                                 else None)
 
 
 def served_run_notice(res: InferenceService, before: str | None, status: StatusBase,

@@ -370,12 +370,15 @@ class Runner:
         if isinstance(res, InferenceService):
             assert isinstance(status, InferenceServiceStatus) and isinstance(run, ServeRun)
             try:
-                fields = serving.start(self.store_uri, run.output_prefix, res.name, run_dir, self.env)
+                fields = serving.start(self.store_uri, run.output_prefix, res.name, run_dir, self.env,
+                                       canary=status.canary)
             except Exception as exc:  # the launcher's failures vary (timeout, exit, bad repository)
                 return f"tritonserver did not become ready: {redact(str(exc), self.secrets)}"
             status = InferenceServiceStatus.model_validate({**status.dump(), **fields})
-            cs.set_phase(status, Phase.RUNNING, cs.SERVING, f"{fields['url']} model {fields['modelName']}",
-                         generation, ready=True)
+            served = f"{fields['url']} model {fields['modelName']}"
+            if status.canary is not None:
+                served += f"; canary {status.canary.training_job} at {status.canary.url}"
+            cs.set_phase(status, Phase.RUNNING, cs.SERVING, served, generation, ready=True)
         self._save(record, status)
         return None
 

@@ -14,15 +14,16 @@ from urllib.parse import urlparse
 from kubeforge.api import InferenceService
 from kubeforge.operator.builders import NON_ROOT_UID, _meta, canonical_hash, labels
 from kubeforge.operator.settings import OperatorSettings
-from kubeforge.serving.triton_repo import CLUSTER_VARIANT
+from kubeforge.serving.triton_repo import CANARY_DIR, CLUSTER_VARIANT
 from kubeforge.store import layout
 
 COMPONENT = "triton"
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 ANNOTATION_MODEL_HASH = "kubeforge.io/model-hash"
+LABEL_SERVES = "kubeforge.io/serves"  # on every Triton pod of the service, stable and canary
 
 
-def repository_uri(isvc: InferenceService, settings: OperatorSettings) -> str:
+def repository_uri(isvc: InferenceService, settings: OperatorSettings, canary: bool = False) -> str:
     """Triton's S3 path: `s3://[endpoint/]bucket/prefix/serving/<ns>_<name>/onnxruntime`.
 
     Triton takes the endpoint inside the path (`s3://host:port/bucket/...`); a plain-HTTP
@@ -32,7 +33,7 @@ def repository_uri(isvc: InferenceService, settings: OperatorSettings) -> str:
     if store.scheme != "s3" or not store.netloc:
         raise ValueError(f"KUBEFORGE_STORE={settings.store!r}: serving on a cluster needs s3://bucket/prefix")
     key = "/".join(p for p in (store.path.strip("/"), layout.serving_prefix(isvc.namespace, isvc.name),
-                               CLUSTER_VARIANT) if p)
+                               CANARY_DIR if canary else "", CLUSTER_VARIANT) if p)
     endpoint = settings.s3_endpoint.rstrip("/")
     if endpoint.startswith("http://"):
         endpoint = endpoint[len("http://"):]
@@ -58,18 +59,21 @@ def selector(isvc: InferenceService) -> dict[str, str]:
     return {k: full[k] for k in ("app.kubernetes.io/instance", "app.kubernetes.io/component", "kubeforge.io/kind")}
 
 
-def model_hash(isvc: InferenceService, settings: OperatorSettings, revision: str) -> str:
+def model_hash(isvc: InferenceService, settings: OperatorSettings, revision: str, canary: bool = False) -> str:
     """What is served: the model reference, runtime, repository, and the model's revision.
 
-    `revision` identifies the served build (the serve run's hash): the same spec pointing at
-    a retrained model is a change too.
+    `revision` identifies the served build (the served TrainingJob run(s) of this track): the same spec
+    pointing at a retrained model is a change too; a change of the other track is not.
     """
-    return canonical_hash({"model": isvc.spec.model.dump(), "runtime": isvc.spec.runtime.dump(),
-                           "repository": repository_uri(isvc, settings), "revision": revision})
+    model = isvc.spec.canary.model if canary and isvc.spec.canary else isvc.spec.model
+    return canonical_hash({"model": model.dump(), "runtime": isvc.spec.runtime.dump(),
+                           "repository": repository_uri(isvc, settings, canary), "revision": revision})
 
 
-def triton_deployment(isvc: InferenceService, settings: OperatorSettings, revision: str) -> dict[str, Any]:
-    """The Triton Deployment; `revision` is the serve run's hash (see `model_hash`)."""
+def triton_deployment(isvc: InferenceService, settings: OperatorSettings, revision: str,
+                      canary: bool = False) -> dict[str, Any]:
+    """The Triton Deployment; `revision` identifies what it serves (see `model_hash`); `canary`: the
+    canary's repository (builders_rollout makes the rest of the canary Deployment)."""
     probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     container: dict[str, Any] = {
         "name": "triton",
@@ -78,7 +82,7 @@ def triton_deployment(isvc: InferenceService, settings: OperatorSettings, revisi
         # The NGC image's entrypoint execs its arguments.
         "args": [
             "tritonserver",
-            f"--model-repository={repository_uri(isvc, settings)}",
+            f"--model-repository={repository_uri(isvc, settings, canary)}",
             "--model-control-mode=explicit",
             f"--load-model={model_name(isvc)}",
             f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}", f"--metrics-port={METRICS_PORT}",
@@ -100,7 +104,7 @@ def triton_deployment(isvc: InferenceService, settings: OperatorSettings, revisi
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    pod_labels = labels(isvc, COMPONENT)
+    pod_labels = {**labels(isvc, COMPONENT), LABEL_SERVES: isvc.name}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(isvc, isvc.name, COMPONENT),
@@ -109,7 +113,7 @@ def triton_deployment(isvc: InferenceService, settings: OperatorSettings, revisi
             "selector": {"matchLabels": selector(isvc)},
             "template": {
                 "metadata": {"labels": pod_labels,
-                             "annotations": {ANNOTATION_MODEL_HASH: model_hash(isvc, settings, revision)}},
+                             "annotations": {ANNOTATION_MODEL_HASH: model_hash(isvc, settings, revision, canary)}},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID,
@@ -142,5 +146,13 @@ def triton_service(isvc: InferenceService) -> dict[str, Any]:
 
 def deployment_patch(isvc: InferenceService, settings: OperatorSettings, revision: str) -> dict[str, Any]:
     """The merge patch that brings an existing Deployment to the desired replicas and model (rolls on change)."""
-    desired = triton_deployment(isvc, settings, revision)
-    return {"spec": {"replicas": desired["spec"]["replicas"], "template": desired["spec"]["template"]}}
+    return patch_of(triton_deployment(isvc, settings, revision))
+
+
+def patch_of(desired: dict[str, Any], replicas: bool = True) -> dict[str, Any]:
+    """The merge patch that brings an existing Deployment to `desired`'s model (rolls on change) and, unless
+    an autoscaler owns them, its replicas."""
+    spec = {"template": desired["spec"]["template"]}
+    if replicas:
+        spec["replicas"] = desired["spec"]["replicas"]
+    return {"spec": spec}

@@ -46,7 +46,10 @@ def api_path(api_version: str, plural: str, namespace: str | None, name: str | N
 # kind -> plural of everything the operator writes or reads (see rbac.REQUIRED_RULES).
 PLURALS = {"ConfigMap": "configmaps", "Service": "services", "Job": "jobs", "Deployment": "deployments",
            "Pod": "pods", "Event": "events", "DatasetVersion": "datasetversions", "TrainingJob": "trainingjobs",
-           "Benchmark": "benchmarks", "InferenceService": "inferenceservices", "PredictionJob": "predictionjobs"}
+           "Benchmark": "benchmarks", "InferenceService": "inferenceservices", "PredictionJob": "predictionjobs",
+           # Serving rollouts (builders_rollout), where the cluster serves their APIs.
+           "HTTPRoute": "httproutes", "ScaledObject": "scaledobjects",
+           "HorizontalPodAutoscaler": "horizontalpodautoscalers"}
 
 
 def _write_temp(data: str | bytes, suffix: str) -> str:
@@ -114,6 +117,17 @@ class Kube:
         if resp.status >= 400:
             raise KubeError(resp.status, _reason_text(data))
         return json.loads(data) if data else None
+
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server serves `plural` in `group/version` (discovery: a CRD such as Gateway API's
+        HTTPRoute or KEDA's ScaledObject is installed). Discovery is open to every authenticated user."""
+        try:
+            found = self._call("GET", f"/apis/{group}/{version}") or {}
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:

@@ -15,7 +15,11 @@ Why each rule:
 - pods (read only): a failed Job's container termination reason (OOMKilled) and message.
 - configmaps: the run spec (`run.json`) of each Job (create; get when it already exists).
 - services / deployments: distributed training's headless Service; Triton serving (Kopf lists
-  and watches the Deployments it made: their readiness becomes the InferenceService's).
+  and watches the Deployments it made: their readiness becomes the InferenceService's); a canary's
+  Deployment and Service are deleted on promotion or rollback, the Service's selector is patched
+  when the replica ratio splits traffic.
+- httproutes / scaledobjects / horizontalpodautoscalers: a canary's weighted route (Gateway API),
+  the autoscaler of spec.autoscaling (KEDA, else an HPA); updated in place, deleted when unset.
 - events: Kopf posts core v1 Events on every phase change.
 - Kopf itself: CRD and namespace discovery, and peering (one active replica of two).
 No access to Secrets: Jobs and Triton get the store Secret through `envFrom`, which the
@@ -37,8 +41,15 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    # Serving rollouts: a canary's HTTPRoute (Gateway API), the autoscaler (KEDA's ScaledObject or an HPA).
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
+     "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
+     "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Kopf: discovery of resources and namespaces.
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],

@@ -8,6 +8,10 @@ Layout under a serving prefix (`serving/<namespace>_<service>/` in the store):
     python/<model>/1/model.py            ONNX Runtime inside Triton's Python backend
     onnxruntime/<model>/config.pbtxt     cluster variant: NGC Triton's `backend: "onnxruntime"`
     onnxruntime/<model>/1/model.onnx
+    canary/python/..., canary/onnxruntime/...   spec.canary's model, the same layout (a second root)
+
+With spec.model.versions each served run's export is a version `<model>/<n>/` of the one model, and
+config.pbtxt's `version_policy` says which Triton loads (`latest {num_versions}` or `specific {versions}`).
 
 Each of `python/` and `onnxruntime/` is a complete `--model-repository` root. Two roots
 because the PyPI tritonserver ships only the Python backend, and an NGC image should run
@@ -33,7 +37,7 @@ so a client given only a URL and a model name can decode results (`client.fetch_
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +48,7 @@ from kubeforge.serving import pbtxt
 
 Variant = Literal["python", "onnxruntime"]
 VARIANTS: tuple[Variant, ...] = ("python", "onnxruntime")
+CANARY_DIR = "canary"  # spec.canary's repositories, under the serving prefix
 LOCAL_VARIANT: Variant = "python"
 CLUSTER_VARIANT: Variant = "onnxruntime"
 
@@ -83,6 +88,9 @@ class ModelConfig:
     dynamic_batching: bool = False
     max_queue_delay_microseconds: int = 0
     parameters: dict[str, str] = field(default_factory=dict)
+    # model_config.proto's ModelVersionPolicy: {"latest": {"num_versions": N}} or {"specific": {"versions": [..]}};
+    # None is Triton's default (latest 1).
+    version_policy: dict[str, Any] | None = None
 
 
 def _tensor(spec: TensorSpec, batched: bool, where: str) -> TensorConfig:
@@ -141,6 +149,8 @@ def config_message(config: ModelConfig) -> dict[str, Any]:
         "output": [tensor(t) for t in config.outputs],
         "instance_group": [{"count": config.instance_count, "kind": pbtxt.Enum(config.instance_kind)}],
     }
+    if config.version_policy:
+        message["version_policy"] = config.version_policy
     if config.dynamic_batching:
         message["dynamic_batching"] = {"max_queue_delay_microseconds": config.max_queue_delay_microseconds}
     if config.parameters:
@@ -177,6 +187,51 @@ def repository_files(
             files[f"{model_dir}/{MODEL_VERSION}/{PYTHON_MODEL_FILE}"] = python_model_source()
         config = build_config(meta, model_name, runtime, variant, threshold)
         files[f"{model_dir}/{CONFIG_FILE}"] = render_config(config).encode()
+    return files
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One export served as Triton version `number` of a model (`<model>/<number>/`)."""
+
+    number: int
+    onnx: bytes
+    meta: ModelMeta
+
+
+def version_policy(numbers: list[int], latest: int | None) -> dict[str, Any]:
+    """Triton's version_policy: the newest `latest` versions, or exactly `numbers` (pinned)."""
+    if latest is not None:
+        return {"latest": {"num_versions": latest}}
+    return {"specific": {"versions": sorted(numbers)}}
+
+
+def versioned_repository_files(versions: list[ModelVersion], model_name: str, runtime: RuntimeSpec,
+                               latest: int | None = None, threshold: float | None = None) -> dict[str, bytes]:
+    """Like `repository_files`, with each export in `<model>/<n>/` and a version_policy serving them all.
+
+    One config.pbtxt covers every version, so their inputs and outputs must agree; the embedded meta is
+    the highest version's (what a request without a version gets).
+    """
+    if not versions:
+        raise ValueError(f"model {model_name!r}: no versions to serve")
+    ordered = sorted(versions, key=lambda v: v.number)
+    newest = ordered[-1]
+    for v in ordered[:-1]:
+        if (v.meta.input, v.meta.outputs, v.meta.task) != (newest.meta.input, newest.meta.outputs, newest.meta.task):
+            raise ValueError(f"model {model_name!r}: version {v.number}'s inputs/outputs/task differ from version "
+                             f"{newest.number}'s; Triton versions of one model share one config (serve the other "
+                             "export under its own InferenceService)")
+    policy = version_policy([v.number for v in ordered], latest)
+    files: dict[str, bytes] = {META_FILE: newest.meta.model_dump_json(indent=2).encode()}
+    for variant in VARIANTS:
+        model_dir = f"{variant}/{model_name}"
+        for v in ordered:
+            files[f"{model_dir}/{v.number}/{MODEL_FILE}"] = v.onnx
+            if variant == "python":
+                files[f"{model_dir}/{v.number}/{PYTHON_MODEL_FILE}"] = python_model_source()
+        config = build_config(newest.meta, model_name, runtime, variant, threshold)
+        files[f"{model_dir}/{CONFIG_FILE}"] = render_config(replace(config, version_policy=policy)).encode()
     return files
 
 

@@ -28,6 +28,7 @@ from kubeforge.steps.spec import (
     DatasetVersionRun,
     PredictModel,
     PredictRun,
+    ServedRun,
     ServeRun,
     TrainRun,
 )
@@ -45,7 +46,8 @@ STEP_NAMES: dict[str, str] = {
 # Spec fields that do not change what a step makes: changing them is not a new run.
 RUN_IGNORES = frozenset({"artifact_policy", "suspend"})
 # An InferenceService's replicas scale its Deployment; they do not rebuild its repository.
-SERVE_RUN_IGNORES = RUN_IGNORES | {"replicas"}
+# Autoscaling scales it; the canary is an input of its own (`serve_run`), its traffic share only routing.
+SERVE_RUN_IGNORES = RUN_IGNORES | {"replicas", "autoscaling", "canary"}
 RUN_ID_LENGTH = 10
 
 
@@ -59,7 +61,7 @@ def _spec_without(spec: ApiModel, ignored: frozenset[str]) -> Any:
 # again, a service rolling). Set to anything else, they are part of it like any field.
 ADDED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Benchmark": (("bootstrap",), ("speed",), ("gate",)),
-    "InferenceService": (("model", "benchmark"), ("model", "pick")),
+    "InferenceService": (("model", "benchmark"), ("model", "pick"), ("model", "versions")),
 }
 
 
@@ -152,18 +154,29 @@ def benchmark_run(res: Benchmark, store: str, dataset: DatasetRef, experiments: 
 
 
 def serve_run(res: InferenceService, store: str, experiment: str, training_run: str | None,
-              training_job: str | None = None) -> ServeRun:
+              training_job: str | None = None, versions: Sequence[ServedRun] = (),
+              canary: ServedRun | None = None) -> ServeRun:
     """`experiment`: the prefix of the served TrainingJob run `training_run`. The repository prefix is
     fixed: it is what Triton serves, rebuilt by each serve run. `training_job`: the served TrainingJob
     when the spec names a Benchmark (its promoted winner); the experiment prefix names the run, so a new
-    winner is a new serve run."""
-    rid = run_id(res.kind, res.spec, {"experiment": experiment}, SERVE_RUN_IGNORES)
+    winner is a new serve run. `versions`: spec.model.versions resolved (each run with its version);
+    `canary`: spec.canary's run. Both are inputs only when present, so a plain service keeps its run id."""
+    inputs: dict[str, Any] = {"experiment": experiment}
+    if versions:
+        inputs["versions"] = [[v.version, v.experiment_prefix] for v in versions]
+    if canary is not None:
+        inputs["canary"] = canary.experiment_prefix
+    rid = run_id(res.kind, res.spec, inputs, SERVE_RUN_IGNORES)
     run = ServeRun(store=store, namespace=res.namespace, name=res.name, run_id=rid,
                    spec=_spec_without(res.spec, SERVE_RUN_IGNORES), experiment_prefix=experiment,
                    training_run=training_run, output_prefix=layout.serving_prefix(res.namespace, res.name),
                    model_name=res.name)
     if training_job is not None:
         run.training_job = training_job  # assigned, so run.json (exclude_unset) carries it
+    if versions:
+        run.versions = list(versions)
+    if canary is not None:
+        run.canary = canary
     return run
 
 

@@ -84,6 +84,17 @@ class BenchmarkRun(_Run):
     triton: BenchmarkTriton | None = Field(default=None, description="Where spec.speed times Triton.")
 
 
+class ServedRun(BaseModel):
+    """One TrainingJob run a serve step builds into a repository: a Triton version, or the canary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    training_run: str
+    experiment_prefix: str
+    training_job: str | None = None
+    version: int | None = Field(default=None, description="Its Triton model version (spec.model.versions).")
+
+
 class ServeRun(_Run):
     step: Literal["serve"] = "serve"
     spec: InferenceServiceSpec
@@ -94,6 +105,9 @@ class ServeRun(_Run):
         "a Benchmark promoted (spec.model.benchmark).")
     output_prefix: str = Field(description="Where the Triton model repository goes.")
     model_name: str = Field(description="The Triton model name.")
+    versions: list[ServedRun] = Field(
+        default_factory=list, description="spec.model.versions resolved: each run's export in <model>/<n>/.")
+    canary: ServedRun | None = Field(default=None, description="spec.canary's run: built under <prefix>/canary/.")
 
 
 class PredictModel(BaseModel):

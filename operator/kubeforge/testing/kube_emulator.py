@@ -93,6 +93,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", status=True),
     _builtin("apps", "v1", "deployments", "Deployment", status=True),
     _builtin("batch", "v1", "jobs", "Job", status=True),
+    _builtin("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", status=True),
     _builtin("events.k8s.io", "v1", "events", "Event"),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease"),
     _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",

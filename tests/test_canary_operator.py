@@ -1,0 +1,147 @@
+"""Canary rollout and autoscaling through the real operator, in a cluster that has Gateway API and KEDA.
+
+The emulator serves the vendored Gateway API and KEDA CRDs (discovery included) and admits HTTPRoutes
+and ScaledObjects by their released schemas; the operator runs as the Helm chart's ServiceAccount
+(its RBAC enforced) and the fixture fails the test on any refusal. Controllers are played by the test
+(serve Jobs completed, Deployment status patched); Kopf, the operator and the S3 store are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kubeforge.testing import rollout_crds as rc
+from kubeforge.testing.kube_operator import (
+    GV,
+    complete_job,
+    ready_dataset_version,
+    status_of,
+    training_job,
+    wait_job,
+    wait_phase,
+)
+
+TRITON = "registry.test/tritonserver:t"
+
+
+@pytest.fixture(scope="module")
+def kube_emulator(kube_emulator: Any) -> Iterator[Any]:
+    rc.install(kube_emulator, rc.GATEWAY_API, rc.KEDA)
+    yield kube_emulator
+
+
+@pytest.fixture
+def op(kubeforge_operator: Any) -> dict[str, Any]:
+    return kubeforge_operator(triton_image=TRITON, gateway="infra/public")
+
+
+def trained(op: dict[str, Any], name: str) -> dict[str, Any]:
+    emu, ns, store = op["emu"], op["ns"], op["store"]
+    if emu.find("DatasetVersion", "data", ns) is None:
+        ready_dataset_version(emu, store, "data", ns)
+    owner = emu.create(training_job(name, ns, "data"))
+    complete_job(emu, store, owner, wait_job(emu, ns, name), {"metrics": {"accuracy": 0.9}})
+    return wait_phase(emu, "TrainingJob", name, ns, "Succeeded")
+
+
+def serve_jobs(emu: Any, ns: str) -> list[dict[str, Any]]:
+    return [j for j in emu.list("Job", ns, "kubeforge.io/name=svc")
+            if j["metadata"]["labels"]["kubeforge.io/kind"] == "InferenceService"]
+
+
+def complete_serve_job(op: dict[str, Any], done: set[str]) -> None:
+    emu, ns = op["emu"], op["ns"]
+    job = emu.wait_for(lambda: [j for j in serve_jobs(emu, ns) if j["metadata"]["name"] not in done],
+                       message="a new serve Job")[0]
+    complete_job(emu, op["store"], emu.get("InferenceService", "svc", ns), job, {"modelName": "svc"})
+    done.add(job["metadata"]["name"])
+
+
+def model_hash(dep: dict[str, Any]) -> str:
+    return dep["spec"]["template"]["metadata"]["annotations"]["kubeforge.io/model-hash"]
+
+
+def weights(route: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> None:
+    emu, ns = op["emu"], op["ns"]
+    trained(op, "old")
+    trained(op, "new")
+    emu.create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": ns},
+                "spec": {"model": {"trainingJob": "old"}, "replicas": 4,
+                         "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 10}}})
+    done: set[str] = set()
+    complete_serve_job(op, done)
+    route = emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the HTTPRoute")
+    assert weights(route) == [("svc", 90), ("svc-canary", 10)]
+    assert route["spec"]["parentRefs"][0]["name"] == "public"
+    canary = emu.get("Deployment", "svc-canary", ns)
+    stable = emu.get("Deployment", "svc", ns)
+    assert canary["spec"]["replicas"] == 1 and stable["spec"]["replicas"] == 4
+    assert emu.get("Service", "svc-canary", ns)["spec"]["selector"] == canary["spec"]["selector"]["matchLabels"]
+    status = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("canary", {}).get("split")
+                          and s, message="canary in status")
+    assert status["canary"]["trainingJob"] == "new" and status["canary"]["split"] == "HTTPRoute"
+    assert status["trainingJob"] == "old"
+    old_run = emu.get("TrainingJob", "old", ns)["status"]["runId"]
+    assert status["trainingRun"] == old_run
+    stable_hash = model_hash(stable)
+
+    # Shift traffic: the route's weights follow, no new serve run, the stable pods are not rolled.
+    emu.patch("InferenceService", "svc", {"spec": {"canary": {"trafficPercent": 50}}}, ns)
+    emu.wait_for(lambda: weights(emu.get("HTTPRoute", "svc", ns)) == [("svc", 50), ("svc-canary", 50)],
+                 message="weights 50/50")
+    assert emu.get("Deployment", "svc-canary", ns)["spec"]["replicas"] == 2
+    assert len(serve_jobs(emu, ns)) == 1 and model_hash(emu.get("Deployment", "svc", ns)) == stable_hash
+
+    # Promote: the canary's model becomes spec.model, the canary goes; the stable Deployment rolls to it.
+    emu.patch("InferenceService", "svc", {"spec": {"model": {"trainingJob": "new"}, "canary": None}}, ns)
+    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns) is None and emu.find("Deployment", "svc-canary", ns) is None
+                 and emu.find("Service", "svc-canary", ns) is None, message="canary objects deleted")
+    complete_serve_job(op, done)
+    emu.wait_for(lambda: model_hash(emu.get("Deployment", "svc", ns)) != stable_hash, message="stable rolled")
+    promoted = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("trainingJob") == "new"
+                            and s, message="serving the promoted model")
+    assert "canary" not in promoted
+
+    # A new canary, then a rollback: its objects go, the stable model stays and is not rolled.
+    trained(op, "newer")
+    emu.patch("InferenceService", "svc", {"spec": {"canary": {"model": {"trainingJob": "newer"},
+                                                              "trafficPercent": 20}}}, ns)
+    complete_serve_job(op, done)
+    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the second canary's route")
+    promoted_hash = model_hash(emu.get("Deployment", "svc", ns))
+    emu.patch("InferenceService", "svc", {"spec": {"canary": None}}, ns)
+    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns) is None and emu.find("Deployment", "svc-canary", ns) is None,
+                 message="rolled back")
+    # Back to the run built before the canary: nothing to build again.
+    emu.wait_for(lambda: "canary" not in status_of(emu, "InferenceService", "svc", ns), message="canary status gone")
+    assert model_hash(emu.get("Deployment", "svc", ns)) == promoted_hash
+
+
+def test_autoscaling_with_keda_creates_a_scaled_object_and_leaves_replicas_to_it(op: dict[str, Any]) -> None:
+    emu, ns = op["emu"], op["ns"]
+    trained(op, "m")
+    emu.create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": ns},
+                "spec": {"model": {"trainingJob": "m"}, "autoscaling": {
+                    "minReplicas": 0, "maxReplicas": 4, "metric": "queueTime", "target": 2000}}})
+    complete_serve_job(op, set())
+    so = emu.wait_for(lambda: emu.find("ScaledObject", "svc", ns), message="the ScaledObject")
+    assert so["spec"]["minReplicaCount"] == 0 and so["spec"]["maxReplicaCount"] == 4
+    assert "nv_inference_queue_duration_us" in so["spec"]["triggers"][0]["metadata"]["query"]
+    assert emu.find("HorizontalPodAutoscaler", "svc", ns) is None
+    # KEDA scales the Deployment; a later reconcile must not put spec.replicas back.
+    emu.patch("Deployment", "svc", {"spec": {"replicas": 3}}, ns)
+    emu.patch("InferenceService", "svc", {"spec": {"autoscaling": {"maxReplicas": 6}}}, ns)
+    emu.wait_for(lambda: emu.get("ScaledObject", "svc", ns)["spec"]["maxReplicaCount"] == 6, message="max 6")
+    assert emu.get("Deployment", "svc", ns)["spec"]["replicas"] == 3
+    assert status_of(emu, "InferenceService", "svc", ns)["autoscaler"] == "ScaledObject"
+    # Autoscaling removed: the ScaledObject goes and the operator owns replicas again.
+    emu.patch("InferenceService", "svc", {"spec": {"autoscaling": None, "replicas": 2}}, ns)
+    emu.wait_for(lambda: emu.find("ScaledObject", "svc", ns) is None
+                 and emu.get("Deployment", "svc", ns)["spec"]["replicas"] == 2, message="ScaledObject removed")
