@@ -97,6 +97,10 @@ def status_diff(old: Any, new: Any) -> Any:
             patch[key] = value
         elif old[key] != value:
             patch[key] = status_diff(old[key], value)
+            if isinstance(value, dict) and isinstance(patch[key], dict):
+                # The object whole, not only what changed: if a concurrent write removed it (a canary rolled
+                # back), a partial patch would recreate it without its required fields.
+                patch[key] = {**value, **patch[key]}
     return patch
 
 
