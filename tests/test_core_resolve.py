@@ -10,7 +10,7 @@ from kubeforge.api import DatasetVersion, InferenceService, Resource, TrainingJo
 from kubeforge.api.references import WAITING_FOR_EXPORT, WAITING_FOR_MODELS, references
 from kubeforge.core.resolve import Waiting, build_run
 from kubeforge.core.usage import dataset_version_in_use
-from kubeforge.operator.reconcile import data_version_object, implicit_benchmark
+from kubeforge.operator.reconcile import data_version_object, implicit_benchmark, may_name
 
 STORE = "s3://bucket/prefix"
 GV = "kubeforge.io/v1alpha1"
@@ -53,6 +53,24 @@ def test_derived_version_resolves_every_parent_in_order() -> None:
         build_run(child, lookup(version("a", "1" * 64)), STORE)
     with pytest.raises(Waiting, match="'b' is Running"):
         build_run(child, lookup(version("a", "1" * 64), version("b", None)), STORE)
+
+
+def test_a_parent_can_be_the_version_a_prediction_job_produced() -> None:
+    child = res("DatasetVersion", "reviewed", {"dataset": "reviewed", "parents": ["PredictionJob/pred", "a"],
+                                               "operations": [{"merge": {}}, {"filter": {"minScore": 0.8}}]})
+    assert [(r.kind, r.name, r.field) for r in references(child)] == [
+        ("PredictionJob", "pred", "spec.parents[0]"), ("DatasetVersion", "a", "spec.parents[1]")]
+    pred = {"model": {"trainingJob": "clf"}, "input": {"datasetVersion": "a"}}
+    with pytest.raises(Waiting, match=r"spec\.parents\[0\]: PredictionJob 'pred' is Running") as waiting:
+        build_run(child, lookup(res("PredictionJob", "pred", pred, {"phase": "Running"}), version("a", "1" * 64)),
+                  STORE)
+    assert waiting.value.reason == "WaitingForPredictions"
+    done = res("PredictionJob", "pred", pred, {"phase": "Succeeded", "dataset": "pred-out", "digest": "2" * 64})
+    run = build_run(child, lookup(done, version("a", "1" * 64)), STORE)
+    assert [(p.name, p.dataset, p.digest) for p in run.parents] == [  # type: ignore[union-attr]
+        ("PredictionJob/pred", "pred-out", "2" * 64), ("a", "shapes", "1" * 64)]
+    # The operator finds it among the resources that may name the PredictionJob that just succeeded.
+    assert may_name(child.spec.model_dump(by_alias=True), "pred") and not may_name({"x": "pred2"}, "pred")
 
 
 def test_training_from_a_source_owns_and_waits_for_its_data_version() -> None:

@@ -150,6 +150,9 @@ BROKEN = [
     ("not-in-enum", "DatasetVersion", lambda o: _set(o, "spec.source.format", "pascal"), "Unsupported value"),
     ("bad-pattern", "DatasetVersion", lambda o: _set(o, "spec.dataset", "Shapes_V1"), "should match"),
     ("missing-required", "DatasetVersion", lambda o: _drop(o, "spec.dataset"), "spec.dataset: Required value"),
+    ("parent-of-no-kind", "DatasetVersion",  # a parent is a DatasetVersion or PredictionJob/<name>
+     lambda o: _set(_set(_drop(o, "spec.source"), "spec.parents", ["TrainingJob/clf"]), "spec.operations",
+                    [{"filter": {"minScore": 0.5}}]), "spec.parents[0]: Invalid value"),
     ("negative-replicas", "InferenceService", lambda o: _set(o, "spec.replicas", -1),
      "should be greater than or equal to"),
 ]

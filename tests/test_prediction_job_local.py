@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from kubeforge.datasets.operations import score_of
 from kubeforge.datasets.versions import load_manifest
 from kubeforge.predict import to_dataset
 from kubeforge.store import open_store
@@ -116,3 +117,48 @@ def test_a_bad_image_fails_the_run_and_a_rerun_continues(world: Any) -> None:
     assert status["phase"] == "Succeeded" and status["resumed"] == 3 and status["images"] == 6
     assert status["threshold"] == 0.3 and status["parents"] == [] and status["dataset"] == "pred-folder"
     assert len(status["runs"]) == 1  # the same run, continued
+
+
+REVIEWED = """
+apiVersion: kubeforge.io/v1alpha1
+kind: DatasetVersion
+metadata: {{name: shapes-reviewed}}
+spec:
+  dataset: shapes-reviewed
+  parents: [{parent}]
+  operations:
+    - filter: {{minScore: {bar}, minAnnotations: 1}}
+"""
+
+
+@pytest.mark.slow
+def test_a_version_derived_from_the_predictions_in_yaml(world: Any) -> None:
+    """`parents: [PredictionJob/pred]` with `filter: {minScore}`: the confident predictions, as a version."""
+    work, env = world
+    pred = get_json("predictionjob", "pred", env)["status"]
+    store = open_store((work / "store").as_uri())
+    scores = {im.file_name: score_of(im.tags) for im in load_manifest(store, "shapes-predicted", pred["digest"]).images}
+    bar = sorted(s for s in scores.values() if s is not None)[len(scores) // 2]  # the median: half of them go
+    confident = sorted(name for name, score in scores.items() if score is not None and score >= bar)
+    assert 0 < len(confident) < len(scores), scores
+
+    (work / "reviewed.yaml").write_text(REVIEWED.format(parent="PredictionJob/pred", bar=bar))
+    kubeforge("run", "-f", str(work / "reviewed.yaml"), env=env)  # the PredictionJob from the state directory
+    status = get_json("datasetversion", "shapes-reviewed", env)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["parents"] == [{"name": "PredictionJob/pred", "dataset": "shapes-predicted",
+                                  "digest": pred["digest"]}]
+    manifest = load_manifest(store, "shapes-reviewed", status["digest"])
+    assert sorted(im.file_name for im in manifest.images) == confident
+    assert all(score_of(im.tags) == scores[im.file_name] for im in manifest.images)
+    lineage = kubeforge("datasets", "lineage", "shapes-reviewed", "--replay", env=env).stdout
+    assert "PredictionJob/pred" in lineage and "minScore" in lineage and "replayed: shapes-reviewed@" in lineage
+
+    # A parent that is no PredictionJob's, or not of the form, is refused naming the field.
+    (work / "bad.yaml").write_text(REVIEWED.format(parent="PredictionJob/nope", bar=bar))
+    proc = kubeforge("run", "-f", str(work / "bad.yaml"), env=env, check=False)
+    assert proc.returncode != 0 and "spec.parents[0]: PredictionJob 'nope' not found" in proc.stdout + proc.stderr
+    (work / "bad.yaml").write_text(REVIEWED.format(parent="TrainingJob/clf", bar=bar))
+    proc = kubeforge("run", "-f", str(work / "bad.yaml"), env=env, check=False)
+    assert proc.returncode != 0 and "spec.parents[0]: Value error, 'TrainingJob/clf' is not a DatasetVersion name " \
+        "or PredictionJob/<name>" in proc.stderr

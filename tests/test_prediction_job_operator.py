@@ -4,6 +4,8 @@ Real: the Kopf operator (in a thread), the Kubernetes API as the KMock-based emu
 schemas and CEL rules, the chart's RBAC: the `kubeforge_operator` fixture fails the test on any RBAC
 denial or refused write), every step (`kubeforge step …` as a subprocess from the Job's own command: a tiny
 classifier trained for one epoch, then the predict step running its ONNX export), SeaweedFS as the store.
+A DatasetVersion derived from the predictions (`parents: [PredictionJob/...]`, `filter: {minScore}`) is
+created with the rest: it waits for the PredictionJob, then is built by its own Job.
 Nothing is written into a status by the test.
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kubeforge.datasets.operations import score_of
 from kubeforge.datasets.versions import load_manifest
 from kubeforge.predict import to_dataset
 from kubeforge.store import layout
@@ -22,6 +25,7 @@ from tests import test_gate_operator
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.triton]  # the shared fixture starts a pod runner
 # that can serve (triton_backend_dir), as in the gate test
 cluster = test_gate_operator.cluster  # the gate test's fixture: operator, SeaweedFS, pod runner, synthetic images
+MIN_SCORE = 0.45  # the reviewed version's bar: a one-epoch classifier's scores (0.37-0.55 here) fall either side
 
 
 def manifests(ns: str, source: str) -> list[dict[str, Any]]:
@@ -33,10 +37,13 @@ def manifests(ns: str, source: str) -> list[dict[str, Any]]:
          "spec": {"datasetVersion": "shapes-cls", "task": "classification",
                   "split": {"trainPercent": 50, "seed": 1}, "hyperparameters": {"epochs": 1, "batchSize": 8},
                   "export": ["onnx"], "benchmark": {"enabled": False},
-                  "model": {"name": "mobilenet_v3_small", "imageSize": 32}}},
+                  "model": {"name": "resnet18", "imageSize": 32}}},
         {"apiVersion": GV, "kind": "PredictionJob", "metadata": {"name": "shapes-predicted", **meta},
          "spec": {"model": {"trainingJob": "clf"}, "input": {"datasetVersion": "shapes-cls"},
                   "backoffLimit": 1}},
+        {"apiVersion": GV, "kind": "DatasetVersion", "metadata": {"name": "shapes-reviewed", **meta},
+         "spec": {"dataset": "shapes-reviewed", "parents": ["PredictionJob/shapes-predicted"],
+                  "operations": [{"filter": {"minScore": MIN_SCORE, "minAnnotations": 1}}]}},
     ]
 
 
@@ -87,3 +94,34 @@ def test_a_prediction_job_runs_as_a_job_and_records_its_version(cluster: dict[st
     assert source["predictionJob"]["name"] == "shapes-predicted"
     assert status["manifestUri"].endswith(layout.dataset_manifest_key("shapes-predicted", status["digest"]))
 
+
+    check_the_reviewed_version(cluster)
+
+
+def check_the_reviewed_version(cluster: dict[str, Any]) -> None:
+    """The version derived from the predictions (created with the rest, so it waited) keeps the confident ones."""
+    emu, ns, store = cluster["emu"], cluster["ns"], cluster["store"]
+
+    def built() -> dict[str, Any] | None:
+        status = status_of(emu, "DatasetVersion", "shapes-reviewed", ns)
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"DatasetVersion shapes-reviewed failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    reviewed = emu.wait_for(built, timeout=300, interval=0.3, message="DatasetVersion shapes-reviewed Succeeded")
+    predicted = status_of(emu, "PredictionJob", "shapes-predicted", ns)
+    parent = {"name": "PredictionJob/shapes-predicted", "dataset": "shapes-predicted", "digest": predicted["digest"]}
+    assert reviewed["parents"] == [parent] and reviewed["lineage"]["parents"] == [parent]
+    [batch] = emu.list("Job", ns, "kubeforge.io/name=shapes-reviewed")  # its own step, run as a Job
+    assert any(job_name == batch["metadata"]["name"] and code == 0 for job_name, _, code in cluster["runner"].finished)
+
+    # Exactly the predictions at or above the bar, with their scores; the others' images left out.
+    scores = {im.file_name: score_of(im.tags)
+              for im in load_manifest(store, "shapes-predicted", predicted["digest"]).images}
+    confident = sorted(name for name, score in scores.items() if score is not None and score >= MIN_SCORE)
+    assert 0 < len(confident) < len(scores), scores  # the bar splits them, so the filter is what decides
+    manifest = load_manifest(store, "shapes-reviewed", reviewed["digest"])
+    assert sorted(im.file_name for im in manifest.images) == confident
+    assert all(im.category_id is not None and score_of(im.tags) == scores[im.file_name] for im in manifest.images)
+    assert reviewed["stats"]["images"] == len(confident)
+    assert reviewed["changes"]["imagesRemoved"] == len(scores) - len(confident)

@@ -166,7 +166,8 @@ class DatasetOperation(ApiModel):
 class ParentVersion(ApiModel):
     """A parent as it was resolved when this version was built."""
 
-    name: str | None = Field(default=None, description="The parent DatasetVersion (absent when replayed by digest).")
+    name: str | None = Field(default=None, description="The parent DatasetVersion, or PredictionJob/<name> "
+                             "(absent when replayed by digest).")
     dataset: str
     digest: str
 

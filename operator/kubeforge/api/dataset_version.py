@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import re
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from kubeforge import GROUP_VERSION
 from kubeforge.api.common import (
     DNS_LABEL_PATTERN,
+    NAME_PATTERN,
     ApiModel,
     ArtifactPolicy,
     PrinterColumn,
@@ -19,6 +21,29 @@ from kubeforge.api.dataset_operations import DatasetChanges, DatasetOperation, L
 
 SourceFormat = Literal["coco", "imagefolder", "voc", "yolo", "supervisely", "cvat", "labelme", "labelstudio", "masks"]
 # kubeforge.datasets.formats.registry.PARSERS names the same formats (tests/test_datasets_formats.py checks).
+
+# A parent is a DatasetVersion by name, or the version a PredictionJob produced as `PredictionJob/<name>`
+# (a resource name holds no slash, so the two cannot be confused).
+PREDICTION_JOB_PARENT = "PredictionJob/"
+PARENT_PATTERN = rf"^({re.escape(PREDICTION_JOB_PARENT)})?{NAME_PATTERN[1:]}"
+
+
+def _check_parent(value: str) -> str:
+    if not re.match(PARENT_PATTERN, value):
+        raise ValueError(f"{value!r} is not a DatasetVersion name or {PREDICTION_JOB_PARENT}<name> (the version a "
+                         "PredictionJob produced)")
+    return value
+
+
+# The CRD carries the pattern (kubectl refuses the same); the API's own check says what was expected.
+ParentName = Annotated[str, AfterValidator(_check_parent), Field(json_schema_extra={"pattern": PARENT_PATTERN})]
+
+
+def parent_kind_and_name(parent: str) -> tuple[str, str]:
+    """("DatasetVersion", name) or ("PredictionJob", name) for an entry of spec.parents."""
+    if parent.startswith(PREDICTION_JOB_PARENT):
+        return "PredictionJob", parent.removeprefix(PREDICTION_JOB_PARENT)
+    return "DatasetVersion", parent
 
 
 class DatasetSource(ApiModel):
@@ -50,9 +75,10 @@ class DatasetVersionSpec(ApiModel):
         default=None,
         description="With source: the previous DatasetVersion (diffed against; same content is Unchanged).",
     )
-    parents: list[str] | None = Field(
+    parents: list[ParentName] | None = Field(
         default=None, min_length=1,
-        description="Derive from these DatasetVersions (the first is the parent diffed against) by operations.",
+        description="Derive from these DatasetVersions (the first is the parent diffed against) by operations; "
+        "`PredictionJob/<name>` names the version a PredictionJob produced (its predictions).",
     )
     operations: list[DatasetOperation] | None = Field(
         default=None, min_length=1, description="Applied in order to the parents (with parents only)."

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kubeforge.api.benchmark import Benchmark
-from kubeforge.api.dataset_version import DatasetVersion
+from kubeforge.api.dataset_version import DatasetVersion, parent_kind_and_name
 from kubeforge.api.inference_service import InferenceService
 from kubeforge.api.owned import data_version_name
 from kubeforge.api.prediction_job import PredictionJob
@@ -26,9 +26,11 @@ WAITING_FOR_MODELS = "WaitingForModels"
 WAITING_FOR_EXPORT = "WaitingForExport"
 WAITING_FOR_PROMOTION = "WaitingForPromotion"  # a Benchmark whose gate has not passed in any run yet
 WAITING_FOR_SERVICE = "WaitingForService"  # a PredictionJob's InferenceService is not Ready
+WAITING_FOR_PREDICTIONS = "WaitingForPredictions"  # a derived version's PredictionJob has not succeeded
 
 # What the referencing step uses the reference for:
-# parent: a DatasetVersion's parent(s); dataset: the data a step reads; init: fromTrainingJob's
+# parent: a DatasetVersion's parent(s) (a DatasetVersion, or the version a PredictionJob produced); dataset:
+# the data a step reads; init: fromTrainingJob's
 # checkpoint; model: a Benchmark's model; served: an InferenceService's model (a TrainingJob's run, or
 # the winner a Benchmark's promotion gate promoted); canary: an InferenceService's spec.canary model;
 # predict: the model a PredictionJob applies (a TrainingJob's run, or a Ready InferenceService).
@@ -40,7 +42,8 @@ class Reference:
     role: Role
     field: str  # where the user wrote it, e.g. "spec.models[1].trainingJob"
     kind: str  # "DatasetVersion" (must have a digest), "TrainingJob" (must have a successful run),
-    # "Benchmark" (must have promoted a model: a run whose gate passed) or "InferenceService" (must be Ready)
+    # "Benchmark" (must have promoted a model: a run whose gate passed), "InferenceService" (must be Ready)
+    # or "PredictionJob" (must have succeeded: its output version)
     name: str
     reason: str  # the condition reason while it is not ready
     run: str | None = None  # a TrainingJob run pinned by id (InferenceService spec.model.run)
@@ -54,6 +57,8 @@ class Reference:
             return "promote a model (a run whose gate passes)"
         if self.kind == "InferenceService":
             return "be Ready (serving, with an endpoint)"
+        if self.kind == "PredictionJob":
+            return "succeed (the version of its predictions)"
         return f"succeed in run {self.run!r}" if self.run else "have a successful run"
 
 
@@ -70,8 +75,9 @@ def references(res: Resource, lookup: SpecLookup | None = None) -> list[Referenc
     """
     if isinstance(res, DatasetVersion):
         if res.spec.parents:
-            return [Reference("parent", f"spec.parents[{i}]", "DatasetVersion", name, WAITING_FOR_DATASET_VERSION)
-                    for i, name in enumerate(res.spec.parents)]
+            return [Reference("parent", f"spec.parents[{i}]", kind, name,
+                              WAITING_FOR_PREDICTIONS if kind == "PredictionJob" else WAITING_FOR_DATASET_VERSION)
+                    for i, (kind, name) in enumerate(map(parent_kind_and_name, res.spec.parents))]
         if res.spec.parent:
             return [Reference("parent", "spec.parent", "DatasetVersion", res.spec.parent,
                               WAITING_FOR_DATASET_VERSION)]

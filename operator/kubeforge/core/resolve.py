@@ -11,6 +11,7 @@ from collections.abc import Callable
 from kubeforge.api import Benchmark, DatasetVersion, InferenceService, PredictionJob, Resource, TrainingJob
 from kubeforge.api.benchmark import PromotedModel
 from kubeforge.api.common import Phase, RunRecord
+from kubeforge.api.dataset_version import PREDICTION_JOB_PARENT
 from kubeforge.api.references import Reference, references
 from kubeforge.steps import runs
 from kubeforge.steps.spec import BenchmarkRun, BenchmarkTriton, DatasetRef, PredictModel, ServedRun, StepRun
@@ -44,6 +45,15 @@ def dataset_of(ref: Reference, target: Resource | None, who: str) -> DatasetRef:
         raise Waiting(ref.reason, f"{who}: {ref.field}: DatasetVersion {ref.name!r} {_state(target)}; "
                                   f"waiting for it to {ref.needs}", ref.field)
     return DatasetRef(dataset=target.spec.dataset, digest=digest, name=target.name)
+
+
+def predicted_of(ref: Reference, target: Resource | None, who: str) -> DatasetRef:
+    """What a PredictionJob reference produced: the version of its predictions."""
+    status = target.status if isinstance(target, PredictionJob) else None
+    if status is None or status.phase != Phase.SUCCEEDED or not status.digest or not status.dataset:
+        raise Waiting(ref.reason, f"{who}: {ref.field}: PredictionJob {ref.name!r} {_state(target)}; "
+                                  f"waiting for it to {ref.needs}", ref.field)
+    return DatasetRef(dataset=status.dataset, digest=status.digest, name=PREDICTION_JOB_PARENT + ref.name)
 
 
 def run_of(ref: Reference, target: Resource | None, who: str) -> RunRecord:
@@ -115,6 +125,8 @@ def build_run(res: Resource, lookup: Lookup, store: str) -> StepRun:
         target = get(ref.kind, ref.name)
         if ref.kind == "DatasetVersion":
             datasets.setdefault(ref.role, []).append(dataset_of(ref, target, who))
+        elif ref.kind == "PredictionJob":
+            datasets.setdefault(ref.role, []).append(predicted_of(ref, target, who))
         elif ref.kind == "Benchmark":
             promoted = promoted_of(ref, target, who)
         elif ref.kind == "InferenceService":

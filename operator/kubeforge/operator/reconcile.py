@@ -300,6 +300,13 @@ def _after_success(ctx: Context, res: Resource, status: StatusBase) -> None:
         ctx.metrics.set_progress(res.namespace, res.name, progress.epoch, progress.epochs)
 
 
+def may_name(spec: dict[str, Any], name: str) -> bool:
+    """Whether `spec` can reference `name` (a cheap text test; `references` decides): as a whole string, or
+    after a kind (a derived version's `PredictionJob/<name>` parent)."""
+    text = json.dumps(spec)
+    return json.dumps(name) in text or json.dumps(f"/{name}")[1:] in text
+
+
 def reconcile_dependents(ctx: Context, res: Resource, logger: logging.Logger) -> None:
     """A resource produced something new: reconcile what references it in its namespace now (level-
     triggered: a dependent whose inputs changed starts a new run; one that waited starts at last)."""
@@ -315,9 +322,8 @@ def reconcile_dependents(ctx: Context, res: Resource, logger: logging.Logger) ->
             logger.warning("listing %s to find what references %s failed: %s", kind, res.key(), exc)
     # Parsing every resource of a namespace per success would be quadratic: only those whose spec names
     # this one, or that own it (a TrainingJob's `<job>-data`), can reference it.
-    needle = json.dumps(res.name)
     models = {key: m for key, body in bodies.items()
-              if (needle in json.dumps(body.get("spec") or {}) or key in owners)
+              if (may_name(body.get("spec") or {}, res.name) or key in owners)
               and (m := resource_of(body)) is not None}
 
     def spec_of(kind: str, name: str) -> Resource | None:
