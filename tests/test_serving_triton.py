@@ -183,6 +183,35 @@ def test_broken_model_fails_fast_with_the_log_tail(tiny_classifier: tuple[Path, 
     assert "load failed for model 'broken'" in message and "INVALID_PROTOBUF" in message
 
 
+def test_a_port_clash_is_retried_on_new_ports(tiny_classifier: tuple[Path, ModelMeta], tmp_path: Path,
+                                             triton_backend_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What failed in CI: two picks coincided and tritonserver refused to start. Here the first
+    # pick gives HTTP and gRPC the same port on purpose; the second is the real one.
+    from kubeforge.serving import triton_server
+    real = triton_server.free_ports
+    picks: list[list[int]] = []
+
+    def clashing(count: int) -> list[int]:
+        ports = real(count)
+        if not picks:
+            ports[1] = ports[0]
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(triton_server, "free_ports", clashing)
+    repo = build_repo(tmp_path / "serving", tiny_classifier[0], tiny_classifier[1], "retried", RuntimeSpec())
+    proc = start_triton(str(repo), "retried", tmp_path / "triton.log", ready_timeout=120,
+                        backend_dir=triton_backend_dir)
+    try:
+        assert len(picks) == 2
+        assert proc.http_url.endswith(f":{picks[1][0]}")
+        assert "cannot listen to HTTP requests and GRPC requests" in (tmp_path / "triton.log").read_text()
+        with urllib.request.urlopen(f"{proc.http_url}/v2/models/retried/ready", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        stop_triton(proc.pid, timeout=15)
+
+
 def test_stop_ends_the_process(detector_server: TritonProcess) -> None:
     # Last in the module on purpose: the fixture's own stop is then a no-op.
     assert is_running(detector_server.pid)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kubeforge.ports import free_port
 from kubeforge.store import LocalStore, Store, StoreError, StoreUnreachableError, layout, open_store
 from kubeforge.store.s3 import S3Store, parse_endpoint
-from kubeforge.testing.seaweedfs import free_port
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])

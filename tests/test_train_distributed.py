@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from kubeforge.datasets.versions import load_manifest
+from kubeforge.ports import free_port
 from kubeforge.steps import train
 from kubeforge.steps.spec import DatasetRef, TrainRun
 from kubeforge.store import LocalStore, layout
@@ -23,12 +23,6 @@ from kubeforge_trainers.models import build_model
 
 pytestmark = pytest.mark.slow
 SIZE = 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _classification_version(store: LocalStore, src: Path) -> tuple[DatasetRef, int]:
@@ -55,7 +49,7 @@ def test_two_processes_train_one_model_and_rank_zero_publishes(tmp_path: Path) -
         env.pop(name, None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), "-m", "kubeforge.cli.main", "step", "train",
+         "--master_port", str(free_port()), "-m", "kubeforge.cli.main", "step", "train",
          "--spec", str(spec_path), "--result", str(result_path)],
         capture_output=True, text=True, env=env, timeout=300,
     )

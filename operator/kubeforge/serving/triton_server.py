@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kubeforge.ports import free_ports
+
 STUB_NAME = "triton_python_backend_stub"
 DEFAULT_BACKEND_CACHE = Path("~/.cache/kubeforge/triton-backends")
 LOG_TAIL_LINES = 40
+PORT_ATTEMPTS = 3
 # Triton's glog-style error lines (E1124 06:15:35 ...) and its final "error: ..." line.
 _ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
 
@@ -116,12 +118,6 @@ def triton_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last `lines` of a Triton log, preceded by its error lines that fall outside them.
 
@@ -160,7 +156,30 @@ def start_triton(
     tail of its log. `backend_dir` is one `prepare_backend_dir` made (default: the cached one).
     """
     backends = backend_dir or prepare_backend_dir()
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return _start_on_free_ports(repository, model_name, Path(log_path), env, ready_timeout, backends)
+        except _PortTaken:
+            # Another process bound one of the ports between our pick and tritonserver's bind.
+            if attempt == PORT_ATTEMPTS - 1:
+                raise TritonError(
+                    f"tritonserver for model {model_name!r} found its ports taken {PORT_ATTEMPTS} times "
+                    f"in a row; log {log_path}:\n{log_tail(Path(log_path))}") from None
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+# What tritonserver 2.51 logs when a port it was given is in use (or two coincide).
+_PORT_CLASH = re.compile(r"cannot listen to HTTP requests and GRPC requests at the same address|"
+                         r"already in use")
+
+
+def _start_on_free_ports(repository: str, model_name: str, log_path: Path, env: dict[str, str] | None,
+                         ready_timeout: float, backends: Path) -> TritonProcess:
+    http_port, grpc_port, metrics_port = free_ports(3)
     cmd = [
         str(triton_home() / "bin" / "tritonserver"),
         f"--model-repository={repository}",
@@ -176,8 +195,8 @@ def start_triton(
         # A stop (SIGINT) should not wait the default 30 s for in-flight requests.
         "--exit-timeout-secs=5",
     ]
-    log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    logged_before = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -188,6 +207,10 @@ def start_triton(
     while True:
         code = proc.poll()
         if code is not None:
+            with open(log_path, "rb") as log:
+                log.seek(logged_before)
+                if _PORT_CLASH.search(log.read().decode(errors="replace")):
+                    raise _PortTaken()
             raise TritonError(f"tritonserver for model {model_name!r} from {_safe(repository)} exited with "
                               f"code {code} before it was ready; log {log_path}:\n{log_tail(log_path)}")
         if _http_ok(f"{http}/v2/health/ready") and _http_ok(f"{http}/v2/models/{model_name}/ready"):

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubeforge.testing.seaweedfs import free_ports
+from kubeforge.ports import free_ports
 
 
 def kubeforge_executable() -> str:

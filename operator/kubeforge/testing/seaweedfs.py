@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,24 +19,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from kubeforge.ports import free_ports
+
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on loopback (closed again, so there is a small race)."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports: all are held open together, so none repeats."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def find_weed() -> str:
