@@ -9,10 +9,15 @@ and ScaledObjects by their released schemas; the operator runs as the Helm chart
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
+from kubeforge.api.inference_service import RuntimeSpec
 from kubeforge.testing import rollout_crds as rc
 from kubeforge.testing.kube_operator import (
     GV,
@@ -23,6 +28,7 @@ from kubeforge.testing.kube_operator import (
     wait_job,
     wait_phase,
 )
+from kubeforge.testing.triton_serving import served
 
 TRITON = "registry.test/tritonserver:t"
 
@@ -35,7 +41,7 @@ def kube_emulator(kube_emulator: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def op(kubeforge_operator: Any) -> dict[str, Any]:
-    return kubeforge_operator(triton_image=TRITON, gateway="infra/public")
+    return kubeforge_operator(triton_image=TRITON, gateway="infra/public", request_count_interval_seconds=0.2)
 
 
 def trained(op: dict[str, Any], name: str) -> dict[str, Any]:
@@ -145,3 +151,66 @@ def test_autoscaling_with_keda_creates_a_scaled_object_and_leaves_replicas_to_it
     emu.patch("InferenceService", "svc", {"spec": {"autoscaling": None, "replicas": 2}}, ns)
     emu.wait_for(lambda: emu.find("ScaledObject", "svc", ns) is None
                  and emu.get("Deployment", "svc", ns)["spec"]["replicas"] == 2, message="ScaledObject removed")
+
+
+def running_pod(emu: Any, deployment: dict[str, Any], metrics_url: str) -> None:
+    """Play the ReplicaSet controller and the kubelet: a Running pod of `deployment` at 127.0.0.1 whose
+    metrics port is a real local tritonserver's (the pod network cannot run here)."""
+    template = deployment["spec"]["template"]
+    spec = template["spec"]
+    for port in spec["containers"][0]["ports"]:
+        if port["name"] == "metrics":
+            port["containerPort"] = int(metrics_url.rsplit(":", 1)[1].split("/", 1)[0])
+    meta = deployment["metadata"]
+    pod = emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": f"{meta['name']}-p1", "namespace": meta["namespace"], "labels": template["metadata"]["labels"],
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+                             "uid": meta["uid"], "controller": True}]}, "spec": spec})
+    emu.patch_status("Pod", pod["metadata"]["name"], {"phase": "Running", "podIP": "127.0.0.1"},
+                     meta["namespace"])
+
+
+def infer(url: str, times: int) -> None:
+    """`times` requests to the tiny classifier served as `svc` (a 32 px image each)."""
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    x = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    for _ in range(times):
+        inp = httpclient.InferInput("images", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        client.infer("svc", [inp])
+
+
+def test_request_counts_of_both_tracks_come_from_their_pods_metrics(
+        op: dict[str, Any], tiny_classifier: tuple[Path, Any], triton_backend_dir: Path, tmp_path: Path) -> None:
+    emu, ns = op["emu"], op["ns"]
+    trained(op, "old")
+    trained(op, "new")
+    emu.create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": ns},
+                "spec": {"model": {"trainingJob": "old"}, "replicas": 2,
+                         "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 10}}})
+    complete_serve_job(op, set())
+    stable = emu.wait_for(lambda: emu.find("Deployment", "svc", ns), message="the stable Deployment")
+    canary = emu.wait_for(lambda: emu.find("Deployment", "svc-canary", ns), message="the canary Deployment")
+    onnx, meta = tiny_classifier
+    with ExitStack() as servers:
+        # Two real tritonservers stand for the two tracks' pods, each serving the model as `svc`.
+        one = servers.enter_context(served(tmp_path / "stable", onnx, meta, "svc", RuntimeSpec(), triton_backend_dir))
+        two = servers.enter_context(served(tmp_path / "canary", onnx, meta, "svc", RuntimeSpec(), triton_backend_dir))
+        running_pod(emu, stable, one.metrics_url)
+        running_pod(emu, canary, two.metrics_url)
+        for name, dep in (("svc", stable), ("svc-canary", canary)):
+            n = dep["spec"]["replicas"]
+            emu.patch_status("Deployment", name, {"observedGeneration": dep["metadata"]["generation"],
+                                                  "replicas": n, "readyReplicas": n, "updatedReplicas": n}, ns)
+        emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("requests") == 0
+                     and s.get("canary", {}).get("requests") == 0, message="both counts 0 once Ready")
+        infer(one.http_url, 3)
+        infer(two.http_url, 1)
+        status = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("requests") == 3
+                              and s.get("canary", {}).get("requests") == 1 and s, message="3 stable, 1 canary")
+        assert status["canary"]["trainingJob"] == "new" and status["ready"] is True
+        # A pod that is not Running is not read: only the stable server counts for the stable track.
+        emu.patch_status("Pod", "svc-canary-p1", {"phase": "Pending"}, ns)
+        infer(one.http_url, 1)
+        emu.wait_for(lambda: status_of(emu, "InferenceService", "svc", ns).get("requests") == 4, message="4 stable")
+        assert status_of(emu, "InferenceService", "svc", ns)["canary"]["requests"] == 1

@@ -73,7 +73,7 @@ def cluster(kubeforge_operator: Any, seaweedfs: Any, triton_backend_dir: Path,
     """The operator on its own namespace, the store Secret, and a pod runner playing the controllers."""
     from kubeforge.testing.pod_runner import PodRunner
 
-    op = kubeforge_operator(progress_interval_seconds=0.5)
+    op = kubeforge_operator(progress_interval_seconds=0.5, request_count_interval_seconds=0.5)
     op["emu"].create(store_secret(seaweedfs, op["ns"]))
     with PodRunner(op["emu"], op["ns"], tmp_path / "pods", triton_backend_dir=triton_backend_dir) as runner:
         yield {**op, "runner": runner}
@@ -201,10 +201,12 @@ def test_quickstart_goes_ready_through_the_operator(cluster: dict[str, Any], sha
     repo = f"{isvc['outputPrefix']}/onnxruntime/shapes"
     config = parse_model_config(store.get_bytes(f"{repo}/config.pbtxt").decode())
     assert onnxruntime_load_problems(config, store.get_bytes(f"{repo}/1/model.onnx")) == []
+    # The operator reads the request count from the Triton pod's metrics (the runner's Pod at 127.0.0.1).
+    emu.wait_for(lambda: status_of(emu, "InferenceService", "shapes", ns).get("requests") == 0, timeout=30,
+                 message="request count 0 in status")
     row = printer_row(emu, "inferenceservices", emu.get("InferenceService", "shapes", ns))
-    # No canary, and request counts are not scraped in a cluster (docs/serving.md): those columns are empty.
     assert row | {"Age": None} == {"Model": "shapes-detector", "Benchmark": None, "Canary": None, "Canary%": None,
-                                   "Requests": None, "CanaryRequests": None, "URL": isvc["url"], "Ready": True,
+                                   "Requests": 0, "CanaryRequests": None, "URL": isvc["url"], "Ready": True,
                                    "Phase": "Running", "Run": tj["runId"], "Age": None}
     sample = sorted((shapes_source["dir"] / "images").iterdir())[0]
     answer = json.loads(kubeforge("predict", "shapes", str(sample), "--url", runner.endpoint("shapes"),
@@ -212,6 +214,8 @@ def test_quickstart_goes_ready_through_the_operator(cluster: dict[str, Any], sha
     assert answer[0]["image"] == str(sample) and answer[0]["task"] == "object-detection"
     assert answer[0]["detections"] and {d["class_name"] for d in answer[0]["detections"]} <= {
         "circle", "square", "triangle"}
+    emu.wait_for(lambda: status_of(emu, "InferenceService", "shapes", ns).get("requests") == 1, timeout=30,
+                 message="the prediction counted in status.requests")
 
     # --- Nothing created twice, nothing lost -------------------------------------------------------
     jobs = emu.list("Job", ns)

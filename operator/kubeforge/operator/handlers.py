@@ -32,6 +32,7 @@ from kubeforge.operator.reconcile import (
     run_id_of,
     sync_from_job,
 )
+from kubeforge.operator.request_counts import refresh_request_counts
 from kubeforge.operator.serving import reconcile_serving
 from kubeforge.operator.settings import OperatorSettings
 
@@ -158,6 +159,12 @@ def build(settings: OperatorSettings, login: LoginFn | None = None) -> tuple[kop
                     when=lambda status, **_: status.get("phase") == "Running")
         def progress_timer(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
             refresh_progress(ctx, _plain(body), logger)
+
+    @kopf.timer(API_GROUP, API_VERSION, SERVE_PLURAL, registry=registry, id="requests",
+                interval=settings.request_count_interval_seconds,
+                when=lambda status, **_: status.get("ready") is True)
+    def request_count_timer(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+        refresh_request_counts(ctx, _plain(body), logger)
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="step-job")
     def job_event(event: dict[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:

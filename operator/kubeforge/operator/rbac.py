@@ -12,7 +12,8 @@ Why each rule:
   (`spec.benchmark.enabled`).
 - batch Jobs: one per step; watched for completion; a superseded serve Job is deleted;
   `suspend` is patched through.
-- pods (read only): a failed Job's container termination reason (OOMKilled) and message.
+- pods (read only): a failed Job's container termination reason (OOMKilled) and message; the
+  IPs of an InferenceService's Triton pods, whose metrics give its request counts.
 - configmaps: the run spec (`run.json`) of each Job (create; get when it already exists).
 - services / deployments: distributed training's headless Service; Triton serving (Kopf lists
   and watches the Deployments it made: their readiness becomes the InferenceService's); a canary's

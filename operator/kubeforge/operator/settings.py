@@ -48,6 +48,8 @@ class OperatorSettings(BaseSettings):
     job_active_deadline_seconds: int | None = Field(default=None, ge=1)
     job_ttl_seconds: int | None = Field(default=86400, ge=0)
     progress_interval_seconds: float = Field(default=10.0, gt=0)
+    # How often a Ready InferenceService's request counts are read from its pods' Triton metrics.
+    request_count_interval_seconds: float = Field(default=30.0, gt=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
     peering_name: str = "kubeforge"

@@ -20,7 +20,8 @@ namespace, by polling the API like a controller's informer would (a list every `
   patches the Deployment's status (`observedGeneration`, `replicas`, `updatedReplicas`,
   `readyReplicas`, `availableReplicas`, `Available`/`Progressing`) once Triton is ready. A changed
   pod template restarts it (a rollout); a Deployment deleted or scaled to 0 stops it. One local
-  server stands for all replicas.
+  server stands for all replicas, and one Pod object (Running, `podIP` 127.0.0.1, its container
+  ports rewritten to the local server's) for it: the operator reads each pod's Triton metrics.
 
 How a container becomes a process (the choices, and why):
 

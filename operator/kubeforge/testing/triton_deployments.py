@@ -3,7 +3,9 @@
 For every Deployment whose container runs `tritonserver`, the local `tritonserver`
 (`kubeforge.serving.triton_server`, as local mode starts it) serves the repository named by
 `--model-repository` (its Python-backend sibling: see `kubeforge.testing.pod_runner`), and the
-Deployment's status says when it is ready. One local server stands for all replicas.
+Deployment's status says when it is ready. One local server stands for all replicas, and one Pod
+object for it (Running at 127.0.0.1 with the local server's ports), what the operator lists to read
+each pod's metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from kubeforge.testing.kube_client import KubeClient
 from kubeforge.testing.kube_objects import ApiError, Body
-from kubeforge.testing.kubelet import ContainerConfigError, Kubelet
+from kubeforge.testing.kubelet import NODE_NAME, ContainerConfigError, Kubelet
 
 
 @dataclass
@@ -30,6 +32,7 @@ class TritonInstance:
     thread: threading.Thread | None = None
     process: Any = None  # kubeforge.serving.triton_server.TritonProcess once ready
     error: str = ""
+    pod_name: str | None = None  # the Pod object standing for the server, once it is ready
     stop_requested: bool = False
     # stop() and a server that just became ready must agree on who stops it.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -100,7 +103,43 @@ class TritonDeployments:
                                                    name=f"triton-{name}", daemon=True)
                     inst.thread.start()
             inst.replicas = replicas
+            self._ensure_pod(dep, container, inst)
             self._report(dep, inst)
+
+    def _ensure_pod(self, dep: Body, container: Body, inst: TritonInstance) -> None:
+        """The ReplicaSet controller's and kubelet's Pod for a ready server: labelled by the template,
+        Running at 127.0.0.1, its container ports the local server's (the pod network of this runner:
+        what the operator reads a pod's metrics from)."""
+        process = inst.process
+        if process is None or inst.pod_name is not None:
+            return
+        local = {"http": _port(process.http_url), "grpc": _port(process.grpc_url),
+                 "metrics": _port(process.metrics_url)}
+        template = (dep.get("spec") or {}).get("template") or {}
+        spec = json.loads(json.dumps(template.get("spec") or {}))
+        for c in spec.get("containers") or []:
+            for p in c.get("ports") or []:
+                if p.get("name") in local:
+                    p["containerPort"] = local[p["name"]]
+        name = f"{dep['metadata']['name']}-{uuid.uuid4().hex[:5]}"
+        self.api.create({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.namespace,
+                         "labels": (template.get("metadata") or {}).get("labels") or {},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": dep["metadata"]["name"], "uid": dep["metadata"]["uid"],
+                                              "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {**spec, "nodeName": NODE_NAME},
+        })
+        inst.pod_name = name
+        self.api.patch_status("Pod", name, {
+            "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "hostIP": "127.0.0.1",
+            "conditions": [{"type": t, "status": "True"} for t in ("PodScheduled", "Initialized",
+                                                                   "ContainersReady", "Ready")],
+            "containerStatuses": [{"name": container.get("name", "triton"), "ready": True, "started": True,
+                                   "restartCount": 0, "image": container.get("image", ""), "imageID": "",
+                                   "containerID": f"local://{process.pid}", "state": {"running": {}}}]},
+            self.namespace)
 
     def _run(self, dep: Body, container: Body, inst: TritonInstance) -> None:
         from kubeforge.serving.triton_repo import CLUSTER_VARIANT, LOCAL_VARIANT
@@ -169,8 +208,14 @@ class TritonDeployments:
         inst = self.servers.pop(name, None)
         if inst is None:
             return
+        if inst.pod_name is not None:
+            self.api.delete("Pod", inst.pod_name, self.namespace, missing_ok=True)
         with inst.lock:
             inst.stop_requested = True
             process, inst.process = inst.process, None
         if process is not None:
             stop_triton(process.pid, timeout=5)
+
+
+def _port(url: str) -> int:
+    return int(url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[1])
