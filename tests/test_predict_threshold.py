@@ -187,3 +187,34 @@ def test_served_repository_has_no_pycache(served: tuple[LocalStore, str, TritonP
     keys = list(store.list(layout.serving_prefix(NS, "circles")))
     assert any(k.endswith("/model.py") for k in keys)  # the Python backend did load from here
     assert [k for k in keys if "__pycache__" in k or k.endswith(".pyc")] == []
+
+
+def test_a_prediction_job_through_the_service_takes_it_from_the_served_config(
+        served: tuple[LocalStore, str, TritonProcess], tmp_path: Path) -> None:
+    from kubeforge.datasets.versions import load_manifest
+    from kubeforge.steps import predict
+    from kubeforge.steps.spec import PredictRun
+
+    store, experiment, proc = served
+    # The model's files under a prefix no Benchmark scored: the store lookup would find nothing, so the
+    # threshold can only come from the served config.
+    elsewhere = experiment + "-copy"
+    for name in (layout.MODEL_META, layout.ONNX_EXPORT):
+        store.put_bytes(f"{elsewhere}/{name}", store.get_bytes(f"{experiment}/{name}"))
+    assert benchmark_threshold(store, elsewhere, NS) is None
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _faint(folder)
+    result = predict.run(PredictRun.model_validate({
+        "store": store.uri, "namespace": NS, "name": "via-svc", "run_id": "0123456789",
+        "spec": {"model": {"inferenceService": "circles"}, "input": {"source": {"uri": str(folder)}}},
+        "model": {"experiment_prefix": elsewhere, "training_job": JOB, "training_run": "t1",
+                  "inference_service": "circles", "url": proc.grpc_url, "model_name": "circles"},
+        "output_prefix": layout.run_output_prefix(layout.prediction_prefix(NS, "via-svc"), "0123456789"),
+        "output_dataset": "via-svc"}))
+    assert result["threshold"] == pytest.approx(BEST, abs=1e-3)
+    assert "served config" in result["thresholdSource"] and "InferenceService circles" in result["thresholdSource"]
+    manifest = load_manifest(store, "via-svc", result["digest"])
+    # The faint circle (0.369) is kept: the default 0.5 would have hidden it.
+    [score] = [float(t.split("=")[1]) for a in manifest.annotations for t in a.tags if t.startswith("score=")]
+    assert score == pytest.approx(0.369, abs=1e-3)

@@ -5,6 +5,7 @@ scores on its annotations. Also the API's one-of rules."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,39 @@ def test_the_crd_carries_the_same_one_of_rules() -> None:
     assert "has(self.inferenceService) != has(self.trainingJob)" in rules
     message = spec["input"]["x-kubernetes-validations"][0]["message"]
     assert message == "set exactly one of datasetVersion, source or video"
+
+
+def test_a_video_becomes_a_version_of_its_frames(world: dict[str, Any], tmp_path: Path) -> None:
+    from kubeforge.datasets.synth_video import render
+
+    store = world["store"]
+    clip = render(n_frames=6, size=32, n_objects=2, seed=3, fps=5).write(tmp_path / "clip.mp4")
+    spec = run_spec(store, world["folder"], input={"video": str(clip)}, threshold=0.5)
+    result = predict.run(spec)
+    assert result["images"] == 6 and result["progress"]["done"] == 6 and result["resumed"] == 0
+    manifest = load_manifest(store, "pred", result["digest"])
+    assert [im.file_name for im in manifest.images] == [f"clip/frame_{i:06d}.png" for i in range(6)]
+    for im in manifest.images:  # each frame stored as the PNG the model saw
+        with Image.open(io.BytesIO(store.get_blob(im.blob))) as frame:
+            assert frame.format == "PNG" and frame.size == (32, 32)
+    lines = [json.loads(t) for k in store.list(f"{spec.output_prefix}/parts/")
+             for t in store.get_bytes(k).decode().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(6))
+    assert [round(line["timestamp"], 3) for line in lines] == [round(i / 5, 3) for i in range(6)]
+    source = to_dataset.read_source(store, "pred", result["digest"])
+    assert source is not None and source["input"] == {"video": str(clip)} and source["parents"] == []
+
+
+def test_a_cut_off_video_is_named_in_the_failure(world: dict[str, Any], tmp_path: Path) -> None:
+    from kubeforge.datasets.synth_video import render
+
+    store = world["store"]
+    clip = render(n_frames=12, size=32, n_objects=2, seed=3, fps=5).write(tmp_path / "cut.mp4")
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) // 2])  # a copy that stopped part way: its index (moov, at the end) is lost
+    spec = run_spec(store, world["folder"], input={"video": str(clip)}, threshold=0.5)
+    with pytest.raises(StepFailedError) as failed:
+        predict.run(spec)
+    assert f"{clip}: not a readable video" in str(failed.value)
+    progress = store.get_json(f"{spec.output_prefix}/{layout.PROGRESS}")
+    assert progress["phase"] == "Failed" and progress["done"] == 0
