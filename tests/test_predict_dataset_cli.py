@@ -161,3 +161,24 @@ def test_what_cannot_be_a_version_fails_before_any_request(world: World, tmp_pat
     assert inference_count(world.proc) == before
     assert list(world.store.list(layout.prediction_prefix("default", "segs"))) == []
     assert list_versions(world.store, "segs") == []
+
+
+def test_a_video_becomes_a_version_of_its_frames(world: World, tmp_path: Path) -> None:
+    from kubeforge.predict.video import AnnotatedVideoWriter
+    from kubeforge.serving.client import Prediction
+
+    clip = tmp_path / "clip.mp4"
+    with AnnotatedVideoWriter(clip, fps=10.0) as writer:
+        for _ in range(4):  # a bright cell of the first class in the second row of every frame
+            img = Image.new("RGB", (W, H))
+            img.paste((BRIGHT, 0, 0), (16, 12, 32, 24))
+            writer.write(img, Prediction(image="", width=W, height=H, task="object-detection"))
+    result = world.run("grid", str(clip), "-f", "dataset", "-o", "clip-preds")
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(world.store, "clip-preds", digest_of(result.stdout, "clip-preds"))
+    assert [im.file_name for im in manifest.images] == [f"clip/frame_{f:06d}.png" for f in range(4)]
+    assert [ann.image for ann in manifest.annotations] == [0, 1, 2, 3]
+    assert all(abs(a - b) <= 2.0 for ann in manifest.annotations for a, b in zip(ann.bbox, (16, 12, 16, 12),
+                                                                                 strict=True))
+    source = to_dataset.read_source(world.store, "clip-preds", manifest.digest())
+    assert source is not None and source["input"] == {"video": str(clip)} and source["parents"] == []
