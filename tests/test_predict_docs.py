@@ -17,15 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kubeforge.api import parse_resource
-from kubeforge.api.inference_service import InferenceServiceSpec
-from kubeforge.local.state import ENV_STATE_DIR, Record, StateDir
+from kubeforge.local.state import ENV_STATE_DIR
 from kubeforge.models.meta import ModelMeta
-from kubeforge.serving import triton_repo
-from kubeforge.serving.triton_server import start_triton, stop_triton
-from kubeforge.steps import serve
-from kubeforge.steps.spec import ServeRun
-from kubeforge.store import LocalStore, layout
+from kubeforge.testing.triton_serving import registered_service
 
 pytestmark = pytest.mark.triton
 REPO = Path(__file__).resolve().parents[1]
@@ -61,32 +55,12 @@ def serving_state(tmp_path: Path, tiny_detector: tuple[Path, ModelMeta], triton_
     """The user's environment with InferenceService `shapes` serving, as after `make demo`."""
     onnx, meta = tiny_detector
     state = tmp_path / "state"
-    store = LocalStore(state / "store")
-    experiment = layout.run_output_prefix(layout.experiment_prefix("default", "shapes", "shapes-detector", "torch"),
-                                          "r1")
-    store.put_file(f"{experiment}/{layout.ONNX_EXPORT}", onnx)
-    store.put_bytes(f"{experiment}/{layout.MODEL_META}", meta.model_dump_json().encode())
-    prefix = layout.serving_prefix("default", "shapes")
-    spec = InferenceServiceSpec.model_validate({"model": {"trainingJob": "shapes-detector"}})
-    serve.run(ServeRun(store=store.uri, namespace="default", name="shapes", experiment_prefix=experiment, spec=spec,
-                       output_prefix=prefix, model_name="shapes"))
-    repo = store.root / triton_repo.repository_prefix(prefix, triton_repo.LOCAL_VARIANT)
-    proc = start_triton(str(repo), "shapes", tmp_path / "triton.log", backend_dir=triton_backend_dir)
-    try:
-        resource = parse_resource({
-            "apiVersion": "kubeforge.io/v1alpha1", "kind": "InferenceService",
-            "metadata": {"name": "shapes", "namespace": "default"}, "spec": spec.model_dump(by_alias=True),
-            "status": {"phase": "Succeeded", "ready": True, "url": proc.http_url, "grpcUrl": proc.grpc_url,
-                       "modelName": "shapes", "experimentPrefix": experiment, "trainingJob": "shapes-detector"},
-        })
-        StateDir(state).save(Record(resource, store=store.uri))
+    with registered_service(state, onnx, meta, "shapes", triton_backend_dir):
         source = [str(REPO / "operator"), str(REPO / "trainers")]
         env = {k: v for k, v in os.environ.items() if k != "KUBEFORGE_STORE"}
         env.update({ENV_STATE_DIR: str(state), "PYTHONPATH": os.pathsep.join(source), "OMP_NUM_THREADS": "2",
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
         yield env
-    finally:
-        stop_triton(proc.pid)
 
 
 @pytest.mark.usefixtures("step_cache")

@@ -90,10 +90,11 @@ def predict(
         help="Detection score threshold (default: the F1-optimal one of the model's Benchmark, else 0.5).",
         min=0.0, max=1.0)] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1)] = 3,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | jsonl | coco | annotated.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | jsonl | coco | annotated | dataset (a new "
+                                     "DatasetVersion of the predictions).")] = "table",
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="jsonl: a file (default stdout); coco: the results file; annotated: a folder "
-        "(images as <name>, videos as <stem>.mp4).")] = None,
+        "(images as <name>, videos as <stem>.mp4); dataset: the dataset's name (a new version of it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (small inputs).")] = False,
     masks_dir: Annotated[Path | None, typer.Option(
         "--masks-dir", "--masks", help="Segmentation: write masks here as PNGs at the image's size. Instance "
@@ -111,6 +112,12 @@ def predict(
     concurrency: Annotated[int, typer.Option(help="Requests in flight.", min=1)] = 8,
 ) -> None:
     """Apply a served model to images, folders, videos or S3 prefixes; print or write what it predicts."""
+    if fmt == "dataset":
+        given = {"--url": url, "--model": model, "--meta": meta, "--track": track, "--masks-dir": masks_dir,
+                 "--coco-gt": coco_gt, "--rle": rle or None, "--json": as_json or None,
+                 "--stride": stride if stride != 1 else None}
+        _to_dataset(service, paths, output, namespace, threshold, skip_errors, [k for k, v in given.items() if v])
+        return
     from rich.console import Console
     from tritonclient.utils import InferenceServerException
 
@@ -202,6 +209,23 @@ def predict(
         # The user gets one line naming what failed, not a traceback.
         typer.echo(f"error: predict {service}: {failure}", err=True)
         raise typer.Exit(1)
+
+
+def _to_dataset(service: str, paths: list[str], output: Path | None, namespace: str, threshold: float | None,
+                skip_errors: bool, unused: list[str]) -> None:
+    """--format dataset: the PredictionJob step, run here (`kubeforge.cli.predict_dataset`)."""
+    from kubeforge.cli.predict_dataset import DatasetOutputError, to_dataset
+    from kubeforge.steps.errors import StepFailedError
+
+    try:
+        if unused:
+            raise DatasetOutputError(f"{', '.join(unused)}: not with --format dataset (it predicts every image or "
+                                     "frame of an InferenceService of the local state, as a PredictionJob does)")
+        to_dataset(service, paths, str(output) if output is not None else None, namespace, threshold, skip_errors,
+                   typer.echo)
+    except (ServiceNotFoundError, DatasetOutputError, StepFailedError, ValueError) as exc:
+        typer.echo(f"error: predict {service}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _video_stream(backend: Any, path: str, fmt: str, output: Path | None, track: str | None, stride: int,

@@ -281,8 +281,14 @@ def line_of(pred: Prediction, where: Where) -> dict[str, Any]:
     return line
 
 
+def _who(spec: PredictRun) -> str:
+    if spec.caller == "kubeforge predict":
+        return f"kubeforge predict --output {spec.output_dataset}"
+    return f"PredictionJob {spec.namespace}/{spec.name}"
+
+
 def run(spec: PredictRun) -> dict[str, Any]:
-    who = f"PredictionJob {spec.namespace}/{spec.name}"
+    who = _who(spec)
     try:
         store = open_store(spec.store)
         store.check()
@@ -314,17 +320,22 @@ def choose_threshold(spec: PredictRun, store: Store, backend: Any) -> Threshold:
                                          f"{spec.model.inference_service}'s served config")
         else:
             recorded = benchmark_threshold(store, spec.model.experiment_prefix, spec.namespace)
-    chosen = choose(spec.spec.threshold, recorded, given_as="spec.threshold")
+    given_as = "--threshold" if spec.caller == "kubeforge predict" else "spec.threshold"
+    chosen = choose(spec.spec.threshold, recorded, given_as=given_as)
     store.put_json(key, {"value": chosen.value, "source": chosen.source})
     return chosen
 
 
 def _run(spec: PredictRun, store: Store, tmp: Path, who: str) -> dict[str, Any]:
     backend, model_label = open_backend(spec, store, tmp)
+    try:
+        to_dataset.manifest_task(backend.meta.task)  # a task a version cannot hold fails before any work
+    except to_dataset.PredictionDatasetError:
+        backend.close()
+        raise
     chosen = choose_threshold(spec, store, backend)
     threshold = chosen.value
     print(f"{who}: {chosen.describe()}", file=sys.stderr)
-    to_dataset.manifest_task(backend.meta.task)  # a task a version cannot hold fails before any work
     inputs = Inputs(spec, store, tmp)
     items = inputs.items()
     parts = Parts(store, spec.output_prefix)
@@ -374,7 +385,10 @@ def _version(spec: PredictRun, store: Store, inputs: Inputs, lines: list[dict[st
     parents = [ParentVersion(name=spec.dataset.name, dataset=spec.dataset.dataset, digest=spec.dataset.digest)] \
         if spec.dataset is not None else []
     model = spec.model
-    source = {"predictionJob": {"namespace": spec.namespace, "name": spec.name, "run": spec.run_id},
+    made_by = {"command": {"name": spec.caller, "namespace": spec.namespace, "run": spec.run_id}} \
+        if spec.caller == "kubeforge predict" else \
+        {"predictionJob": {"namespace": spec.namespace, "name": spec.name, "run": spec.run_id}}
+    source = {**made_by,
               "model": {"trainingJob": model.training_job, "run": model.training_run,
                         "inferenceService": model.inference_service, "experimentPrefix": model.experiment_prefix,
                         "task": meta.task},
