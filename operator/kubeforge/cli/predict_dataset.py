@@ -83,6 +83,7 @@ def predict_run(service: str, namespace: str, output: str, given: Input, thresho
     from kubeforge.core.resolve import WAITING_MARK, Waiting, service_of
     from kubeforge.local.state import StateDir, StateError, resolve_state_dir, service_endpoint
     from kubeforge.steps import runs
+    from kubeforge.steps.spec import CLI_CALLER
     from kubeforge.store import open_store
 
     if not re.match(DNS_LABEL_PATTERN, output):
@@ -106,7 +107,7 @@ def predict_run(service: str, namespace: str, output: str, given: Input, thresho
         "spec": {"model": {"inferenceService": service}, "input": given.spec, "threshold": threshold,
                  "output": {"dataset": output}, "onInvalidImage": "Skip" if skip_errors else "Fail"}})
     run = runs.predict_run(job, store, model, given.dataset)
-    run.caller = "kubeforge predict"
+    run.caller = CLI_CALLER
     return run
 
 

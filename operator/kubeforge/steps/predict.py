@@ -39,7 +39,7 @@ from kubeforge.predict.sources import IMAGE_EXTENSIONS, is_image
 from kubeforge.predict.threshold import Threshold, benchmark_threshold, choose
 from kubeforge.serving.client import Prediction
 from kubeforge.steps.errors import StepFailedError
-from kubeforge.steps.spec import PredictRun
+from kubeforge.steps.spec import CLI_CALLER, PredictRun
 from kubeforge.store import Store, StoreError, layout, open_store
 
 PART_EVERY = 64  # predictions per part at most
@@ -282,7 +282,7 @@ def line_of(pred: Prediction, where: Where) -> dict[str, Any]:
 
 
 def _who(spec: PredictRun) -> str:
-    if spec.caller == "kubeforge predict":
+    if spec.caller == CLI_CALLER:
         return f"kubeforge predict --output {spec.output_dataset}"
     return f"PredictionJob {spec.namespace}/{spec.name}"
 
@@ -320,7 +320,7 @@ def choose_threshold(spec: PredictRun, store: Store, backend: Any) -> Threshold:
                                          f"{spec.model.inference_service}'s served config")
         else:
             recorded = benchmark_threshold(store, spec.model.experiment_prefix, spec.namespace)
-    given_as = "--threshold" if spec.caller == "kubeforge predict" else "spec.threshold"
+    given_as = "--threshold" if spec.caller == CLI_CALLER else "spec.threshold"
     chosen = choose(spec.spec.threshold, recorded, given_as=given_as)
     store.put_json(key, {"value": chosen.value, "source": chosen.source})
     return chosen
@@ -386,7 +386,7 @@ def _version(spec: PredictRun, store: Store, inputs: Inputs, lines: list[dict[st
         if spec.dataset is not None else []
     model = spec.model
     made_by = {"command": {"name": spec.caller, "namespace": spec.namespace, "run": spec.run_id}} \
-        if spec.caller == "kubeforge predict" else \
+        if spec.caller == CLI_CALLER else \
         {"predictionJob": {"namespace": spec.namespace, "name": spec.name, "run": spec.run_id}}
     source = {**made_by,
               "model": {"trainingJob": model.training_job, "run": model.training_run,

@@ -137,9 +137,11 @@ class PredictRun(_Run):
     dataset: DatasetRef | None = Field(default=None, description="spec.input.datasetVersion resolved.")
     output_prefix: str = Field(description="Where the run writes its predictions and progress.")
     output_dataset: str = Field(description="The dataset the output version belongs to.")
-    caller: Literal["PredictionJob", "kubeforge predict"] = Field(
+    caller: Literal["PredictionJob", "kubeforge predict"] = Field(  # "kubeforge predict": CLI_CALLER
         default="PredictionJob", description="Who runs it: a PredictionJob, or `kubeforge predict --format dataset` "
         "(messages, predictions.json and the threshold's source say which).")
 
+
+CLI_CALLER = "kubeforge predict"  # PredictRun.caller of `kubeforge predict --format dataset`
 
 StepRun = DatasetVersionRun | TrainRun | BenchmarkRun | ServeRun | PredictRun
