@@ -162,3 +162,17 @@ def test_a_version_derived_from_the_predictions_in_yaml(world: Any) -> None:
     proc = kubeforge("run", "-f", str(work / "bad.yaml"), env=env, check=False)
     assert proc.returncode != 0 and "spec.parents[0]: Value error, 'TrainingJob/clf' is not a DatasetVersion name " \
         "or PredictionJob/<name>" in proc.stderr
+
+    # The PredictionJob changes (its output is another dataset: a new version, a new digest): the derived
+    # version follows it on the next run.
+    (work / "moved.yaml").write_text(JOBS.replace("output: {dataset: shapes-predicted}",
+                                                  "output: {dataset: shapes-predicted-2}"))
+    kubeforge("run", "-f", str(work / "moved.yaml"), "-f", str(work / "reviewed.yaml"), env=env)
+    moved = get_json("predictionjob", "pred", env)["status"]
+    assert moved["dataset"] == "shapes-predicted-2" and moved["digest"] != pred["digest"]
+    again = get_json("datasetversion", "shapes-reviewed", env)["status"]
+    assert again["phase"] == "Succeeded" and len(again["runs"]) == len(status["runs"]) + 1, again
+    assert again["parents"] == [{"name": "PredictionJob/pred", "dataset": "shapes-predicted-2",
+                                 "digest": moved["digest"]}]
+    rebuilt = load_manifest(store, "shapes-reviewed", again["digest"])
+    assert sorted(im.file_name for im in rebuilt.images) == confident
