@@ -125,3 +125,21 @@ def check_the_reviewed_version(cluster: dict[str, Any]) -> None:
     assert all(im.category_id is not None and score_of(im.tags) == scores[im.file_name] for im in manifest.images)
     assert reviewed["stats"]["images"] == len(confident)
     assert reviewed["changes"]["imagesRemoved"] == len(scores) - len(confident)
+
+    # The PredictionJob changes (its output is another dataset: a new run, a new digest); the operator
+    # rebuilds the derived version on it when the PredictionJob succeeds again.
+    emu.patch("PredictionJob", "shapes-predicted", {"spec": {"output": {"dataset": "shapes-predicted-2"}}}, ns)
+
+    def moved() -> dict[str, Any] | None:
+        status = status_of(emu, "PredictionJob", "shapes-predicted", ns)
+        return status if status.get("phase") == "Succeeded" and status.get("dataset") == "shapes-predicted-2" \
+            else None
+
+    again = emu.wait_for(moved, timeout=300, interval=0.3, message="PredictionJob's second run Succeeded")
+    assert again["digest"] != predicted["digest"]
+    parent = {"name": "PredictionJob/shapes-predicted", "dataset": "shapes-predicted-2", "digest": again["digest"]}
+    rebuilt = emu.wait_for(lambda: (s := status_of(emu, "DatasetVersion", "shapes-reviewed", ns)).get("parents")
+                           == [parent] and s.get("phase") == "Succeeded" and s, timeout=300, interval=0.3,
+                           message="shapes-reviewed rebuilt on the new predictions")
+    assert sorted(im.file_name for im in load_manifest(store, "shapes-reviewed", rebuilt["digest"]).images) == confident
+    assert len(emu.list("Job", ns, "kubeforge.io/name=shapes-reviewed")) == 2
