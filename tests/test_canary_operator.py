@@ -74,15 +74,20 @@ def weights(route: dict[str, Any]) -> list[tuple[str, int]]:
     return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
 
 
-def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> None:
-    emu, ns = op["emu"], op["ns"]
+def with_canary(op: dict[str, Any], replicas: int, done: set[str]) -> None:
+    """TrainingJobs old and new; InferenceService svc serving old with new as a 10% canary, built."""
     trained(op, "old")
     trained(op, "new")
-    emu.create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": ns},
-                "spec": {"model": {"trainingJob": "old"}, "replicas": 4,
-                         "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 10}}})
-    done: set[str] = set()
+    op["emu"].create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": op["ns"]},
+                      "spec": {"model": {"trainingJob": "old"}, "replicas": replicas,
+                               "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 10}}})
     complete_serve_job(op, done)
+
+
+def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> None:
+    emu, ns = op["emu"], op["ns"]
+    done: set[str] = set()
+    with_canary(op, 4, done)
     route = emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the HTTPRoute")
     assert weights(route) == [("svc", 90), ("svc-canary", 10)]
     assert route["spec"]["parentRefs"][0]["name"] == "public"
@@ -183,12 +188,7 @@ def infer(url: str, times: int) -> None:
 def test_request_counts_of_both_tracks_come_from_their_pods_metrics(
         op: dict[str, Any], tiny_classifier: tuple[Path, Any], triton_backend_dir: Path, tmp_path: Path) -> None:
     emu, ns = op["emu"], op["ns"]
-    trained(op, "old")
-    trained(op, "new")
-    emu.create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": ns},
-                "spec": {"model": {"trainingJob": "old"}, "replicas": 2,
-                         "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 10}}})
-    complete_serve_job(op, set())
+    with_canary(op, 2, set())
     stable = emu.wait_for(lambda: emu.find("Deployment", "svc", ns), message="the stable Deployment")
     canary = emu.wait_for(lambda: emu.find("Deployment", "svc-canary", ns), message="the canary Deployment")
     onnx, meta = tiny_classifier
