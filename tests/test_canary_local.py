@@ -8,7 +8,6 @@ go up with predictions sent to each server. Removing spec.canary (a rollback) st
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,25 +17,9 @@ from kubeforge.serving.triton_metrics import request_count, total_requests
 from kubeforge.serving.triton_server import is_running
 from kubeforge.testing.cli import get_json, kubeforge
 from kubeforge.testing.kube_client import KubeClient
+from kubeforge.testing.local_world import classifiers, local_world
 
-JOBS = """
-apiVersion: kubeforge.io/v1alpha1
-kind: DatasetVersion
-metadata: {name: shapes-cls}
-spec: {dataset: shapes-cls, source: {uri: data, format: imagefolder}}
-""" + "".join(f"""---
-apiVersion: kubeforge.io/v1alpha1
-kind: TrainingJob
-metadata: {{name: {name}}}
-spec:
-  datasetVersion: shapes-cls
-  task: classification
-  model: {{name: {model}, imageSize: 32}}
-  split: {{method: random, trainPercent: 50, seed: 1}}
-  hyperparameters: {{epochs: 1, batchSize: 8}}
-  export: [onnx]
-  benchmark: {{enabled: false}}
-""" for name, model in (("clf-a", "resnet18"), ("clf-b", "mobilenet_v3_small")))
+JOBS = classifiers(("clf-a", "resnet18"), ("clf-b", "mobilenet_v3_small"))
 
 
 def service(canary: bool) -> str:
@@ -67,15 +50,9 @@ def test_request_count_sums_the_models_versions_only() -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    work = tmp_path_factory.mktemp("canary-local")
-    env = {**os.environ, "KUBEFORGE_STATE_DIR": str(work / "state"), "KUBEFORGE_STORE": (work / "store").as_uri()}
-    kubeforge("datasets", "synth", "shapes", "--task", "classification", "--out", str(work / "data"),
-              "--images", "8", "--size", "32", "--seed", "5", env=env)
-    (work / "jobs.yaml").write_text(JOBS)
-    try:
+    with local_world(tmp_path_factory.mktemp("canary-local"), images=8, stop="clf") as (work, env):
+        (work / "jobs.yaml").write_text(JOBS)
         yield work, env
-    finally:
-        kubeforge("stop", "inferenceservice", "clf", env=env, check=False)
 
 
 def apply(work: Path, env: dict[str, str], canary: bool) -> None:

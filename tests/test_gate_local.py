@@ -16,40 +16,12 @@ from typing import Any
 import pytest
 
 from kubeforge.testing.cli import get_json, kubeforge
+from kubeforge.testing.local_world import classifiers, local_world
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "promotion"
 
-JOBS = """
-apiVersion: kubeforge.io/v1alpha1
-kind: DatasetVersion
-metadata: {name: shapes-cls}
-spec: {dataset: shapes-cls, source: {uri: data, format: imagefolder}}
----
-apiVersion: kubeforge.io/v1alpha1
-kind: TrainingJob
-metadata: {name: clf-a}
-spec:
-  datasetVersion: shapes-cls
-  task: classification
-  model: {name: resnet18, imageSize: 32}
-  split: {method: random, trainPercent: 50, seed: 1}
-  hyperparameters: {epochs: 1, batchSize: 8}
-  export: [onnx]
-  benchmark: {enabled: false}
----
-apiVersion: kubeforge.io/v1alpha1
-kind: TrainingJob
-metadata: {name: clf-b}
-spec:
-  datasetVersion: shapes-cls
-  task: classification
-  model: {name: mobilenet_v3_small, imageSize: 32}
-  split: {method: random, trainPercent: 50, seed: 1}
-  hyperparameters: {epochs: 1, batchSize: 8}
-  export: [onnx]
-  benchmark: {enabled: false}
-"""
+JOBS = classifiers(("clf-a", "resnet18"), ("clf-b", "mobilenet_v3_small"))
 
 SERVICE = """
 apiVersion: kubeforge.io/v1alpha1
@@ -79,15 +51,9 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    work = tmp_path_factory.mktemp("gate-local")
-    env = {**os.environ, "KUBEFORGE_STATE_DIR": str(work / "state"), "KUBEFORGE_STORE": (work / "store").as_uri()}
-    kubeforge("datasets", "synth", "shapes", "--task", "classification", "--out", str(work / "data"),
-              "--images", "8", "--size", "32", "--seed", "5", env=env)
-    (work / "jobs.yaml").write_text(JOBS)
-    try:
+    with local_world(tmp_path_factory.mktemp("gate-local"), images=8, stop="clf") as (work, env):
+        (work / "jobs.yaml").write_text(JOBS)
         yield work, env
-    finally:
-        kubeforge("stop", "inferenceservice", "clf", env=env, check=False)
 
 
 def apply(work: Path, env: dict[str, str], bench: str) -> str:

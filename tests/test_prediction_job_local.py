@@ -5,7 +5,6 @@ what it predicted, and `kubeforge run` again continues from there once the file 
 
 from __future__ import annotations
 
-import os
 import shutil
 from typing import Any
 
@@ -16,25 +15,9 @@ from kubeforge.datasets.versions import load_manifest
 from kubeforge.predict import to_dataset
 from kubeforge.store import open_store
 from kubeforge.testing.cli import get_json, kubeforge
+from kubeforge.testing.local_world import classifiers, local_world
 
-JOBS = """
-apiVersion: kubeforge.io/v1alpha1
-kind: DatasetVersion
-metadata: {name: shapes-cls}
-spec: {dataset: shapes-cls, source: {uri: data, format: imagefolder}}
----
-apiVersion: kubeforge.io/v1alpha1
-kind: TrainingJob
-metadata: {name: clf}
-spec:
-  datasetVersion: shapes-cls
-  task: classification
-  model: {name: resnet18, imageSize: 32}
-  split: {method: random, trainPercent: 50, seed: 1}
-  hyperparameters: {epochs: 1, batchSize: 8}
-  export: [onnx]
-  benchmark: {enabled: false}
----
+JOBS = classifiers(("clf", "resnet18")) + """---
 apiVersion: kubeforge.io/v1alpha1
 kind: PredictionJob
 metadata: {name: pred}
@@ -57,13 +40,10 @@ spec:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    work = tmp_path_factory.mktemp("predict-local")
-    env = {**os.environ, "KUBEFORGE_STATE_DIR": str(work / "state"), "KUBEFORGE_STORE": (work / "store").as_uri()}
-    kubeforge("datasets", "synth", "shapes", "--task", "classification", "--out", str(work / "data"),
-              "--images", "4", "--size", "32", "--seed", "5", env=env)
-    (work / "jobs.yaml").write_text(JOBS)
-    kubeforge("run", "-f", str(work / "jobs.yaml"), env=env)
-    return work, env
+    with local_world(tmp_path_factory.mktemp("predict-local"), images=4) as (work, env):
+        (work / "jobs.yaml").write_text(JOBS)
+        kubeforge("run", "-f", str(work / "jobs.yaml"), env=env)
+        yield work, env
 
 
 @pytest.mark.slow

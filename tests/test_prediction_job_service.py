@@ -20,29 +20,13 @@ from kubeforge.datasets.versions import load_manifest
 from kubeforge.store import layout, open_store
 from kubeforge.testing.cli import get_json, kubeforge
 from kubeforge.testing.kube_client import KubeClient
+from kubeforge.testing.local_world import classifiers, local_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.triton]
 
 IMAGES = 1500  # enough that the server can be stopped after the first part (64 predictions) and before the end
 
-JOBS = """
-apiVersion: kubeforge.io/v1alpha1
-kind: DatasetVersion
-metadata: {name: shapes-cls}
-spec: {dataset: shapes-cls, source: {uri: data, format: imagefolder}}
----
-apiVersion: kubeforge.io/v1alpha1
-kind: TrainingJob
-metadata: {name: clf}
-spec:
-  datasetVersion: shapes-cls
-  task: classification
-  model: {name: resnet18, imageSize: 32}
-  split: {method: random, trainPercent: 50, seed: 1}
-  hyperparameters: {epochs: 1, batchSize: 8}
-  export: [onnx]
-  benchmark: {enabled: false}
----
+JOBS = classifiers(("clf", "resnet18")) + """---
 apiVersion: kubeforge.io/v1alpha1
 kind: InferenceService
 metadata: {name: clf}
@@ -63,23 +47,17 @@ spec:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    work = tmp_path_factory.mktemp("predict-service")
-    env = {**os.environ, "KUBEFORGE_STATE_DIR": str(work / "state"), "KUBEFORGE_STORE": (work / "store").as_uri()}
-    kubeforge("datasets", "synth", "shapes", "--task", "classification", "--out", str(work / "data"),
-              "--images", "4", "--size", "32", "--seed", "5", env=env)
-    folder = work / "folder"
-    folder.mkdir()
-    sources = [Image.open(p).convert("RGB") for p in sorted((work / "data").rglob("*.png"))]
-    for i in range(IMAGES):  # distinct bytes per file (a pixel holds its index), so every image is its own blob
-        img = sources[i % len(sources)].copy()
-        img.putpixel((0, 0), (i % 256, i // 256, 7))
-        img.save(folder / f"img{i:05d}.png")
-    (work / "jobs.yaml").write_text(JOBS)
-    (work / "predict.yaml").write_text(PREDICT)
-    try:
+    with local_world(tmp_path_factory.mktemp("predict-service"), images=4, stop="clf") as (work, env):
+        folder = work / "folder"
+        folder.mkdir()
+        sources = [Image.open(p).convert("RGB") for p in sorted((work / "data").rglob("*.png"))]
+        for i in range(IMAGES):  # distinct bytes per file (a pixel holds its index): every image its own blob
+            img = sources[i % len(sources)].copy()
+            img.putpixel((0, 0), (i % 256, i // 256, 7))
+            img.save(folder / f"img{i:05d}.png")
+        (work / "jobs.yaml").write_text(JOBS)
+        (work / "predict.yaml").write_text(PREDICT)
         yield work, env
-    finally:
-        kubeforge("stop", "inferenceservice", "clf", env=env, check=False)
 
 
 def files(work: Path) -> list[str]:
