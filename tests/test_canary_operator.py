@@ -19,18 +19,17 @@ import tritonclient.http as httpclient
 
 from kubeforge.api.inference_service import RuntimeSpec
 from kubeforge.testing import rollout_crds as rc
-from kubeforge.testing.kube_operator import (
-    GV,
-    complete_job,
-    ready_dataset_version,
-    status_of,
-    training_job,
-    wait_job,
-    wait_phase,
+from kubeforge.testing.kube_operator import GV, status_of
+from kubeforge.testing.serving_operator import (
+    TRITON,
+    complete_serve_job,
+    model_hash,
+    serve_jobs,
+    trained,
+    weights,
+    with_canary,
 )
 from kubeforge.testing.triton_serving import served
-
-TRITON = "registry.test/tritonserver:t"
 
 
 @pytest.fixture(scope="module")
@@ -44,50 +43,16 @@ def op(kubeforge_operator: Any) -> dict[str, Any]:
     return kubeforge_operator(triton_image=TRITON, gateway="infra/public", request_count_interval_seconds=0.2)
 
 
-def trained(op: dict[str, Any], name: str) -> dict[str, Any]:
-    emu, ns, store = op["emu"], op["ns"], op["store"]
-    if emu.find("DatasetVersion", "data", ns) is None:
-        ready_dataset_version(emu, store, "data", ns)
-    owner = emu.create(training_job(name, ns, "data"))
-    complete_job(emu, store, owner, wait_job(emu, ns, name), {"metrics": {"accuracy": 0.9}})
-    return wait_phase(emu, "TrainingJob", name, ns, "Succeeded")
 
 
-def serve_jobs(emu: Any, ns: str) -> list[dict[str, Any]]:
-    return [j for j in emu.list("Job", ns, "kubeforge.io/name=svc")
-            if j["metadata"]["labels"]["kubeforge.io/kind"] == "InferenceService"]
 
 
-def complete_serve_job(op: dict[str, Any], done: set[str]) -> None:
-    emu, ns = op["emu"], op["ns"]
-    job = emu.wait_for(lambda: [j for j in serve_jobs(emu, ns) if j["metadata"]["name"] not in done],
-                       message="a new serve Job")[0]
-    complete_job(emu, op["store"], emu.get("InferenceService", "svc", ns), job, {"modelName": "svc"})
-    done.add(job["metadata"]["name"])
-
-
-def model_hash(dep: dict[str, Any]) -> str:
-    return dep["spec"]["template"]["metadata"]["annotations"]["kubeforge.io/model-hash"]
-
-
-def weights(route: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
-
-
-def with_canary(op: dict[str, Any], replicas: int, done: set[str]) -> None:
-    """TrainingJobs old and new; InferenceService svc serving old with new as a 10% canary, built."""
-    trained(op, "old")
-    trained(op, "new")
-    op["emu"].create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": op["ns"]},
-                      "spec": {"model": {"trainingJob": "old"}, "replicas": replicas,
-                               "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 10}}})
-    complete_serve_job(op, done)
 
 
 def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> None:
     emu, ns = op["emu"], op["ns"]
     done: set[str] = set()
-    with_canary(op, 4, done)
+    with_canary(op, done, replicas=4)
     route = emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the HTTPRoute")
     assert weights(route) == [("svc", 90), ("svc-canary", 10)]
     assert route["spec"]["parentRefs"][0]["name"] == "public"
@@ -188,7 +153,7 @@ def infer(url: str, times: int) -> None:
 def test_request_counts_of_both_tracks_come_from_their_pods_metrics(
         op: dict[str, Any], tiny_classifier: tuple[Path, Any], triton_backend_dir: Path, tmp_path: Path) -> None:
     emu, ns = op["emu"], op["ns"]
-    with_canary(op, 2, set())
+    with_canary(op, set(), replicas=2)
     stable = emu.wait_for(lambda: emu.find("Deployment", "svc", ns), message="the stable Deployment")
     canary = emu.wait_for(lambda: emu.find("Deployment", "svc-canary", ns), message="the canary Deployment")
     onnx, meta = tiny_classifier

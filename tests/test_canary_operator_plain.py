@@ -1,10 +1,10 @@
 """A cluster without Gateway API or KEDA, through the real operator: the canary splits traffic by replica
 ratio behind one Service, autoscaling is an autoscaling/v2 HPA, scale to zero is refused in status.
 
-The emulator serves the vendored Gateway API and KEDA CRDs (discovery included) and admits HTTPRoutes
-and ScaledObjects by their released schemas; the operator runs as the Helm chart's ServiceAccount
-(its RBAC enforced) and the fixture fails the test on any refusal. Controllers are played by the test
-(serve Jobs completed, Deployment status patched); Kopf, the operator and the S3 store are real.
+The emulator serves neither Gateway API nor KEDA (discovery finds neither); the operator runs as the Helm
+chart's ServiceAccount (its RBAC enforced) and the fixture fails the test on any refusal. Controllers are
+played by the test (serve Jobs completed, Deployment status patched); Kopf, the operator and the S3 store
+are real.
 """
 
 from __future__ import annotations
@@ -13,17 +13,8 @@ from typing import Any
 
 import pytest
 
-from kubeforge.testing.kube_operator import (
-    GV,
-    complete_job,
-    ready_dataset_version,
-    status_of,
-    training_job,
-    wait_job,
-    wait_phase,
-)
-
-TRITON = "registry.test/tritonserver:t"
+from kubeforge.testing.kube_operator import GV, status_of
+from kubeforge.testing.serving_operator import TRITON, complete_serve_job, trained, with_canary
 
 
 @pytest.fixture
@@ -31,47 +22,16 @@ def op(kubeforge_operator: Any) -> dict[str, Any]:
     return kubeforge_operator(triton_image=TRITON, gateway="infra/public")
 
 
-def trained(op: dict[str, Any], name: str) -> dict[str, Any]:
-    emu, ns, store = op["emu"], op["ns"], op["store"]
-    if emu.find("DatasetVersion", "data", ns) is None:
-        ready_dataset_version(emu, store, "data", ns)
-    owner = emu.create(training_job(name, ns, "data"))
-    complete_job(emu, store, owner, wait_job(emu, ns, name), {"metrics": {"accuracy": 0.9}})
-    return wait_phase(emu, "TrainingJob", name, ns, "Succeeded")
 
 
-def serve_jobs(emu: Any, ns: str) -> list[dict[str, Any]]:
-    return [j for j in emu.list("Job", ns, "kubeforge.io/name=svc")
-            if j["metadata"]["labels"]["kubeforge.io/kind"] == "InferenceService"]
 
-
-def complete_serve_job(op: dict[str, Any], done: set[str]) -> None:
-    emu, ns = op["emu"], op["ns"]
-    job = emu.wait_for(lambda: [j for j in serve_jobs(emu, ns) if j["metadata"]["name"] not in done],
-                       message="a new serve Job")[0]
-    complete_job(emu, op["store"], emu.get("InferenceService", "svc", ns), job, {"modelName": "svc"})
-    done.add(job["metadata"]["name"])
-
-
-def model_hash(dep: dict[str, Any]) -> str:
-    return dep["spec"]["template"]["metadata"]["annotations"]["kubeforge.io/model-hash"]
-
-
-def weights(route: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
 
 
 def test_canary_by_replica_ratio_and_hpa(op: dict[str, Any]) -> None:
     emu, ns = op["emu"], op["ns"]
-    trained(op, "old")
-    trained(op, "new")
-    emu.create({"apiVersion": GV, "kind": "InferenceService", "metadata": {"name": "svc", "namespace": ns},
-                "spec": {"model": {"trainingJob": "old"}, "replicas": 4,
-                         "canary": {"model": {"trainingJob": "new"}, "trafficPercent": 25},
-                         "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "metric": "requestsPerSecond",
-                                         "target": 40}}})
     done: set[str] = set()
-    complete_serve_job(op, done)
+    with_canary(op, done, replicas=4, percent=25, autoscaling={
+        "minReplicas": 2, "maxReplicas": 8, "metric": "requestsPerSecond", "target": 40})
     canary = emu.wait_for(lambda: emu.find("Deployment", "svc-canary", ns), message="the canary Deployment")
     assert emu.find("Service", "svc-canary", ns) is None  # no route here: no canary backend Service
     service = emu.wait_for(lambda: (s := emu.get("Service", "svc", ns))["spec"]["selector"] == {
