@@ -1,5 +1,6 @@
 """Pure builders of a canary rollout, validated against the released schemas: Gateway API's HTTPRoute
-CRD (v1.6.1, CEL rules included) and the Kubernetes 1.31 OpenAPI for Deployments and Services."""
+and GRPCRoute CRDs (v1.6.1, CEL rules included) and the Kubernetes 1.31 OpenAPI for Deployments and
+Services."""
 
 from __future__ import annotations
 
@@ -43,6 +44,37 @@ def test_the_vendored_schema_refuses_what_the_api_server_refuses() -> None:
     route["spec"]["rules"][0]["bogus"] = 1
     errors = rc.validate(rc.GATEWAY_API, route)
     assert any("weight" in e for e in errors) and any("bogus" in e for e in errors), errors
+
+
+def test_grpc_route_splits_tritons_grpc_service_by_the_same_weights() -> None:
+    route = br.grpc_route(isvc(), SETTINGS, 10)
+    assert rc.validate(rc.GATEWAY_API_GRPC, route) == []
+    assert (route["kind"], route["metadata"]["name"]) == ("GRPCRoute", "shapes-grpc")
+    [rule] = route["spec"]["rules"]
+    assert [(b["name"], b["weight"], b["port"]) for b in rule["backendRefs"]] == [("shapes", 90, 8001),
+                                                                                ("shapes-canary", 10, 8001)]
+    # Every method of Triton's service (ModelInfer, ModelStreamInfer, ModelMetadata, ...): no method named.
+    assert rule["matches"] == [{"method": {"type": "Exact", "service": "inference.GRPCInferenceService"}}]
+    assert route["spec"]["parentRefs"] == br.http_route(isvc(), SETTINGS, 10)["spec"]["parentRefs"]
+    assert route["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+@pytest.mark.parametrize("percent", [0, 50, 100])
+def test_grpc_route_weights_follow_the_percent_and_the_route_needs_no_gateway(percent: int) -> None:
+    route = br.grpc_route(isvc(), OperatorSettings(store="s3://bucket/pre"), percent)
+    assert rc.validate(rc.GATEWAY_API_GRPC, route) == []
+    assert "parentRefs" not in route["spec"]  # no Gateway configured: attached by the cluster's admin
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100 - percent, percent]
+
+
+def test_the_vendored_grpc_schema_refuses_what_the_api_server_refuses() -> None:
+    """The check can fail: a method match type outside the CRD's enum (a gRPC match has no prefix
+    form) and an unknown field are refused by the released CRD."""
+    route = br.grpc_route(isvc(), SETTINGS, 10)
+    route["spec"]["rules"][0]["matches"][0]["method"]["type"] = "Prefix"
+    route["spec"]["rules"][0]["bogus"] = 1
+    errors = rc.validate(rc.GATEWAY_API_GRPC, route)
+    assert any("Prefix" in e for e in errors) and any("bogus" in e for e in errors), errors
 
 
 def test_canary_deployment_reads_the_canary_repository_with_its_own_selector() -> None:

@@ -1,9 +1,10 @@
 """Canary rollout and autoscaling through the real operator, in a cluster that has Gateway API and KEDA.
 
-The emulator serves the vendored Gateway API and KEDA CRDs (discovery included) and admits HTTPRoutes
-and ScaledObjects by their released schemas; the operator runs as the Helm chart's ServiceAccount
-(its RBAC enforced) and the fixture fails the test on any refusal. Controllers are played by the test
-(serve Jobs completed, Deployment status patched); Kopf, the operator and the S3 store are real.
+The emulator serves the vendored Gateway API (HTTPRoute, GRPCRoute) and KEDA CRDs (discovery included)
+and admits HTTPRoutes, GRPCRoutes and ScaledObjects by their released schemas; the operator runs as the
+Helm chart's ServiceAccount (its RBAC enforced) and the fixture fails the test on any refusal. Controllers
+are played by the test (serve Jobs completed, Deployment status patched); Kopf, the operator and the S3
+store are real.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from kubeforge.testing.triton_serving import served
 
 @pytest.fixture(scope="module")
 def kube_emulator(kube_emulator: Any) -> Iterator[Any]:
-    rc.install(kube_emulator, rc.GATEWAY_API, rc.KEDA)
+    rc.install(kube_emulator, rc.GATEWAY_API, rc.GATEWAY_API_GRPC, rc.KEDA)
     yield kube_emulator
 
 
@@ -56,6 +57,10 @@ def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> Non
     route = emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the HTTPRoute")
     assert weights(route) == [("svc", 90), ("svc-canary", 10)]
     assert route["spec"]["parentRefs"][0]["name"] == "public"
+    grpc = emu.wait_for(lambda: emu.find("GRPCRoute", "svc-grpc", ns), message="the GRPCRoute")
+    assert weights(grpc) == [("svc", 90), ("svc-canary", 10)]
+    assert {b["port"] for b in grpc["spec"]["rules"][0]["backendRefs"]} == {8001}
+    assert grpc["spec"]["parentRefs"] == route["spec"]["parentRefs"]
     canary = emu.get("Deployment", "svc-canary", ns)
     stable = emu.get("Deployment", "svc", ns)
     assert canary["spec"]["replicas"] == 1 and stable["spec"]["replicas"] == 4
@@ -70,15 +75,17 @@ def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> Non
 
     # Shift traffic: the route's weights follow, no new serve run, the stable pods are not rolled.
     emu.patch("InferenceService", "svc", {"spec": {"canary": {"trafficPercent": 50}}}, ns)
-    emu.wait_for(lambda: weights(emu.get("HTTPRoute", "svc", ns)) == [("svc", 50), ("svc-canary", 50)],
-                 message="weights 50/50")
+    for kind, name in (("HTTPRoute", "svc"), ("GRPCRoute", "svc-grpc")):
+        emu.wait_for(lambda: weights(emu.get(kind, name, ns)) == [("svc", 50), ("svc-canary", 50)],  # noqa: B023
+                     message=f"{kind} weights 50/50")
     assert emu.get("Deployment", "svc-canary", ns)["spec"]["replicas"] == 2
     assert len(serve_jobs(emu, ns)) == 1 and model_hash(emu.get("Deployment", "svc", ns)) == stable_hash
 
     # Promote: the canary's model becomes spec.model, the canary goes; the stable Deployment rolls to it.
     emu.patch("InferenceService", "svc", {"spec": {"model": {"trainingJob": "new"}, "canary": None}}, ns)
     emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns) is None and emu.find("Deployment", "svc-canary", ns) is None
-                 and emu.find("Service", "svc-canary", ns) is None, message="canary objects deleted")
+                 and emu.find("Service", "svc-canary", ns) is None and emu.find("GRPCRoute", "svc-grpc", ns) is None,
+                 message="canary objects deleted")
     complete_serve_job(op, done)
     emu.wait_for(lambda: model_hash(emu.get("Deployment", "svc", ns)) != stable_hash, message="stable rolled")
     promoted = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("trainingJob") == "new"
@@ -90,11 +97,12 @@ def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> Non
     emu.patch("InferenceService", "svc", {"spec": {"canary": {"model": {"trainingJob": "newer"},
                                                               "trafficPercent": 20}}}, ns)
     complete_serve_job(op, done)
-    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the second canary's route")
+    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns) and emu.find("GRPCRoute", "svc-grpc", ns),
+                 message="the second canary's routes")
     promoted_hash = model_hash(emu.get("Deployment", "svc", ns))
     emu.patch("InferenceService", "svc", {"spec": {"canary": None}}, ns)
-    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns) is None and emu.find("Deployment", "svc-canary", ns) is None,
-                 message="rolled back")
+    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns) is None and emu.find("Deployment", "svc-canary", ns) is None
+                 and emu.find("GRPCRoute", "svc-grpc", ns) is None, message="rolled back")
     # Back to the run built before the canary: nothing to build again.
     emu.wait_for(lambda: "canary" not in status_of(emu, "InferenceService", "svc", ns), message="canary status gone")
     assert model_hash(emu.get("Deployment", "svc", ns)) == promoted_hash

@@ -5,7 +5,8 @@ Canary: a second Triton Deployment `<name>-canary` reads the canary repository
 which one answered. Its pods carry the component `triton-canary` (the stable Deployment's selector,
 immutable, does not match them). Traffic is split:
 - with Gateway API: an `HTTPRoute` `<name>` with two weighted backendRefs, the Services `<name>`
-  (stable) and `<name>-canary`: exact per request;
+  (stable) and `<name>-canary`: exact per request; and, where the cluster also serves GRPCRoutes, a
+  `GRPCRoute` `<name>-grpc` splitting gRPC calls by the same weights;
 - without: the Service `<name>` selects the pods of both (by `kubeforge.io/serves`), and the canary's
   share is its share of the replicas: approximate (kube-proxy balances connections, not requests).
 
@@ -27,6 +28,9 @@ from kubeforge.operator.settings import OperatorSettings
 
 CANARY_COMPONENT = "triton-canary"
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+# Triton's gRPC API (the KServe v2 / Open Inference Protocol service: ModelInfer, ModelStreamInfer,
+# ModelMetadata, ModelReady, ...).
+TRITON_GRPC_SERVICE = "inference.GRPCInferenceService"
 KEDA_GROUP, KEDA_VERSION = "keda.sh", "v1alpha1"
 
 # Adapter metric names (HPA) and the PromQL behind each (KEDA); docs/serving.md lists the adapter rules.
@@ -101,21 +105,48 @@ def gateway_parent(settings: OperatorSettings) -> list[dict[str, Any]]:
 
 def http_route(isvc: InferenceService, settings: OperatorSettings, percent: int) -> dict[str, Any]:
     """HTTPRoute `<name>`: requests for the model (Open Inference Protocol paths) split by weight."""
-    backends = [
-        {"group": "", "kind": "Service", "name": isvc.name, "port": bs.HTTP_PORT, "weight": 100 - percent},
-        {"group": "", "kind": "Service", "name": canary_name(isvc), "port": bs.HTTP_PORT, "weight": percent},
+    return _route(isvc, settings, "HTTPRoute", isvc.name, "route", [{
+        "matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{bs.model_name(isvc)}"}}],
+        "backendRefs": _weighted_backends(isvc, bs.HTTP_PORT, percent),
+    }])
+
+
+def grpc_route_name(isvc: InferenceService) -> str:
+    """`<name>-grpc`, not `<name>`: when an HTTPRoute and a GRPCRoute meet on one listener with
+    overlapping hostnames, Gateway API accepts the older one, ties broken by `namespace/name`; the
+    suffix makes that tie go to the HTTPRoute `<name>`, so a misconfigured Gateway loses gRPC, never
+    HTTP. It also names what the route carries in `kubectl get grpcroutes`."""
+    return f"{isvc.name}-grpc"
+
+
+def _weighted_backends(isvc: InferenceService, port: int, percent: int) -> list[dict[str, Any]]:
+    return [
+        {"group": "", "kind": "Service", "name": isvc.name, "port": port, "weight": 100 - percent},
+        {"group": "", "kind": "Service", "name": canary_name(isvc), "port": port, "weight": percent},
     ]
-    spec: dict[str, Any] = {
-        "rules": [{
-            "matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{bs.model_name(isvc)}"}}],
-            "backendRefs": backends,
-        }],
-    }
+
+
+def _route(isvc: InferenceService, settings: OperatorSettings, kind: str, name: str, component: str,
+           rules: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"rules": rules}
     parents = gateway_parent(settings)
     if parents:
         spec["parentRefs"] = parents
-    return {"apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}", "kind": "HTTPRoute",
-            "metadata": _meta(isvc, isvc.name, "route"), "spec": spec}
+    return {"apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}", "kind": kind,
+            "metadata": _meta(isvc, name, component), "spec": spec}
+
+
+def grpc_route(isvc: InferenceService, settings: OperatorSettings, percent: int) -> dict[str, Any]:
+    """GRPCRoute `<name>-grpc`: every call of Triton's gRPC service split by the HTTPRoute's weights.
+
+    Per service, not per model: the model name travels inside the protobuf message (ModelInferRequest
+    .model_name), which a GRPCRoute cannot match (only service, method and headers). So the route
+    takes all of `inference.GRPCInferenceService` on the listeners it attaches to; two canaried
+    services on one gRPC listener would claim the same calls (docs/serving.md, "Limits today")."""
+    return _route(isvc, settings, "GRPCRoute", grpc_route_name(isvc), "grpc-route", [{
+        "matches": [{"method": {"type": "Exact", "service": TRITON_GRPC_SERVICE}}],
+        "backendRefs": _weighted_backends(isvc, bs.GRPC_PORT, percent),
+    }])
 
 
 def _selector_labels(isvc: InferenceService) -> str:

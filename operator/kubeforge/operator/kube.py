@@ -48,7 +48,7 @@ PLURALS = {"ConfigMap": "configmaps", "Service": "services", "Job": "jobs", "Dep
            "Pod": "pods", "Event": "events", "DatasetVersion": "datasetversions", "TrainingJob": "trainingjobs",
            "Benchmark": "benchmarks", "InferenceService": "inferenceservices", "PredictionJob": "predictionjobs",
            # Serving rollouts (builders_rollout), where the cluster serves their APIs.
-           "HTTPRoute": "httproutes", "ScaledObject": "scaledobjects",
+           "HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes", "ScaledObject": "scaledobjects",
            "HorizontalPodAutoscaler": "horizontalpodautoscalers"}
 
 

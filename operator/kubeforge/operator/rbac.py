@@ -19,8 +19,10 @@ Why each rule:
   and watches the Deployments it made: their readiness becomes the InferenceService's); a canary's
   Deployment and Service are deleted on promotion or rollback, the Service's selector is patched
   when the replica ratio splits traffic.
-- httproutes / scaledobjects / horizontalpodautoscalers: a canary's weighted route (Gateway API),
-  the autoscaler of spec.autoscaling (KEDA, else an HPA); updated in place, deleted when unset.
+- httproutes / grpcroutes / scaledobjects / horizontalpodautoscalers: a canary's weighted routes
+  (Gateway API: the HTTPRoute for HTTP, the GRPCRoute for Triton's gRPC service where the cluster
+  serves it), the autoscaler of spec.autoscaling (KEDA, else an HPA); updated in place, deleted when
+  the canary or spec.autoscaling is removed.
 - events: Kopf posts core v1 Events on every phase change.
 - Kopf itself: CRD and namespace discovery, and peering (one active replica of two).
 No access to Secrets: Jobs and Triton get the store Secret through `envFrom`, which the
@@ -45,8 +47,9 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    # Serving rollouts: a canary's HTTPRoute (Gateway API), the autoscaler (KEDA's ScaledObject or an HPA).
-    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
+    # Serving rollouts: a canary's HTTPRoute and GRPCRoute (Gateway API), the autoscaler (KEDA's
+    # ScaledObject or an HPA).
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes"],
      "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],

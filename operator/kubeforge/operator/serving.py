@@ -138,8 +138,11 @@ def delete_canary(ctx: Context, res: InferenceService) -> bool:
     ns = res.namespace
     gone = [ctx.kube.delete("apps/v1", "Deployment", ns, br.canary_name(res)),
             ctx.kube.delete("v1", "Service", ns, br.canary_name(res))]
+    gateway_api = f"{br.GATEWAY_GROUP}/{br.GATEWAY_VERSION}"
     if ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "httproutes"):
-        gone.append(ctx.kube.delete(f"{br.GATEWAY_GROUP}/{br.GATEWAY_VERSION}", "HTTPRoute", ns, res.name))
+        gone.append(ctx.kube.delete(gateway_api, "HTTPRoute", ns, res.name))
+    if ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "grpcroutes"):
+        gone.append(ctx.kube.delete(gateway_api, "GRPCRoute", ns, br.grpc_route_name(res)))
     return any(gone)
 
 
@@ -172,6 +175,9 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
     assert isinstance(status, InferenceServiceStatus)
     ns = res.namespace
     gateway = ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "httproutes")
+    # gRPC is split only beside an HTTPRoute: its backend `<name>-canary` exists only in that mode (with
+    # the replica ratio the one Service already spreads gRPC connections over both tracks' pods).
+    grpc_route = gateway and ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "grpcroutes")
     keda = ctx.kube.serves(br.KEDA_GROUP, br.KEDA_VERSION, "scaledobjects")
     try:
         autoscaler = _ensure_autoscaler(ctx, res, keda)
@@ -210,6 +216,8 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
         if gateway:
             _apply_object(ctx, br.canary_service(res))
             _apply_object(ctx, br.http_route(res, ctx.settings, percent))
+            if grpc_route:
+                _apply_object(ctx, br.grpc_route(res, ctx.settings, percent))
         else:
             ctx.kube.delete("v1", "Service", ns, br.canary_name(res))
         status.canary.ready = _deployment_ready(dep, canary_n)[0] if canary_n else True
@@ -231,7 +239,7 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
         served += f", the winner of Benchmark {res.spec.model.benchmark}"
     if status.canary is not None and canary is not None:
         served += (f"; canary {status.canary.training_job} (run {status.canary.training_run}) takes "
-                   f"{percent}% ({status.canary.split})")
+                   f"{percent}% ({status.canary.split}{', GRPCRoute' if grpc_route else ''})")
     message = (f"serving {served} at {status.url}" if ready else
                f"Deployment {res.name}: {ready_replicas}/{target} replicas ready")
     cs.set_phase(status, Phase.RUNNING, reason, message, res.metadata.generation, ready=ready)

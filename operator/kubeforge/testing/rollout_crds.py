@@ -1,5 +1,6 @@
 """The CRDs of the APIs a serving rollout uses, vendored from their projects' releases (see each file's
-header): Gateway API's HTTPRoute (v1.6.1, standard channel) and KEDA's ScaledObject (v2.20.1).
+header): Gateway API's HTTPRoute and GRPCRoute (v1.6.1, standard channel) and KEDA's ScaledObject
+(v2.20.1).
 
 Tests install them in the emulator (`install`) to play a cluster that has Gateway API or KEDA; the
 emulator then serves the kinds (discovery included) and admits their objects by the CRDs' own
@@ -7,8 +8,9 @@ openAPIV3Schema and CEL rules, as an API server would. `validate` checks one obj
 without an emulator (the builders' tests).
 
 Taken from the projects' repositories at a release tag (`config/crd/standard/...httproutes.yaml`,
-`config/crd/bases/keda.sh_scaledobjects.yaml`); only the versions we create are kept and the
-`description` fields are dropped (size): to refresh, take the files of a newer tag the same way.
+`...grpcroutes.yaml`, `config/crd/bases/keda.sh_scaledobjects.yaml`); only the versions we create are
+kept and the `description` fields are dropped (size), then dumped with PyYAML (`sort_keys=False,
+width=120`): to refresh, take the files of a newer tag the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 
 GATEWAY_API = "gateway-api-v1.6.1-httproutes.yaml"
+GATEWAY_API_GRPC = "gateway-api-v1.6.1-grpcroutes.yaml"
 KEDA = "keda-v2.20.1-scaledobjects.yaml"
 
 
