@@ -34,9 +34,9 @@ class OperatorSettings(BaseSettings):
     trainer_image: str = "ghcr.io/kubeforge/trainer:0.1.0"
     trainer_gpu_image: str = "ghcr.io/kubeforge/trainer-cuda:0.1.0"
     triton_image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"
-    # Serving rollouts (docs/serving.md): the Gateway a canary's HTTPRoute attaches to ("namespace/name"),
+    # Serving rollouts (docs/serving.md): the Gateway a canary's HTTPRoute and GRPCRoute attach to ("namespace/name"),
     # and the Prometheus a KEDA ScaledObject queries for Triton's metrics.
-    gateway: str = Field(default="", description="namespace/name of the Gateway for canary HTTPRoutes.")
+    gateway: str = Field(default="", description="namespace/name of the Gateway for canary routes.")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that scrapes Triton (KEDA's prometheus trigger).")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
