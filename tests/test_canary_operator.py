@@ -24,6 +24,7 @@ from kubeforge.testing.kube_operator import GV, status_of
 from kubeforge.testing.serving_operator import (
     TRITON,
     complete_serve_job,
+    deployments_ready,
     model_hash,
     serve_jobs,
     trained,
@@ -72,6 +73,9 @@ def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> Non
     old_run = emu.get("TrainingJob", "old", ns)["status"]["runId"]
     assert status["trainingRun"] == old_run
     stable_hash = model_hash(stable)
+    deployments_ready(emu, ns, "svc", "svc-canary")
+    emu.wait_for(lambda: "takes 10% (HTTPRoute, GRPCRoute)" in status_of(emu, "InferenceService", "svc", ns)
+                 .get("message", ""), message="the status message names both routes")
 
     # Shift traffic: the route's weights follow, no new serve run, the stable pods are not rolled.
     emu.patch("InferenceService", "svc", {"spec": {"canary": {"trafficPercent": 50}}}, ns)

@@ -17,7 +17,7 @@ import pytest
 
 from kubeforge.testing import rollout_crds as rc
 from kubeforge.testing.kube_operator import status_of
-from kubeforge.testing.serving_operator import TRITON, weights, with_canary
+from kubeforge.testing.serving_operator import TRITON, deployments_ready, weights, with_canary
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,11 @@ def test_canary_with_httproutes_but_no_grpcroutes(op: dict[str, Any]) -> None:
     # The reconcile went through to the end (status written) without touching GRPCRoutes.
     status = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("canary", {}).get("split")
                           and s, message="canary in status")
-    assert status["canary"]["split"] == "HTTPRoute" and "GRPCRoute" not in status["message"]
+    assert status["canary"]["split"] == "HTTPRoute"
+    deployments_ready(emu, ns, "svc", "svc-canary")
+    ready = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("ready") and s,
+                         message="Ready")
+    assert "takes 10% (HTTPRoute) " in ready["message"] + " ", ready["message"]
 
     # Rollback: the HTTPRoute and the canary go; no GRPCRoute delete stands in the way.
     emu.patch("InferenceService", "svc", {"spec": {"canary": None}}, ns)

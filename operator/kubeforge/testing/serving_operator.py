@@ -51,3 +51,12 @@ def model_hash(dep: dict[str, Any]) -> str:
 
 def weights(route: dict[str, Any]) -> list[tuple[str, int]]:
     return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def deployments_ready(emu: Any, ns: str, *names: str) -> None:
+    """Play the Deployment controller: every replica of each Deployment `names` ready and up to date."""
+    for name in names:
+        dep = emu.get("Deployment", name, ns)
+        n = dep["spec"]["replicas"]
+        emu.patch_status("Deployment", name, {"observedGeneration": dep["metadata"]["generation"],
+                                              "replicas": n, "readyReplicas": n, "updatedReplicas": n}, ns)
