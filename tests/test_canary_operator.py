@@ -42,7 +42,8 @@ def kube_emulator(kube_emulator: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def op(kubeforge_operator: Any) -> dict[str, Any]:
-    return kubeforge_operator(triton_image=TRITON, gateway="infra/public", request_count_interval_seconds=0.2)
+    return kubeforge_operator(triton_image=TRITON, gateway="infra/public", grpc_route=True,
+                              request_count_interval_seconds=0.2)
 
 
 
@@ -110,6 +111,19 @@ def test_canary_with_gateway_api_promote_and_rollback(op: dict[str, Any]) -> Non
     # Back to the run built before the canary: nothing to build again.
     emu.wait_for(lambda: "canary" not in status_of(emu, "InferenceService", "svc", ns), message="canary status gone")
     assert model_hash(emu.get("Deployment", "svc", ns)) == promoted_hash
+
+
+def test_no_grpc_route_unless_asked(kubeforge_operator: Any) -> None:
+    """serving.grpcRoute off (the default): the cluster serves GRPCRoutes, the operator makes none."""
+    op = kubeforge_operator(triton_image=TRITON, gateway="infra/public")
+    emu, ns = op["emu"], op["ns"]
+    with_canary(op, set(), replicas=2)
+    emu.wait_for(lambda: emu.find("HTTPRoute", "svc", ns), message="the HTTPRoute")
+    # The status is written after the routes are applied in the same reconcile: it proves the operator got there.
+    status = emu.wait_for(lambda: (s := status_of(emu, "InferenceService", "svc", ns)).get("canary", {}).get("split")
+                          and s, message="canary in status")
+    assert status["canary"]["split"] == "HTTPRoute"
+    assert emu.find("GRPCRoute", "svc-grpc", ns) is None
 
 
 def test_autoscaling_with_keda_creates_a_scaled_object_and_leaves_replicas_to_it(op: dict[str, Any]) -> None:

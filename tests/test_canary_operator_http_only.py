@@ -28,7 +28,7 @@ def kube_emulator(kube_emulator: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def op(kubeforge_operator: Any) -> dict[str, Any]:
-    return kubeforge_operator(triton_image=TRITON, gateway="infra/public")
+    return kubeforge_operator(triton_image=TRITON, gateway="infra/public", grpc_route=True)  # asked, not served
 
 
 def test_canary_with_httproutes_but_no_grpcroutes(op: dict[str, Any]) -> None:

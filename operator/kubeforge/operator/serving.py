@@ -176,8 +176,10 @@ def ensure_serving(ctx: Context, body: dict[str, Any], res: InferenceService, re
     ns = res.namespace
     gateway = ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "httproutes")
     # gRPC is split only beside an HTTPRoute: its backend `<name>-canary` exists only in that mode (with
-    # the replica ratio the one Service already spreads gRPC connections over both tracks' pods).
-    grpc_route = gateway and ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "grpcroutes")
+    # the replica ratio the one Service already spreads gRPC connections over both tracks' pods); and only
+    # when asked (serving.grpcRoute): the route claims Triton's whole gRPC service on its listeners.
+    grpc_route = gateway and ctx.settings.grpc_route and \
+        ctx.kube.serves(br.GATEWAY_GROUP, br.GATEWAY_VERSION, "grpcroutes")
     keda = ctx.kube.serves(br.KEDA_GROUP, br.KEDA_VERSION, "scaledobjects")
     try:
         autoscaler = _ensure_autoscaler(ctx, res, keda)

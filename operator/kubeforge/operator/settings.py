@@ -37,6 +37,9 @@ class OperatorSettings(BaseSettings):
     # Serving rollouts (docs/serving.md): the Gateway a canary's HTTPRoute and GRPCRoute attach to ("namespace/name"),
     # and the Prometheus a KEDA ScaledObject queries for Triton's metrics.
     gateway: str = Field(default="", description="namespace/name of the Gateway for canary routes.")
+    # Opt-in: a GRPCRoute takes every gRPC inference call on its listeners (not one model's), so it needs a
+    # Gateway set up for it (docs/serving.md).
+    grpc_route: bool = Field(default=False, description="Split a canary's gRPC calls with a GRPCRoute too.")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that scrapes Triton (KEDA's prometheus trigger).")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
