@@ -31,6 +31,7 @@ from kubeforge.testing.serving_operator import (
     weights,
     with_canary,
 )
+from kubeforge.testing.triton_deployments import pod_of, running_status
 from kubeforge.testing.triton_serving import served
 
 
@@ -149,21 +150,13 @@ def test_autoscaling_with_keda_creates_a_scaled_object_and_leaves_replicas_to_it
                  and emu.get("Deployment", "svc", ns)["spec"]["replicas"] == 2, message="ScaledObject removed")
 
 
-def running_pod(emu: Any, deployment: dict[str, Any], metrics_url: str) -> None:
+def running_pod(emu: Any, deployment: dict[str, Any], process: Any) -> None:
     """Play the ReplicaSet controller and the kubelet: a Running pod of `deployment` at 127.0.0.1 whose
-    metrics port is a real local tritonserver's (the pod network cannot run here)."""
-    template = deployment["spec"]["template"]
-    spec = template["spec"]
-    for port in spec["containers"][0]["ports"]:
-        if port["name"] == "metrics":
-            port["containerPort"] = int(metrics_url.rsplit(":", 1)[1].split("/", 1)[0])
-    meta = deployment["metadata"]
-    pod = emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "name": f"{meta['name']}-p1", "namespace": meta["namespace"], "labels": template["metadata"]["labels"],
-        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
-                             "uid": meta["uid"], "controller": True}]}, "spec": spec})
-    emu.patch_status("Pod", pod["metadata"]["name"], {"phase": "Running", "podIP": "127.0.0.1"},
-                     meta["namespace"])
+    ports are a real local tritonserver's (the pod network cannot run here)."""
+    emu.create(pod_of(deployment, process, f"{deployment['metadata']['name']}-p1"))
+    emu.patch_status("Pod", f"{deployment['metadata']['name']}-p1",
+                     running_status(deployment["spec"]["template"]["spec"]["containers"][0], process),
+                     deployment["metadata"]["namespace"])
 
 
 def infer(url: str, times: int) -> None:
@@ -187,8 +180,8 @@ def test_request_counts_of_both_tracks_come_from_their_pods_metrics(
         # Two real tritonservers stand for the two tracks' pods, each serving the model as `svc`.
         one = servers.enter_context(served(tmp_path / "stable", onnx, meta, "svc", RuntimeSpec(), triton_backend_dir))
         two = servers.enter_context(served(tmp_path / "canary", onnx, meta, "svc", RuntimeSpec(), triton_backend_dir))
-        running_pod(emu, stable, one.metrics_url)
-        running_pod(emu, canary, two.metrics_url)
+        running_pod(emu, stable, one)
+        running_pod(emu, canary, two)
         for name, dep in (("svc", stable), ("svc-canary", canary)):
             n = dep["spec"]["replicas"]
             emu.patch_status("Deployment", name, {"observedGeneration": dep["metadata"]["generation"],

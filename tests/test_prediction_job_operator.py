@@ -19,7 +19,7 @@ from kubeforge.datasets.operations import score_of
 from kubeforge.datasets.versions import load_manifest
 from kubeforge.predict import to_dataset
 from kubeforge.store import layout
-from kubeforge.testing.kube_operator import GV, condition, status_of
+from kubeforge.testing.kube_operator import GV, condition, status_of, wait_phase
 from tests import test_gate_operator
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.triton]  # the shared fixture starts a pod runner
@@ -52,13 +52,7 @@ def test_a_prediction_job_runs_as_a_job_and_records_its_version(cluster: dict[st
     for doc in manifests(ns, cluster["source"]):
         emu.create(doc)
 
-    def done() -> dict[str, Any] | None:
-        status = status_of(emu, "PredictionJob", "shapes-predicted", ns)
-        if status.get("phase") == "Failed":
-            raise AssertionError(f"PredictionJob shapes-predicted failed: {status}")
-        return status if status.get("phase") == "Succeeded" else None
-
-    status = emu.wait_for(done, timeout=300, interval=0.3, message="PredictionJob shapes-predicted Succeeded")
+    status = wait_phase(emu, "PredictionJob", "shapes-predicted", ns, "Succeeded", timeout=300, fail_fast=True)
     dsv = status_of(emu, "DatasetVersion", "shapes-cls", ns)
     job = status_of(emu, "TrainingJob", "clf", ns)
 
@@ -102,13 +96,7 @@ def check_the_reviewed_version(cluster: dict[str, Any]) -> None:
     """The version derived from the predictions (created with the rest, so it waited) keeps the confident ones."""
     emu, ns, store = cluster["emu"], cluster["ns"], cluster["store"]
 
-    def built() -> dict[str, Any] | None:
-        status = status_of(emu, "DatasetVersion", "shapes-reviewed", ns)
-        if status.get("phase") == "Failed":
-            raise AssertionError(f"DatasetVersion shapes-reviewed failed: {status}")
-        return status if status.get("phase") == "Succeeded" else None
-
-    reviewed = emu.wait_for(built, timeout=300, interval=0.3, message="DatasetVersion shapes-reviewed Succeeded")
+    reviewed = wait_phase(emu, "DatasetVersion", "shapes-reviewed", ns, "Succeeded", timeout=300, fail_fast=True)
     predicted = status_of(emu, "PredictionJob", "shapes-predicted", ns)
     parent = {"name": "PredictionJob/shapes-predicted", "dataset": "shapes-predicted", "digest": predicted["digest"]}
     assert reviewed["parents"] == [parent] and reviewed["lineage"]["parents"] == [parent]

@@ -58,9 +58,17 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
-def wait_phase(emu: KubeEmulator, kind: str, name: str, ns: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    return emu.wait_for(lambda: (s := status_of(emu, kind, name, ns)).get("phase") == phase and s,
-                        timeout=timeout, message=f"{kind} {name} {phase}")
+def wait_phase(emu: KubeEmulator, kind: str, name: str, ns: str, phase: str, timeout: float = 30,
+               fail_fast: bool = False) -> dict[str, Any]:
+    """The status once `phase` is reached; `fail_fast`: raise at once, with the status, if it fails instead
+    (for a resource that starts fresh: one that may be Failed from before must not use it)."""
+    def reached() -> dict[str, Any] | None:
+        status = status_of(emu, kind, name, ns)
+        if fail_fast and phase != "Failed" and status.get("phase") == "Failed":
+            raise AssertionError(f"{kind} {name} failed: {status}")
+        return status if status.get("phase") == phase else None
+
+    return emu.wait_for(reached, timeout=timeout, message=f"{kind} {name} {phase}")
 
 
 def wait_job(emu: KubeEmulator, ns: str, owner: str, timeout: float = 30) -> dict[str, Any]:

@@ -113,33 +113,10 @@ class TritonDeployments:
         process = inst.process
         if process is None or inst.pod_name is not None:
             return
-        local = {"http": _port(process.http_url), "grpc": _port(process.grpc_url),
-                 "metrics": _port(process.metrics_url)}
-        template = (dep.get("spec") or {}).get("template") or {}
-        spec = json.loads(json.dumps(template.get("spec") or {}))
-        for c in spec.get("containers") or []:
-            for p in c.get("ports") or []:
-                if p.get("name") in local:
-                    p["containerPort"] = local[p["name"]]
         name = f"{dep['metadata']['name']}-{uuid.uuid4().hex[:5]}"
-        self.api.create({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.namespace,
-                         "labels": (template.get("metadata") or {}).get("labels") or {},
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                              "name": dep["metadata"]["name"], "uid": dep["metadata"]["uid"],
-                                              "controller": True, "blockOwnerDeletion": True}]},
-            "spec": {**spec, "nodeName": NODE_NAME},
-        })
+        self.api.create(pod_of(dep, process, name))
         inst.pod_name = name
-        self.api.patch_status("Pod", name, {
-            "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "hostIP": "127.0.0.1",
-            "conditions": [{"type": t, "status": "True"} for t in ("PodScheduled", "Initialized",
-                                                                   "ContainersReady", "Ready")],
-            "containerStatuses": [{"name": container.get("name", "triton"), "ready": True, "started": True,
-                                   "restartCount": 0, "image": container.get("image", ""), "imageID": "",
-                                   "containerID": f"local://{process.pid}", "state": {"running": {}}}]},
-            self.namespace)
+        self.api.patch_status("Pod", name, running_status(container, process), self.namespace)
 
     def _run(self, dep: Body, container: Body, inst: TritonInstance) -> None:
         from kubeforge.serving.triton_repo import CLUSTER_VARIANT, LOCAL_VARIANT
@@ -219,3 +196,33 @@ class TritonDeployments:
 
 def _port(url: str) -> int:
     return int(url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[1])
+
+
+def pod_of(dep: Body, process: Any, name: str) -> Body:
+    """The ReplicaSet controller's Pod `name` of Deployment `dep`, standing for the local tritonserver
+    `process`: the template's labels and spec, its container ports the local server's (the pod network
+    here is 127.0.0.1 with the local ports)."""
+    local = {"http": _port(process.http_url), "grpc": _port(process.grpc_url), "metrics": _port(process.metrics_url)}
+    template = (dep.get("spec") or {}).get("template") or {}
+    spec = json.loads(json.dumps(template.get("spec") or {}))
+    for c in spec.get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") in local:
+                p["containerPort"] = local[p["name"]]
+    meta = dep["metadata"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": meta["namespace"],
+                         "labels": (template.get("metadata") or {}).get("labels") or {},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+                                              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {**spec, "nodeName": NODE_NAME}}
+
+
+def running_status(container: Body, process: Any) -> Body:
+    """The kubelet's status of that Pod: Running and Ready at 127.0.0.1."""
+    return {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "hostIP": "127.0.0.1",
+            "conditions": [{"type": t, "status": "True"} for t in ("PodScheduled", "Initialized",
+                                                                   "ContainersReady", "Ready")],
+            "containerStatuses": [{"name": container.get("name", "triton"), "ready": True, "started": True,
+                                   "restartCount": 0, "image": container.get("image", ""), "imageID": "",
+                                   "containerID": f"local://{process.pid}", "state": {"running": {}}}]}
