@@ -15,15 +15,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kubeforge import API_GROUP, API_VERSION
+from kubeforge import GROUP_VERSION
 from kubeforge.api import InferenceService
 from kubeforge.operator import builders_rollout as br
 from kubeforge.operator import builders_serving as bs
 from kubeforge.operator.kube import KubeError
 from kubeforge.operator.reconcile import Context, resource_of
 from kubeforge.serving.triton_metrics import total_requests
-
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 
 
 def metrics_urls(pods: list[dict[str, Any]]) -> list[str]:
